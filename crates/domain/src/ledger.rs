@@ -1,0 +1,187 @@
+//! Double-entry journal in points. Every entry's postings sum to zero; the journal is
+//! append-only, and a correction is a new entry.
+
+use crate::Points;
+use uuid::Uuid;
+
+/// The kinds of ledger account. Member accounts carry a guarded balance; partner and
+/// operator accounts are append-only sums of their postings (they would be hot rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AccountKind {
+    Member,
+    PartnerIssued,
+    PartnerRedeemed,
+    OperatorBreakage,
+    OperatorFunding,
+}
+
+impl AccountKind {
+    pub const ALL: [AccountKind; 5] = [
+        AccountKind::Member,
+        AccountKind::PartnerIssued,
+        AccountKind::PartnerRedeemed,
+        AccountKind::OperatorBreakage,
+        AccountKind::OperatorFunding,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Member => "member",
+            AccountKind::PartnerIssued => "partner_issued",
+            AccountKind::PartnerRedeemed => "partner_redeemed",
+            AccountKind::OperatorBreakage => "operator_breakage",
+            AccountKind::OperatorFunding => "operator_funding",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// A ledger account: its kind and the id of what owns it (a member points account, a
+/// partner, or the programme for operator accounts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountRef {
+    pub kind: AccountKind,
+    pub owner: Uuid,
+}
+
+impl AccountRef {
+    pub fn member(account_id: Uuid) -> Self {
+        Self { kind: AccountKind::Member, owner: account_id }
+    }
+    pub fn partner_issued(partner_id: Uuid) -> Self {
+        Self { kind: AccountKind::PartnerIssued, owner: partner_id }
+    }
+    pub fn partner_redeemed(partner_id: Uuid) -> Self {
+        Self { kind: AccountKind::PartnerRedeemed, owner: partner_id }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posting {
+    pub account: AccountRef,
+    pub amount: Points,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Purchase,
+    Refund,
+    CardTransfer,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Purchase => "purchase",
+            EntryKind::Refund => "refund",
+            EntryKind::CardTransfer => "card_transfer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    #[error("journal entry postings sum to {0}, not zero")]
+    Unbalanced(Points),
+    #[error("points overflow")]
+    Overflow,
+}
+
+/// A balanced set of postings, built up move by move. Zero moves are dropped so the
+/// history never shows empty lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub kind: EntryKind,
+    pub postings: Vec<Posting>,
+}
+
+impl JournalEntry {
+    pub fn new(kind: EntryKind) -> Self {
+        Self { kind, postings: Vec::new() }
+    }
+
+    /// Moves `points` from one account to another: two postings that cancel.
+    pub fn transfer(mut self, from: AccountRef, to: AccountRef, points: Points) -> Self {
+        if points != 0 {
+            self.postings.push(Posting { account: from, amount: -points });
+            self.postings.push(Posting { account: to, amount: points });
+        }
+        self
+    }
+
+    /// Checks the entry balances before anything is written.
+    pub fn balanced(self) -> Result<Self, LedgerError> {
+        let sum = self
+            .postings
+            .iter()
+            .try_fold(0i64, |acc, p| acc.checked_add(p.amount))
+            .ok_or(LedgerError::Overflow)?;
+        if sum != 0 {
+            return Err(LedgerError::Unbalanced(sum));
+        }
+        Ok(self)
+    }
+
+    /// Net change of one account in this entry.
+    pub fn net_for(&self, account: AccountRef) -> Points {
+        self.postings.iter().filter(|p| p.account == account).map(|p| p.amount).sum()
+    }
+}
+
+/// A purchase at `partner`: the member pays `redeemed` points to the partner's redeemed
+/// account and earns `earned` from the partner's issued account.
+pub fn purchase_entry(partner: Uuid, member_account: Uuid, earned: Points, redeemed: Points) -> Result<JournalEntry, LedgerError> {
+    let member = AccountRef::member(member_account);
+    JournalEntry::new(EntryKind::Purchase)
+        .transfer(member, AccountRef::partner_redeemed(partner), redeemed)
+        .transfer(AccountRef::partner_issued(partner), member, earned)
+        .balanced()
+}
+
+/// A refund reverses a share of a purchase: spent points go back to the member, clawed
+/// back points go back to the issuing partner.
+pub fn refund_entry(partner: Uuid, member_account: Uuid, clawed_back: Points, returned: Points) -> Result<JournalEntry, LedgerError> {
+    let member = AccountRef::member(member_account);
+    JournalEntry::new(EntryKind::Refund)
+        .transfer(AccountRef::partner_redeemed(partner), member, returned)
+        .transfer(member, AccountRef::partner_issued(partner), clawed_back)
+        .balanced()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purchase_postings_balance_and_net_on_the_member() {
+        let (p, m) = (Uuid::new_v4(), Uuid::new_v4());
+        let e = purchase_entry(p, m, 80, 2_000).unwrap();
+        assert_eq!(e.postings.len(), 4);
+        assert_eq!(e.net_for(AccountRef::member(m)), -1_920);
+        assert_eq!(e.net_for(AccountRef::partner_issued(p)), -80);
+        assert_eq!(e.net_for(AccountRef::partner_redeemed(p)), 2_000);
+    }
+
+    #[test]
+    fn zero_moves_leave_no_postings() {
+        let e = refund_entry(Uuid::new_v4(), Uuid::new_v4(), 0, 0).unwrap();
+        assert!(e.postings.is_empty());
+    }
+
+    #[test]
+    fn unbalanced_entries_are_refused() {
+        let mut e = JournalEntry::new(EntryKind::Purchase);
+        e.postings.push(Posting { account: AccountRef::member(Uuid::nil()), amount: 5 });
+        assert_eq!(e.balanced(), Err(LedgerError::Unbalanced(5)));
+    }
+
+    #[test]
+    fn account_kinds_round_trip_as_text() {
+        for k in AccountKind::ALL {
+            assert_eq!(AccountKind::parse(k.as_str()), Some(k));
+        }
+    }
+}

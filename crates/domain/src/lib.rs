@@ -1,0 +1,15 @@
+//! Pure domain of the coalition programme: money, points, earning and refund rules,
+//! ledger postings, point lots and card numbers. No I/O lives here.
+
+pub mod card_number;
+pub mod earning;
+pub mod ledger;
+pub mod lots;
+pub mod money;
+pub mod refund;
+
+pub use ledger::{AccountKind, AccountRef, EntryKind, JournalEntry, LedgerError, Posting};
+pub use money::{Currency, Money, MoneyError};
+
+/// Points are whole numbers; a member can never hold a fraction of one.
+pub type Points = i64;

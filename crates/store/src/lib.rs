@@ -1,0 +1,39 @@
+//! Storage: sea-orm entities and connection set-up, and the balance cache (Redis or
+//! in-process behind one trait).
+
+pub mod cache;
+pub mod entities;
+
+pub use sea_orm;
+use migration::MigratorTrait;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use std::time::Duration;
+
+/// Connects to `DATABASE_URL`. SQLite is the embedded, single-process default: one
+/// connection serialises writers, which is what SQLite does anyway, and avoids
+/// "database is locked" on lock upgrades. PostgreSQL gets a real pool.
+pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(30));
+    let is_sqlite = url.starts_with("sqlite:");
+    options.max_connections(if is_sqlite { 1 } else { max_connections });
+    if is_sqlite {
+        // An in-memory database lives exactly as long as its one connection.
+        let forever = Duration::from_secs(10 * 365 * 24 * 3600);
+        options.min_connections(1).idle_timeout(forever).max_lifetime(forever);
+    }
+    let db = Database::connect(options).await?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL;").await?;
+    }
+    Ok(db)
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    migration::Migrator::up(db, None).await
+}
+
+/// Is this error a unique-constraint violation (a concurrent duplicate)?
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}

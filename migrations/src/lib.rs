@@ -1,0 +1,13 @@
+//! Schema of Coalition. Every change goes through a migration here, never by hand.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_ledger;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_ledger::Migration)]
+    }
+}
