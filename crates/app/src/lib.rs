@@ -1,1 +1,80 @@
+//! Use cases of Coalition: one function per business operation, each owning its
+//! transaction boundary and its authorization decision.
 
+pub mod auth;
+pub mod balances;
+pub mod cards;
+pub mod clients;
+pub mod error;
+pub mod idempotency;
+pub mod ledger;
+pub mod members;
+pub mod pagination;
+pub mod partners;
+pub mod programmes;
+pub mod purchases;
+pub mod refunds;
+
+pub use error::{AppError, AppResult, FieldError};
+
+use coalition_store::cache::BalanceCache;
+use sea_orm::DatabaseConnection;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Shared handles every use case needs.
+#[derive(Clone)]
+pub struct App {
+    pub db: DatabaseConnection,
+    pub cache: Arc<dyn BalanceCache>,
+    pub tokens: Arc<auth::TokenKeys>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Admin,
+    Partner,
+    Bank,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Partner => "partner",
+            Scope::Bank => "bank",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Scope::Admin, Scope::Partner, Scope::Bank].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// Who is calling, taken from a verified access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub programme_id: Uuid,
+    pub client_id: String,
+    pub scope: Scope,
+    /// Set for partner and bank clients.
+    pub partner_id: Option<Uuid>,
+}
+
+impl Caller {
+    /// Refuses callers whose scope is not among `allowed`.
+    pub fn require(&self, allowed: &[Scope]) -> AppResult<()> {
+        if allowed.contains(&self.scope) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+            Err(AppError::Forbidden(format!("this operation needs scope {}", names.join(" or "))))
+        }
+    }
+
+    /// The partner a partner-scoped caller acts for.
+    pub fn acting_partner(&self) -> AppResult<Uuid> {
+        self.require(&[Scope::Partner])?;
+        self.partner_id.ok_or_else(|| AppError::Forbidden("this client is not bound to a partner".into()))
+    }
+}

@@ -1,0 +1,203 @@
+//! OAuth2 client credentials: clients with argon2-hashed secrets, and short-lived JWT
+//! access tokens (RFC 9068 profile) signed with a key from configuration or, on the
+//! embedded default, one generated on first start and kept in the database.
+
+use crate::{AppError, AppResult, Caller, Scope};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use coalition_store::entities::{api_client, setting};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+const ISSUER: &str = "coalition";
+const AUDIENCE: &str = "coalition-api";
+const SIGNING_KEY_SETTING: &str = "jwt_hs256_signing_key";
+
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub ttl_seconds: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    sub: String,
+    client_id: String,
+    scope: String,
+    programme_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    partner_id: Option<Uuid>,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub scope: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+impl TokenKeys {
+    pub fn from_secret(secret: &[u8], ttl_seconds: i64) -> Self {
+        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), ttl_seconds }
+    }
+
+    /// Uses the configured secret, or the one kept with the data, generating it on first
+    /// start. Insert-then-read means concurrent first starts agree on one key.
+    pub async fn load_or_generate(db: &impl ConnectionTrait, configured: Option<&str>, ttl_seconds: i64) -> AppResult<Self> {
+        if let Some(secret) = configured {
+            return Ok(Self::from_secret(secret.as_bytes(), ttl_seconds));
+        }
+        let candidate = setting::ActiveModel { key: Set(SIGNING_KEY_SETTING.into()), value: Set(random_hex(32)) };
+        let _ = setting::Entity::insert(candidate)
+            .on_conflict(sea_orm::sea_query::OnConflict::column(setting::Column::Key).do_nothing().to_owned())
+            .do_nothing()
+            .exec(db)
+            .await?;
+        let stored = setting::Entity::find_by_id(SIGNING_KEY_SETTING.to_owned())
+            .one(db)
+            .await?
+            .ok_or_else(|| AppError::Internal("signing key missing after insert".into()))?;
+        let secret = hex::decode(&stored.value).map_err(|e| AppError::Internal(format!("stored signing key: {e}")))?;
+        Ok(Self::from_secret(&secret, ttl_seconds))
+    }
+
+    pub fn issue(&self, client: &api_client::Model, scope: &str) -> AppResult<IssuedToken> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: client.client_id.clone(),
+            client_id: client.client_id.clone(),
+            scope: scope.to_owned(),
+            programme_id: client.programme_id,
+            partner_id: client.partner_id,
+            iat: now,
+            exp: now + self.ttl_seconds,
+            jti: Uuid::new_v4().to_string(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("at+jwt".into());
+        let access_token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| AppError::Internal(format!("signing token: {e}")))?;
+        Ok(IssuedToken { access_token, expires_in: self.ttl_seconds, scope: scope.to_owned() })
+    }
+
+    pub fn verify(&self, token: &str) -> AppResult<Caller> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.leeway = 5;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|e| AppError::Unauthorized(format!("invalid access token: {e}")))?;
+        let claims = data.claims;
+        let scope = Scope::parse(&claims.scope).ok_or_else(|| AppError::Unauthorized("token has an unknown scope".into()))?;
+        Ok(Caller { programme_id: claims.programme_id, client_id: claims.client_id, scope, partner_id: claims.partner_id })
+    }
+}
+
+pub fn hash_secret(secret: &str) -> AppResult<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AppError::Internal(format!("hashing secret: {e}")))
+}
+
+fn secret_matches(secret: &str, stored_hash: &str) -> bool {
+    PasswordHash::new(stored_hash).is_ok_and(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
+}
+
+/// New client credentials: a public id and a secret shown once.
+pub fn new_credentials() -> (String, String) {
+    (format!("cl_{}", random_hex(12)), format!("cs_{}", random_hex(32)))
+}
+
+/// The client-credentials grant: authenticate the client, then sign a token for the
+/// requested scope (the client's own scope when none is asked).
+pub async fn client_credentials_grant(
+    app: &crate::App,
+    client_id: &str,
+    client_secret: &str,
+    requested_scope: Option<&str>,
+) -> AppResult<IssuedToken> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let client = api_client::Entity::find()
+        .filter(api_client::Column::ClientId.eq(client_id))
+        .one(&app.db)
+        .await?;
+    // Verify against a dummy hash for unknown ids too, so timing does not reveal them.
+    let stored = client.as_ref().map(|c| c.secret_hash.clone()).unwrap_or_else(dummy_hash);
+    let secret = client_secret.to_owned();
+    let verified = tokio::task::spawn_blocking(move || secret_matches(&secret, &stored))
+        .await
+        .map_err(|e| AppError::Internal(format!("verifying secret: {e}")))?;
+    let client = client.filter(|_| verified).ok_or(AppError::InvalidClient)?;
+    let scope = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
+        None => client.scope.clone(),
+        Some(s) if s == client.scope => client.scope.clone(),
+        Some(_) => return Err(AppError::InvalidScope),
+    };
+    app.tokens.issue(&client, &scope)
+}
+
+fn dummy_hash() -> String {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_secret("not-a-client-secret").unwrap_or_default()).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(partner: Option<Uuid>) -> api_client::Model {
+        api_client::Model {
+            id: Uuid::new_v4(),
+            programme_id: Uuid::new_v4(),
+            client_id: "cl_x".into(),
+            secret_hash: String::new(),
+            name: "pos".into(),
+            partner_id: partner,
+            scope: "partner".into(),
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_token_verifies_only_with_its_key_and_carries_the_tenant() {
+        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef", 60);
+        let c = client(Some(Uuid::new_v4()));
+        let token = keys.issue(&c, "partner").unwrap();
+        let caller = keys.verify(&token.access_token).unwrap();
+        assert_eq!((caller.programme_id, caller.partner_id, caller.scope), (c.programme_id, c.partner_id, Scope::Partner));
+        let other = TokenKeys::from_secret(b"another-key-another-key-another!!", 60);
+        assert!(other.verify(&token.access_token).is_err());
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef", -120);
+        let token = keys.issue(&client(None), "admin").unwrap();
+        assert!(matches!(keys.verify(&token.access_token), Err(AppError::Unauthorized(_))));
+    }
+
+    #[test]
+    fn secrets_are_stored_hashed_and_verified() {
+        let hash = hash_secret("cs_secret").unwrap();
+        assert!(!hash.contains("cs_secret"));
+        assert!(secret_matches("cs_secret", &hash));
+        assert!(!secret_matches("cs_other", &hash));
+    }
+}

@@ -1,0 +1,135 @@
+//! A member's balance (cache first, database on a miss) and ledger history.
+
+use crate::error::{AppError, AppResult};
+use crate::members;
+use crate::pagination::{Page, PageRequest};
+use crate::programmes;
+use crate::{App, Caller};
+use chrono::{DateTime, Duration, Utc};
+use coalition_domain::earning::BreakdownLine;
+use coalition_domain::money::format_amount;
+use coalition_domain::{AccountKind, Points};
+use coalition_store::cache::Versioned;
+use coalition_store::entities::{journal_entry, point_account, point_lot, posting};
+use rust_decimal::{Decimal, RoundingStrategy};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Points expiring within this window are shown as "expiring soon".
+pub const EXPIRING_SOON_DAYS: i64 = 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiringLot {
+    pub points: Points,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub member_id: Uuid,
+    pub points: Points,
+    /// Money value of the points, as a decimal string in `currency`.
+    pub value: String,
+    pub currency: String,
+    pub expiring_soon: Vec<ExpiringLot>,
+}
+
+pub async fn balance(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<BalanceView> {
+    let member = members::visible(&app.db, caller, member_id).await?;
+    if let Some(hit) = app.cache.get(member.account_id).await {
+        if let Ok(view) = serde_json::from_str::<BalanceView>(&hit.body) {
+            return Ok(view);
+        }
+    }
+    let (view, version) = read_balance(app, caller.programme_id, member_id, member.account_id).await?;
+    if let Ok(body) = serde_json::to_string(&view) {
+        app.cache.put(member.account_id, Versioned { version, body }).await;
+    }
+    Ok(view)
+}
+
+async fn read_balance(app: &App, programme_id: Uuid, member_id: Uuid, account_id: Uuid) -> AppResult<(BalanceView, i64)> {
+    let programme = programmes::load(&app.db, programme_id).await?;
+    let account = point_account::Entity::find_by_id(account_id).one(&app.db).await?.ok_or(AppError::NotFound("points account"))?;
+    let horizon = Utc::now() + Duration::days(EXPIRING_SOON_DAYS);
+    let lots = point_lot::Entity::find()
+        .filter(point_lot::Column::AccountId.eq(account_id))
+        .filter(point_lot::Column::PointsRemaining.gt(0))
+        .filter(point_lot::Column::ExpiresAt.lt(horizon))
+        .order_by_asc(point_lot::Column::ExpiresAt)
+        .all(&app.db)
+        .await?;
+    let value = (Decimal::from(account.balance) * programme.point_value)
+        .round_dp_with_strategy(programme.currency.minor_units(), RoundingStrategy::ToZero);
+    let view = BalanceView {
+        member_id,
+        points: account.balance,
+        value: format_amount(value, &programme.currency),
+        currency: programme.currency.to_string(),
+        expiring_soon: lots.into_iter().map(|l| ExpiringLot { points: l.points_remaining, expires_at: l.expires_at }).collect(),
+    };
+    Ok((view, account.version))
+}
+
+/// One line of a member's history: one posting on the member's account, with its entry.
+#[derive(Debug, Clone)]
+pub struct HistoryItem {
+    pub seq: i64,
+    pub entry_id: Uuid,
+    pub kind: &'static str,
+    pub points: Points,
+    pub reason: String,
+    pub partner_id: Option<Uuid>,
+    pub purchase_id: Option<Uuid>,
+    pub refund_id: Option<Uuid>,
+    pub breakdown: Vec<BreakdownLine>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a posting means for the member, from its entry's kind and its sign.
+fn movement(entry_kind: &str, points: Points) -> &'static str {
+    match (entry_kind, points >= 0) {
+        ("purchase", true) => "earned",
+        ("purchase", false) => "redeemed",
+        ("refund", true) => "returned",
+        ("refund", false) => "clawed_back",
+        ("card_transfer", true) => "card_transfer_in",
+        ("card_transfer", false) => "card_transfer_out",
+        _ => "adjustment",
+    }
+}
+
+pub async fn history(app: &App, caller: &Caller, member_id: Uuid, page: PageRequest) -> AppResult<Page<HistoryItem>> {
+    let member = members::visible(&app.db, caller, member_id).await?;
+    let before = page.decode_cursor(|c| c.parse::<i64>().ok())?;
+    let mut query = posting::Entity::find()
+        .filter(posting::Column::AccountKind.eq(AccountKind::Member.as_str()))
+        .filter(posting::Column::AccountId.eq(member.account_id));
+    if let Some(before) = before {
+        query = query.filter(posting::Column::Seq.lt(before));
+    }
+    let postings = query.order_by_desc(posting::Column::Seq).limit(page.limit + 1).all(&app.db).await?;
+    let entry_ids: Vec<Uuid> = postings.iter().map(|p| p.entry_id).collect();
+    let entries = journal_entry::Entity::find().filter(journal_entry::Column::Id.is_in(entry_ids)).all(&app.db).await?;
+    let mut items = Vec::with_capacity(postings.len());
+    for p in postings {
+        let entry = entries.iter().find(|e| e.id == p.entry_id).ok_or_else(|| AppError::Internal("posting without entry".into()))?;
+        let kind = movement(&entry.kind, p.amount);
+        // The rule breakdown explains earned points, so it goes with the earning line.
+        let breakdown = if kind == "earned" { serde_json::from_str(&entry.breakdown).unwrap_or_default() } else { vec![] };
+        items.push(HistoryItem {
+            seq: p.seq,
+            entry_id: entry.id,
+            kind,
+            points: p.amount,
+            reason: entry.reason.clone(),
+            partner_id: entry.partner_id,
+            purchase_id: entry.purchase_id,
+            refund_id: entry.refund_id,
+            breakdown,
+            created_at: p.created_at,
+        });
+    }
+    Ok(page.page(items, |i| i.seq.to_string(), |i| i))
+}

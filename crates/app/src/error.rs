@@ -1,0 +1,98 @@
+use coalition_domain::Points;
+use sea_orm::DbErr;
+
+/// One offending input field, for `errors[]` in a validation problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl ToString) -> Self {
+        Self { field: field.to_owned(), message: message.to_string() }
+    }
+}
+
+/// Everything a use case can refuse. The HTTP layer gives each a status and a stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("client authentication failed")]
+    InvalidClient,
+    #[error("the requested scope is not granted to this client")]
+    InvalidScope,
+    #[error("the card is blocked")]
+    CardBlocked,
+    #[error("the card was replaced by card {0}")]
+    CardReplaced(String),
+    #[error("the card is already registered to a member")]
+    CardAlreadyRegistered,
+    #[error("the member's personal data was erased")]
+    MemberErased,
+    #[error("the balance of {available} points does not cover {requested} points")]
+    InsufficientPoints { available: Points, requested: Points },
+    #[error("{0}")]
+    RedemptionExceedsAmount(String),
+    #[error("{0}")]
+    RefundExceedsRemaining(String),
+    #[error("the amount is in {got}, the programme runs in {expected}")]
+    CurrencyMismatch { expected: String, got: String },
+    #[error("a purchase with external_ref '{0}' was already recorded by this partner")]
+    DuplicateExternalRef(String),
+    #[error("a member with this email is already enrolled")]
+    EmailTaken,
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<DbErr> for AppError {
+    fn from(err: DbErr) -> Self {
+        AppError::Internal(format!("database: {err}"))
+    }
+}
+
+impl From<coalition_domain::LedgerError> for AppError {
+    fn from(err: coalition_domain::LedgerError) -> Self {
+        AppError::Internal(format!("ledger: {err}"))
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+/// Collects field errors so a request hears about all its mistakes at once.
+#[derive(Default)]
+pub struct Validator(Vec<FieldError>);
+
+impl Validator {
+    pub fn check<T, E: ToString>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.0.push(FieldError::new(field, e))).ok()
+    }
+
+    pub fn require(&mut self, field: &str, ok: bool, message: &str) {
+        if !ok {
+            self.0.push(FieldError::new(field, message));
+        }
+    }
+
+    pub fn finish(self) -> AppResult<()> {
+        if self.0.is_empty() { Ok(()) } else { Err(AppError::Validation(self.0)) }
+    }
+}
+
+/// A required free-text field: trimmed, not empty, not longer than `max` characters.
+pub fn text_field(v: &mut Validator, field: &str, value: &str, max: usize) -> String {
+    let trimmed = value.trim();
+    v.require(field, !trimmed.is_empty(), "must not be empty");
+    v.require(field, trimmed.chars().count() <= max, &format!("must be at most {max} characters"));
+    trimmed.to_owned()
+}

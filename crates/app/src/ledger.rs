@@ -1,0 +1,154 @@
+//! Writing the journal: entries with their postings, guarded member balances, and the
+//! point lots behind them. Every function here runs inside the caller's transaction.
+
+use crate::error::{AppError, AppResult};
+use coalition_domain::earning::BreakdownLine;
+use coalition_domain::lots::{plan_consumption, Lot};
+use coalition_domain::{AccountKind, JournalEntry, Points};
+use coalition_store::entities::{journal_entry, point_account, point_lot, posting};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::{NotSet, Set}, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+/// What an entry is about, for the member's history.
+pub struct EntryContext {
+    pub programme_id: Uuid,
+    pub reason: String,
+    pub partner_id: Option<Uuid>,
+    pub purchase_id: Option<Uuid>,
+    pub refund_id: Option<Uuid>,
+    pub breakdown: Vec<BreakdownLine>,
+}
+
+/// A member account after a guarded change: its new balance and version (for the cache).
+#[derive(Debug, Clone, Copy)]
+pub struct AccountState {
+    pub account_id: Uuid,
+    pub balance: Points,
+    pub version: i64,
+}
+
+impl From<point_account::Model> for AccountState {
+    fn from(row: point_account::Model) -> Self {
+        Self { account_id: row.id, balance: row.balance, version: row.version }
+    }
+}
+
+pub async fn write_entry(db: &impl ConnectionTrait, entry: &JournalEntry, ctx: EntryContext, now: DateTime<Utc>) -> AppResult<Uuid> {
+    let id = Uuid::now_v7();
+    let breakdown = serde_json::to_string(&ctx.breakdown).map_err(|e| AppError::Internal(e.to_string()))?;
+    journal_entry::Entity::insert(journal_entry::ActiveModel {
+        id: Set(id),
+        programme_id: Set(ctx.programme_id),
+        kind: Set(entry.kind.as_str().to_owned()),
+        reason: Set(ctx.reason),
+        partner_id: Set(ctx.partner_id),
+        purchase_id: Set(ctx.purchase_id),
+        refund_id: Set(ctx.refund_id),
+        breakdown: Set(breakdown),
+        created_at: Set(now),
+    })
+    .exec_without_returning(db)
+    .await?;
+    if !entry.postings.is_empty() {
+        let rows = entry.postings.iter().map(|p| posting::ActiveModel {
+            seq: NotSet,
+            entry_id: Set(id),
+            programme_id: Set(ctx.programme_id),
+            account_kind: Set(p.account.kind.as_str().to_owned()),
+            account_id: Set(p.account.owner),
+            amount: Set(p.amount),
+            created_at: Set(now),
+        });
+        posting::Entity::insert_many(rows).exec_without_returning(db).await?;
+    }
+    Ok(id)
+}
+
+/// Changes a member balance by `delta`, refusing to go below zero. The guard is in the
+/// UPDATE itself, so it holds across server processes sharing the database; on
+/// PostgreSQL the row stays locked until commit, which also serialises lot changes.
+pub async fn change_balance(db: &impl ConnectionTrait, account_id: Uuid, delta: Points) -> AppResult<AccountState> {
+    let updated = point_account::Entity::update_many()
+        .col_expr(point_account::Column::Balance, Expr::col(point_account::Column::Balance).add(delta))
+        .col_expr(point_account::Column::Version, Expr::col(point_account::Column::Version).add(1))
+        .filter(point_account::Column::Id.eq(account_id))
+        .filter(Expr::col(point_account::Column::Balance).gte(-delta))
+        .exec_with_returning(db)
+        .await?;
+    match updated.into_iter().next() {
+        Some(row) => Ok(row.into()),
+        None => {
+            let account = point_account::Entity::find_by_id(account_id).one(db).await?.ok_or(AppError::NotFound("points account"))?;
+            Err(AppError::InsufficientPoints { available: account.balance, requested: -delta })
+        }
+    }
+}
+
+pub async fn add_lot(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    account_id: Uuid,
+    entry_id: Uuid,
+    points: Points,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    if points == 0 {
+        return Ok(());
+    }
+    point_lot::Entity::insert(point_lot::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        programme_id: Set(programme_id),
+        account_id: Set(account_id),
+        entry_id: Set(entry_id),
+        points_initial: Set(points),
+        points_remaining: Set(points),
+        expires_at: Set(expires_at),
+        created_at: Set(now),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// Takes `points` out of the account's lots, soonest expiry first. Call it only after the
+/// guarded balance change, which both proves the points exist and locks the account.
+pub async fn consume_lots(db: &impl ConnectionTrait, account_id: Uuid, points: Points) -> AppResult<()> {
+    if points == 0 {
+        return Ok(());
+    }
+    let lots: Vec<Lot> = point_lot::Entity::find()
+        .filter(point_lot::Column::AccountId.eq(account_id))
+        .filter(point_lot::Column::PointsRemaining.gt(0))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|l| Lot { id: l.id, remaining: l.points_remaining, expires_at: l.expires_at })
+        .collect();
+    let plan = plan_consumption(&lots, points)
+        .ok_or_else(|| AppError::Internal(format!("lots of account {account_id} hold fewer than {points} points")))?;
+    for (lot_id, take) in plan {
+        point_lot::Entity::update_many()
+            .col_expr(point_lot::Column::PointsRemaining, Expr::col(point_lot::Column::PointsRemaining).sub(take))
+            .filter(point_lot::Column::Id.eq(lot_id))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sum of an account's postings: the balance of append-only (partner, operator) accounts.
+pub async fn posted_balance(db: &impl ConnectionTrait, kind: AccountKind, owner: Uuid) -> AppResult<Points> {
+    use sea_orm::QuerySelect;
+    let sum: Option<Option<i64>> = posting::Entity::find()
+        .select_only()
+        .column_as(posting::Column::Amount.sum(), "total")
+        .filter(posting::Column::AccountKind.eq(kind.as_str()))
+        .filter(posting::Column::AccountId.eq(owner))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(sum.flatten().unwrap_or(0))
+}

@@ -1,0 +1,157 @@
+//! Members: enrolment, profile, erasure, and who may see whom. A partner sees the
+//! members it enrolled, issued a card to, or sold to; anyone else is "not found".
+
+use crate::error::{text_field, AppError, AppResult, Validator};
+use crate::{App, Caller, Scope};
+use coalition_store::entities::{member, member_partner, point_account};
+use coalition_store::is_unique_violation;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
+use uuid::Uuid;
+
+pub struct NewMember {
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub consent_marketing: bool,
+    pub consent_data_sharing: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub row: member::Model,
+    pub points: i64,
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else { return false };
+    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !email.contains(char::is_whitespace)
+}
+
+fn valid_phone(phone: &str) -> bool {
+    let digits = phone.chars().filter(char::is_ascii_digit).count();
+    (6..=15).contains(&digits) && phone.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c))
+}
+
+pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Member> {
+    caller.require(&[Scope::Admin, Scope::Partner])?;
+    let mut v = Validator::default();
+    let name = text_field(&mut v, "name", &input.name, 200);
+    let email = input.email.trim().to_lowercase();
+    v.require("email", valid_email(&email) && email.len() <= 254, "must be an email address");
+    let phone = input.phone.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
+    v.require("phone", phone.as_deref().is_none_or(valid_phone), "must be a phone number of 6 to 15 digits");
+    v.finish()?;
+
+    let now = chrono::Utc::now();
+    let (member_id, account_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let txn = app.db.begin().await?;
+    point_account::Entity::insert(point_account::ActiveModel {
+        id: Set(account_id),
+        programme_id: Set(caller.programme_id),
+        member_id: Set(Some(member_id)),
+        balance: Set(0),
+        version: Set(0),
+        created_at: Set(now),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    let row = member::ActiveModel {
+        id: Set(member_id),
+        programme_id: Set(caller.programme_id),
+        account_id: Set(account_id),
+        name: Set(Some(name)),
+        email: Set(Some(email)),
+        phone: Set(phone),
+        consent_marketing: Set(input.consent_marketing),
+        consent_data_sharing: Set(input.consent_data_sharing),
+        enrolled_by_partner_id: Set(caller.partner_id),
+        erased_at: Set(None),
+        created_at: Set(now),
+    };
+    match member::Entity::insert(row).exec_without_returning(&txn).await {
+        Err(e) if is_unique_violation(&e) => {
+            txn.rollback().await?;
+            return Err(AppError::EmailTaken);
+        }
+        other => other?,
+    };
+    if let Some(partner_id) = caller.partner_id {
+        link_partner(&txn, caller.programme_id, member_id, partner_id).await?;
+    }
+    txn.commit().await?;
+    get(app, caller, member_id).await
+}
+
+/// Records that a partner may see a member from now on.
+pub async fn link_partner(db: &impl ConnectionTrait, programme_id: Uuid, member_id: Uuid, partner_id: Uuid) -> AppResult<()> {
+    member_partner::Entity::insert(member_partner::ActiveModel {
+        member_id: Set(member_id),
+        partner_id: Set(partner_id),
+        programme_id: Set(programme_id),
+        created_at: Set(chrono::Utc::now()),
+    })
+    .on_conflict(OnConflict::columns([member_partner::Column::MemberId, member_partner::Column::PartnerId]).do_nothing().to_owned())
+    .do_nothing()
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
+/// The member if this caller may see it; otherwise "not found", never "forbidden".
+pub async fn visible(db: &impl ConnectionTrait, caller: &Caller, member_id: Uuid) -> AppResult<member::Model> {
+    caller.require(&[Scope::Admin, Scope::Partner])?;
+    let row = member::Entity::find_by_id(member_id)
+        .filter(member::Column::ProgrammeId.eq(caller.programme_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("member"))?;
+    if let (Scope::Partner, Some(partner_id)) = (caller.scope, caller.partner_id) {
+        let linked = member_partner::Entity::find_by_id((member_id, partner_id)).one(db).await?.is_some();
+        if !linked {
+            return Err(AppError::NotFound("member"));
+        }
+    }
+    Ok(row)
+}
+
+pub async fn get(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Member> {
+    let row = visible(&app.db, caller, member_id).await?;
+    let account = point_account::Entity::find_by_id(row.account_id).one(&app.db).await?.ok_or(AppError::NotFound("points account"))?;
+    Ok(Member { row, points: account.balance })
+}
+
+/// GDPR erasure: personal data goes, the ledger keeps its numbers and the account keeps
+/// its points (they still expire or can be spent with a card).
+pub async fn erase(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<()> {
+    caller.require(&[Scope::Admin])?;
+    let row = visible(&app.db, caller, member_id).await?;
+    if row.erased_at.is_some() {
+        return Ok(());
+    }
+    let mut erased: member::ActiveModel = row.into();
+    erased.name = Set(None);
+    erased.email = Set(None);
+    erased.phone = Set(None);
+    erased.consent_marketing = Set(false);
+    erased.consent_data_sharing = Set(false);
+    erased.erased_at = Set(Some(chrono::Utc::now()));
+    member::Entity::update(erased).exec(&app.db).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_and_phones_are_checked() {
+        assert!(valid_email("ann@example.org"));
+        assert!(!valid_email("ann@example"));
+        assert!(!valid_email("@example.org"));
+        assert!(!valid_email("ann @example.org"));
+        assert!(valid_phone("+49 30 1234567"));
+        assert!(!valid_phone("12"));
+        assert!(!valid_phone("call me"));
+    }
+}

@@ -1,0 +1,139 @@
+//! Partners of a programme: merchants that earn and redeem, and co-brand banks.
+
+use crate::error::{text_field, AppError, AppResult, Validator};
+use crate::pagination::{Page, PageRequest};
+use crate::{App, Caller, Scope};
+use coalition_domain::money::parse_rate;
+use coalition_store::entities::partner;
+use rust_decimal::Decimal;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartnerKind {
+    Merchant,
+    Bank,
+}
+
+impl PartnerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartnerKind::Merchant => "merchant",
+            PartnerKind::Bank => "bank",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "merchant" => Some(PartnerKind::Merchant),
+            "bank" => Some(PartnerKind::Bank),
+            _ => None,
+        }
+    }
+}
+
+pub struct NewPartner {
+    pub name: String,
+    pub kind: String,
+    pub category: String,
+    pub earn_points_per_unit: String,
+    pub issue_price_per_point: String,
+    pub redemption_value_per_point: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Partner {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: PartnerKind,
+    pub category: String,
+    pub earn_points_per_unit: Decimal,
+    pub issue_price_per_point: Decimal,
+    pub redemption_value_per_point: Decimal,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl TryFrom<partner::Model> for Partner {
+    type Error = AppError;
+    fn try_from(row: partner::Model) -> AppResult<Self> {
+        let rate = |text: &str| text.parse::<Decimal>().map_err(|_| AppError::Internal(format!("partner {} has a corrupt rate", row.id)));
+        Ok(Partner {
+            id: row.id,
+            kind: PartnerKind::parse(&row.kind).ok_or_else(|| AppError::Internal("corrupt partner kind".into()))?,
+            earn_points_per_unit: rate(&row.earn_points_per_unit)?,
+            issue_price_per_point: rate(&row.issue_price_per_point)?,
+            redemption_value_per_point: rate(&row.redemption_value_per_point)?,
+            name: row.name,
+            category: row.category,
+            created_at: row.created_at,
+        })
+    }
+}
+
+pub async fn create(app: &App, caller: &Caller, input: NewPartner) -> AppResult<Partner> {
+    caller.require(&[Scope::Admin])?;
+    let mut v = Validator::default();
+    let name = text_field(&mut v, "name", &input.name, 200);
+    let category = text_field(&mut v, "category", &input.category, 100);
+    let kind = PartnerKind::parse(&input.kind);
+    v.require("kind", kind.is_some(), "must be 'merchant' or 'bank'");
+    let earn = v.check("earn_points_per_unit", parse_rate(&input.earn_points_per_unit));
+    let issue = v.check("issue_price_per_point", parse_rate(&input.issue_price_per_point));
+    let redeem = v.check("redemption_value_per_point", parse_rate(&input.redemption_value_per_point));
+    v.finish()?;
+    let partner = Partner {
+        id: Uuid::now_v7(),
+        name,
+        kind: kind.expect("validated"),
+        category,
+        earn_points_per_unit: earn.expect("validated"),
+        issue_price_per_point: issue.expect("validated"),
+        redemption_value_per_point: redeem.expect("validated"),
+        created_at: chrono::Utc::now(),
+    };
+    partner::Entity::insert(partner::ActiveModel {
+        id: Set(partner.id),
+        programme_id: Set(caller.programme_id),
+        name: Set(partner.name.clone()),
+        kind: Set(partner.kind.as_str().to_owned()),
+        category: Set(partner.category.clone()),
+        earn_points_per_unit: Set(partner.earn_points_per_unit.to_string()),
+        issue_price_per_point: Set(partner.issue_price_per_point.to_string()),
+        redemption_value_per_point: Set(partner.redemption_value_per_point.to_string()),
+        created_at: Set(partner.created_at),
+    })
+    .exec_without_returning(&app.db)
+    .await?;
+    Ok(partner)
+}
+
+/// A partner of the programme; another programme's partner is simply not found.
+pub async fn find(db: &impl ConnectionTrait, programme_id: Uuid, id: Uuid) -> AppResult<Partner> {
+    partner::Entity::find_by_id(id)
+        .filter(partner::Column::ProgrammeId.eq(programme_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("partner"))?
+        .try_into()
+}
+
+/// Operators see every partner; a partner sees only itself.
+pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<Partner> {
+    caller.require(&[Scope::Admin, Scope::Partner, Scope::Bank])?;
+    if caller.scope != Scope::Admin && caller.partner_id != Some(id) {
+        return Err(AppError::NotFound("partner"));
+    }
+    find(&app.db, caller.programme_id, id).await
+}
+
+pub async fn list(app: &App, caller: &Caller, page: PageRequest) -> AppResult<Page<Partner>> {
+    caller.require(&[Scope::Admin])?;
+    let after = page.decode_cursor(|c| Uuid::parse_str(c).ok())?;
+    let mut query = partner::Entity::find().filter(partner::Column::ProgrammeId.eq(caller.programme_id));
+    if let Some(after) = after {
+        query = query.filter(partner::Column::Id.gt(after));
+    }
+    let rows = query.order_by_asc(partner::Column::Id).limit(page.limit + 1).all(&app.db).await?;
+    let rows = rows.into_iter().map(Partner::try_from).collect::<AppResult<Vec<_>>>()?;
+    Ok(page.page(rows, |p| p.id.to_string(), |p| p))
+}

@@ -1,0 +1,216 @@
+//! Purchases at a partner: pay part with points, earn on the rest, all in one entry.
+
+use crate::cards;
+use crate::error::{text_field, AppError, AppResult, Validator};
+use crate::idempotency::{self, IdempotencyKey, StoredResponse};
+use crate::ledger::{self, EntryContext};
+use crate::members;
+use crate::partners::{self, Partner};
+use crate::programmes::{self, Programme};
+use crate::{App, Caller};
+use coalition_domain::earning::{price_purchase, EarningError, PurchaseOutcome, PurchaseTerms};
+use coalition_domain::ledger::purchase_entry;
+use coalition_domain::money::Money;
+use coalition_domain::Points;
+use coalition_store::entities::{card, point_account, purchase, refund};
+use coalition_store::is_unique_violation;
+use rust_decimal::Decimal;
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder};
+use uuid::Uuid;
+
+pub struct NewPurchase {
+    pub card_number: String,
+    pub amount: String,
+    pub currency: String,
+    pub external_ref: String,
+    pub redeem_points: Option<Points>,
+    pub store_ref: Option<String>,
+    pub staff_ref: Option<String>,
+}
+
+/// A validated purchase request.
+struct Checked {
+    card_number: String,
+    amount: Money,
+    external_ref: String,
+    redeem_points: Points,
+    store_ref: Option<String>,
+    staff_ref: Option<String>,
+}
+
+/// A purchase as priced (a quote) or as recorded.
+#[derive(Debug, Clone)]
+pub struct Priced {
+    pub card: card::Model,
+    pub partner: Partner,
+    pub amount: Money,
+    pub outcome: PurchaseOutcome,
+    /// The member's points after the purchase.
+    pub balance: Points,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub purchase: purchase::Model,
+    pub priced: Priced,
+}
+
+fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
+    let mut v = Validator::default();
+    let card_number = text_field(&mut v, "card_number", &input.card_number, 32);
+    let external_ref = text_field(&mut v, "external_ref", &input.external_ref, 128);
+    let amount = v.check("amount.amount", Money::positive(&input.amount, &input.currency));
+    let redeem_points = input.redeem_points.unwrap_or(0);
+    v.require("redeem_points", redeem_points >= 0, "must not be negative");
+    let optional = |v: &mut Validator, field: &str, value: Option<String>| {
+        value.map(|s| text_field(v, field, &s, 128)).filter(|s| !s.is_empty())
+    };
+    let store_ref = optional(&mut v, "store_ref", input.store_ref);
+    let staff_ref = optional(&mut v, "staff_ref", input.staff_ref);
+    v.finish()?;
+    let amount = amount.expect("validated");
+    if amount.currency != programme.currency {
+        return Err(AppError::CurrencyMismatch { expected: programme.currency.to_string(), got: amount.currency.to_string() });
+    }
+    Ok(Checked { card_number, amount, external_ref, redeem_points, store_ref, staff_ref })
+}
+
+async fn price(db: &impl ConnectionTrait, caller: &Caller, programme: &Programme, req: &Checked) -> AppResult<Priced> {
+    let partner = partners::find(db, caller.programme_id, caller.acting_partner()?).await?;
+    let card = cards::find(db, caller.programme_id, &req.card_number).await?;
+    cards::ensure_active(&card)?;
+    let terms = PurchaseTerms {
+        amount: req.amount.amount,
+        currency: programme.currency.clone(),
+        point_value: programme.point_value,
+        earn_points_per_unit: partner.earn_points_per_unit,
+        redeem_points: req.redeem_points,
+        partner_name: partner.name.clone(),
+    };
+    let outcome = price_purchase(&terms).map_err(|e| match e {
+        EarningError::RedemptionExceedsAmount { .. } => AppError::RedemptionExceedsAmount(e.to_string()),
+        EarningError::NegativeRedemption => AppError::Validation(vec![crate::FieldError::new("redeem_points", e)]),
+        EarningError::TooManyPoints => AppError::Validation(vec![crate::FieldError::new("amount.amount", e)]),
+    })?;
+    let account = point_account::Entity::find_by_id(card.account_id).one(db).await?.ok_or(AppError::NotFound("points account"))?;
+    if account.balance < outcome.points_redeemed {
+        return Err(AppError::InsufficientPoints { available: account.balance, requested: outcome.points_redeemed });
+    }
+    let balance = account.balance - outcome.points_redeemed + outcome.points_earned;
+    Ok(Priced { card, partner, amount: req.amount.clone(), outcome, balance })
+}
+
+/// What recording the purchase would do, without doing it.
+pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<Priced> {
+    caller.acting_partner()?;
+    let programme = programmes::load(&app.db, caller.programme_id).await?;
+    let req = check(input, &programme)?;
+    price(&app.db, caller, &programme, &req).await
+}
+
+pub async fn record(
+    app: &App,
+    caller: &Caller,
+    input: NewPurchase,
+    key: &IdempotencyKey,
+    render: impl FnOnce(&Recorded) -> StoredResponse,
+) -> AppResult<StoredResponse> {
+    caller.acting_partner()?;
+    let programme = programmes::load(&app.db, caller.programme_id).await?;
+    let req = check(input, &programme)?;
+    let (response, changed) = idempotency::run(app, key, |txn| async move {
+        let (recorded, version) = record_in(&txn, caller, &programme, req).await?;
+        let response = render(&recorded);
+        let state = (recorded.purchase.account_id, version);
+        Ok((txn, response, state))
+    })
+    .await?;
+    if let Some((account_id, version)) = changed {
+        app.cache.changed(account_id, version).await;
+    }
+    Ok(response)
+}
+
+async fn record_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Programme, req: Checked) -> AppResult<(Recorded, i64)> {
+    let mut priced = price(txn, caller, programme, &req).await?;
+    let out = &priced.outcome;
+    let account_id = priced.card.account_id;
+    let now = chrono::Utc::now();
+    // The guard: the balance must cover the redeemed points before anything is earned.
+    let mut state = ledger::change_balance(txn, account_id, -out.points_redeemed).await?;
+    ledger::consume_lots(txn, account_id, out.points_redeemed).await?;
+    if out.points_earned > 0 {
+        state = ledger::change_balance(txn, account_id, out.points_earned).await?;
+    }
+    let purchase_id = Uuid::now_v7();
+    let entry = purchase_entry(priced.partner.id, account_id, out.points_earned, out.points_redeemed)?;
+    let ctx = EntryContext {
+        programme_id: caller.programme_id,
+        reason: format!("Purchase of {} {} at {}", req.amount.amount_string(), req.amount.currency, priced.partner.name),
+        partner_id: Some(priced.partner.id),
+        purchase_id: Some(purchase_id),
+        refund_id: None,
+        breakdown: out.breakdown.clone(),
+    };
+    let entry_id = ledger::write_entry(txn, &entry, ctx, now).await?;
+    let expires_at = now + chrono::Duration::days(i64::from(programme.point_expiry_days));
+    ledger::add_lot(txn, caller.programme_id, account_id, entry_id, out.points_earned, expires_at, now).await?;
+    let row = purchase::Model {
+        id: purchase_id,
+        programme_id: caller.programme_id,
+        partner_id: priced.partner.id,
+        account_id,
+        card_number: priced.card.number.clone(),
+        external_ref: req.external_ref.clone(),
+        store_ref: req.store_ref,
+        staff_ref: req.staff_ref,
+        amount: req.amount.amount.to_string(),
+        currency: req.amount.currency.to_string(),
+        discount: out.discount.to_string(),
+        points_earned: out.points_earned,
+        points_redeemed: out.points_redeemed,
+        refunded_amount: "0".into(),
+        points_clawed_back: 0,
+        points_returned: 0,
+        entry_id,
+        created_at: now,
+    };
+    match purchase::Entity::insert(purchase::ActiveModel::from(row.clone())).exec_without_returning(txn).await {
+        Err(e) if is_unique_violation(&e) => return Err(AppError::DuplicateExternalRef(req.external_ref)),
+        other => other?,
+    };
+    if let Some(member_id) = priced.card.member_id {
+        members::link_partner(txn, caller.programme_id, member_id, priced.partner.id).await?;
+    }
+    priced.balance = state.balance;
+    Ok((Recorded { purchase: row, priced }, state.version))
+}
+
+/// A purchase with its refunds, as the recording partner (or an operator) sees it.
+pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<(purchase::Model, Vec<refund::Model>)> {
+    caller.require(&[crate::Scope::Admin, crate::Scope::Partner])?;
+    let found = find_own(&app.db, caller, id).await?;
+    let refunds = refund::Entity::find()
+        .filter(refund::Column::PurchaseId.eq(id))
+        .order_by_asc(refund::Column::Id)
+        .all(&app.db)
+        .await?;
+    Ok((found, refunds))
+}
+
+/// A purchase of the caller's programme that a partner caller recorded itself.
+pub async fn find_own(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> AppResult<purchase::Model> {
+    let found = purchase::Entity::find_by_id(id)
+        .filter(purchase::Column::ProgrammeId.eq(caller.programme_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("purchase"))?;
+    match caller.partner_id {
+        Some(partner_id) if caller.scope != crate::Scope::Admin && found.partner_id != partner_id => Err(AppError::NotFound("purchase")),
+        _ => Ok(found),
+    }
+}
+
+pub(crate) fn parse_stored(text: &str) -> AppResult<Decimal> {
+    text.parse().map_err(|_| AppError::Internal(format!("stored amount '{text}' is corrupt")))
+}

@@ -1,0 +1,125 @@
+//! Refunds: give back the points spent on the refunded part, claw back the points earned
+//! on it. A balance never goes below zero: what cannot be clawed back is recorded as the
+//! refund's shortfall, and the issuing partner's account is not credited for it.
+
+use crate::error::{AppError, AppResult, Validator};
+use crate::idempotency::{self, IdempotencyKey, StoredResponse};
+use crate::ledger::{self, EntryContext};
+use crate::programmes::{self, Programme};
+use crate::purchases::{find_own, parse_stored};
+use crate::{App, Caller};
+use coalition_domain::ledger::refund_entry;
+use coalition_domain::money::Money;
+use coalition_domain::refund::{clawback_within_balance, refund_share, PurchaseRecord, RefundError};
+use coalition_store::entities::{purchase, refund};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Refunded {
+    pub refund: refund::Model,
+    pub balance: i64,
+    pub currency: String,
+}
+
+pub async fn refund(
+    app: &App,
+    caller: &Caller,
+    purchase_id: Uuid,
+    amount: String,
+    currency: String,
+    key: &IdempotencyKey,
+    render: impl FnOnce(&Refunded) -> StoredResponse,
+) -> AppResult<StoredResponse> {
+    caller.acting_partner()?;
+    let programme = programmes::load(&app.db, caller.programme_id).await?;
+    let mut v = Validator::default();
+    let amount = v.check("amount.amount", Money::positive(&amount, &currency));
+    v.finish()?;
+    let amount = amount.expect("validated");
+    if amount.currency != programme.currency {
+        return Err(AppError::CurrencyMismatch { expected: programme.currency.to_string(), got: amount.currency.to_string() });
+    }
+    let (response, changed) = idempotency::run(app, key, |txn| async move {
+        let (refunded, version) = refund_in(&txn, caller, &programme, purchase_id, amount).await?;
+        let response = render(&refunded);
+        Ok((txn, response, (refunded.refund.purchase_id, version)))
+    })
+    .await?;
+    if let Some((purchase_id, version)) = changed {
+        if let Some(p) = purchase::Entity::find_by_id(purchase_id).one(&app.db).await? {
+            app.cache.changed(p.account_id, version).await;
+        }
+    }
+    Ok(response)
+}
+
+async fn refund_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Programme, purchase_id: Uuid, amount: Money) -> AppResult<(Refunded, i64)> {
+    let bought = find_own(txn, caller, purchase_id).await?;
+    let already_refunded = parse_stored(&bought.refunded_amount)?;
+    let record = PurchaseRecord {
+        amount: parse_stored(&bought.amount)?,
+        already_refunded,
+        points_earned: bought.points_earned,
+        points_redeemed: bought.points_redeemed,
+    };
+    let share = refund_share(&record, amount.amount).map_err(|e| match e {
+        RefundError::ExceedsRemaining { .. } => AppError::RefundExceedsRemaining(e.to_string()),
+        RefundError::NotPositive => AppError::Validation(vec![crate::FieldError::new("amount.amount", e)]),
+    })?;
+    // Compare-and-set on the refunded total: a concurrent refund of the same purchase
+    // either waits for this one (PostgreSQL row lock) and then fails here, or wins.
+    let new_total = already_refunded + amount.amount;
+    let claimed = purchase::Entity::update_many()
+        .col_expr(purchase::Column::RefundedAmount, Expr::value(new_total.to_string()))
+        .filter(purchase::Column::Id.eq(bought.id))
+        .filter(purchase::Column::RefundedAmount.eq(bought.refunded_amount.clone()))
+        .exec(txn)
+        .await?;
+    if claimed.rows_affected != 1 {
+        return Err(AppError::RefundExceedsRemaining("another refund of this purchase was recorded at the same time; retry".into()));
+    }
+    let account_id = bought.account_id;
+    let now = chrono::Utc::now();
+    let mut state = ledger::change_balance(txn, account_id, share.points_returned).await?;
+    let (clawed, shortfall) = clawback_within_balance(state.balance - share.points_returned, share.points_returned, share.clawback_due);
+    if clawed > 0 {
+        state = ledger::change_balance(txn, account_id, -clawed).await?;
+        ledger::consume_lots(txn, account_id, clawed).await?;
+    }
+    let refund_id = Uuid::now_v7();
+    let entry = refund_entry(bought.partner_id, account_id, clawed, share.points_returned)?;
+    let ctx = EntryContext {
+        programme_id: caller.programme_id,
+        reason: format!("Refund of {} {} on purchase {}", amount.amount_string(), amount.currency, bought.external_ref),
+        partner_id: Some(bought.partner_id),
+        purchase_id: Some(bought.id),
+        refund_id: Some(refund_id),
+        breakdown: vec![],
+    };
+    let entry_id = ledger::write_entry(txn, &entry, ctx, now).await?;
+    // Returned points get a fresh lot: the spent lots are gone from the ledger's view.
+    let expires_at = now + chrono::Duration::days(i64::from(programme.point_expiry_days));
+    ledger::add_lot(txn, caller.programme_id, account_id, entry_id, share.points_returned, expires_at, now).await?;
+    let row = refund::Model {
+        id: refund_id,
+        programme_id: caller.programme_id,
+        purchase_id: bought.id,
+        partner_id: bought.partner_id,
+        amount: amount.amount.to_string(),
+        points_clawed_back: clawed,
+        points_returned: share.points_returned,
+        points_shortfall: shortfall,
+        entry_id,
+        created_at: now,
+    };
+    refund::Entity::insert(refund::ActiveModel::from(row.clone())).exec_without_returning(txn).await?;
+    purchase::Entity::update_many()
+        .col_expr(purchase::Column::PointsClawedBack, Expr::col(purchase::Column::PointsClawedBack).add(clawed))
+        .col_expr(purchase::Column::PointsReturned, Expr::col(purchase::Column::PointsReturned).add(share.points_returned))
+        .filter(purchase::Column::Id.eq(bought.id))
+        .exec(txn)
+        .await?;
+    Ok((Refunded { refund: row, balance: state.balance, currency: amount.currency.to_string() }, state.version))
+}
