@@ -1,1 +1,81 @@
+//! The HTTP face of Coalition: axum routers registered together with their OpenAPI
+//! description (utoipa-axum), problem+json errors, and the service endpoints.
 
+pub mod dto;
+pub mod extract;
+mod handlers;
+pub mod problem;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use coalition_app::App;
+use utoipa::openapi::security::{ClientCredentials, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Scopes, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Coalition", version = "1.0.0", description = "Coalition loyalty network: partners earn and redeem points on one shared card programme."),
+    modifiers(&Security),
+    tags(
+        (name = "auth", description = "OAuth2 client credentials"),
+        (name = "partners"), (name = "clients"), (name = "members"), (name = "cards"),
+        (name = "purchases"), (name = "service", description = "Health and documentation")
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()));
+        let scopes = Scopes::from_iter([
+            ("admin", "programme operator"),
+            ("partner", "a merchant's own operations"),
+            ("bank", "co-brand issuer operations"),
+        ]);
+        components.add_security_scheme("oauth2", SecurityScheme::OAuth2(OAuth2::new([Flow::ClientCredentials(ClientCredentials::new("/oauth/token", scopes))])));
+    }
+}
+
+fn api_router() -> OpenApiRouter<App> {
+    use handlers::*;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(token))
+        .routes(routes!(create_partner, list_partners))
+        .routes(routes!(get_partner))
+        .routes(routes!(create_client))
+        .routes(routes!(enrol_member))
+        .routes(routes!(get_member, erase_member))
+        .routes(routes!(member_balance))
+        .routes(routes!(member_transactions))
+        .routes(routes!(issue_card))
+        .routes(routes!(get_card))
+        .routes(routes!(register_card))
+        .routes(routes!(block_card))
+        .routes(routes!(replace_card))
+        .routes(routes!(quote_purchase))
+        .routes(routes!(record_purchase))
+        .routes(routes!(get_purchase))
+        .routes(routes!(refund_purchase))
+        .routes(routes!(health_live))
+        .routes(routes!(health_ready))
+}
+
+/// The OpenAPI document, exactly as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+pub fn router(app: App) -> Router {
+    let (routes, api) = api_router().split_for_parts();
+    routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .fallback(handlers::not_found)
+        .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .with_state(app)
+}

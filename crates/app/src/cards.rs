@@ -234,3 +234,5 @@ pub async fn replace(
     .await?;
     Ok(response)
 }
+
+pub use card::Model as CardRow;

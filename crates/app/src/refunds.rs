@@ -123,3 +123,5 @@ async fn refund_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Progr
         .await?;
     Ok((Refunded { refund: row, balance: state.balance, currency: amount.currency.to_string() }, state.version))
 }
+
+pub use refund::Model as RefundRow;

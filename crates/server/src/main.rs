@@ -1,1 +1,101 @@
-fn main(){}
+//! `coalition`: serve the API, migrate the database, create programmes, print the
+//! OpenAPI document.
+
+use clap::{Parser, Subcommand};
+use coalition_server::config::Config;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "coalition", about = "Coalition loyalty network backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API on COALITION_ADDR (migrating the database first).
+    Serve,
+    /// Apply the database migrations to DATABASE_URL.
+    Migrate,
+    /// Manage programmes (tenants).
+    Programme {
+        #[command(subcommand)]
+        command: ProgrammeCommand,
+    },
+    /// Print the OpenAPI document (the committed openapi/openapi.json).
+    Openapi,
+}
+
+#[derive(Subcommand)]
+enum ProgrammeCommand {
+    /// Create a programme and print its first operator client as JSON (secret shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        currency: String,
+        /// Money value of one point, e.g. 0.01.
+        #[arg(long)]
+        point_value: String,
+        /// Days a point lives after it is earned.
+        #[arg(long, default_value_t = coalition_app::programmes::DEFAULT_POINT_EXPIRY_DAYS)]
+        point_expiry_days: i32,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    coalition_server::init_telemetry();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    if let Command::Openapi = command {
+        let doc = coalition_api::openapi().to_pretty_json().map_err(|e| e.to_string())?;
+        println!("{doc}");
+        return Ok(());
+    }
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    match command {
+        Command::Serve => {
+            let app = coalition_server::build_app(&config).await?;
+            let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|e| format!("COALITION_ADDR {}: {e}", config.addr))?;
+            tracing::info!(addr = %config.addr, "coalition listening");
+            coalition_server::serve(app, listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .map_err(|e| e.to_string())
+        }
+        Command::Migrate => {
+            let db = coalition_store::connect(&config.database_url, 2).await.map_err(|e| format!("DATABASE_URL: {e}"))?;
+            coalition_store::migrate(&db).await.map_err(|e| format!("migrating: {e}"))?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Programme { command: ProgrammeCommand::Create { name, currency, point_value, point_expiry_days } } => {
+            let app = coalition_server::build_app(&config).await?;
+            let input = coalition_app::programmes::NewProgramme { name, currency, point_value, point_expiry_days };
+            let created = coalition_app::programmes::create(&app.db, input).await.map_err(|e| match e {
+                coalition_app::AppError::Validation(fields) => fields.iter().map(|f| format!("--{}: {}", f.field.replace('_', "-"), f.message)).collect::<Vec<_>>().join("; "),
+                other => other.to_string(),
+            })?;
+            let out = serde_json::json!({
+                "programme_id": created.programme_id,
+                "client_id": created.operator.client_id,
+                "client_secret": created.operator.client_secret,
+            });
+            println!("{out}");
+            Ok(())
+        }
+        Command::Openapi => unreachable!("handled above"),
+    }
+}
