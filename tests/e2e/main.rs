@@ -1,1 +1,13 @@
+//! End-to-end tests: real HTTP against a real server, on SQLite by default and on
+//! PostgreSQL (+ Redis) when TEST_DATABASE_URL (and TEST_REDIS_URL) are set.
 
+mod bad_input;
+mod concurrency;
+mod idempotency;
+mod ledger_props;
+mod money;
+mod oauth;
+mod openapi;
+mod story;
+mod support;
+mod tenancy;

@@ -84,10 +84,6 @@ async fn refund_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Progr
     let now = chrono::Utc::now();
     let mut state = ledger::change_balance(txn, account_id, share.points_returned).await?;
     let (clawed, shortfall) = clawback_within_balance(state.balance - share.points_returned, share.points_returned, share.clawback_due);
-    if clawed > 0 {
-        state = ledger::change_balance(txn, account_id, -clawed).await?;
-        ledger::consume_lots(txn, account_id, clawed).await?;
-    }
     let refund_id = Uuid::now_v7();
     let entry = refund_entry(bought.partner_id, account_id, clawed, share.points_returned)?;
     let ctx = EntryContext {
@@ -102,6 +98,11 @@ async fn refund_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Progr
     // Returned points get a fresh lot: the spent lots are gone from the ledger's view.
     let expires_at = now + chrono::Duration::days(i64::from(programme.point_expiry_days));
     ledger::add_lot(txn, caller.programme_id, account_id, entry_id, share.points_returned, expires_at, now).await?;
+    // Clawback after the returned lot exists: the lots must always hold the balance.
+    if clawed > 0 {
+        state = ledger::change_balance(txn, account_id, -clawed).await?;
+        ledger::consume_lots(txn, account_id, clawed).await?;
+    }
     let row = refund::Model {
         id: refund_id,
         programme_id: caller.programme_id,
