@@ -13,33 +13,176 @@ use sea_orm_migration::schema::*;
 pub struct Migration;
 
 #[derive(DeriveIden)]
-enum Programmes { Table, Id, Name, Currency, PointValue, PointExpiryDays, CreatedAt }
+enum Programmes {
+    Table,
+    Id,
+    Name,
+    Currency,
+    PointValue,
+    PointExpiryDays,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum Settings { Table, Key, Value }
+enum Settings {
+    Table,
+    Key,
+    Value,
+}
 #[derive(DeriveIden)]
-enum Partners { Table, Id, ProgrammeId, Name, Kind, Category, EarnPointsPerUnit, IssuePricePerPoint, RedemptionValuePerPoint, CreatedAt }
+enum Partners {
+    Table,
+    Id,
+    ProgrammeId,
+    Name,
+    Kind,
+    Category,
+    EarnPointsPerUnit,
+    IssuePricePerPoint,
+    RedemptionValuePerPoint,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum ApiClients { Table, Id, ProgrammeId, ClientId, SecretHash, Name, PartnerId, Scope, CreatedAt }
+enum ApiClients {
+    Table,
+    Id,
+    ProgrammeId,
+    ClientId,
+    SecretHash,
+    Name,
+    PartnerId,
+    Scope,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum Members { Table, Id, ProgrammeId, AccountId, Name, Email, Phone, ConsentMarketing, ConsentDataSharing, EnrolledByPartnerId, ErasedAt, CreatedAt }
+enum Members {
+    Table,
+    Id,
+    ProgrammeId,
+    AccountId,
+    Name,
+    Email,
+    Phone,
+    ConsentMarketing,
+    ConsentDataSharing,
+    EnrolledByPartnerId,
+    ErasedAt,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum MemberPartners { Table, MemberId, PartnerId, ProgrammeId, CreatedAt }
+enum MemberPartners {
+    Table,
+    MemberId,
+    PartnerId,
+    ProgrammeId,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum PointAccounts { Table, Id, ProgrammeId, MemberId, Balance, Version, CreatedAt }
+enum PointAccounts {
+    Table,
+    Id,
+    ProgrammeId,
+    MemberId,
+    Balance,
+    Version,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum Cards { Table, Id, ProgrammeId, Number, AccountId, MemberId, Kind, Status, IssuedByPartnerId, ReplacedByNumber, CreatedAt }
+enum Cards {
+    Table,
+    Id,
+    ProgrammeId,
+    Number,
+    AccountId,
+    MemberId,
+    Kind,
+    Status,
+    IssuedByPartnerId,
+    ReplacedByNumber,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum JournalEntries { Table, Id, ProgrammeId, Kind, Reason, PartnerId, PurchaseId, RefundId, Breakdown, CreatedAt }
+enum JournalEntries {
+    Table,
+    Id,
+    ProgrammeId,
+    Kind,
+    Reason,
+    PartnerId,
+    PurchaseId,
+    RefundId,
+    Breakdown,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum Postings { Table, Seq, EntryId, ProgrammeId, AccountKind, AccountId, Amount, CreatedAt }
+enum Postings {
+    Table,
+    Seq,
+    EntryId,
+    ProgrammeId,
+    AccountKind,
+    AccountId,
+    Amount,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum PointLots { Table, Id, ProgrammeId, AccountId, EntryId, PointsInitial, PointsRemaining, ExpiresAt, CreatedAt }
+enum PointLots {
+    Table,
+    Id,
+    ProgrammeId,
+    AccountId,
+    EntryId,
+    PointsInitial,
+    PointsRemaining,
+    ExpiresAt,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum Purchases { Table, Id, ProgrammeId, PartnerId, AccountId, CardNumber, ExternalRef, StoreRef, StaffRef, Amount, Currency, Discount, PointsEarned, PointsRedeemed, RefundedAmount, PointsClawedBack, PointsReturned, EntryId, CreatedAt }
+enum Purchases {
+    Table,
+    Id,
+    ProgrammeId,
+    PartnerId,
+    AccountId,
+    CardNumber,
+    ExternalRef,
+    StoreRef,
+    StaffRef,
+    Amount,
+    Currency,
+    Discount,
+    PointsEarned,
+    PointsRedeemed,
+    RefundedAmount,
+    PointsClawedBack,
+    PointsReturned,
+    EntryId,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum Refunds { Table, Id, ProgrammeId, PurchaseId, PartnerId, Amount, PointsClawedBack, PointsReturned, PointsShortfall, EntryId, CreatedAt }
+enum Refunds {
+    Table,
+    Id,
+    ProgrammeId,
+    PurchaseId,
+    PartnerId,
+    Amount,
+    PointsClawedBack,
+    PointsReturned,
+    PointsShortfall,
+    EntryId,
+    CreatedAt,
+}
 #[derive(DeriveIden)]
-enum IdempotencyKeys { Table, ClientId, Key, RequestHash, StatusCode, ResponseBody, Location, CreatedAt }
+enum IdempotencyKeys {
+    Table,
+    ClientId,
+    Key,
+    RequestHash,
+    StatusCode,
+    ResponseBody,
+    Location,
+    CreatedAt,
+}
 
 fn created_at<T: IntoIden>(col: T) -> ColumnDef {
     timestamp_with_time_zone(col)
@@ -49,7 +192,8 @@ fn created_at<T: IntoIden>(col: T) -> ColumnDef {
 impl MigrationTrait for Migration {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.create_table(
-            Table::create().table(Programmes::Table)
+            Table::create()
+                .table(Programmes::Table)
                 .col(uuid(Programmes::Id).primary_key())
                 .col(string(Programmes::Name))
                 .col(string_len(Programmes::Currency, 3))
@@ -57,15 +201,19 @@ impl MigrationTrait for Migration {
                 .col(integer(Programmes::PointExpiryDays))
                 .col(created_at(Programmes::CreatedAt))
                 .to_owned(),
-        ).await?;
+        )
+        .await?;
         m.create_table(
-            Table::create().table(Settings::Table)
+            Table::create()
+                .table(Settings::Table)
                 .col(string(Settings::Key).primary_key())
                 .col(text(Settings::Value))
                 .to_owned(),
-        ).await?;
+        )
+        .await?;
         m.create_table(
-            Table::create().table(Partners::Table)
+            Table::create()
+                .table(Partners::Table)
                 .col(uuid(Partners::Id).primary_key())
                 .col(uuid(Partners::ProgrammeId))
                 .col(string(Partners::Name))
@@ -76,10 +224,20 @@ impl MigrationTrait for Migration {
                 .col(string(Partners::RedemptionValuePerPoint))
                 .col(created_at(Partners::CreatedAt))
                 .to_owned(),
-        ).await?;
-        m.create_index(Index::create().name("ix_partners_programme").table(Partners::Table).col(Partners::ProgrammeId).col(Partners::CreatedAt).to_owned()).await?;
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_partners_programme")
+                .table(Partners::Table)
+                .col(Partners::ProgrammeId)
+                .col(Partners::CreatedAt)
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
-            Table::create().table(ApiClients::Table)
+            Table::create()
+                .table(ApiClients::Table)
                 .col(uuid(ApiClients::Id).primary_key())
                 .col(uuid(ApiClients::ProgrammeId))
                 .col(string(ApiClients::ClientId).unique_key())
@@ -89,9 +247,11 @@ impl MigrationTrait for Migration {
                 .col(string(ApiClients::Scope))
                 .col(created_at(ApiClients::CreatedAt))
                 .to_owned(),
-        ).await?;
+        )
+        .await?;
         m.create_table(
-            Table::create().table(Members::Table)
+            Table::create()
+                .table(Members::Table)
                 .col(uuid(Members::Id).primary_key())
                 .col(uuid(Members::ProgrammeId))
                 .col(uuid(Members::AccountId))
@@ -104,29 +264,51 @@ impl MigrationTrait for Migration {
                 .col(timestamp_with_time_zone_null(Members::ErasedAt))
                 .col(created_at(Members::CreatedAt))
                 .to_owned(),
-        ).await?;
-        m.create_index(Index::create().name("ux_members_programme_email").table(Members::Table).col(Members::ProgrammeId).col(Members::Email).unique().to_owned()).await?;
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ux_members_programme_email")
+                .table(Members::Table)
+                .col(Members::ProgrammeId)
+                .col(Members::Email)
+                .unique()
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
-            Table::create().table(MemberPartners::Table)
+            Table::create()
+                .table(MemberPartners::Table)
                 .col(uuid(MemberPartners::MemberId))
                 .col(uuid(MemberPartners::PartnerId))
                 .col(uuid(MemberPartners::ProgrammeId))
                 .col(created_at(MemberPartners::CreatedAt))
-                .primary_key(Index::create().col(MemberPartners::MemberId).col(MemberPartners::PartnerId))
+                .primary_key(
+                    Index::create()
+                        .col(MemberPartners::MemberId)
+                        .col(MemberPartners::PartnerId),
+                )
                 .to_owned(),
-        ).await?;
+        )
+        .await?;
         m.create_table(
-            Table::create().table(PointAccounts::Table)
+            Table::create()
+                .table(PointAccounts::Table)
                 .col(uuid(PointAccounts::Id).primary_key())
                 .col(uuid(PointAccounts::ProgrammeId))
                 .col(uuid_null(PointAccounts::MemberId))
-                .col(big_integer(PointAccounts::Balance).check(Expr::col(PointAccounts::Balance).gte(0)))
+                .col(
+                    big_integer(PointAccounts::Balance)
+                        .check(Expr::col(PointAccounts::Balance).gte(0)),
+                )
                 .col(big_integer(PointAccounts::Version))
                 .col(created_at(PointAccounts::CreatedAt))
                 .to_owned(),
-        ).await?;
+        )
+        .await?;
         m.create_table(
-            Table::create().table(Cards::Table)
+            Table::create()
+                .table(Cards::Table)
                 .col(uuid(Cards::Id).primary_key())
                 .col(uuid(Cards::ProgrammeId))
                 .col(string_len(Cards::Number, 32).unique_key())
@@ -138,10 +320,19 @@ impl MigrationTrait for Migration {
                 .col(string_len_null(Cards::ReplacedByNumber, 32))
                 .col(created_at(Cards::CreatedAt))
                 .to_owned(),
-        ).await?;
-        m.create_index(Index::create().name("ix_cards_account").table(Cards::Table).col(Cards::AccountId).to_owned()).await?;
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_cards_account")
+                .table(Cards::Table)
+                .col(Cards::AccountId)
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
-            Table::create().table(JournalEntries::Table)
+            Table::create()
+                .table(JournalEntries::Table)
                 .col(uuid(JournalEntries::Id).primary_key())
                 .col(uuid(JournalEntries::ProgrammeId))
                 .col(string(JournalEntries::Kind))
@@ -152,15 +343,24 @@ impl MigrationTrait for Migration {
                 .col(text(JournalEntries::Breakdown))
                 .col(created_at(JournalEntries::CreatedAt))
                 .to_owned(),
-        ).await?;
-        let seq = if m.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::Sqlite {
+        )
+        .await?;
+        let seq = if m.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::Sqlite
+        {
             // SQLite only auto-increments an INTEGER PRIMARY KEY (which is 64-bit there).
-            integer(Postings::Seq).auto_increment().primary_key().to_owned()
+            integer(Postings::Seq)
+                .auto_increment()
+                .primary_key()
+                .to_owned()
         } else {
-            big_integer(Postings::Seq).auto_increment().primary_key().to_owned()
+            big_integer(Postings::Seq)
+                .auto_increment()
+                .primary_key()
+                .to_owned()
         };
         m.create_table(
-            Table::create().table(Postings::Table)
+            Table::create()
+                .table(Postings::Table)
                 .col(seq)
                 .col(uuid(Postings::EntryId))
                 .col(uuid(Postings::ProgrammeId))
@@ -169,24 +369,55 @@ impl MigrationTrait for Migration {
                 .col(big_integer(Postings::Amount))
                 .col(created_at(Postings::CreatedAt))
                 .to_owned(),
-        ).await?;
-        m.create_index(Index::create().name("ix_postings_account").table(Postings::Table).col(Postings::AccountKind).col(Postings::AccountId).col(Postings::Seq).to_owned()).await?;
-        m.create_index(Index::create().name("ix_postings_entry").table(Postings::Table).col(Postings::EntryId).to_owned()).await?;
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_postings_account")
+                .table(Postings::Table)
+                .col(Postings::AccountKind)
+                .col(Postings::AccountId)
+                .col(Postings::Seq)
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_postings_entry")
+                .table(Postings::Table)
+                .col(Postings::EntryId)
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
-            Table::create().table(PointLots::Table)
+            Table::create()
+                .table(PointLots::Table)
                 .col(uuid(PointLots::Id).primary_key())
                 .col(uuid(PointLots::ProgrammeId))
                 .col(uuid(PointLots::AccountId))
                 .col(uuid(PointLots::EntryId))
                 .col(big_integer(PointLots::PointsInitial))
-                .col(big_integer(PointLots::PointsRemaining).check(Expr::col(PointLots::PointsRemaining).gte(0)))
+                .col(
+                    big_integer(PointLots::PointsRemaining)
+                        .check(Expr::col(PointLots::PointsRemaining).gte(0)),
+                )
                 .col(timestamp_with_time_zone(PointLots::ExpiresAt))
                 .col(created_at(PointLots::CreatedAt))
                 .to_owned(),
-        ).await?;
-        m.create_index(Index::create().name("ix_lots_account_expiry").table(PointLots::Table).col(PointLots::AccountId).col(PointLots::ExpiresAt).to_owned()).await?;
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_lots_account_expiry")
+                .table(PointLots::Table)
+                .col(PointLots::AccountId)
+                .col(PointLots::ExpiresAt)
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
-            Table::create().table(Purchases::Table)
+            Table::create()
+                .table(Purchases::Table)
                 .col(uuid(Purchases::Id).primary_key())
                 .col(uuid(Purchases::ProgrammeId))
                 .col(uuid(Purchases::PartnerId))
@@ -206,10 +437,21 @@ impl MigrationTrait for Migration {
                 .col(uuid(Purchases::EntryId))
                 .col(created_at(Purchases::CreatedAt))
                 .to_owned(),
-        ).await?;
-        m.create_index(Index::create().name("ux_purchases_partner_ref").table(Purchases::Table).col(Purchases::PartnerId).col(Purchases::ExternalRef).unique().to_owned()).await?;
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ux_purchases_partner_ref")
+                .table(Purchases::Table)
+                .col(Purchases::PartnerId)
+                .col(Purchases::ExternalRef)
+                .unique()
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
-            Table::create().table(Refunds::Table)
+            Table::create()
+                .table(Refunds::Table)
                 .col(uuid(Refunds::Id).primary_key())
                 .col(uuid(Refunds::ProgrammeId))
                 .col(uuid(Refunds::PurchaseId))
@@ -221,10 +463,19 @@ impl MigrationTrait for Migration {
                 .col(uuid(Refunds::EntryId))
                 .col(created_at(Refunds::CreatedAt))
                 .to_owned(),
-        ).await?;
-        m.create_index(Index::create().name("ix_refunds_purchase").table(Refunds::Table).col(Refunds::PurchaseId).to_owned()).await?;
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_refunds_purchase")
+                .table(Refunds::Table)
+                .col(Refunds::PurchaseId)
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
-            Table::create().table(IdempotencyKeys::Table)
+            Table::create()
+                .table(IdempotencyKeys::Table)
                 .col(string(IdempotencyKeys::ClientId))
                 .col(string(IdempotencyKeys::Key))
                 .col(string(IdempotencyKeys::RequestHash))
@@ -232,19 +483,33 @@ impl MigrationTrait for Migration {
                 .col(text(IdempotencyKeys::ResponseBody))
                 .col(string_null(IdempotencyKeys::Location))
                 .col(created_at(IdempotencyKeys::CreatedAt))
-                .primary_key(Index::create().col(IdempotencyKeys::ClientId).col(IdempotencyKeys::Key))
+                .primary_key(
+                    Index::create()
+                        .col(IdempotencyKeys::ClientId)
+                        .col(IdempotencyKeys::Key),
+                )
                 .to_owned(),
-        ).await?;
+        )
+        .await?;
         Ok(())
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         for table in [
-            IdempotencyKeys::Table.into_iden(), Refunds::Table.into_iden(), Purchases::Table.into_iden(),
-            PointLots::Table.into_iden(), Postings::Table.into_iden(), JournalEntries::Table.into_iden(),
-            Cards::Table.into_iden(), PointAccounts::Table.into_iden(), MemberPartners::Table.into_iden(),
-            Members::Table.into_iden(), ApiClients::Table.into_iden(), Partners::Table.into_iden(),
-            Settings::Table.into_iden(), Programmes::Table.into_iden(),
+            IdempotencyKeys::Table.into_iden(),
+            Refunds::Table.into_iden(),
+            Purchases::Table.into_iden(),
+            PointLots::Table.into_iden(),
+            Postings::Table.into_iden(),
+            JournalEntries::Table.into_iden(),
+            Cards::Table.into_iden(),
+            PointAccounts::Table.into_iden(),
+            MemberPartners::Table.into_iden(),
+            Members::Table.into_iden(),
+            ApiClients::Table.into_iden(),
+            Partners::Table.into_iden(),
+            Settings::Table.into_iden(),
+            Programmes::Table.into_iden(),
         ] {
             m.drop_table(Table::drop().table(table).to_owned()).await?;
         }

@@ -12,51 +12,157 @@ async fn every_bad_purchase_is_refused_with_its_code_and_moves_nothing() {
     let (member, card) = t.member_with_card(&gym, "ann@example.org").await;
     t.purchase(&gym, &card, "30.00", 0).await;
 
-    let purchase = |amount: Value, currency: &str, redeem: i64| {
-        json!({"card_number": card, "amount": {"amount": amount, "currency": currency}, "external_ref": "bad-1", "redeem_points": redeem})
-    };
+    let purchase = |amount: Value, currency: &str, redeem: i64| json!({"card_number": card, "amount": {"amount": amount, "currency": currency}, "external_ref": "bad-1", "redeem_points": redeem});
     let cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
-        (purchase(json!("-5.00"), "EUR", 0), 422, "validation_failed", Some("amount.amount")),
-        (purchase(json!("0"), "EUR", 0), 422, "validation_failed", Some("amount.amount")),
-        (purchase(json!(12.5), "EUR", 0), 422, "validation_failed", Some("amount.amount")),
-        (purchase(json!("10.001"), "EUR", 0), 422, "validation_failed", Some("amount.amount")),
-        (purchase(json!("1e3"), "EUR", 0), 422, "validation_failed", Some("amount.amount")),
-        (purchase(json!("10.00"), "USD", 0), 422, "currency_mismatch", None),
-        (purchase(json!("10.00"), "EUR", -1), 422, "validation_failed", Some("redeem_points")),
-        (purchase(json!("10.00"), "EUR", 31), 409, "insufficient_points", None),
-        (purchase(json!("0.10"), "EUR", 30), 422, "redemption_exceeds_amount", None),
-        (json!({"card_number": "7000000000000000", "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "x"}), 404, "not_found", None),
-        (json!({"card_number": card, "amount": {"amount": "1.00", "currency": "EUR"}}), 422, "validation_failed", None),
-        (json!({"card_number": card, "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "  "}), 422, "validation_failed", Some("external_ref")),
-        (json!({"card_number": card, "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "x", "surprise": 1}), 422, "validation_failed", None),
+        (
+            purchase(json!("-5.00"), "EUR", 0),
+            422,
+            "validation_failed",
+            Some("amount.amount"),
+        ),
+        (
+            purchase(json!("0"), "EUR", 0),
+            422,
+            "validation_failed",
+            Some("amount.amount"),
+        ),
+        (
+            purchase(json!(12.5), "EUR", 0),
+            422,
+            "validation_failed",
+            Some("amount.amount"),
+        ),
+        (
+            purchase(json!("10.001"), "EUR", 0),
+            422,
+            "validation_failed",
+            Some("amount.amount"),
+        ),
+        (
+            purchase(json!("1e3"), "EUR", 0),
+            422,
+            "validation_failed",
+            Some("amount.amount"),
+        ),
+        (
+            purchase(json!("10.00"), "USD", 0),
+            422,
+            "currency_mismatch",
+            None,
+        ),
+        (
+            purchase(json!("10.00"), "EUR", -1),
+            422,
+            "validation_failed",
+            Some("redeem_points"),
+        ),
+        (
+            purchase(json!("10.00"), "EUR", 31),
+            409,
+            "insufficient_points",
+            None,
+        ),
+        (
+            purchase(json!("0.10"), "EUR", 30),
+            422,
+            "redemption_exceeds_amount",
+            None,
+        ),
+        (
+            json!({"card_number": "7000000000000000", "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "x"}),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            json!({"card_number": card, "amount": {"amount": "1.00", "currency": "EUR"}}),
+            422,
+            "validation_failed",
+            None,
+        ),
+        (
+            json!({"card_number": card, "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "  "}),
+            422,
+            "validation_failed",
+            Some("external_ref"),
+        ),
+        (
+            json!({"card_number": card, "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "x", "surprise": 1}),
+            422,
+            "validation_failed",
+            None,
+        ),
     ];
     for (body, status, code, field) in cases {
-        let problem = t.post_moving("/v1/purchases", &gym.token, body.clone()).await.expect_problem(status, code);
+        let problem = t
+            .post_moving("/v1/purchases", &gym.token, body.clone())
+            .await
+            .expect_problem(status, code);
         if let Some(field) = field {
-            let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
-            assert!(fields.contains(&field), "{body} should name {field}: {problem}");
+            let fields: Vec<&str> = problem["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["field"].as_str().unwrap())
+                .collect();
+            assert!(
+                fields.contains(&field),
+                "{body} should name {field}: {problem}"
+            );
         }
     }
 
     let raw = |body: &'static str, content_type: &'static str| {
-        t.http.post(format!("{}/v1/purchases", t.base)).bearer_auth(&gym.token).header("Idempotency-Key", uuid::Uuid::new_v4().to_string()).header("content-type", content_type).body(body)
+        t.http
+            .post(format!("{}/v1/purchases", t.base))
+            .bearer_auth(&gym.token)
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .header("content-type", content_type)
+            .body(body)
     };
-    let malformed = raw("{\"card_number\": ", "application/json").send().await.unwrap();
+    let malformed = raw("{\"card_number\": ", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(malformed.status(), 400);
-    assert_eq!(malformed.json::<Value>().await.unwrap()["code"], "malformed_json");
+    assert_eq!(
+        malformed.json::<Value>().await.unwrap()["code"],
+        "malformed_json"
+    );
     let wrong_type = raw("card_number=1", "text/plain").send().await.unwrap();
     assert_eq!(wrong_type.status(), 415);
     let huge = format!("{{\"card_number\": \"{}\"}}", "9".repeat(100_000));
-    let too_big = t.http.post(format!("{}/v1/purchases", t.base)).bearer_auth(&gym.token).header("Idempotency-Key", "big").header("content-type", "application/json").body(huge).send().await.unwrap();
-    assert_eq!(too_big.status(), 413);
-    assert_eq!(too_big.json::<Value>().await.unwrap()["code"], "payload_too_large");
-    t.call(Method::POST, "/v1/purchases", Some(&gym.token), Some(purchase(json!("1.00"), "EUR", 0)), Some(&"k".repeat(300)))
+    let too_big = t
+        .http
+        .post(format!("{}/v1/purchases", t.base))
+        .bearer_auth(&gym.token)
+        .header("Idempotency-Key", "big")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
         .await
-        .expect_problem(400, "idempotency_key_invalid");
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    assert_eq!(
+        too_big.json::<Value>().await.unwrap()["code"],
+        "payload_too_large"
+    );
+    t.call(
+        Method::POST,
+        "/v1/purchases",
+        Some(&gym.token),
+        Some(purchase(json!("1.00"), "EUR", 0)),
+        Some(&"k".repeat(300)),
+    )
+    .await
+    .expect_problem(400, "idempotency_key_invalid");
 
     // Nothing moved: one purchase, thirty points.
     assert_eq!(t.points(&gym.token, &member).await, 30);
-    let history = t.get(&format!("/v1/members/{member}/transactions"), &gym.token).await.expect(200);
+    let history = t
+        .get(&format!("/v1/members/{member}/transactions"), &gym.token)
+        .await
+        .expect(200);
     assert_eq!(history["data"].as_array().unwrap().len(), 1);
 }
 
@@ -65,22 +171,65 @@ async fn bad_partners_members_and_lists_are_refused() {
     let t = spawn_app().await;
     let prog = t.programme("Coalition").await;
     let bad_partner = json!({"name": "", "kind": "shop", "category": "x", "earn_points_per_unit": "-1", "issue_price_per_point": "abc", "redemption_value_per_point": 0.1});
-    t.post("/v1/partners", &prog.admin, bad_partner).await.expect_problem(422, "validation_failed");
+    t.post("/v1/partners", &prog.admin, bad_partner)
+        .await
+        .expect_problem(422, "validation_failed");
     let bad_partner = json!({"name": "", "kind": "shop", "category": "x", "earn_points_per_unit": "-1", "issue_price_per_point": "abc", "redemption_value_per_point": "0.1"});
-    let problem = t.post("/v1/partners", &prog.admin, bad_partner).await.expect_problem(422, "validation_failed");
-    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
-    for f in ["name", "kind", "earn_points_per_unit", "issue_price_per_point"] {
+    let problem = t
+        .post("/v1/partners", &prog.admin, bad_partner)
+        .await
+        .expect_problem(422, "validation_failed");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for f in [
+        "name",
+        "kind",
+        "earn_points_per_unit",
+        "issue_price_per_point",
+    ] {
         assert!(fields.contains(&f), "{f} missing in {problem}");
     }
     let gym = t.partner(&prog, "Gym", "1").await;
-    t.post("/v1/members", &gym.token, json!({"name": "A", "email": "not-an-email"})).await.expect_problem(422, "validation_failed");
-    t.post("/v1/members", &gym.token, json!({"name": "A", "email": "a@example.org"})).await.expect(201);
-    t.post("/v1/members", &gym.token, json!({"name": "B", "email": "A@example.org"})).await.expect_problem(409, "email_taken");
-    t.get("/v1/partners?limit=0", &prog.admin).await.expect_problem(422, "validation_failed");
-    t.get("/v1/partners?limit=101", &prog.admin).await.expect_problem(422, "validation_failed");
-    t.get("/v1/partners?cursor=nonsense", &prog.admin).await.expect_problem(422, "validation_failed");
-    t.get("/v1/members/not-a-uuid", &prog.admin).await.expect_problem(404, "not_found");
-    t.get("/v1/nothing-here", &prog.admin).await.expect_problem(404, "not_found");
+    t.post(
+        "/v1/members",
+        &gym.token,
+        json!({"name": "A", "email": "not-an-email"}),
+    )
+    .await
+    .expect_problem(422, "validation_failed");
+    t.post(
+        "/v1/members",
+        &gym.token,
+        json!({"name": "A", "email": "a@example.org"}),
+    )
+    .await
+    .expect(201);
+    t.post(
+        "/v1/members",
+        &gym.token,
+        json!({"name": "B", "email": "A@example.org"}),
+    )
+    .await
+    .expect_problem(409, "email_taken");
+    t.get("/v1/partners?limit=0", &prog.admin)
+        .await
+        .expect_problem(422, "validation_failed");
+    t.get("/v1/partners?limit=101", &prog.admin)
+        .await
+        .expect_problem(422, "validation_failed");
+    t.get("/v1/partners?cursor=nonsense", &prog.admin)
+        .await
+        .expect_problem(422, "validation_failed");
+    t.get("/v1/members/not-a-uuid", &prog.admin)
+        .await
+        .expect_problem(404, "not_found");
+    t.get("/v1/nothing-here", &prog.admin)
+        .await
+        .expect_problem(404, "not_found");
 
     // Pagination over partners: pages chain without gaps or repeats.
     for n in 0..4 {
@@ -90,7 +239,13 @@ async fn bad_partners_members_and_lists_are_refused() {
     let mut path = "/v1/partners?limit=2".to_owned();
     loop {
         let page = t.get(&path, &prog.admin).await.expect(200);
-        ids.extend(page["data"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()));
+        ids.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => path = format!("/v1/partners?limit=2&cursor={c}"),
             None => break,

@@ -20,12 +20,31 @@ async fn fifty_simultaneous_redemptions_against_a_balance_for_ten() {
     });
     let answers = futures::future::join_all(attempts).await;
     let ok = answers.iter().filter(|r| r.status == 201).count();
-    let refused = answers.iter().filter(|r| r.status == 409 && r.code() == "insufficient_points").count();
-    let other: Vec<_> = answers.iter().filter(|r| r.status != 201 && r.code() != "insufficient_points").map(|r| r.body.clone()).collect();
+    let refused = answers
+        .iter()
+        .filter(|r| r.status == 409 && r.code() == "insufficient_points")
+        .count();
+    let other: Vec<_> = answers
+        .iter()
+        .filter(|r| r.status != 201 && r.code() != "insufficient_points")
+        .map(|r| r.body.clone())
+        .collect();
     assert!(other.is_empty(), "unexpected answers: {other:?}");
     assert_eq!((ok, refused), (10, 40));
     assert_eq!(t.points(&gym.token, &member).await, 0);
-    let history = t.get(&format!("/v1/members/{member}/transactions?limit=100"), &gym.token).await.expect(200);
-    let redeemed: i64 = history["data"].as_array().unwrap().iter().filter(|i| i["kind"] == "redeemed").map(|i| i["points"].as_i64().unwrap()).sum();
+    let history = t
+        .get(
+            &format!("/v1/members/{member}/transactions?limit=100"),
+            &gym.token,
+        )
+        .await
+        .expect(200);
+    let redeemed: i64 = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "redeemed")
+        .map(|i| i["points"].as_i64().unwrap())
+        .sum();
     assert_eq!(redeemed, -1000);
 }

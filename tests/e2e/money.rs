@@ -10,15 +10,32 @@ async fn money_round_trips_exactly() {
     let body = json!({"name": "Bank", "kind": "bank", "category": "finance", "earn_points_per_unit": "0.1",
         "issue_price_per_point": "12345678901234.5678", "redemption_value_per_point": "0.0000001"});
     let created = t.post("/v1/partners", &prog.admin, body).await.expect(201);
-    let read = t.get(&format!("/v1/partners/{}", created["id"].as_str().unwrap()), &prog.admin).await.expect(200);
-    assert_eq!(read["issue_price_per_point"], "12345678901234.5678", "on {}", backend_name());
+    let read = t
+        .get(
+            &format!("/v1/partners/{}", created["id"].as_str().unwrap()),
+            &prog.admin,
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        read["issue_price_per_point"],
+        "12345678901234.5678",
+        "on {}",
+        backend_name()
+    );
     assert_eq!(read["earn_points_per_unit"], "0.1");
     assert_eq!(read["redemption_value_per_point"], "0.0000001");
 
     let shop = t.partner(&prog, "Shop", "0.1").await;
     let (_, card) = t.member_with_card(&shop, "ann@example.org").await;
     let bought = t.purchase(&shop, &card, "12345678901234.56", 0).await;
-    let detail = t.get(&format!("/v1/purchases/{}", bought["id"].as_str().unwrap()), &shop.token).await.expect(200);
+    let detail = t
+        .get(
+            &format!("/v1/purchases/{}", bought["id"].as_str().unwrap()),
+            &shop.token,
+        )
+        .await
+        .expect(200);
     assert_eq!(detail["amount"]["amount"], "12345678901234.56");
     assert_eq!(bought["points_earned"], 1234567890123_i64);
 }

@@ -9,34 +9,67 @@ async fn oauth2_client_credentials_with_basic_and_post_authentication() {
     let t = spawn_app().await;
     let prog = t.programme("Coalition").await;
     let gym = t.partner(&prog, "Gym", "1").await;
-    let http = oauth2::reqwest::Client::builder().redirect(oauth2::reqwest::redirect::Policy::none()).build().unwrap();
+    let http = oauth2::reqwest::Client::builder()
+        .redirect(oauth2::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let token_url = TokenUrl::new(format!("{}/oauth/token", t.base)).unwrap();
 
-    for (n, auth_type) in [AuthType::BasicAuth, AuthType::RequestBody].into_iter().enumerate() {
+    for (n, auth_type) in [AuthType::BasicAuth, AuthType::RequestBody]
+        .into_iter()
+        .enumerate()
+    {
         let client = BasicClient::new(ClientId::new(gym.client_id.clone()))
             .set_client_secret(ClientSecret::new(gym.client_secret.clone()))
             .set_token_uri(token_url.clone())
             .set_auth_type(auth_type);
-        let token = client.exchange_client_credentials().add_scope(Scope::new("partner".into())).request_async(&http).await.expect("token");
-        assert_eq!(token.scopes().map(|s| s[0].to_string()), Some("partner".to_owned()));
+        let token = client
+            .exchange_client_credentials()
+            .add_scope(Scope::new("partner".into()))
+            .request_async(&http)
+            .await
+            .expect("token");
+        assert_eq!(
+            token.scopes().map(|s| s[0].to_string()),
+            Some("partner".to_owned())
+        );
         assert!(token.expires_in().is_some());
         // The token works on a partner route.
         let access = token.access_token().secret().clone();
-        t.post("/v1/members", &access, serde_json::json!({"name": "Bo", "email": format!("bo{n}@example.org")})).await.expect(201);
+        t.post(
+            "/v1/members",
+            &access,
+            serde_json::json!({"name": "Bo", "email": format!("bo{n}@example.org")}),
+        )
+        .await
+        .expect(201);
     }
 
     let wrong = BasicClient::new(ClientId::new(gym.client_id.clone()))
         .set_client_secret(ClientSecret::new("cs_wrong".into()))
         .set_token_uri(token_url.clone());
-    match wrong.exchange_client_credentials().request_async(&http).await {
-        Err(RequestTokenError::ServerResponse(e)) => assert_eq!(*e.error(), BasicErrorResponseType::InvalidClient),
+    match wrong
+        .exchange_client_credentials()
+        .request_async(&http)
+        .await
+    {
+        Err(RequestTokenError::ServerResponse(e)) => {
+            assert_eq!(*e.error(), BasicErrorResponseType::InvalidClient)
+        }
         other => panic!("expected invalid_client, got {other:?}"),
     }
     let too_much = BasicClient::new(ClientId::new(gym.client_id.clone()))
         .set_client_secret(ClientSecret::new(gym.client_secret.clone()))
         .set_token_uri(token_url);
-    match too_much.exchange_client_credentials().add_scope(Scope::new("admin".into())).request_async(&http).await {
-        Err(RequestTokenError::ServerResponse(e)) => assert_eq!(*e.error(), BasicErrorResponseType::InvalidScope),
+    match too_much
+        .exchange_client_credentials()
+        .add_scope(Scope::new("admin".into()))
+        .request_async(&http)
+        .await
+    {
+        Err(RequestTokenError::ServerResponse(e)) => {
+            assert_eq!(*e.error(), BasicErrorResponseType::InvalidScope)
+        }
         other => panic!("expected invalid_scope, got {other:?}"),
     }
 }
@@ -46,11 +79,26 @@ async fn missing_bad_and_foreign_tokens_are_refused() {
     let t = spawn_app().await;
     let prog = t.programme("Coalition").await;
     let gym = t.partner(&prog, "Gym", "1").await;
-    t.call(reqwest::Method::GET, "/v1/partners", None, None, None).await.expect_problem(401, "unauthorized");
-    t.get("/v1/partners", "not.a.token").await.expect_problem(401, "unauthorized");
+    t.call(reqwest::Method::GET, "/v1/partners", None, None, None)
+        .await
+        .expect_problem(401, "unauthorized");
+    t.get("/v1/partners", "not.a.token")
+        .await
+        .expect_problem(401, "unauthorized");
     // A partner token on an operator route is a scope problem, not an existence one.
-    t.get("/v1/partners", &gym.token).await.expect_problem(403, "insufficient_scope");
-    let res = t.http.post(format!("{}/oauth/token", t.base)).form(&[("grant_type", "password")]).send().await.unwrap();
+    t.get("/v1/partners", &gym.token)
+        .await
+        .expect_problem(403, "insufficient_scope");
+    let res = t
+        .http
+        .post(format!("{}/oauth/token", t.base))
+        .form(&[("grant_type", "password")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
-    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["error"], "unsupported_grant_type");
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["error"],
+        "unsupported_grant_type"
+    );
 }

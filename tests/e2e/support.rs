@@ -28,16 +28,34 @@ impl Resp {
     }
     #[track_caller]
     pub fn expect(self, status: u16) -> Value {
-        assert_eq!(self.status.as_u16(), status, "unexpected answer: {}", self.body);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected answer: {}",
+            self.body
+        );
         self.body
     }
     #[track_caller]
     pub fn expect_problem(self, status: u16, code: &str) -> Value {
-        assert_eq!((self.status.as_u16(), self.code()), (status, code), "unexpected answer: {}", self.body);
-        let content_type = self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert_eq!(
+            (self.status.as_u16(), self.code()),
+            (status, code),
+            "unexpected answer: {}",
+            self.body
+        );
+        let content_type = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         assert_eq!(content_type, "application/problem+json");
         for field in ["type", "title", "status", "detail", "code"] {
-            assert!(self.body.get(field).is_some(), "problem without {field}: {}", self.body);
+            assert!(
+                self.body.get(field).is_some(),
+                "problem without {field}: {}",
+                self.body
+            );
         }
         self.body
     }
@@ -45,42 +63,73 @@ impl Resp {
 
 /// A fresh, empty database on the backend under test.
 pub async fn fresh_database_url() -> String {
-    match std::env::var("TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+    match std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
         Some(base) if base.starts_with("postgres") => {
-            let admin = Database::connect(&base).await.unwrap_or_else(|e| panic!("TEST_DATABASE_URL {base} is unreachable: {e}"));
+            let admin = Database::connect(&base)
+                .await
+                .unwrap_or_else(|e| panic!("TEST_DATABASE_URL {base} is unreachable: {e}"));
             let name = format!("coalition_test_{}", Uuid::new_v4().simple());
-            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
             admin.close().await.ok();
-            let (prefix, _) = base.rsplit_once('/').expect("TEST_DATABASE_URL ends with /database");
+            let (prefix, _) = base
+                .rsplit_once('/')
+                .expect("TEST_DATABASE_URL ends with /database");
             format!("{prefix}/{name}")
         }
         Some(other) => panic!("TEST_DATABASE_URL must be a postgres:// URL, got {other}"),
         None => {
-            let path = std::env::temp_dir().join(format!("coalition-test-{}.db", Uuid::new_v4().simple()));
+            let path =
+                std::env::temp_dir().join(format!("coalition-test-{}.db", Uuid::new_v4().simple()));
             format!("sqlite://{}?mode=rwc", path.display())
         }
     }
 }
 
 pub fn backend_name() -> &'static str {
-    if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres")) { "postgres" } else { "sqlite" }
+    if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres")) {
+        "postgres"
+    } else {
+        "sqlite"
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
     let mut settings = HashMap::new();
     settings.insert("DATABASE_URL".to_owned(), fresh_database_url().await);
-    if let Some(redis) = std::env::var("TEST_REDIS_URL").ok().filter(|u| !u.is_empty()) {
+    if let Some(redis) = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
         settings.insert("REDIS_URL".to_owned(), redis);
-        settings.insert("COALITION_REDIS_PREFIX".to_owned(), format!("coalition-test-{}:", Uuid::new_v4().simple()));
+        settings.insert(
+            "COALITION_REDIS_PREFIX".to_owned(),
+            format!("coalition-test-{}:", Uuid::new_v4().simple()),
+        );
     }
     settings.insert("COALITION_DB_MAX_CONNECTIONS".to_owned(), "60".to_owned());
     let config = Config::from_map(&settings).expect("test config");
-    let app = coalition_server::build_app(&config).await.expect("build app");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let app = coalition_server::build_app(&config)
+        .await
+        .expect("build app");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base = format!("http://{}", listener.local_addr().unwrap());
     let served = app.clone();
-    tokio::spawn(async move { coalition_server::serve(served, listener, std::future::pending()).await });
-    TestApp { base, http: reqwest::Client::new(), app }
+    tokio::spawn(
+        async move { coalition_server::serve(served, listener, std::future::pending()).await },
+    );
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        app,
+    }
 }
 
 /// A programme with its operator token.
@@ -100,7 +149,14 @@ pub struct Partner {
 }
 
 impl TestApp {
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>, idempotency_key: Option<&str>) -> Resp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Resp {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -116,7 +172,11 @@ impl TestApp {
         let headers = res.headers().clone();
         let text = res.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Resp { status, body, headers }
+        Resp {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
@@ -124,13 +184,15 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.call(Method::POST, path, Some(token), Some(body), None).await
+        self.call(Method::POST, path, Some(token), Some(body), None)
+            .await
     }
 
     /// A point-moving POST with a fresh Idempotency-Key.
     pub async fn post_moving(&self, path: &str, token: &str, body: Value) -> Resp {
         let key = Uuid::new_v4().to_string();
-        self.call(Method::POST, path, Some(token), Some(body), Some(&key)).await
+        self.call(Method::POST, path, Some(token), Some(body), Some(&key))
+            .await
     }
 
     pub async fn token(&self, client_id: &str, client_secret: &str) -> String {
@@ -154,9 +216,18 @@ impl TestApp {
             point_value: "0.01".into(),
             point_expiry_days: 730,
         };
-        let created = coalition_app::programmes::create(&self.app.db, input).await.expect("create programme");
-        let admin = self.token(&created.operator.client_id, &created.operator.client_secret).await;
-        Programme { id: created.programme_id, admin, client_id: created.operator.client_id, client_secret: created.operator.client_secret }
+        let created = coalition_app::programmes::create(&self.app.db, input)
+            .await
+            .expect("create programme");
+        let admin = self
+            .token(&created.operator.client_id, &created.operator.client_secret)
+            .await;
+        Programme {
+            id: created.programme_id,
+            admin,
+            client_id: created.operator.client_id,
+            client_secret: created.operator.client_secret,
+        }
     }
 
     pub async fn partner(&self, programme: &Programme, name: &str, earn: &str) -> Partner {
@@ -164,28 +235,68 @@ impl TestApp {
             "name": name, "kind": "merchant", "category": "retail",
             "earn_points_per_unit": earn, "issue_price_per_point": "0.012", "redemption_value_per_point": "0.009"
         });
-        let partner = self.post("/v1/partners", &programme.admin, body).await.expect(201);
+        let partner = self
+            .post("/v1/partners", &programme.admin, body)
+            .await
+            .expect(201);
         let id: Uuid = partner["id"].as_str().unwrap().parse().unwrap();
-        let client = self.post("/v1/clients", &programme.admin, json!({"name": format!("{name} POS"), "partner_id": id})).await.expect(201);
-        let (client_id, client_secret) = (client["client_id"].as_str().unwrap().to_owned(), client["client_secret"].as_str().unwrap().to_owned());
+        let client = self
+            .post(
+                "/v1/clients",
+                &programme.admin,
+                json!({"name": format!("{name} POS"), "partner_id": id}),
+            )
+            .await
+            .expect(201);
+        let (client_id, client_secret) = (
+            client["client_id"].as_str().unwrap().to_owned(),
+            client["client_secret"].as_str().unwrap().to_owned(),
+        );
         let token = self.token(&client_id, &client_secret).await;
-        Partner { id, token, client_id, client_secret }
+        Partner {
+            id,
+            token,
+            client_id,
+            client_secret,
+        }
     }
 
     /// Enrols a member through `partner` and issues a registered card: (member id, card number).
     pub async fn member_with_card(&self, partner: &Partner, email: &str) -> (String, String) {
-        let member = self.post("/v1/members", &partner.token, json!({"name": "Member", "email": email})).await.expect(201);
+        let member = self
+            .post(
+                "/v1/members",
+                &partner.token,
+                json!({"name": "Member", "email": email}),
+            )
+            .await
+            .expect(201);
         let id = member["id"].as_str().unwrap().to_owned();
-        let card = self.post("/v1/cards", &partner.token, json!({"member_id": id})).await.expect(201);
+        let card = self
+            .post("/v1/cards", &partner.token, json!({"member_id": id}))
+            .await
+            .expect(201);
         (id, card["number"].as_str().unwrap().to_owned())
     }
 
-    pub async fn purchase(&self, partner: &Partner, card: &str, amount: &str, redeem: i64) -> Value {
+    pub async fn purchase(
+        &self,
+        partner: &Partner,
+        card: &str,
+        amount: &str,
+        redeem: i64,
+    ) -> Value {
         let body = json!({"card_number": card, "amount": {"amount": amount, "currency": "EUR"}, "external_ref": Uuid::new_v4().to_string(), "redeem_points": redeem});
-        self.post_moving("/v1/purchases", &partner.token, body).await.expect(201)
+        self.post_moving("/v1/purchases", &partner.token, body)
+            .await
+            .expect(201)
     }
 
     pub async fn points(&self, token: &str, member_id: &str) -> i64 {
-        self.get(&format!("/v1/members/{member_id}/balance"), token).await.expect(200)["points"].as_i64().unwrap()
+        self.get(&format!("/v1/members/{member_id}/balance"), token)
+            .await
+            .expect(200)["points"]
+            .as_i64()
+            .unwrap()
     }
 }

@@ -19,7 +19,10 @@ pub struct MoneyDto {
 
 impl MoneyDto {
     pub fn new(amount: String, currency: &str) -> Self {
-        Self { amount, currency: currency.to_owned() }
+        Self {
+            amount,
+            currency: currency.to_owned(),
+        }
     }
 }
 

@@ -27,16 +27,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| ApiError::PayloadTooLarge)?;
-        let tree: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?;
+        let tree: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         let canonical = tree.to_string();
         let value = serde_path_to_error::deserialize(tree).map_err(|e| {
             let field = e.path().to_string();
-            let field = if field == "." { "body".to_owned() } else { field };
+            let field = if field == "." {
+                "body".to_owned()
+            } else {
+                field
+            };
             validation(vec![FieldError::new(&field, e.inner())])
         })?;
         Ok(Self { value, canonical })
@@ -54,16 +65,30 @@ impl FromRequestParts<App> for Auth {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .ok_or_else(|| ApiError::App(coalition_app::AppError::Unauthorized("a bearer access token is required".into())))?;
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                ApiError::App(coalition_app::AppError::Unauthorized(
+                    "a bearer access token is required".into(),
+                ))
+            })?;
         Ok(Auth(app.tokens.verify(token.trim())?))
     }
 }
 
 /// The idempotency identity of a request: the caller's client, the key, and a hash of
 /// what was asked (so a different body under the same key is caught).
-pub fn idempotency_key(caller: &Caller, headers: &HeaderMap, operation: &str, canonical_body: &str) -> Result<IdempotencyKey, ApiError> {
-    let key = headers.get("idempotency-key").ok_or(ApiError::MissingIdempotencyKey)?;
+pub fn idempotency_key(
+    caller: &Caller,
+    headers: &HeaderMap,
+    operation: &str,
+    canonical_body: &str,
+) -> Result<IdempotencyKey, ApiError> {
+    let key = headers
+        .get("idempotency-key")
+        .ok_or(ApiError::MissingIdempotencyKey)?;
     let key = key.to_str().map_err(|_| ApiError::InvalidIdempotencyKey)?;
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::InvalidIdempotencyKey);
@@ -72,7 +97,11 @@ pub fn idempotency_key(caller: &Caller, headers: &HeaderMap, operation: &str, ca
     hash.update(operation.as_bytes());
     hash.update([0]);
     hash.update(canonical_body.as_bytes());
-    Ok(IdempotencyKey { client_id: caller.client_id.clone(), key: key.to_owned(), request_hash: hex::encode(hash.finalize()) })
+    Ok(IdempotencyKey {
+        client_id: caller.client_id.clone(),
+        key: key.to_owned(),
+        request_hash: hex::encode(hash.finalize()),
+    })
 }
 
 /// An id from a path: anything that is not a UUID names nothing, so it is a 404.
@@ -89,17 +118,35 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
-pub fn list_params(query: Option<&str>) -> Result<coalition_app::pagination::PageRequest, ApiError> {
+pub fn list_params(
+    query: Option<&str>,
+) -> Result<coalition_app::pagination::PageRequest, ApiError> {
     let pairs: Vec<(String, String)> = query
-        .map(|q| q.split('&').filter(|p| !p.is_empty()).map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k.to_owned(), v.to_owned())
-        }).collect())
+        .map(|q| {
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let limit = match get("limit") {
-        None => None,
-        Some(text) => Some(text.parse::<i64>().map_err(|_| validation(vec![FieldError::new("limit", "must be a whole number")]))?),
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     };
-    Ok(coalition_app::pagination::PageRequest::new(limit, get("cursor"))?)
+    let limit =
+        match get("limit") {
+            None => None,
+            Some(text) => Some(text.parse::<i64>().map_err(|_| {
+                validation(vec![FieldError::new("limit", "must be a whole number")])
+            })?),
+        };
+    Ok(coalition_app::pagination::PageRequest::new(
+        limit,
+        get("cursor"),
+    )?)
 }

@@ -51,33 +51,116 @@ pub fn validation(errors: Vec<FieldError>) -> ApiError {
 fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
     use AppError::*;
     match err {
-        Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", "The request has invalid fields"),
+        Validation(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "The request has invalid fields",
+        ),
         NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
-        Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required"),
-        Forbidden(_) => (StatusCode::FORBIDDEN, "insufficient_scope", "Not allowed for this client"),
-        InvalidClient => (StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed"),
-        InvalidScope => (StatusCode::BAD_REQUEST, "invalid_scope", "Scope not granted"),
+        Unauthorized(_) => (
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+        ),
+        Forbidden(_) => (
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "Not allowed for this client",
+        ),
+        InvalidClient => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed",
+        ),
+        InvalidScope => (
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "Scope not granted",
+        ),
         CardBlocked => (StatusCode::CONFLICT, "card_blocked", "The card is blocked"),
-        CardReplaced(_) => (StatusCode::CONFLICT, "card_replaced", "The card was replaced"),
-        CardAlreadyRegistered => (StatusCode::CONFLICT, "card_already_registered", "The card is already registered"),
-        MemberErased => (StatusCode::CONFLICT, "member_erased", "The member was erased"),
-        InsufficientPoints { .. } => (StatusCode::CONFLICT, "insufficient_points", "Not enough points"),
-        RedemptionExceedsAmount(_) => (StatusCode::UNPROCESSABLE_ENTITY, "redemption_exceeds_amount", "Points worth more than the purchase"),
-        RefundExceedsRemaining(_) => (StatusCode::CONFLICT, "refund_exceeds_remaining", "Refund above what is left"),
-        CurrencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "currency_mismatch", "Wrong currency"),
-        DuplicateExternalRef(_) => (StatusCode::CONFLICT, "duplicate_external_ref", "Purchase already recorded"),
-        EmailTaken => (StatusCode::CONFLICT, "email_taken", "Email already enrolled"),
-        IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "Idempotency-Key reused"),
-        Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal server error"),
+        CardReplaced(_) => (
+            StatusCode::CONFLICT,
+            "card_replaced",
+            "The card was replaced",
+        ),
+        CardAlreadyRegistered => (
+            StatusCode::CONFLICT,
+            "card_already_registered",
+            "The card is already registered",
+        ),
+        MemberErased => (
+            StatusCode::CONFLICT,
+            "member_erased",
+            "The member was erased",
+        ),
+        InsufficientPoints { .. } => (
+            StatusCode::CONFLICT,
+            "insufficient_points",
+            "Not enough points",
+        ),
+        RedemptionExceedsAmount(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "redemption_exceeds_amount",
+            "Points worth more than the purchase",
+        ),
+        RefundExceedsRemaining(_) => (
+            StatusCode::CONFLICT,
+            "refund_exceeds_remaining",
+            "Refund above what is left",
+        ),
+        CurrencyMismatch { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "currency_mismatch",
+            "Wrong currency",
+        ),
+        DuplicateExternalRef(_) => (
+            StatusCode::CONFLICT,
+            "duplicate_external_ref",
+            "Purchase already recorded",
+        ),
+        EmailTaken => (
+            StatusCode::CONFLICT,
+            "email_taken",
+            "Email already enrolled",
+        ),
+        IdempotencyKeyReused => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "Idempotency-Key reused",
+        ),
+        Internal(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal server error",
+        ),
     }
 }
 
-pub fn problem_response(status: StatusCode, code: &str, title: &str, detail: String, errors: Vec<FieldProblem>) -> Response {
-    let body = Problem { type_: format!("/problems/{code}"), title: title.to_owned(), status: status.as_u16(), detail, code: code.to_owned(), errors };
+pub fn problem_response(
+    status: StatusCode,
+    code: &str,
+    title: &str,
+    detail: String,
+    errors: Vec<FieldProblem>,
+) -> Response {
+    let body = Problem {
+        type_: format!("/problems/{code}"),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail,
+        code: code.to_owned(),
+        errors,
+    };
     let mut response = (status, axum::Json(body)).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/problem+json"),
+    );
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
     }
     response
 }
@@ -94,12 +177,24 @@ impl IntoResponse for ApiError {
                     err.to_string()
                 };
                 let errors = match err {
-                    AppError::Validation(fields) => fields.into_iter().map(|f| FieldProblem { field: f.field, message: f.message }).collect(),
+                    AppError::Validation(fields) => fields
+                        .into_iter()
+                        .map(|f| FieldProblem {
+                            field: f.field,
+                            message: f.message,
+                        })
+                        .collect(),
                     _ => vec![],
                 };
                 problem_response(status, code, title, detail, errors)
             }
-            ApiError::MalformedJson(detail) => problem_response(StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON", detail, vec![]),
+            ApiError::MalformedJson(detail) => problem_response(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "Malformed JSON",
+                detail,
+                vec![],
+            ),
             ApiError::UnsupportedMediaType => problem_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -111,7 +206,10 @@ impl IntoResponse for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Payload too large",
-                format!("request bodies are limited to {} bytes", crate::extract::MAX_BODY_BYTES),
+                format!(
+                    "request bodies are limited to {} bytes",
+                    crate::extract::MAX_BODY_BYTES
+                ),
                 vec![],
             ),
             ApiError::MissingIdempotencyKey => problem_response(

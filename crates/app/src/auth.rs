@@ -3,7 +3,9 @@
 //! embedded default, one generated on first start and kept in the database.
 
 use crate::{AppError, AppResult, Caller, Scope};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use coalition_store::entities::{api_client, setting};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -51,18 +53,33 @@ fn random_hex(bytes: usize) -> String {
 
 impl TokenKeys {
     pub fn from_secret(secret: &[u8], ttl_seconds: i64) -> Self {
-        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), ttl_seconds }
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            ttl_seconds,
+        }
     }
 
     /// Uses the configured secret, or the one kept with the data, generating it on first
     /// start. Insert-then-read means concurrent first starts agree on one key.
-    pub async fn load_or_generate(db: &impl ConnectionTrait, configured: Option<&str>, ttl_seconds: i64) -> AppResult<Self> {
+    pub async fn load_or_generate(
+        db: &impl ConnectionTrait,
+        configured: Option<&str>,
+        ttl_seconds: i64,
+    ) -> AppResult<Self> {
         if let Some(secret) = configured {
             return Ok(Self::from_secret(secret.as_bytes(), ttl_seconds));
         }
-        let candidate = setting::ActiveModel { key: Set(SIGNING_KEY_SETTING.into()), value: Set(random_hex(32)) };
+        let candidate = setting::ActiveModel {
+            key: Set(SIGNING_KEY_SETTING.into()),
+            value: Set(random_hex(32)),
+        };
         let _ = setting::Entity::insert(candidate)
-            .on_conflict(sea_orm::sea_query::OnConflict::column(setting::Column::Key).do_nothing().to_owned())
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(setting::Column::Key)
+                    .do_nothing()
+                    .to_owned(),
+            )
             .do_nothing()
             .exec(db)
             .await?;
@@ -70,7 +87,8 @@ impl TokenKeys {
             .one(db)
             .await?
             .ok_or_else(|| AppError::Internal("signing key missing after insert".into()))?;
-        let secret = hex::decode(&stored.value).map_err(|e| AppError::Internal(format!("stored signing key: {e}")))?;
+        let secret = hex::decode(&stored.value)
+            .map_err(|e| AppError::Internal(format!("stored signing key: {e}")))?;
         Ok(Self::from_secret(&secret, ttl_seconds))
     }
 
@@ -92,7 +110,11 @@ impl TokenKeys {
         header.typ = Some("at+jwt".into());
         let access_token = jsonwebtoken::encode(&header, &claims, &self.encoding)
             .map_err(|e| AppError::Internal(format!("signing token: {e}")))?;
-        Ok(IssuedToken { access_token, expires_in: self.ttl_seconds, scope: scope.to_owned() })
+        Ok(IssuedToken {
+            access_token,
+            expires_in: self.ttl_seconds,
+            scope: scope.to_owned(),
+        })
     }
 
     pub fn verify(&self, token: &str) -> AppResult<Caller> {
@@ -103,8 +125,14 @@ impl TokenKeys {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| AppError::Unauthorized(format!("invalid access token: {e}")))?;
         let claims = data.claims;
-        let scope = Scope::parse(&claims.scope).ok_or_else(|| AppError::Unauthorized("token has an unknown scope".into()))?;
-        Ok(Caller { programme_id: claims.programme_id, client_id: claims.client_id, scope, partner_id: claims.partner_id })
+        let scope = Scope::parse(&claims.scope)
+            .ok_or_else(|| AppError::Unauthorized("token has an unknown scope".into()))?;
+        Ok(Caller {
+            programme_id: claims.programme_id,
+            client_id: claims.client_id,
+            scope,
+            partner_id: claims.partner_id,
+        })
     }
 }
 
@@ -117,12 +145,19 @@ pub fn hash_secret(secret: &str) -> AppResult<String> {
 }
 
 fn secret_matches(secret: &str, stored_hash: &str) -> bool {
-    PasswordHash::new(stored_hash).is_ok_and(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
+    PasswordHash::new(stored_hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(secret.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// New client credentials: a public id and a secret shown once.
 pub fn new_credentials() -> (String, String) {
-    (format!("cl_{}", random_hex(12)), format!("cs_{}", random_hex(32)))
+    (
+        format!("cl_{}", random_hex(12)),
+        format!("cs_{}", random_hex(32)),
+    )
 }
 
 /// The client-credentials grant: authenticate the client, then sign a token for the
@@ -139,7 +174,10 @@ pub async fn client_credentials_grant(
         .one(&app.db)
         .await?;
     // Verify against a dummy hash for unknown ids too, so timing does not reveal them.
-    let stored = client.as_ref().map(|c| c.secret_hash.clone()).unwrap_or_else(dummy_hash);
+    let stored = client
+        .as_ref()
+        .map(|c| c.secret_hash.clone())
+        .unwrap_or_else(dummy_hash);
     let secret = client_secret.to_owned();
     let verified = tokio::task::spawn_blocking(move || secret_matches(&secret, &stored))
         .await
@@ -155,7 +193,9 @@ pub async fn client_credentials_grant(
 
 fn dummy_hash() -> String {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| hash_secret("not-a-client-secret").unwrap_or_default()).clone()
+    DUMMY
+        .get_or_init(|| hash_secret("not-a-client-secret").unwrap_or_default())
+        .clone()
 }
 
 #[cfg(test)]
@@ -181,7 +221,10 @@ mod tests {
         let c = client(Some(Uuid::new_v4()));
         let token = keys.issue(&c, "partner").unwrap();
         let caller = keys.verify(&token.access_token).unwrap();
-        assert_eq!((caller.programme_id, caller.partner_id, caller.scope), (c.programme_id, c.partner_id, Scope::Partner));
+        assert_eq!(
+            (caller.programme_id, caller.partner_id, caller.scope),
+            (c.programme_id, c.partner_id, Scope::Partner)
+        );
         let other = TokenKeys::from_secret(b"another-key-another-key-another!!", 60);
         assert!(other.verify(&token.access_token).is_err());
     }
@@ -190,7 +233,10 @@ mod tests {
     fn expired_tokens_are_refused() {
         let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef", -120);
         let token = keys.issue(&client(None), "admin").unwrap();
-        assert!(matches!(keys.verify(&token.access_token), Err(AppError::Unauthorized(_))));
+        assert!(matches!(
+            keys.verify(&token.access_token),
+            Err(AppError::Unauthorized(_))
+        ));
     }
 
     #[test]

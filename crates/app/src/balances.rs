@@ -42,16 +42,27 @@ pub async fn balance(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<B
             return Ok(view);
         }
     }
-    let (view, version) = read_balance(app, caller.programme_id, member_id, member.account_id).await?;
+    let (view, version) =
+        read_balance(app, caller.programme_id, member_id, member.account_id).await?;
     if let Ok(body) = serde_json::to_string(&view) {
-        app.cache.put(member.account_id, Versioned { version, body }).await;
+        app.cache
+            .put(member.account_id, Versioned { version, body })
+            .await;
     }
     Ok(view)
 }
 
-async fn read_balance(app: &App, programme_id: Uuid, member_id: Uuid, account_id: Uuid) -> AppResult<(BalanceView, i64)> {
+async fn read_balance(
+    app: &App,
+    programme_id: Uuid,
+    member_id: Uuid,
+    account_id: Uuid,
+) -> AppResult<(BalanceView, i64)> {
     let programme = programmes::load(&app.db, programme_id).await?;
-    let account = point_account::Entity::find_by_id(account_id).one(&app.db).await?.ok_or(AppError::NotFound("points account"))?;
+    let account = point_account::Entity::find_by_id(account_id)
+        .one(&app.db)
+        .await?
+        .ok_or(AppError::NotFound("points account"))?;
     let horizon = Utc::now() + Duration::days(EXPIRING_SOON_DAYS);
     let lots = point_lot::Entity::find()
         .filter(point_lot::Column::AccountId.eq(account_id))
@@ -67,7 +78,13 @@ async fn read_balance(app: &App, programme_id: Uuid, member_id: Uuid, account_id
         points: account.balance,
         value: format_amount(value, &programme.currency),
         currency: programme.currency.to_string(),
-        expiring_soon: lots.into_iter().map(|l| ExpiringLot { points: l.points_remaining, expires_at: l.expires_at }).collect(),
+        expiring_soon: lots
+            .into_iter()
+            .map(|l| ExpiringLot {
+                points: l.points_remaining,
+                expires_at: l.expires_at,
+            })
+            .collect(),
     };
     Ok((view, account.version))
 }
@@ -100,7 +117,12 @@ fn movement(entry_kind: &str, points: Points) -> &'static str {
     }
 }
 
-pub async fn history(app: &App, caller: &Caller, member_id: Uuid, page: PageRequest) -> AppResult<Page<HistoryItem>> {
+pub async fn history(
+    app: &App,
+    caller: &Caller,
+    member_id: Uuid,
+    page: PageRequest,
+) -> AppResult<Page<HistoryItem>> {
     let member = members::visible(&app.db, caller, member_id).await?;
     let before = page.decode_cursor(|c| c.parse::<i64>().ok())?;
     let mut query = posting::Entity::find()
@@ -109,15 +131,29 @@ pub async fn history(app: &App, caller: &Caller, member_id: Uuid, page: PageRequ
     if let Some(before) = before {
         query = query.filter(posting::Column::Seq.lt(before));
     }
-    let postings = query.order_by_desc(posting::Column::Seq).limit(page.limit + 1).all(&app.db).await?;
+    let postings = query
+        .order_by_desc(posting::Column::Seq)
+        .limit(page.limit + 1)
+        .all(&app.db)
+        .await?;
     let entry_ids: Vec<Uuid> = postings.iter().map(|p| p.entry_id).collect();
-    let entries = journal_entry::Entity::find().filter(journal_entry::Column::Id.is_in(entry_ids)).all(&app.db).await?;
+    let entries = journal_entry::Entity::find()
+        .filter(journal_entry::Column::Id.is_in(entry_ids))
+        .all(&app.db)
+        .await?;
     let mut items = Vec::with_capacity(postings.len());
     for p in postings {
-        let entry = entries.iter().find(|e| e.id == p.entry_id).ok_or_else(|| AppError::Internal("posting without entry".into()))?;
+        let entry = entries
+            .iter()
+            .find(|e| e.id == p.entry_id)
+            .ok_or_else(|| AppError::Internal("posting without entry".into()))?;
         let kind = movement(&entry.kind, p.amount);
         // The rule breakdown explains earned points, so it goes with the earning line.
-        let breakdown = if kind == "earned" { serde_json::from_str(&entry.breakdown).unwrap_or_default() } else { vec![] };
+        let breakdown = if kind == "earned" {
+            serde_json::from_str(&entry.breakdown).unwrap_or_default()
+        } else {
+            vec![]
+        };
         items.push(HistoryItem {
             seq: p.seq,
             entry_id: entry.id,

@@ -7,12 +7,15 @@ use crate::idempotency::{self, IdempotencyKey, StoredResponse};
 use crate::ledger::{self, AccountState, EntryContext};
 use crate::members;
 use crate::{App, Caller, Scope};
-use coalition_domain::ledger::{AccountRef, EntryKind, JournalEntry};
 use coalition_domain::card_number;
+use coalition_domain::ledger::{AccountRef, EntryKind, JournalEntry};
 use coalition_store::entities::{card, point_account, point_lot};
 use rand::RngCore;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
 use uuid::Uuid;
 
 pub const ACTIVE: &str = "active";
@@ -37,7 +40,11 @@ fn new_number() -> String {
 }
 
 /// A card of the caller's programme by its number.
-pub async fn find(db: &impl ConnectionTrait, programme_id: Uuid, number: &str) -> AppResult<card::Model> {
+pub async fn find(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    number: &str,
+) -> AppResult<card::Model> {
     card::Entity::find()
         .filter(card::Column::Number.eq(number))
         .filter(card::Column::ProgrammeId.eq(programme_id))
@@ -50,12 +57,20 @@ pub async fn find(db: &impl ConnectionTrait, programme_id: Uuid, number: &str) -
 pub fn ensure_active(card: &card::Model) -> AppResult<()> {
     match card.status.as_str() {
         ACTIVE => Ok(()),
-        REPLACED => Err(AppError::CardReplaced(card.replaced_by_number.clone().unwrap_or_default())),
+        REPLACED => Err(AppError::CardReplaced(
+            card.replaced_by_number.clone().unwrap_or_default(),
+        )),
         _ => Err(AppError::CardBlocked),
     }
 }
 
-async fn insert_card(db: &impl ConnectionTrait, caller: &Caller, account_id: Uuid, member_id: Option<Uuid>, kind: &str) -> AppResult<card::Model> {
+async fn insert_card(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    account_id: Uuid,
+    member_id: Option<Uuid>,
+    kind: &str,
+) -> AppResult<card::Model> {
     let row = card::Model {
         id: Uuid::now_v7(),
         programme_id: caller.programme_id,
@@ -68,7 +83,9 @@ async fn insert_card(db: &impl ConnectionTrait, caller: &Caller, account_id: Uui
         replaced_by_number: None,
         created_at: chrono::Utc::now(),
     };
-    card::Entity::insert(card::ActiveModel::from(row.clone())).exec_without_returning(db).await?;
+    card::Entity::insert(card::ActiveModel::from(row.clone()))
+        .exec_without_returning(db)
+        .await?;
     Ok(row)
 }
 
@@ -83,7 +100,14 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
             if member.erased_at.is_some() {
                 return Err(AppError::MemberErased);
             }
-            insert_card(&txn, caller, member.account_id, Some(member.id), "registered").await?
+            insert_card(
+                &txn,
+                caller,
+                member.account_id,
+                Some(member.id),
+                "registered",
+            )
+            .await?
         }
         None => {
             let account_id = Uuid::now_v7();
@@ -133,7 +157,12 @@ pub async fn register(
     Ok(response)
 }
 
-async fn register_in(txn: &DatabaseTransaction, caller: &Caller, number: &str, member_id: Uuid) -> AppResult<(Registered, Vec<AccountState>)> {
+async fn register_in(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    number: &str,
+    member_id: Uuid,
+) -> AppResult<(Registered, Vec<AccountState>)> {
     let card = find(txn, caller.programme_id, number).await?;
     ensure_active(&card)?;
     if card.member_id.is_some() {
@@ -144,7 +173,10 @@ async fn register_in(txn: &DatabaseTransaction, caller: &Caller, number: &str, m
         return Err(AppError::MemberErased);
     }
     let (from, to) = (card.account_id, member.account_id);
-    let bearer = point_account::Entity::find_by_id(from).one(txn).await?.ok_or(AppError::NotFound("points account"))?;
+    let bearer = point_account::Entity::find_by_id(from)
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("points account"))?;
     let points = bearer.balance;
     // Lock both accounts in id order so two transfers can never deadlock.
     let mut states = Vec::new();
@@ -154,7 +186,9 @@ async fn register_in(txn: &DatabaseTransaction, caller: &Caller, number: &str, m
         states.push(ledger::change_balance(txn, account, delta).await?);
     }
     let now = chrono::Utc::now();
-    let entry = JournalEntry::new(EntryKind::CardTransfer).transfer(AccountRef::member(from), AccountRef::member(to), points).balanced()?;
+    let entry = JournalEntry::new(EntryKind::CardTransfer)
+        .transfer(AccountRef::member(from), AccountRef::member(to), points)
+        .balanced()?;
     let ctx = EntryContext {
         programme_id: caller.programme_id,
         reason: format!("Bearer card {} registered to the member", mask(number)),
@@ -179,8 +213,19 @@ async fn register_in(txn: &DatabaseTransaction, caller: &Caller, number: &str, m
         members::link_partner(txn, caller.programme_id, member.id, partner_id).await?;
     }
     let card = find(txn, caller.programme_id, number).await?;
-    let balance = states.iter().find(|s| s.account_id == to).map(|s| s.balance).unwrap_or_default();
-    Ok((Registered { card, points_moved: points, balance }, states))
+    let balance = states
+        .iter()
+        .find(|s| s.account_id == to)
+        .map(|s| s.balance)
+        .unwrap_or_default();
+    Ok((
+        Registered {
+            card,
+            points_moved: points,
+            balance,
+        },
+        states,
+    ))
 }
 
 /// Last four digits only, for reasons shown in histories and logs.
@@ -192,7 +237,9 @@ pub async fn block(app: &App, caller: &Caller, number: &str) -> AppResult<card::
     caller.require(&[Scope::Admin, Scope::Partner])?;
     let card = find(&app.db, caller.programme_id, number).await?;
     if card.status == REPLACED {
-        return Err(AppError::CardReplaced(card.replaced_by_number.unwrap_or_default()));
+        return Err(AppError::CardReplaced(
+            card.replaced_by_number.unwrap_or_default(),
+        ));
     }
     card::Entity::update_many()
         .col_expr(card::Column::Status, Expr::value(BLOCKED))
@@ -215,12 +262,17 @@ pub async fn replace(
     let (response, _) = idempotency::run(app, key, |txn| async move {
         let old = find(&txn, caller.programme_id, number).await?;
         if old.status == REPLACED {
-            return Err(AppError::CardReplaced(old.replaced_by_number.unwrap_or_default()));
+            return Err(AppError::CardReplaced(
+                old.replaced_by_number.unwrap_or_default(),
+            ));
         }
         let new = insert_card(&txn, caller, old.account_id, old.member_id, &old.kind).await?;
         let updated = card::Entity::update_many()
             .col_expr(card::Column::Status, Expr::value(REPLACED))
-            .col_expr(card::Column::ReplacedByNumber, Expr::value(Some(new.number.clone())))
+            .col_expr(
+                card::Column::ReplacedByNumber,
+                Expr::value(Some(new.number.clone())),
+            )
             .filter(card::Column::Id.eq(old.id))
             .filter(card::Column::Status.ne(REPLACED))
             .exec(&txn)

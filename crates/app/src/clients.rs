@@ -31,15 +31,29 @@ pub async fn create(app: &App, caller: &Caller, input: NewClient) -> AppResult<C
     v.finish()?;
     let scope = match input.partner_id {
         None => Scope::Admin,
-        Some(partner_id) => match partners::find(&app.db, caller.programme_id, partner_id).await?.kind {
+        Some(partner_id) => match partners::find(&app.db, caller.programme_id, partner_id)
+            .await?
+            .kind
+        {
             PartnerKind::Merchant => Scope::Partner,
             PartnerKind::Bank => Scope::Bank,
         },
     };
-    insert(&app.db, caller.programme_id, NewClient { name, ..input }, scope).await
+    insert(
+        &app.db,
+        caller.programme_id,
+        NewClient { name, ..input },
+        scope,
+    )
+    .await
 }
 
-pub(crate) async fn insert(db: &impl ConnectionTrait, programme_id: Uuid, input: NewClient, scope: Scope) -> AppResult<CreatedClient> {
+pub(crate) async fn insert(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    input: NewClient,
+    scope: Scope,
+) -> AppResult<CreatedClient> {
     let (client_id, client_secret) = new_credentials();
     let secret = client_secret.clone();
     let secret_hash = tokio::task::spawn_blocking(move || hash_secret(&secret))
@@ -58,5 +72,12 @@ pub(crate) async fn insert(db: &impl ConnectionTrait, programme_id: Uuid, input:
     })
     .exec_without_returning(db)
     .await?;
-    Ok(CreatedClient { id, client_id, client_secret, name: input.name, partner_id: input.partner_id, scope })
+    Ok(CreatedClient {
+        id,
+        client_id,
+        client_secret,
+        name: input.name,
+        partner_id: input.partner_id,
+        scope,
+    })
 }

@@ -10,7 +10,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: &str, message: impl ToString) -> Self {
-        Self { field: field.to_owned(), message: message.to_string() }
+        Self {
+            field: field.to_owned(),
+            message: message.to_string(),
+        }
     }
 }
 
@@ -38,7 +41,10 @@ pub enum AppError {
     #[error("the member's personal data was erased")]
     MemberErased,
     #[error("the balance of {available} points does not cover {requested} points")]
-    InsufficientPoints { available: Points, requested: Points },
+    InsufficientPoints {
+        available: Points,
+        requested: Points,
+    },
     #[error("{0}")]
     RedemptionExceedsAmount(String),
     #[error("{0}")]
@@ -75,7 +81,9 @@ pub struct Validator(Vec<FieldError>);
 
 impl Validator {
     pub fn check<T, E: ToString>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
-        result.map_err(|e| self.0.push(FieldError::new(field, e))).ok()
+        result
+            .map_err(|e| self.0.push(FieldError::new(field, e)))
+            .ok()
     }
 
     pub fn require(&mut self, field: &str, ok: bool, message: &str) {
@@ -85,7 +93,11 @@ impl Validator {
     }
 
     pub fn finish(self) -> AppResult<()> {
-        if self.0.is_empty() { Ok(()) } else { Err(AppError::Validation(self.0)) }
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Validation(self.0))
+        }
     }
 }
 
@@ -93,6 +105,10 @@ impl Validator {
 pub fn text_field(v: &mut Validator, field: &str, value: &str, max: usize) -> String {
     let trimmed = value.trim();
     v.require(field, !trimmed.is_empty(), "must not be empty");
-    v.require(field, trimmed.chars().count() <= max, &format!("must be at most {max} characters"));
+    v.require(
+        field,
+        trimmed.chars().count() <= max,
+        &format!("must be at most {max} characters"),
+    );
     trimmed.to_owned()
 }

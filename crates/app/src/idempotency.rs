@@ -8,7 +8,9 @@ use crate::error::{AppError, AppResult};
 use crate::App;
 use coalition_store::entities::idempotency_key;
 use coalition_store::is_unique_violation;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, TransactionTrait};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, TransactionTrait,
+};
 use std::future::Future;
 
 #[derive(Debug, Clone)]
@@ -26,18 +28,31 @@ pub struct StoredResponse {
     pub location: Option<String>,
 }
 
-async fn lookup(db: &impl ConnectionTrait, key: &IdempotencyKey) -> AppResult<Option<StoredResponse>> {
-    let found = idempotency_key::Entity::find_by_id((key.client_id.clone(), key.key.clone())).one(db).await?;
+async fn lookup(
+    db: &impl ConnectionTrait,
+    key: &IdempotencyKey,
+) -> AppResult<Option<StoredResponse>> {
+    let found = idempotency_key::Entity::find_by_id((key.client_id.clone(), key.key.clone()))
+        .one(db)
+        .await?;
     match found {
         None => Ok(None),
         Some(row) if row.request_hash != key.request_hash => Err(AppError::IdempotencyKeyReused),
-        Some(row) => Ok(Some(StoredResponse { status: row.status_code as u16, body: row.response_body, location: row.location })),
+        Some(row) => Ok(Some(StoredResponse {
+            status: row.status_code as u16,
+            body: row.response_body,
+            location: row.location,
+        })),
     }
 }
 
 /// Runs `work` once per key: a replay returns the first answer; `after_commit` runs only
 /// for the request that did the work (cache updates belong there).
-pub async fn run<T, F, Fut>(app: &App, key: &IdempotencyKey, work: F) -> AppResult<(StoredResponse, Option<T>)>
+pub async fn run<T, F, Fut>(
+    app: &App,
+    key: &IdempotencyKey,
+    work: F,
+) -> AppResult<(StoredResponse, Option<T>)>
 where
     F: FnOnce(DatabaseTransaction) -> Fut,
     Fut: Future<Output = AppResult<(DatabaseTransaction, StoredResponse, T)>>,
@@ -50,7 +65,12 @@ where
         Ok(done) => done,
         // A concurrent duplicate may have won meanwhile (and made this attempt fail, e.g.
         // on a unique external reference): its answer is the answer.
-        Err(e) => return lookup(&app.db, key).await?.map(|replay| (replay, None)).ok_or(e),
+        Err(e) => {
+            return lookup(&app.db, key)
+                .await?
+                .map(|replay| (replay, None))
+                .ok_or(e)
+        }
     };
     let record = idempotency_key::ActiveModel {
         client_id: Set(key.client_id.clone()),
@@ -61,7 +81,10 @@ where
         location: Set(response.location.clone()),
         created_at: Set(chrono::Utc::now()),
     };
-    let saved = match idempotency_key::Entity::insert(record).exec_without_returning(&txn).await {
+    let saved = match idempotency_key::Entity::insert(record)
+        .exec_without_returning(&txn)
+        .await
+    {
         Ok(_) => txn.commit().await,
         Err(e) => {
             // Roll back before reading again: SQLite has a single connection.
@@ -72,7 +95,9 @@ where
     match saved {
         Ok(()) => Ok((response, Some(extra))),
         Err(e) if is_unique_violation(&e) => {
-            let replay = lookup(&app.db, key).await?.ok_or_else(|| AppError::Internal("idempotency record vanished".into()))?;
+            let replay = lookup(&app.db, key)
+                .await?
+                .ok_or_else(|| AppError::Internal("idempotency record vanished".into()))?;
             Ok((replay, None))
         }
         Err(e) => Err(e.into()),

@@ -2,13 +2,16 @@
 //! point lots behind them. Every function here runs inside the caller's transaction.
 
 use crate::error::{AppError, AppResult};
+use chrono::{DateTime, Utc};
 use coalition_domain::earning::BreakdownLine;
 use coalition_domain::lots::{plan_consumption, Lot};
 use coalition_domain::{AccountKind, JournalEntry, Points};
 use coalition_store::entities::{journal_entry, point_account, point_lot, posting};
-use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::{NotSet, Set}, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+};
 use uuid::Uuid;
 
 /// What an entry is about, for the member's history.
@@ -31,13 +34,23 @@ pub struct AccountState {
 
 impl From<point_account::Model> for AccountState {
     fn from(row: point_account::Model) -> Self {
-        Self { account_id: row.id, balance: row.balance, version: row.version }
+        Self {
+            account_id: row.id,
+            balance: row.balance,
+            version: row.version,
+        }
     }
 }
 
-pub async fn write_entry(db: &impl ConnectionTrait, entry: &JournalEntry, ctx: EntryContext, now: DateTime<Utc>) -> AppResult<Uuid> {
+pub async fn write_entry(
+    db: &impl ConnectionTrait,
+    entry: &JournalEntry,
+    ctx: EntryContext,
+    now: DateTime<Utc>,
+) -> AppResult<Uuid> {
     let id = Uuid::now_v7();
-    let breakdown = serde_json::to_string(&ctx.breakdown).map_err(|e| AppError::Internal(e.to_string()))?;
+    let breakdown =
+        serde_json::to_string(&ctx.breakdown).map_err(|e| AppError::Internal(e.to_string()))?;
     journal_entry::Entity::insert(journal_entry::ActiveModel {
         id: Set(id),
         programme_id: Set(ctx.programme_id),
@@ -61,7 +74,9 @@ pub async fn write_entry(db: &impl ConnectionTrait, entry: &JournalEntry, ctx: E
             amount: Set(p.amount),
             created_at: Set(now),
         });
-        posting::Entity::insert_many(rows).exec_without_returning(db).await?;
+        posting::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
     }
     Ok(id)
 }
@@ -69,10 +84,20 @@ pub async fn write_entry(db: &impl ConnectionTrait, entry: &JournalEntry, ctx: E
 /// Changes a member balance by `delta`, refusing to go below zero. The guard is in the
 /// UPDATE itself, so it holds across server processes sharing the database; on
 /// PostgreSQL the row stays locked until commit, which also serialises lot changes.
-pub async fn change_balance(db: &impl ConnectionTrait, account_id: Uuid, delta: Points) -> AppResult<AccountState> {
+pub async fn change_balance(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    delta: Points,
+) -> AppResult<AccountState> {
     let updated = point_account::Entity::update_many()
-        .col_expr(point_account::Column::Balance, Expr::col(point_account::Column::Balance).add(delta))
-        .col_expr(point_account::Column::Version, Expr::col(point_account::Column::Version).add(1))
+        .col_expr(
+            point_account::Column::Balance,
+            Expr::col(point_account::Column::Balance).add(delta),
+        )
+        .col_expr(
+            point_account::Column::Version,
+            Expr::col(point_account::Column::Version).add(1),
+        )
         .filter(point_account::Column::Id.eq(account_id))
         .filter(Expr::col(point_account::Column::Balance).gte(-delta))
         .exec_with_returning(db)
@@ -80,8 +105,14 @@ pub async fn change_balance(db: &impl ConnectionTrait, account_id: Uuid, delta: 
     match updated.into_iter().next() {
         Some(row) => Ok(row.into()),
         None => {
-            let account = point_account::Entity::find_by_id(account_id).one(db).await?.ok_or(AppError::NotFound("points account"))?;
-            Err(AppError::InsufficientPoints { available: account.balance, requested: -delta })
+            let account = point_account::Entity::find_by_id(account_id)
+                .one(db)
+                .await?
+                .ok_or(AppError::NotFound("points account"))?;
+            Err(AppError::InsufficientPoints {
+                available: account.balance,
+                requested: -delta,
+            })
         }
     }
 }
@@ -115,7 +146,11 @@ pub async fn add_lot(
 
 /// Takes `points` out of the account's lots, soonest expiry first. Call it only after the
 /// guarded balance change, which both proves the points exist and locks the account.
-pub async fn consume_lots(db: &impl ConnectionTrait, account_id: Uuid, points: Points) -> AppResult<()> {
+pub async fn consume_lots(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    points: Points,
+) -> AppResult<()> {
     if points == 0 {
         return Ok(());
     }
@@ -125,13 +160,23 @@ pub async fn consume_lots(db: &impl ConnectionTrait, account_id: Uuid, points: P
         .all(db)
         .await?
         .into_iter()
-        .map(|l| Lot { id: l.id, remaining: l.points_remaining, expires_at: l.expires_at })
+        .map(|l| Lot {
+            id: l.id,
+            remaining: l.points_remaining,
+            expires_at: l.expires_at,
+        })
         .collect();
-    let plan = plan_consumption(&lots, points)
-        .ok_or_else(|| AppError::Internal(format!("lots of account {account_id} hold fewer than {points} points")))?;
+    let plan = plan_consumption(&lots, points).ok_or_else(|| {
+        AppError::Internal(format!(
+            "lots of account {account_id} hold fewer than {points} points"
+        ))
+    })?;
     for (lot_id, take) in plan {
         point_lot::Entity::update_many()
-            .col_expr(point_lot::Column::PointsRemaining, Expr::col(point_lot::Column::PointsRemaining).sub(take))
+            .col_expr(
+                point_lot::Column::PointsRemaining,
+                Expr::col(point_lot::Column::PointsRemaining).sub(take),
+            )
             .filter(point_lot::Column::Id.eq(lot_id))
             .exec(db)
             .await?;
@@ -140,7 +185,11 @@ pub async fn consume_lots(db: &impl ConnectionTrait, account_id: Uuid, points: P
 }
 
 /// Sum of an account's postings: the balance of append-only (partner, operator) accounts.
-pub async fn posted_balance(db: &impl ConnectionTrait, kind: AccountKind, owner: Uuid) -> AppResult<Points> {
+pub async fn posted_balance(
+    db: &impl ConnectionTrait,
+    kind: AccountKind,
+    owner: Uuid,
+) -> AppResult<Points> {
     use sea_orm::QuerySelect;
     let sum: Option<Option<i64>> = posting::Entity::find()
         .select_only()

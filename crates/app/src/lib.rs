@@ -47,7 +47,9 @@ impl Scope {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Scope::Admin, Scope::Partner, Scope::Bank].into_iter().find(|s| s.as_str() == text)
+        [Scope::Admin, Scope::Partner, Scope::Bank]
+            .into_iter()
+            .find(|s| s.as_str() == text)
     }
 }
 
@@ -68,13 +70,17 @@ impl Caller {
             Ok(())
         } else {
             let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
-            Err(AppError::Forbidden(format!("this operation needs scope {}", names.join(" or "))))
+            Err(AppError::Forbidden(format!(
+                "this operation needs scope {}",
+                names.join(" or ")
+            )))
         }
     }
 
     /// The partner a partner-scoped caller acts for.
     pub fn acting_partner(&self) -> AppResult<Uuid> {
         self.require(&[Scope::Partner])?;
-        self.partner_id.ok_or_else(|| AppError::Forbidden("this client is not bound to a partner".into()))
+        self.partner_id
+            .ok_or_else(|| AppError::Forbidden("this client is not bound to a partner".into()))
     }
 }

@@ -6,7 +6,9 @@ use crate::{App, Caller, Scope};
 use coalition_store::entities::{member, member_partner, point_account};
 use coalition_store::is_unique_violation;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
+};
 use uuid::Uuid;
 
 pub struct NewMember {
@@ -24,13 +26,22 @@ pub struct Member {
 }
 
 fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
-    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !email.contains(char::is_whitespace)
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.contains(char::is_whitespace)
 }
 
 fn valid_phone(phone: &str) -> bool {
     let digits = phone.chars().filter(char::is_ascii_digit).count();
-    (6..=15).contains(&digits) && phone.chars().all(|c| c.is_ascii_digit() || " +-()".contains(c))
+    (6..=15).contains(&digits)
+        && phone
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +-()".contains(c))
 }
 
 pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Member> {
@@ -38,9 +49,20 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
     let mut v = Validator::default();
     let name = text_field(&mut v, "name", &input.name, 200);
     let email = input.email.trim().to_lowercase();
-    v.require("email", valid_email(&email) && email.len() <= 254, "must be an email address");
-    let phone = input.phone.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
-    v.require("phone", phone.as_deref().is_none_or(valid_phone), "must be a phone number of 6 to 15 digits");
+    v.require(
+        "email",
+        valid_email(&email) && email.len() <= 254,
+        "must be an email address",
+    );
+    let phone = input
+        .phone
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty());
+    v.require(
+        "phone",
+        phone.as_deref().is_none_or(valid_phone),
+        "must be a phone number of 6 to 15 digits",
+    );
     v.finish()?;
 
     let now = chrono::Utc::now();
@@ -69,7 +91,10 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
         erased_at: Set(None),
         created_at: Set(now),
     };
-    match member::Entity::insert(row).exec_without_returning(&txn).await {
+    match member::Entity::insert(row)
+        .exec_without_returning(&txn)
+        .await
+    {
         Err(e) if is_unique_violation(&e) => {
             txn.rollback().await?;
             return Err(AppError::EmailTaken);
@@ -84,14 +109,26 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
 }
 
 /// Records that a partner may see a member from now on.
-pub async fn link_partner(db: &impl ConnectionTrait, programme_id: Uuid, member_id: Uuid, partner_id: Uuid) -> AppResult<()> {
+pub async fn link_partner(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    member_id: Uuid,
+    partner_id: Uuid,
+) -> AppResult<()> {
     member_partner::Entity::insert(member_partner::ActiveModel {
         member_id: Set(member_id),
         partner_id: Set(partner_id),
         programme_id: Set(programme_id),
         created_at: Set(chrono::Utc::now()),
     })
-    .on_conflict(OnConflict::columns([member_partner::Column::MemberId, member_partner::Column::PartnerId]).do_nothing().to_owned())
+    .on_conflict(
+        OnConflict::columns([
+            member_partner::Column::MemberId,
+            member_partner::Column::PartnerId,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
     .do_nothing()
     .exec(db)
     .await?;
@@ -99,7 +136,11 @@ pub async fn link_partner(db: &impl ConnectionTrait, programme_id: Uuid, member_
 }
 
 /// The member if this caller may see it; otherwise "not found", never "forbidden".
-pub async fn visible(db: &impl ConnectionTrait, caller: &Caller, member_id: Uuid) -> AppResult<member::Model> {
+pub async fn visible(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    member_id: Uuid,
+) -> AppResult<member::Model> {
     caller.require(&[Scope::Admin, Scope::Partner])?;
     let row = member::Entity::find_by_id(member_id)
         .filter(member::Column::ProgrammeId.eq(caller.programme_id))
@@ -107,7 +148,10 @@ pub async fn visible(db: &impl ConnectionTrait, caller: &Caller, member_id: Uuid
         .await?
         .ok_or(AppError::NotFound("member"))?;
     if let (Scope::Partner, Some(partner_id)) = (caller.scope, caller.partner_id) {
-        let linked = member_partner::Entity::find_by_id((member_id, partner_id)).one(db).await?.is_some();
+        let linked = member_partner::Entity::find_by_id((member_id, partner_id))
+            .one(db)
+            .await?
+            .is_some();
         if !linked {
             return Err(AppError::NotFound("member"));
         }
@@ -117,8 +161,14 @@ pub async fn visible(db: &impl ConnectionTrait, caller: &Caller, member_id: Uuid
 
 pub async fn get(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Member> {
     let row = visible(&app.db, caller, member_id).await?;
-    let account = point_account::Entity::find_by_id(row.account_id).one(&app.db).await?.ok_or(AppError::NotFound("points account"))?;
-    Ok(Member { row, points: account.balance })
+    let account = point_account::Entity::find_by_id(row.account_id)
+        .one(&app.db)
+        .await?
+        .ok_or(AppError::NotFound("points account"))?;
+    Ok(Member {
+        row,
+        points: account.balance,
+    })
 }
 
 /// GDPR erasure: personal data goes, the ledger keeps its numbers and the account keeps

@@ -6,7 +6,10 @@ use crate::{App, Caller, Scope};
 use coalition_domain::money::parse_rate;
 use coalition_store::entities::partner;
 use rust_decimal::Decimal;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +59,14 @@ pub struct Partner {
 impl TryFrom<partner::Model> for Partner {
     type Error = AppError;
     fn try_from(row: partner::Model) -> AppResult<Self> {
-        let rate = |text: &str| text.parse::<Decimal>().map_err(|_| AppError::Internal(format!("partner {} has a corrupt rate", row.id)));
+        let rate = |text: &str| {
+            text.parse::<Decimal>()
+                .map_err(|_| AppError::Internal(format!("partner {} has a corrupt rate", row.id)))
+        };
         Ok(Partner {
             id: row.id,
-            kind: PartnerKind::parse(&row.kind).ok_or_else(|| AppError::Internal("corrupt partner kind".into()))?,
+            kind: PartnerKind::parse(&row.kind)
+                .ok_or_else(|| AppError::Internal("corrupt partner kind".into()))?,
             earn_points_per_unit: rate(&row.earn_points_per_unit)?,
             issue_price_per_point: rate(&row.issue_price_per_point)?,
             redemption_value_per_point: rate(&row.redemption_value_per_point)?,
@@ -77,9 +84,18 @@ pub async fn create(app: &App, caller: &Caller, input: NewPartner) -> AppResult<
     let category = text_field(&mut v, "category", &input.category, 100);
     let kind = PartnerKind::parse(&input.kind);
     v.require("kind", kind.is_some(), "must be 'merchant' or 'bank'");
-    let earn = v.check("earn_points_per_unit", parse_rate(&input.earn_points_per_unit));
-    let issue = v.check("issue_price_per_point", parse_rate(&input.issue_price_per_point));
-    let redeem = v.check("redemption_value_per_point", parse_rate(&input.redemption_value_per_point));
+    let earn = v.check(
+        "earn_points_per_unit",
+        parse_rate(&input.earn_points_per_unit),
+    );
+    let issue = v.check(
+        "issue_price_per_point",
+        parse_rate(&input.issue_price_per_point),
+    );
+    let redeem = v.check(
+        "redemption_value_per_point",
+        parse_rate(&input.redemption_value_per_point),
+    );
     v.finish()?;
     let partner = Partner {
         id: Uuid::now_v7(),
@@ -129,11 +145,19 @@ pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<Partner> {
 pub async fn list(app: &App, caller: &Caller, page: PageRequest) -> AppResult<Page<Partner>> {
     caller.require(&[Scope::Admin])?;
     let after = page.decode_cursor(|c| Uuid::parse_str(c).ok())?;
-    let mut query = partner::Entity::find().filter(partner::Column::ProgrammeId.eq(caller.programme_id));
+    let mut query =
+        partner::Entity::find().filter(partner::Column::ProgrammeId.eq(caller.programme_id));
     if let Some(after) = after {
         query = query.filter(partner::Column::Id.gt(after));
     }
-    let rows = query.order_by_asc(partner::Column::Id).limit(page.limit + 1).all(&app.db).await?;
-    let rows = rows.into_iter().map(Partner::try_from).collect::<AppResult<Vec<_>>>()?;
+    let rows = query
+        .order_by_asc(partner::Column::Id)
+        .limit(page.limit + 1)
+        .all(&app.db)
+        .await?;
+    let rows = rows
+        .into_iter()
+        .map(Partner::try_from)
+        .collect::<AppResult<Vec<_>>>()?;
     Ok(page.page(rows, |p| p.id.to_string(), |p| p))
 }

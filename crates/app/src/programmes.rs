@@ -1,13 +1,15 @@
 //! Programmes (tenants). The first operator client of a programme is made here, for the
 //! CLI: the API itself never creates a programme and never ships a default secret.
 
-use crate::clients::{self, NewClient, CreatedClient};
+use crate::clients::{self, CreatedClient, NewClient};
 use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::Scope;
 use coalition_domain::money::{parse_rate, Currency};
 use coalition_store::entities::programme;
 use rust_decimal::Decimal;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait, TransactionTrait};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait, TransactionTrait,
+};
 use uuid::Uuid;
 
 pub const DEFAULT_POINT_EXPIRY_DAYS: i32 = 730;
@@ -38,10 +40,21 @@ pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<C
     let name = text_field(&mut v, "name", &input.name, 200);
     let currency = v.check("currency", Currency::parse(&input.currency));
     let point_value = v.check("point_value", parse_rate(&input.point_value));
-    v.require("point_value", point_value.is_some_and(|p| p > Decimal::ZERO), "must be greater than zero");
-    v.require("point_expiry_days", input.point_expiry_days > 0, "must be at least one day");
+    v.require(
+        "point_value",
+        point_value.is_some_and(|p| p > Decimal::ZERO),
+        "must be greater than zero",
+    );
+    v.require(
+        "point_expiry_days",
+        input.point_expiry_days > 0,
+        "must be at least one day",
+    );
     v.finish()?;
-    let (currency, point_value) = (currency.expect("validated"), point_value.expect("validated"));
+    let (currency, point_value) = (
+        currency.expect("validated"),
+        point_value.expect("validated"),
+    );
     let txn = db.begin().await?;
     let id = Uuid::now_v7();
     programme::Entity::insert(programme::ActiveModel {
@@ -54,13 +67,28 @@ pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<C
     })
     .exec_without_returning(&txn)
     .await?;
-    let operator = clients::insert(&txn, id, NewClient { name: format!("{name} operator"), partner_id: None }, Scope::Admin).await?;
+    let operator = clients::insert(
+        &txn,
+        id,
+        NewClient {
+            name: format!("{name} operator"),
+            partner_id: None,
+        },
+        Scope::Admin,
+    )
+    .await?;
     txn.commit().await?;
-    Ok(CreatedProgramme { programme_id: id, operator })
+    Ok(CreatedProgramme {
+        programme_id: id,
+        operator,
+    })
 }
 
 pub async fn load(db: &impl ConnectionTrait, id: Uuid) -> AppResult<Programme> {
-    let row = programme::Entity::find_by_id(id).one(db).await?.ok_or(AppError::NotFound("programme"))?;
+    let row = programme::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("programme"))?;
     let bad = |what: &str| AppError::Internal(format!("stored programme {what} is corrupt"));
     Ok(Programme {
         id: row.id,

@@ -15,7 +15,9 @@ use coalition_domain::Points;
 use coalition_store::entities::{card, point_account, purchase, refund};
 use coalition_store::is_unique_violation;
 use rust_decimal::Decimal;
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+};
 use uuid::Uuid;
 
 pub struct NewPurchase {
@@ -59,23 +61,43 @@ fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
     let mut v = Validator::default();
     let card_number = text_field(&mut v, "card_number", &input.card_number, 32);
     let external_ref = text_field(&mut v, "external_ref", &input.external_ref, 128);
-    let amount = v.check("amount.amount", Money::positive(&input.amount, &input.currency));
+    let amount = v.check(
+        "amount.amount",
+        Money::positive(&input.amount, &input.currency),
+    );
     let redeem_points = input.redeem_points.unwrap_or(0);
     v.require("redeem_points", redeem_points >= 0, "must not be negative");
     let optional = |v: &mut Validator, field: &str, value: Option<String>| {
-        value.map(|s| text_field(v, field, &s, 128)).filter(|s| !s.is_empty())
+        value
+            .map(|s| text_field(v, field, &s, 128))
+            .filter(|s| !s.is_empty())
     };
     let store_ref = optional(&mut v, "store_ref", input.store_ref);
     let staff_ref = optional(&mut v, "staff_ref", input.staff_ref);
     v.finish()?;
     let amount = amount.expect("validated");
     if amount.currency != programme.currency {
-        return Err(AppError::CurrencyMismatch { expected: programme.currency.to_string(), got: amount.currency.to_string() });
+        return Err(AppError::CurrencyMismatch {
+            expected: programme.currency.to_string(),
+            got: amount.currency.to_string(),
+        });
     }
-    Ok(Checked { card_number, amount, external_ref, redeem_points, store_ref, staff_ref })
+    Ok(Checked {
+        card_number,
+        amount,
+        external_ref,
+        redeem_points,
+        store_ref,
+        staff_ref,
+    })
 }
 
-async fn price(db: &impl ConnectionTrait, caller: &Caller, programme: &Programme, req: &Checked) -> AppResult<Priced> {
+async fn price(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    programme: &Programme,
+    req: &Checked,
+) -> AppResult<Priced> {
     let partner = partners::find(db, caller.programme_id, caller.acting_partner()?).await?;
     let card = cards::find(db, caller.programme_id, &req.card_number).await?;
     cards::ensure_active(&card)?;
@@ -88,16 +110,34 @@ async fn price(db: &impl ConnectionTrait, caller: &Caller, programme: &Programme
         partner_name: partner.name.clone(),
     };
     let outcome = price_purchase(&terms).map_err(|e| match e {
-        EarningError::RedemptionExceedsAmount { .. } => AppError::RedemptionExceedsAmount(e.to_string()),
-        EarningError::NegativeRedemption => AppError::Validation(vec![crate::FieldError::new("redeem_points", e)]),
-        EarningError::TooManyPoints => AppError::Validation(vec![crate::FieldError::new("amount.amount", e)]),
+        EarningError::RedemptionExceedsAmount { .. } => {
+            AppError::RedemptionExceedsAmount(e.to_string())
+        }
+        EarningError::NegativeRedemption => {
+            AppError::Validation(vec![crate::FieldError::new("redeem_points", e)])
+        }
+        EarningError::TooManyPoints => {
+            AppError::Validation(vec![crate::FieldError::new("amount.amount", e)])
+        }
     })?;
-    let account = point_account::Entity::find_by_id(card.account_id).one(db).await?.ok_or(AppError::NotFound("points account"))?;
+    let account = point_account::Entity::find_by_id(card.account_id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("points account"))?;
     if account.balance < outcome.points_redeemed {
-        return Err(AppError::InsufficientPoints { available: account.balance, requested: outcome.points_redeemed });
+        return Err(AppError::InsufficientPoints {
+            available: account.balance,
+            requested: outcome.points_redeemed,
+        });
     }
     let balance = account.balance - outcome.points_redeemed + outcome.points_earned;
-    Ok(Priced { card, partner, amount: req.amount.clone(), outcome, balance })
+    Ok(Priced {
+        card,
+        partner,
+        amount: req.amount.clone(),
+        outcome,
+        balance,
+    })
 }
 
 /// What recording the purchase would do, without doing it.
@@ -131,7 +171,12 @@ pub async fn record(
     Ok(response)
 }
 
-async fn record_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Programme, req: Checked) -> AppResult<(Recorded, i64)> {
+async fn record_in(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    programme: &Programme,
+    req: Checked,
+) -> AppResult<(Recorded, i64)> {
     let mut priced = price(txn, caller, programme, &req).await?;
     let out = &priced.outcome;
     let account_id = priced.card.account_id;
@@ -143,10 +188,20 @@ async fn record_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Progr
         state = ledger::change_balance(txn, account_id, out.points_earned).await?;
     }
     let purchase_id = Uuid::now_v7();
-    let entry = purchase_entry(priced.partner.id, account_id, out.points_earned, out.points_redeemed)?;
+    let entry = purchase_entry(
+        priced.partner.id,
+        account_id,
+        out.points_earned,
+        out.points_redeemed,
+    )?;
     let ctx = EntryContext {
         programme_id: caller.programme_id,
-        reason: format!("Purchase of {} {} at {}", req.amount.amount_string(), req.amount.currency, priced.partner.name),
+        reason: format!(
+            "Purchase of {} {} at {}",
+            req.amount.amount_string(),
+            req.amount.currency,
+            priced.partner.name
+        ),
         partner_id: Some(priced.partner.id),
         purchase_id: Some(purchase_id),
         refund_id: None,
@@ -154,7 +209,16 @@ async fn record_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Progr
     };
     let entry_id = ledger::write_entry(txn, &entry, ctx, now).await?;
     let expires_at = now + chrono::Duration::days(i64::from(programme.point_expiry_days));
-    ledger::add_lot(txn, caller.programme_id, account_id, entry_id, out.points_earned, expires_at, now).await?;
+    ledger::add_lot(
+        txn,
+        caller.programme_id,
+        account_id,
+        entry_id,
+        out.points_earned,
+        expires_at,
+        now,
+    )
+    .await?;
     let row = purchase::Model {
         id: purchase_id,
         programme_id: caller.programme_id,
@@ -175,19 +239,34 @@ async fn record_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Progr
         entry_id,
         created_at: now,
     };
-    match purchase::Entity::insert(purchase::ActiveModel::from(row.clone())).exec_without_returning(txn).await {
-        Err(e) if is_unique_violation(&e) => return Err(AppError::DuplicateExternalRef(req.external_ref)),
+    match purchase::Entity::insert(purchase::ActiveModel::from(row.clone()))
+        .exec_without_returning(txn)
+        .await
+    {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(AppError::DuplicateExternalRef(req.external_ref))
+        }
         other => other?,
     };
     if let Some(member_id) = priced.card.member_id {
         members::link_partner(txn, caller.programme_id, member_id, priced.partner.id).await?;
     }
     priced.balance = state.balance;
-    Ok((Recorded { purchase: row, priced }, state.version))
+    Ok((
+        Recorded {
+            purchase: row,
+            priced,
+        },
+        state.version,
+    ))
 }
 
 /// A purchase with its refunds, as the recording partner (or an operator) sees it.
-pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<(purchase::Model, Vec<refund::Model>)> {
+pub async fn get(
+    app: &App,
+    caller: &Caller,
+    id: Uuid,
+) -> AppResult<(purchase::Model, Vec<refund::Model>)> {
     caller.require(&[crate::Scope::Admin, crate::Scope::Partner])?;
     let found = find_own(&app.db, caller, id).await?;
     let refunds = refund::Entity::find()
@@ -199,18 +278,27 @@ pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<(purchase::M
 }
 
 /// A purchase of the caller's programme that a partner caller recorded itself.
-pub async fn find_own(db: &impl ConnectionTrait, caller: &Caller, id: Uuid) -> AppResult<purchase::Model> {
+pub async fn find_own(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: Uuid,
+) -> AppResult<purchase::Model> {
     let found = purchase::Entity::find_by_id(id)
         .filter(purchase::Column::ProgrammeId.eq(caller.programme_id))
         .one(db)
         .await?
         .ok_or(AppError::NotFound("purchase"))?;
     match caller.partner_id {
-        Some(partner_id) if caller.scope != crate::Scope::Admin && found.partner_id != partner_id => Err(AppError::NotFound("purchase")),
+        Some(partner_id)
+            if caller.scope != crate::Scope::Admin && found.partner_id != partner_id =>
+        {
+            Err(AppError::NotFound("purchase"))
+        }
         _ => Ok(found),
     }
 }
 
 pub(crate) fn parse_stored(text: &str) -> AppResult<Decimal> {
-    text.parse().map_err(|_| AppError::Internal(format!("stored amount '{text}' is corrupt")))
+    text.parse()
+        .map_err(|_| AppError::Internal(format!("stored amount '{text}' is corrupt")))
 }

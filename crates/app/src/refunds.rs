@@ -10,7 +10,9 @@ use crate::purchases::{find_own, parse_stored};
 use crate::{App, Caller};
 use coalition_domain::ledger::refund_entry;
 use coalition_domain::money::Money;
-use coalition_domain::refund::{clawback_within_balance, refund_share, PurchaseRecord, RefundError};
+use coalition_domain::refund::{
+    clawback_within_balance, refund_share, PurchaseRecord, RefundError,
+};
 use coalition_store::entities::{purchase, refund};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
@@ -39,7 +41,10 @@ pub async fn refund(
     v.finish()?;
     let amount = amount.expect("validated");
     if amount.currency != programme.currency {
-        return Err(AppError::CurrencyMismatch { expected: programme.currency.to_string(), got: amount.currency.to_string() });
+        return Err(AppError::CurrencyMismatch {
+            expected: programme.currency.to_string(),
+            got: amount.currency.to_string(),
+        });
     }
     let (response, changed) = idempotency::run(app, key, |txn| async move {
         let (refunded, version) = refund_in(&txn, caller, &programme, purchase_id, amount).await?;
@@ -48,14 +53,23 @@ pub async fn refund(
     })
     .await?;
     if let Some((purchase_id, version)) = changed {
-        if let Some(p) = purchase::Entity::find_by_id(purchase_id).one(&app.db).await? {
+        if let Some(p) = purchase::Entity::find_by_id(purchase_id)
+            .one(&app.db)
+            .await?
+        {
             app.cache.changed(p.account_id, version).await;
         }
     }
     Ok(response)
 }
 
-async fn refund_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Programme, purchase_id: Uuid, amount: Money) -> AppResult<(Refunded, i64)> {
+async fn refund_in(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    programme: &Programme,
+    purchase_id: Uuid,
+    amount: Money,
+) -> AppResult<(Refunded, i64)> {
     let bought = find_own(txn, caller, purchase_id).await?;
     let already_refunded = parse_stored(&bought.refunded_amount)?;
     let record = PurchaseRecord {
@@ -66,29 +80,45 @@ async fn refund_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Progr
     };
     let share = refund_share(&record, amount.amount).map_err(|e| match e {
         RefundError::ExceedsRemaining { .. } => AppError::RefundExceedsRemaining(e.to_string()),
-        RefundError::NotPositive => AppError::Validation(vec![crate::FieldError::new("amount.amount", e)]),
+        RefundError::NotPositive => {
+            AppError::Validation(vec![crate::FieldError::new("amount.amount", e)])
+        }
     })?;
     // Compare-and-set on the refunded total: a concurrent refund of the same purchase
     // either waits for this one (PostgreSQL row lock) and then fails here, or wins.
     let new_total = already_refunded + amount.amount;
     let claimed = purchase::Entity::update_many()
-        .col_expr(purchase::Column::RefundedAmount, Expr::value(new_total.to_string()))
+        .col_expr(
+            purchase::Column::RefundedAmount,
+            Expr::value(new_total.to_string()),
+        )
         .filter(purchase::Column::Id.eq(bought.id))
         .filter(purchase::Column::RefundedAmount.eq(bought.refunded_amount.clone()))
         .exec(txn)
         .await?;
     if claimed.rows_affected != 1 {
-        return Err(AppError::RefundExceedsRemaining("another refund of this purchase was recorded at the same time; retry".into()));
+        return Err(AppError::RefundExceedsRemaining(
+            "another refund of this purchase was recorded at the same time; retry".into(),
+        ));
     }
     let account_id = bought.account_id;
     let now = chrono::Utc::now();
     let mut state = ledger::change_balance(txn, account_id, share.points_returned).await?;
-    let (clawed, shortfall) = clawback_within_balance(state.balance - share.points_returned, share.points_returned, share.clawback_due);
+    let (clawed, shortfall) = clawback_within_balance(
+        state.balance - share.points_returned,
+        share.points_returned,
+        share.clawback_due,
+    );
     let refund_id = Uuid::now_v7();
     let entry = refund_entry(bought.partner_id, account_id, clawed, share.points_returned)?;
     let ctx = EntryContext {
         programme_id: caller.programme_id,
-        reason: format!("Refund of {} {} on purchase {}", amount.amount_string(), amount.currency, bought.external_ref),
+        reason: format!(
+            "Refund of {} {} on purchase {}",
+            amount.amount_string(),
+            amount.currency,
+            bought.external_ref
+        ),
         partner_id: Some(bought.partner_id),
         purchase_id: Some(bought.id),
         refund_id: Some(refund_id),
@@ -97,7 +127,16 @@ async fn refund_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Progr
     let entry_id = ledger::write_entry(txn, &entry, ctx, now).await?;
     // Returned points get a fresh lot: the spent lots are gone from the ledger's view.
     let expires_at = now + chrono::Duration::days(i64::from(programme.point_expiry_days));
-    ledger::add_lot(txn, caller.programme_id, account_id, entry_id, share.points_returned, expires_at, now).await?;
+    ledger::add_lot(
+        txn,
+        caller.programme_id,
+        account_id,
+        entry_id,
+        share.points_returned,
+        expires_at,
+        now,
+    )
+    .await?;
     // Clawback after the returned lot exists: the lots must always hold the balance.
     if clawed > 0 {
         state = ledger::change_balance(txn, account_id, -clawed).await?;
@@ -115,14 +154,29 @@ async fn refund_in(txn: &DatabaseTransaction, caller: &Caller, programme: &Progr
         entry_id,
         created_at: now,
     };
-    refund::Entity::insert(refund::ActiveModel::from(row.clone())).exec_without_returning(txn).await?;
+    refund::Entity::insert(refund::ActiveModel::from(row.clone()))
+        .exec_without_returning(txn)
+        .await?;
     purchase::Entity::update_many()
-        .col_expr(purchase::Column::PointsClawedBack, Expr::col(purchase::Column::PointsClawedBack).add(clawed))
-        .col_expr(purchase::Column::PointsReturned, Expr::col(purchase::Column::PointsReturned).add(share.points_returned))
+        .col_expr(
+            purchase::Column::PointsClawedBack,
+            Expr::col(purchase::Column::PointsClawedBack).add(clawed),
+        )
+        .col_expr(
+            purchase::Column::PointsReturned,
+            Expr::col(purchase::Column::PointsReturned).add(share.points_returned),
+        )
         .filter(purchase::Column::Id.eq(bought.id))
         .exec(txn)
         .await?;
-    Ok((Refunded { refund: row, balance: state.balance, currency: amount.currency.to_string() }, state.version))
+    Ok((
+        Refunded {
+            refund: row,
+            balance: state.balance,
+            currency: amount.currency.to_string(),
+        },
+        state.version,
+    ))
 }
 
 pub use refund::Model as RefundRow;

@@ -11,7 +11,11 @@ fn luhn_check_digit(body: &str) -> u32 {
             let d = u32::from(b - b'0');
             if i % 2 == 0 {
                 let doubled = d * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
+                if doubled > 9 {
+                    doubled - 9
+                } else {
+                    doubled
+                }
             } else {
                 d
             }

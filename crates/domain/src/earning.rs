@@ -42,7 +42,11 @@ pub enum EarningError {
     #[error("redeem_points must not be negative")]
     NegativeRedemption,
     #[error("{points} points are worth {value}, more than the purchase amount {amount}")]
-    RedemptionExceedsAmount { points: Points, value: Decimal, amount: Decimal },
+    RedemptionExceedsAmount {
+        points: Points,
+        value: Decimal,
+        amount: Decimal,
+    },
     #[error("the points this purchase would earn do not fit in a point balance")]
     TooManyPoints,
 }
@@ -57,7 +61,8 @@ pub fn price_purchase(terms: &PurchaseTerms) -> Result<PurchaseOutcome, EarningE
     let exact_value = Decimal::from(terms.redeem_points)
         .checked_mul(terms.point_value)
         .ok_or(EarningError::TooManyPoints)?;
-    let discount = exact_value.round_dp_with_strategy(terms.currency.minor_units(), RoundingStrategy::ToZero);
+    let discount =
+        exact_value.round_dp_with_strategy(terms.currency.minor_units(), RoundingStrategy::ToZero);
     if discount > terms.amount {
         return Err(EarningError::RedemptionExceedsAmount {
             points: terms.redeem_points,
@@ -115,7 +120,10 @@ mod tests {
         // 5% cashback at a point value of 0.01 is 5 points per unit.
         let out = price_purchase(&terms("5000", "5", 0)).unwrap();
         assert_eq!(out.points_earned, 25_000);
-        assert_eq!(Decimal::from(out.points_earned) * Decimal::new(1, 2), Decimal::from(250));
+        assert_eq!(
+            Decimal::from(out.points_earned) * Decimal::new(1, 2),
+            Decimal::from(250)
+        );
         assert_eq!(out.breakdown.len(), 1);
         assert_eq!(out.breakdown[0].points, 25_000);
     }
@@ -139,8 +147,16 @@ mod tests {
 
     #[test]
     fn fractions_of_points_are_not_awarded() {
-        assert_eq!(price_purchase(&terms("9.99", "1", 0)).unwrap().points_earned, 9);
-        assert!(price_purchase(&terms("0.50", "1", 0)).unwrap().breakdown.is_empty());
+        assert_eq!(
+            price_purchase(&terms("9.99", "1", 0))
+                .unwrap()
+                .points_earned,
+            9
+        );
+        assert!(price_purchase(&terms("0.50", "1", 0))
+            .unwrap()
+            .breakdown
+            .is_empty());
     }
 
     proptest! {

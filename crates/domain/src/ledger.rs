@@ -49,13 +49,22 @@ pub struct AccountRef {
 
 impl AccountRef {
     pub fn member(account_id: Uuid) -> Self {
-        Self { kind: AccountKind::Member, owner: account_id }
+        Self {
+            kind: AccountKind::Member,
+            owner: account_id,
+        }
     }
     pub fn partner_issued(partner_id: Uuid) -> Self {
-        Self { kind: AccountKind::PartnerIssued, owner: partner_id }
+        Self {
+            kind: AccountKind::PartnerIssued,
+            owner: partner_id,
+        }
     }
     pub fn partner_redeemed(partner_id: Uuid) -> Self {
-        Self { kind: AccountKind::PartnerRedeemed, owner: partner_id }
+        Self {
+            kind: AccountKind::PartnerRedeemed,
+            owner: partner_id,
+        }
     }
 }
 
@@ -100,14 +109,23 @@ pub struct JournalEntry {
 
 impl JournalEntry {
     pub fn new(kind: EntryKind) -> Self {
-        Self { kind, postings: Vec::new() }
+        Self {
+            kind,
+            postings: Vec::new(),
+        }
     }
 
     /// Moves `points` from one account to another: two postings that cancel.
     pub fn transfer(mut self, from: AccountRef, to: AccountRef, points: Points) -> Self {
         if points != 0 {
-            self.postings.push(Posting { account: from, amount: -points });
-            self.postings.push(Posting { account: to, amount: points });
+            self.postings.push(Posting {
+                account: from,
+                amount: -points,
+            });
+            self.postings.push(Posting {
+                account: to,
+                amount: points,
+            });
         }
         self
     }
@@ -127,13 +145,22 @@ impl JournalEntry {
 
     /// Net change of one account in this entry.
     pub fn net_for(&self, account: AccountRef) -> Points {
-        self.postings.iter().filter(|p| p.account == account).map(|p| p.amount).sum()
+        self.postings
+            .iter()
+            .filter(|p| p.account == account)
+            .map(|p| p.amount)
+            .sum()
     }
 }
 
 /// A purchase at `partner`: the member pays `redeemed` points to the partner's redeemed
 /// account and earns `earned` from the partner's issued account.
-pub fn purchase_entry(partner: Uuid, member_account: Uuid, earned: Points, redeemed: Points) -> Result<JournalEntry, LedgerError> {
+pub fn purchase_entry(
+    partner: Uuid,
+    member_account: Uuid,
+    earned: Points,
+    redeemed: Points,
+) -> Result<JournalEntry, LedgerError> {
     let member = AccountRef::member(member_account);
     JournalEntry::new(EntryKind::Purchase)
         .transfer(member, AccountRef::partner_redeemed(partner), redeemed)
@@ -143,7 +170,12 @@ pub fn purchase_entry(partner: Uuid, member_account: Uuid, earned: Points, redee
 
 /// A refund reverses a share of a purchase: spent points go back to the member, clawed
 /// back points go back to the issuing partner.
-pub fn refund_entry(partner: Uuid, member_account: Uuid, clawed_back: Points, returned: Points) -> Result<JournalEntry, LedgerError> {
+pub fn refund_entry(
+    partner: Uuid,
+    member_account: Uuid,
+    clawed_back: Points,
+    returned: Points,
+) -> Result<JournalEntry, LedgerError> {
     let member = AccountRef::member(member_account);
     JournalEntry::new(EntryKind::Refund)
         .transfer(AccountRef::partner_redeemed(partner), member, returned)
@@ -174,7 +206,10 @@ mod tests {
     #[test]
     fn unbalanced_entries_are_refused() {
         let mut e = JournalEntry::new(EntryKind::Purchase);
-        e.postings.push(Posting { account: AccountRef::member(Uuid::nil()), amount: 5 });
+        e.postings.push(Posting {
+            account: AccountRef::member(Uuid::nil()),
+            amount: 5,
+        });
         assert_eq!(e.balanced(), Err(LedgerError::Unbalanced(5)));
     }
 

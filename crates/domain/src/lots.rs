@@ -37,8 +37,16 @@ mod tests {
     #[test]
     fn oldest_expiring_lot_is_spent_first() {
         let now = Utc::now();
-        let soon = Lot { id: Uuid::new_v4(), remaining: 30, expires_at: now + Duration::days(5) };
-        let late = Lot { id: Uuid::new_v4(), remaining: 100, expires_at: now + Duration::days(300) };
+        let soon = Lot {
+            id: Uuid::new_v4(),
+            remaining: 30,
+            expires_at: now + Duration::days(5),
+        };
+        let late = Lot {
+            id: Uuid::new_v4(),
+            remaining: 100,
+            expires_at: now + Duration::days(300),
+        };
         let plan = plan_consumption(&[late.clone(), soon.clone()], 50).unwrap();
         assert_eq!(plan, vec![(soon.id, 30), (late.id, 20)]);
         assert_eq!(plan_consumption(&[late, soon], 131), None);

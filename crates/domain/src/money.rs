@@ -96,7 +96,10 @@ impl Money {
         }
         let allowed = currency.minor_units();
         if amount.normalize().scale() > allowed {
-            return Err(MoneyError::TooManyDecimals { currency: currency.0, allowed });
+            return Err(MoneyError::TooManyDecimals {
+                currency: currency.0,
+                allowed,
+            });
         }
         Ok(Self { amount, currency })
     }
@@ -123,14 +126,29 @@ mod tests {
 
     #[test]
     fn plain_decimals_parse_exactly() {
-        assert_eq!(parse_decimal("12345678901234.5678").unwrap().to_string(), "12345678901234.5678");
+        assert_eq!(
+            parse_decimal("12345678901234.5678").unwrap().to_string(),
+            "12345678901234.5678"
+        );
         assert_eq!(parse_decimal("0.1").unwrap().to_string(), "0.1");
         assert_eq!(parse_decimal("-3").unwrap().to_string(), "-3");
     }
 
     #[test]
     fn odd_spellings_are_refused() {
-        for bad in ["", "1e5", "1_000", "+1", ".5", "5.", "1.2.3", " 1", "NaN", "0x10", "1.00000000000000000000000000001"] {
+        for bad in [
+            "",
+            "1e5",
+            "1_000",
+            "+1",
+            ".5",
+            "5.",
+            "1.2.3",
+            " 1",
+            "NaN",
+            "0x10",
+            "1.00000000000000000000000000001",
+        ] {
             assert!(parse_decimal(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -138,8 +156,17 @@ mod tests {
     #[test]
     fn money_checks_sign_scale_and_currency() {
         assert!(Money::positive("12.50", "EUR").is_ok());
-        assert!(Money::positive("12.500", "EUR").is_ok(), "trailing zeros are not extra precision");
-        assert_eq!(Money::positive("12.505", "EUR"), Err(MoneyError::TooManyDecimals { currency: "EUR".into(), allowed: 2 }));
+        assert!(
+            Money::positive("12.500", "EUR").is_ok(),
+            "trailing zeros are not extra precision"
+        );
+        assert_eq!(
+            Money::positive("12.505", "EUR"),
+            Err(MoneyError::TooManyDecimals {
+                currency: "EUR".into(),
+                allowed: 2
+            })
+        );
         assert_eq!(Money::positive("0", "EUR"), Err(MoneyError::NotPositive));
         assert_eq!(Money::positive("-1", "EUR"), Err(MoneyError::NotPositive));
         assert!(Money::positive("1", "eur").is_err());
@@ -150,6 +177,9 @@ mod tests {
     fn amounts_format_to_minor_units() {
         let eur = Currency::parse("EUR").unwrap();
         assert_eq!(format_amount(Decimal::new(125, 1), &eur), "12.50");
-        assert_eq!(format_amount(Decimal::new(7, 0), &Currency::parse("JPY").unwrap()), "7");
+        assert_eq!(
+            format_amount(Decimal::new(7, 0), &Currency::parse("JPY").unwrap()),
+            "7"
+        );
     }
 }

@@ -27,24 +27,38 @@ pub enum RefundError {
     #[error("refund amount must be greater than zero")]
     NotPositive,
     #[error("refund of {requested} exceeds the {remaining} left to refund on this purchase")]
-    ExceedsRemaining { requested: Decimal, remaining: Decimal },
+    ExceedsRemaining {
+        requested: Decimal,
+        remaining: Decimal,
+    },
 }
 
 fn share_of(points: Points, part: Decimal, whole: Decimal) -> Points {
-    (Decimal::from(points) * part / whole).floor().to_i64().unwrap_or(0)
+    (Decimal::from(points) * part / whole)
+        .floor()
+        .to_i64()
+        .unwrap_or(0)
 }
 
-pub fn refund_share(purchase: &PurchaseRecord, amount: Decimal) -> Result<RefundShare, RefundError> {
+pub fn refund_share(
+    purchase: &PurchaseRecord,
+    amount: Decimal,
+) -> Result<RefundShare, RefundError> {
     if amount <= Decimal::ZERO {
         return Err(RefundError::NotPositive);
     }
     let remaining = purchase.amount - purchase.already_refunded;
     if amount > remaining {
-        return Err(RefundError::ExceedsRemaining { requested: amount, remaining });
+        return Err(RefundError::ExceedsRemaining {
+            requested: amount,
+            remaining,
+        });
     }
     let before = purchase.already_refunded;
     let after = before + amount;
-    let cumulative = |points| share_of(points, after, purchase.amount) - share_of(points, before, purchase.amount);
+    let cumulative = |points| {
+        share_of(points, after, purchase.amount) - share_of(points, before, purchase.amount)
+    };
     Ok(RefundShare {
         clawback_due: cumulative(purchase.points_earned),
         points_returned: cumulative(purchase.points_redeemed),
@@ -66,22 +80,39 @@ mod tests {
     use proptest::prelude::*;
 
     fn purchase(amount: i64, earned: Points, redeemed: Points) -> PurchaseRecord {
-        PurchaseRecord { amount: Decimal::new(amount, 2), already_refunded: Decimal::ZERO, points_earned: earned, points_redeemed: redeemed }
+        PurchaseRecord {
+            amount: Decimal::new(amount, 2),
+            already_refunded: Decimal::ZERO,
+            points_earned: earned,
+            points_redeemed: redeemed,
+        }
     }
 
     #[test]
     fn half_refund_takes_half() {
         let share = refund_share(&purchase(10_000, 80, 2_000), Decimal::new(5_000, 2)).unwrap();
-        assert_eq!(share, RefundShare { clawback_due: 40, points_returned: 1_000 });
+        assert_eq!(
+            share,
+            RefundShare {
+                clawback_due: 40,
+                points_returned: 1_000
+            }
+        );
     }
 
     #[test]
     fn refund_cannot_exceed_what_is_left() {
         let mut p = purchase(10_000, 100, 0);
         p.already_refunded = Decimal::new(9_000, 2);
-        assert!(matches!(refund_share(&p, Decimal::new(1_001, 2)), Err(RefundError::ExceedsRemaining { .. })));
+        assert!(matches!(
+            refund_share(&p, Decimal::new(1_001, 2)),
+            Err(RefundError::ExceedsRemaining { .. })
+        ));
         assert!(refund_share(&p, Decimal::new(1_000, 2)).is_ok());
-        assert_eq!(refund_share(&p, Decimal::ZERO), Err(RefundError::NotPositive));
+        assert_eq!(
+            refund_share(&p, Decimal::ZERO),
+            Err(RefundError::NotPositive)
+        );
     }
 
     #[test]

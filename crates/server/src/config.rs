@@ -26,20 +26,29 @@ pub struct ConfigError {
 }
 
 fn bad(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { setting, message: message.into() }
+    ConfigError {
+        setting,
+        message: message.into(),
+    }
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut values: HashMap<String, String> = HashMap::new();
         if let Ok(path) = std::env::var("COALITION_CONFIG_FILE") {
-            let text = std::fs::read_to_string(&path).map_err(|e| bad("COALITION_CONFIG_FILE", format!("cannot read {path}: {e}")))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| bad("COALITION_CONFIG_FILE", format!("cannot read {path}: {e}")))?;
             for (n, line) in text.lines().enumerate() {
                 let line = line.trim();
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let (k, v) = line.split_once('=').ok_or_else(|| bad("COALITION_CONFIG_FILE", format!("line {} is not KEY=VALUE", n + 1)))?;
+                let (k, v) = line.split_once('=').ok_or_else(|| {
+                    bad(
+                        "COALITION_CONFIG_FILE",
+                        format!("line {} is not KEY=VALUE", n + 1),
+                    )
+                })?;
                 values.insert(k.trim().to_owned(), v.trim().to_owned());
             }
         }
@@ -48,9 +57,18 @@ impl Config {
     }
 
     pub fn from_map(values: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| values.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://coalition.db?mode=rwc".into());
-        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        let get = |k: &str| {
+            values
+                .get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let database_url =
+            get("DATABASE_URL").unwrap_or_else(|| "sqlite://coalition.db?mode=rwc".into());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
             return Err(bad("DATABASE_URL", "must be a sqlite: or postgres:// URL"));
         }
         let redis_url = get("REDIS_URL");
@@ -60,15 +78,27 @@ impl Config {
             }
         }
         let addr = get("COALITION_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
-        let addr = addr.parse().map_err(|_| bad("COALITION_ADDR", format!("'{addr}' is not host:port")))?;
+        let addr = addr
+            .parse()
+            .map_err(|_| bad("COALITION_ADDR", format!("'{addr}' is not host:port")))?;
         let jwt_secret = get("COALITION_JWT_SECRET");
         if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            return Err(bad("COALITION_JWT_SECRET", "must be at least 32 characters"));
+            return Err(bad(
+                "COALITION_JWT_SECRET",
+                "must be at least 32 characters",
+            ));
         }
-        let number = |k: &'static str, default: i64, range: std::ops::RangeInclusive<i64>| -> Result<i64, ConfigError> {
+        let number = |k: &'static str,
+                      default: i64,
+                      range: std::ops::RangeInclusive<i64>|
+         -> Result<i64, ConfigError> {
             match get(k) {
                 None => Ok(default),
-                Some(v) => v.parse::<i64>().ok().filter(|n| range.contains(n)).ok_or_else(|| bad(k, format!("'{v}' is not a number in {range:?}"))),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| bad(k, format!("'{v}' is not a number in {range:?}"))),
             }
         };
         Ok(Config {
@@ -88,7 +118,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -101,7 +134,13 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_setting() {
-        for (k, v) in [("COALITION_ADDR", "nowhere"), ("DATABASE_URL", "mysql://x"), ("REDIS_URL", "http://x"), ("COALITION_JWT_SECRET", "short"), ("COALITION_TOKEN_TTL_SECONDS", "0")] {
+        for (k, v) in [
+            ("COALITION_ADDR", "nowhere"),
+            ("DATABASE_URL", "mysql://x"),
+            ("REDIS_URL", "http://x"),
+            ("COALITION_JWT_SECRET", "short"),
+            ("COALITION_TOKEN_TTL_SECONDS", "0"),
+        ] {
             let err = Config::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.setting, k);
             assert!(err.to_string().contains(k));

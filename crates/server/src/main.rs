@@ -59,7 +59,9 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     if let Command::Openapi = command {
-        let doc = coalition_api::openapi().to_pretty_json().map_err(|e| e.to_string())?;
+        let doc = coalition_api::openapi()
+            .to_pretty_json()
+            .map_err(|e| e.to_string())?;
         println!("{doc}");
         return Ok(());
     }
@@ -67,7 +69,9 @@ async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Serve => {
             let app = coalition_server::build_app(&config).await?;
-            let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|e| format!("COALITION_ADDR {}: {e}", config.addr))?;
+            let listener = tokio::net::TcpListener::bind(config.addr)
+                .await
+                .map_err(|e| format!("COALITION_ADDR {}: {e}", config.addr))?;
             tracing::info!(addr = %config.addr, "coalition listening");
             coalition_server::serve(app, listener, async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -76,18 +80,41 @@ async fn run(command: Command) -> Result<(), String> {
             .map_err(|e| e.to_string())
         }
         Command::Migrate => {
-            let db = coalition_store::connect(&config.database_url, 2).await.map_err(|e| format!("DATABASE_URL: {e}"))?;
-            coalition_store::migrate(&db).await.map_err(|e| format!("migrating: {e}"))?;
+            let db = coalition_store::connect(&config.database_url, 2)
+                .await
+                .map_err(|e| format!("DATABASE_URL: {e}"))?;
+            coalition_store::migrate(&db)
+                .await
+                .map_err(|e| format!("migrating: {e}"))?;
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Programme { command: ProgrammeCommand::Create { name, currency, point_value, point_expiry_days } } => {
+        Command::Programme {
+            command:
+                ProgrammeCommand::Create {
+                    name,
+                    currency,
+                    point_value,
+                    point_expiry_days,
+                },
+        } => {
             let app = coalition_server::build_app(&config).await?;
-            let input = coalition_app::programmes::NewProgramme { name, currency, point_value, point_expiry_days };
-            let created = coalition_app::programmes::create(&app.db, input).await.map_err(|e| match e {
-                coalition_app::AppError::Validation(fields) => fields.iter().map(|f| format!("--{}: {}", f.field.replace('_', "-"), f.message)).collect::<Vec<_>>().join("; "),
-                other => other.to_string(),
-            })?;
+            let input = coalition_app::programmes::NewProgramme {
+                name,
+                currency,
+                point_value,
+                point_expiry_days,
+            };
+            let created = coalition_app::programmes::create(&app.db, input)
+                .await
+                .map_err(|e| match e {
+                    coalition_app::AppError::Validation(fields) => fields
+                        .iter()
+                        .map(|f| format!("--{}: {}", f.field.replace('_', "-"), f.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    other => other.to_string(),
+                })?;
             let out = serde_json::json!({
                 "programme_id": created.programme_id,
                 "client_id": created.operator.client_id,

@@ -66,7 +66,14 @@ impl InProcessCache {
         let mut slots = self.slots.lock().expect("cache lock");
         let current = slots.get(&account).map(|s| (s.version, s.body.is_some()));
         if may_replace(current, version, body.is_some()) {
-            slots.insert(account, Slot { version, body, stored: Instant::now() });
+            slots.insert(
+                account,
+                Slot {
+                    version,
+                    body,
+                    stored: Instant::now(),
+                },
+            );
         }
     }
 }
@@ -78,10 +85,17 @@ impl BalanceCache for InProcessCache {
             let slots = self.slots.lock().expect("cache lock");
             slots.get(&account).and_then(|s| {
                 let fresh = s.stored.elapsed() < TTL;
-                s.body.clone().filter(|_| fresh).map(|body| Versioned { version: s.version, body })
+                s.body.clone().filter(|_| fresh).map(|body| Versioned {
+                    version: s.version,
+                    body,
+                })
             })
         };
-        let counter = if found.is_some() { &self.stats.hits } else { &self.stats.misses };
+        let counter = if found.is_some() {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -157,7 +171,10 @@ impl RedisCache {
         format!("{}balance:{account}", self.prefix)
     }
 
-    async fn call<T>(&self, fut: impl std::future::Future<Output = redis::RedisResult<T>>) -> Option<T> {
+    async fn call<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
         match tokio::time::timeout(CALL_TIMEOUT, fut).await {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
@@ -173,7 +190,10 @@ impl RedisCache {
 
     fn failed(&self, why: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(error = why, "redis cache call failed; serving from the database");
+        tracing::warn!(
+            error = why,
+            "redis cache call failed; serving from the database"
+        );
     }
 
     /// After a lost write, drop every cached balance before trusting the cache again.
@@ -183,16 +203,23 @@ impl RedisCache {
         }
         let mut con = self.connection.clone();
         let pattern = format!("{}balance:*", self.prefix);
-        let keys: Option<Vec<String>> = self.call(redis::cmd("KEYS").arg(&pattern).query_async(&mut con)).await;
+        let keys: Option<Vec<String>> = self
+            .call(redis::cmd("KEYS").arg(&pattern).query_async(&mut con))
+            .await;
         let Some(keys) = keys else { return false };
         for chunk in keys.chunks(500) {
-            let deleted: Option<()> = self.call(redis::cmd("DEL").arg(chunk).query_async(&mut con)).await;
+            let deleted: Option<()> = self
+                .call(redis::cmd("DEL").arg(chunk).query_async(&mut con))
+                .await;
             if deleted.is_none() {
                 return false;
             }
         }
         self.lost_write.store(false, Ordering::Release);
-        tracing::info!(flushed = keys.len(), "redis cache back; flushed balances cached before the outage");
+        tracing::info!(
+            flushed = keys.len(),
+            "redis cache back; flushed balances cached before the outage"
+        );
         true
     }
 
@@ -219,13 +246,24 @@ impl BalanceCache for RedisCache {
             return None;
         }
         let mut con = self.connection.clone();
-        let fields: Option<(Option<i64>, Option<String>)> =
-            self.call(redis::cmd("HMGET").arg(self.key(account)).arg("v").arg("b").query_async(&mut con)).await;
+        let fields: Option<(Option<i64>, Option<String>)> = self
+            .call(
+                redis::cmd("HMGET")
+                    .arg(self.key(account))
+                    .arg("v")
+                    .arg("b")
+                    .query_async(&mut con),
+            )
+            .await;
         let found = match fields {
             Some((Some(version), Some(body))) => Some(Versioned { version, body }),
             _ => None,
         };
-        let counter = if found.is_some() { &self.stats.hits } else { &self.stats.misses };
+        let counter = if found.is_some() {
+            &self.stats.hits
+        } else {
+            &self.stats.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -257,14 +295,50 @@ mod tests {
     async fn an_older_version_never_replaces_a_newer_one() {
         let cache = InProcessCache::default();
         let id = Uuid::new_v4();
-        cache.put(id, Versioned { version: 2, body: "two".into() }).await;
-        cache.put(id, Versioned { version: 1, body: "one".into() }).await;
+        cache
+            .put(
+                id,
+                Versioned {
+                    version: 2,
+                    body: "two".into(),
+                },
+            )
+            .await;
+        cache
+            .put(
+                id,
+                Versioned {
+                    version: 1,
+                    body: "one".into(),
+                },
+            )
+            .await;
         assert_eq!(cache.get(id).await.unwrap().body, "two");
         cache.changed(id, 3).await;
         assert_eq!(cache.get(id).await, None, "a change hides the old view");
-        cache.put(id, Versioned { version: 2, body: "stale".into() }).await;
-        assert_eq!(cache.get(id).await, None, "a slow reader cannot put back an old view");
-        cache.put(id, Versioned { version: 3, body: "three".into() }).await;
+        cache
+            .put(
+                id,
+                Versioned {
+                    version: 2,
+                    body: "stale".into(),
+                },
+            )
+            .await;
+        assert_eq!(
+            cache.get(id).await,
+            None,
+            "a slow reader cannot put back an old view"
+        );
+        cache
+            .put(
+                id,
+                Versioned {
+                    version: 3,
+                    body: "three".into(),
+                },
+            )
+            .await;
         assert_eq!(cache.get(id).await.unwrap().body, "three");
         assert_eq!(cache.stats().hits.load(Ordering::Relaxed), 2);
         assert_eq!(cache.stats().misses.load(Ordering::Relaxed), 2);

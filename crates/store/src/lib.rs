@@ -4,8 +4,8 @@
 pub mod cache;
 pub mod entities;
 
-pub use sea_orm;
 use migration::MigratorTrait;
+pub use sea_orm;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 use std::time::Duration;
 
@@ -14,17 +14,26 @@ use std::time::Duration;
 /// "database is locked" on lock upgrades. PostgreSQL gets a real pool.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
-    options.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(30));
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30));
     let is_sqlite = url.starts_with("sqlite:");
     options.max_connections(if is_sqlite { 1 } else { max_connections });
     if is_sqlite {
         // An in-memory database lives exactly as long as its one connection.
         let forever = Duration::from_secs(10 * 365 * 24 * 3600);
-        options.min_connections(1).idle_timeout(forever).max_lifetime(forever);
+        options
+            .min_connections(1)
+            .idle_timeout(forever)
+            .max_lifetime(forever);
     }
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL;").await?;
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA synchronous=NORMAL;",
+        )
+        .await?;
     }
     Ok(db)
 }
@@ -35,5 +44,8 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 
 /// Is this error a unique-constraint violation (a concurrent duplicate)?
 pub fn is_unique_violation(err: &DbErr) -> bool {
-    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }
