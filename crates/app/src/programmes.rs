@@ -35,6 +35,25 @@ pub struct Programme {
     pub point_expiry_days: i32,
 }
 
+impl Programme {
+    /// Money must be in the programme's currency: there is no conversion.
+    pub fn ensure_currency(&self, money: &coalition_domain::Money) -> AppResult<()> {
+        if money.currency == self.currency {
+            Ok(())
+        } else {
+            Err(AppError::CurrencyMismatch {
+                expected: self.currency.to_string(),
+                got: money.currency.to_string(),
+            })
+        }
+    }
+
+    /// When points earned (or given back) now expire.
+    pub fn lot_expiry(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        now + chrono::Duration::days(i64::from(self.point_expiry_days))
+    }
+}
+
 pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<CreatedProgramme> {
     let mut v = Validator::default();
     let name = text_field(&mut v, "name", &input.name, 200);

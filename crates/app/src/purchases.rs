@@ -76,12 +76,7 @@ fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
     let staff_ref = optional(&mut v, "staff_ref", input.staff_ref);
     v.finish()?;
     let amount = amount.expect("validated");
-    if amount.currency != programme.currency {
-        return Err(AppError::CurrencyMismatch {
-            expected: programme.currency.to_string(),
-            got: amount.currency.to_string(),
-        });
-    }
+    programme.ensure_currency(&amount)?;
     Ok(Checked {
         card_number,
         amount,
@@ -208,7 +203,7 @@ async fn record_in(
         breakdown: out.breakdown.clone(),
     };
     let entry_id = ledger::write_entry(txn, &entry, ctx, now).await?;
-    let expires_at = now + chrono::Duration::days(i64::from(programme.point_expiry_days));
+    let expires_at = programme.lot_expiry(now);
     ledger::add_lot(
         txn,
         caller.programme_id,

@@ -40,12 +40,7 @@ pub async fn refund(
     let amount = v.check("amount.amount", Money::positive(&amount, &currency));
     v.finish()?;
     let amount = amount.expect("validated");
-    if amount.currency != programme.currency {
-        return Err(AppError::CurrencyMismatch {
-            expected: programme.currency.to_string(),
-            got: amount.currency.to_string(),
-        });
-    }
+    programme.ensure_currency(&amount)?;
     let (response, changed) = idempotency::run(app, key, |txn| async move {
         let (refunded, version) = refund_in(&txn, caller, &programme, purchase_id, amount).await?;
         let response = render(&refunded);
@@ -126,7 +121,7 @@ async fn refund_in(
     };
     let entry_id = ledger::write_entry(txn, &entry, ctx, now).await?;
     // Returned points get a fresh lot: the spent lots are gone from the ledger's view.
-    let expires_at = now + chrono::Duration::days(i64::from(programme.point_expiry_days));
+    let expires_at = programme.lot_expiry(now);
     ledger::add_lot(
         txn,
         caller.programme_id,
