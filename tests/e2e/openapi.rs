@@ -52,3 +52,37 @@ async fn committed_openapi_matches_the_code_and_the_server() {
         "Swagger UI is served from the binary"
     );
 }
+
+#[tokio::test]
+async fn health_reports_the_database_and_the_cache() {
+    let t = spawn_app().await;
+    let live = t
+        .http
+        .get(format!("{}/health/live", t.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let ready: serde_json::Value = t
+        .http
+        .get(format!("{}/health/ready", t.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expected_cache = if std::env::var("TEST_REDIS_URL").is_ok_and(|u| !u.is_empty()) {
+        "ok"
+    } else {
+        "not_configured"
+    };
+    assert_eq!(
+        (
+            ready["status"].as_str(),
+            ready["database"].as_str(),
+            ready["cache"].as_str()
+        ),
+        (Some("ok"), Some("ok"), Some(expected_cache))
+    );
+}
