@@ -4,7 +4,7 @@
 
 use crate::error::{AppError, AppResult, Validator};
 use crate::idempotency::{self, IdempotencyKey, StoredResponse};
-use crate::ledger::{self, EntryContext};
+use crate::ledger::{self, AccountState, EntryContext};
 use crate::programmes::{self, Programme};
 use crate::purchases::{find_own, parse_stored};
 use crate::{App, Caller};
@@ -42,18 +42,13 @@ pub async fn refund(
     let amount = amount.expect("validated");
     programme.ensure_currency(&amount)?;
     let (response, changed) = idempotency::run(app, key, |txn| async move {
-        let (refunded, version) = refund_in(&txn, caller, &programme, purchase_id, amount).await?;
+        let (refunded, state) = refund_in(&txn, caller, &programme, purchase_id, amount).await?;
         let response = render(&refunded);
-        Ok((txn, response, (refunded.refund.purchase_id, version)))
+        Ok((txn, response, state))
     })
     .await?;
-    if let Some((purchase_id, version)) = changed {
-        if let Some(p) = purchase::Entity::find_by_id(purchase_id)
-            .one(&app.db)
-            .await?
-        {
-            app.cache.changed(p.account_id, version).await;
-        }
+    if let Some(state) = changed {
+        app.cache.changed(state.account_id, state.version).await;
     }
     Ok(response)
 }
@@ -64,7 +59,7 @@ async fn refund_in(
     programme: &Programme,
     purchase_id: Uuid,
     amount: Money,
-) -> AppResult<(Refunded, i64)> {
+) -> AppResult<(Refunded, AccountState)> {
     let bought = find_own(txn, caller, purchase_id).await?;
     let already_refunded = parse_stored(&bought.refunded_amount)?;
     let record = PurchaseRecord {
@@ -170,7 +165,7 @@ async fn refund_in(
             balance: state.balance,
             currency: amount.currency.to_string(),
         },
-        state.version,
+        state,
     ))
 }
 
