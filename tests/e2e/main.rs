@@ -2,10 +2,12 @@
 //! PostgreSQL (+ Redis) when TEST_DATABASE_URL (and TEST_REDIS_URL) are set.
 
 mod bad_input;
+mod cache_outage;
 mod concurrency;
 mod idempotency;
 mod ledger_props;
 mod money;
+mod multi_process;
 mod oauth;
 mod openapi;
 mod story;

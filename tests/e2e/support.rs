@@ -10,10 +10,32 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-pub struct TestApp {
+/// An HTTP client of one server, with helpers for the calls tests make.
+pub struct Client {
     pub base: String,
     pub http: reqwest::Client,
+}
+
+pub fn spawn_client(base: &str) -> Client {
+    Client {
+        base: base.to_owned(),
+        http: reqwest::Client::new(),
+    }
+}
+
+/// A server in this test process, with its storage at hand.
+pub struct TestApp {
+    pub client: Client,
     pub app: App,
+    /// Where this server's cached balances live in Redis, when it uses Redis.
+    pub redis_prefix: Option<String>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 pub struct Resp {
@@ -99,19 +121,27 @@ pub fn backend_name() -> &'static str {
     }
 }
 
-pub async fn spawn_app() -> TestApp {
-    let mut settings = HashMap::new();
-    settings.insert("DATABASE_URL".to_owned(), fresh_database_url().await);
-    if let Some(redis) = std::env::var("TEST_REDIS_URL")
+/// The Redis of the backend under test, if any.
+pub fn test_redis_url() -> Option<String> {
+    std::env::var("TEST_REDIS_URL")
         .ok()
         .filter(|u| !u.is_empty())
-    {
-        settings.insert("REDIS_URL".to_owned(), redis);
-        settings.insert(
-            "COALITION_REDIS_PREFIX".to_owned(),
-            format!("coalition-test-{}:", Uuid::new_v4().simple()),
-        );
-    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with_redis(test_redis_url()).await
+}
+
+/// A server whose cache is the Redis at `redis_url` (in-process cache when `None`).
+pub async fn spawn_app_with_redis(redis_url: Option<String>) -> TestApp {
+    let mut settings = HashMap::new();
+    settings.insert("DATABASE_URL".to_owned(), fresh_database_url().await);
+    let redis_prefix = redis_url.map(|url| {
+        let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
+        settings.insert("REDIS_URL".to_owned(), url);
+        settings.insert("COALITION_REDIS_PREFIX".to_owned(), prefix.clone());
+        prefix
+    });
     settings.insert("COALITION_DB_MAX_CONNECTIONS".to_owned(), "60".to_owned());
     let config = Config::from_map(&settings).expect("test config");
     let app = coalition_server::build_app(&config)
@@ -126,9 +156,9 @@ pub async fn spawn_app() -> TestApp {
         async move { coalition_server::serve(served, listener, std::future::pending()).await },
     );
     TestApp {
-        base,
-        http: reqwest::Client::new(),
+        client: spawn_client(&base),
         app,
+        redis_prefix,
     }
 }
 
@@ -148,7 +178,7 @@ pub struct Partner {
     pub client_secret: String,
 }
 
-impl TestApp {
+impl Client {
     pub async fn call(
         &self,
         method: Method,
@@ -207,27 +237,6 @@ impl TestApp {
         assert_eq!(res.status(), 200);
         let body: Value = res.json().await.unwrap();
         body["access_token"].as_str().unwrap().to_owned()
-    }
-
-    pub async fn programme(&self, name: &str) -> Programme {
-        let input = coalition_app::programmes::NewProgramme {
-            name: name.into(),
-            currency: "EUR".into(),
-            point_value: "0.01".into(),
-            point_expiry_days: 730,
-        };
-        let created = coalition_app::programmes::create(&self.app.db, input)
-            .await
-            .expect("create programme");
-        let admin = self
-            .token(&created.operator.client_id, &created.operator.client_secret)
-            .await;
-        Programme {
-            id: created.programme_id,
-            admin,
-            client_id: created.operator.client_id,
-            client_secret: created.operator.client_secret,
-        }
     }
 
     pub async fn partner(&self, programme: &Programme, name: &str, earn: &str) -> Partner {
@@ -299,4 +308,98 @@ impl TestApp {
             .as_i64()
             .unwrap()
     }
+}
+
+impl TestApp {
+    pub async fn programme(&self, name: &str) -> Programme {
+        let input = coalition_app::programmes::NewProgramme {
+            name: name.into(),
+            currency: "EUR".into(),
+            point_value: "0.01".into(),
+            point_expiry_days: 730,
+        };
+        let created = coalition_app::programmes::create(&self.app.db, input)
+            .await
+            .expect("create programme");
+        let admin = self
+            .token(&created.operator.client_id, &created.operator.client_secret)
+            .await;
+        Programme {
+            id: created.programme_id,
+            admin,
+            client_id: created.operator.client_id,
+            client_secret: created.operator.client_secret,
+        }
+    }
+}
+
+/// A member's points account as the database holds it.
+pub struct StoredAccount {
+    pub id: Uuid,
+    pub balance: i64,
+    pub version: i64,
+}
+
+pub async fn stored_account(db: &sea_orm::DatabaseConnection, member_id: &str) -> StoredAccount {
+    use coalition_store::entities::{member, point_account};
+    use sea_orm::EntityTrait;
+    let member_id: Uuid = member_id.parse().expect("member id");
+    let member = member::Entity::find_by_id(member_id)
+        .one(db)
+        .await
+        .unwrap()
+        .expect("member row");
+    let account = point_account::Entity::find_by_id(member.account_id)
+        .one(db)
+        .await
+        .unwrap()
+        .expect("account row");
+    StoredAccount {
+        id: account.id,
+        balance: account.balance,
+        version: account.version,
+    }
+}
+
+/// What Redis holds for an account, read directly: (version, points of the cached view).
+pub async fn redis_entry(
+    redis_url: &str,
+    prefix: &str,
+    account_id: Uuid,
+) -> Option<(i64, Option<i64>)> {
+    let client = redis::Client::open(redis_url).expect("redis url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis reachable");
+    let (version, body): (Option<i64>, Option<String>) = redis::cmd("HMGET")
+        .arg(format!("{prefix}balance:{account_id}"))
+        .arg("v")
+        .arg("b")
+        .query_async(&mut con)
+        .await
+        .expect("HMGET");
+    let points = body.map(|b| {
+        let view: Value = serde_json::from_str(&b).expect("cached view is JSON");
+        view["points"].as_i64().expect("cached points")
+    });
+    version.map(|v| (v, points))
+}
+
+/// Reads one counter of `/metrics`.
+pub async fn metric(t: &Client, name: &str) -> u64 {
+    let text = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
 }

@@ -4,6 +4,7 @@
 pub mod dto;
 pub mod extract;
 mod handlers;
+mod metrics;
 pub mod problem;
 
 use axum::extract::DefaultBodyLimit;
@@ -79,6 +80,7 @@ fn api_router() -> OpenApiRouter<App> {
         .routes(routes!(refund_purchase))
         .routes(routes!(health_live))
         .routes(routes!(health_ready))
+        .routes(routes!(metrics))
 }
 
 /// The OpenAPI document, exactly as served at `/openapi.json`.

@@ -18,11 +18,9 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         .await
         .map_err(|e| format!("migrating the database: {e}"))?;
     let cache: Arc<dyn BalanceCache> = match &config.redis_url {
-        Some(url) => Arc::new(
-            RedisCache::connect(url, &config.redis_prefix)
-                .await
-                .map_err(|e| format!("REDIS_URL: cannot connect: {e}"))?,
-        ),
+        Some(url) => RedisCache::connect(url, &config.redis_prefix)
+            .await
+            .map_err(|e| format!("REDIS_URL: cannot connect: {e}"))?,
         None => Arc::new(InProcessCache::default()),
     };
     let tokens =

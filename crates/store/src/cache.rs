@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -23,8 +23,19 @@ pub struct Versioned {
 #[derive(Debug, Default)]
 pub struct CacheStats {
     pub hits: AtomicU64,
+    /// Reads the database answered: not cached, or the cache was not trusted.
     pub misses: AtomicU64,
+    /// Failed or timed-out cache calls.
     pub errors: AtomicU64,
+    /// Times the cache was emptied after an outage.
+    pub flushes: AtomicU64,
+}
+
+impl CacheStats {
+    fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[async_trait]
@@ -34,9 +45,11 @@ pub trait BalanceCache: Send + Sync {
     async fn put(&self, account: Uuid, value: Versioned);
     /// Records after a commit that `version` is now current: older views are gone.
     async fn changed(&self, account: Uuid, version: i64);
-    /// Whether the cache answers; `None` when there is no external cache to ask.
+    /// Whether the cache is in use; `None` when there is no external cache to ask.
     async fn healthy(&self) -> Option<bool>;
     fn stats(&self) -> &CacheStats;
+    /// `in_process` or `redis`, for metrics.
+    fn backend(&self) -> &'static str;
 }
 
 struct Slot {
@@ -91,12 +104,7 @@ impl BalanceCache for InProcessCache {
                 })
             })
         };
-        let counter = if found.is_some() {
-            &self.stats.hits
-        } else {
-            &self.stats.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.stats.count(found.is_some());
         found
     }
 
@@ -115,17 +123,26 @@ impl BalanceCache for InProcessCache {
     fn stats(&self) -> &CacheStats {
         &self.stats
     }
+
+    fn backend(&self) -> &'static str {
+        "in_process"
+    }
 }
 
 /// Redis-backed cache. Each write is one Lua script so the version check and the write
-/// are atomic across server processes. Calls are bounded by a short timeout; after any
-/// failed write the cache is flushed before it is trusted again, so a marker lost during
-/// an outage cannot leave a stale value behind.
+/// are atomic across server processes. Calls are bounded by a short timeout. After a
+/// failure the cache is bypassed (reads go to the database, fast) until a background
+/// probe reaches Redis again; the probe then deletes every cached balance before the
+/// cache is trusted again, because a "changed" marker lost during the outage could
+/// otherwise leave an old value behind.
 pub struct RedisCache {
     connection: redis::aio::ConnectionManager,
     prefix: String,
     write_script: redis::Script,
-    lost_write: AtomicBool,
+    /// Set by any failed call; cleared by the probe after a flush.
+    unavailable: AtomicBool,
+    /// Writes that did not reach Redis since the last flush.
+    lost_writes: AtomicU64,
     stats: CacheStats,
 }
 
@@ -149,26 +166,38 @@ return 1
 "#;
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// How often the probe checks a Redis that failed: the longest a recovered Redis waits
+/// before it is used again.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 impl RedisCache {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+    /// Connects and starts the recovery probe, which lives as long as the cache.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Arc<Self>, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
+            .set_connection_timeout(Duration::from_secs(1))
             .set_response_timeout(CALL_TIMEOUT)
             .set_number_of_retries(1);
         let connection = redis::aio::ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self {
+        let cache = Arc::new(Self {
             connection,
             prefix: prefix.to_owned(),
             write_script: redis::Script::new(WRITE_IF_NEWER),
-            lost_write: AtomicBool::new(false),
+            unavailable: AtomicBool::new(false),
+            lost_writes: AtomicU64::new(0),
             stats: CacheStats::default(),
-        })
+        });
+        tokio::spawn(probe(Arc::downgrade(&cache)));
+        Ok(cache)
     }
 
     fn key(&self, account: Uuid) -> String {
         format!("{}balance:{account}", self.prefix)
+    }
+
+    /// Whether Redis may be read: it answers, and no write was lost since the last flush.
+    fn trusted(&self) -> bool {
+        !self.unavailable.load(Ordering::Acquire) && self.lost_writes.load(Ordering::Acquire) == 0
     }
 
     async fn call<T>(
@@ -190,42 +219,77 @@ impl RedisCache {
 
     fn failed(&self, why: &str) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            error = why,
-            "redis cache call failed; serving from the database"
-        );
+        if !self.unavailable.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                error = why,
+                "redis cache unavailable; serving balances from the database"
+            );
+        }
     }
 
-    /// After a lost write, drop every cached balance before trusting the cache again.
-    async fn recover(&self) -> bool {
-        if !self.lost_write.load(Ordering::Acquire) {
-            return true;
+    /// One probe step: when Redis failed and answers again, delete every cached balance,
+    /// then trust it again — unless another write was lost meanwhile (next step retries).
+    async fn recover(&self) {
+        let lost = self.lost_writes.load(Ordering::Acquire);
+        if !self.unavailable.load(Ordering::Acquire) && lost == 0 {
+            return;
         }
         let mut con = self.connection.clone();
-        let pattern = format!("{}balance:*", self.prefix);
-        let keys: Option<Vec<String>> = self
-            .call(redis::cmd("KEYS").arg(&pattern).query_async(&mut con))
-            .await;
-        let Some(keys) = keys else { return false };
-        for chunk in keys.chunks(500) {
-            let deleted: Option<()> = self
-                .call(redis::cmd("DEL").arg(chunk).query_async(&mut con))
-                .await;
-            if deleted.is_none() {
-                return false;
-            }
+        let pong: Option<String> = self.call(redis::cmd("PING").query_async(&mut con)).await;
+        if pong.is_none() {
+            return;
         }
-        self.lost_write.store(false, Ordering::Release);
-        tracing::info!(
-            flushed = keys.len(),
-            "redis cache back; flushed balances cached before the outage"
-        );
-        true
+        let Some(flushed) = self.flush().await else {
+            return;
+        };
+        if self
+            .lost_writes
+            .compare_exchange(lost, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.unavailable.store(false, Ordering::Release);
+            self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                flushed,
+                "redis cache back; deleted the balances cached before the outage"
+            );
+        }
+    }
+
+    /// Deletes this prefix's cached balances (SCAN, not KEYS: Redis keeps serving).
+    async fn flush(&self) -> Option<usize> {
+        let mut con = self.connection.clone();
+        let pattern = format!("{}balance:*", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut flushed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .call(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut con),
+                )
+                .await?;
+            if !keys.is_empty() {
+                let _: () = self
+                    .call(redis::cmd("UNLINK").arg(&keys).query_async(&mut con))
+                    .await?;
+                flushed += keys.len();
+            }
+            if next == 0 {
+                return Some(flushed);
+            }
+            cursor = next;
+        }
     }
 
     async fn write(&self, account: Uuid, version: i64, body: &str) {
-        if !self.recover().await {
-            self.lost_write.store(true, Ordering::Release);
+        if self.unavailable.load(Ordering::Acquire) {
+            self.lost_writes.fetch_add(1, Ordering::AcqRel);
             return;
         }
         let mut con = self.connection.clone();
@@ -233,15 +297,26 @@ impl RedisCache {
         invocation.arg(version).arg(body).arg(TTL.as_secs());
         let written: Option<i64> = self.call(invocation.invoke_async(&mut con)).await;
         if written.is_none() {
-            self.lost_write.store(true, Ordering::Release);
+            self.lost_writes.fetch_add(1, Ordering::AcqRel);
         }
+    }
+}
+
+/// Runs until the cache is dropped.
+async fn probe(cache: Weak<RedisCache>) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(cache) = cache.upgrade() else { return };
+        cache.recover().await;
     }
 }
 
 #[async_trait]
 impl BalanceCache for RedisCache {
     async fn get(&self, account: Uuid) -> Option<Versioned> {
-        if !self.recover().await {
+        if !self.trusted() {
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -259,12 +334,7 @@ impl BalanceCache for RedisCache {
             Some((Some(version), Some(body))) => Some(Versioned { version, body }),
             _ => None,
         };
-        let counter = if found.is_some() {
-            &self.stats.hits
-        } else {
-            &self.stats.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.stats.count(found.is_some());
         found
     }
 
@@ -276,14 +346,19 @@ impl BalanceCache for RedisCache {
         self.write(account, version, "").await;
     }
 
+    /// Asks Redis, so a readiness check notices an outage even when no request has.
     async fn healthy(&self) -> Option<bool> {
         let mut con = self.connection.clone();
         let pong: Option<String> = self.call(redis::cmd("PING").query_async(&mut con)).await;
-        Some(pong.is_some())
+        Some(pong.is_some() && self.trusted())
     }
 
     fn stats(&self) -> &CacheStats {
         &self.stats
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
     }
 }
 

@@ -1,0 +1,153 @@
+//! Redis goes away and comes back: balances and purchases keep working from the
+//! database, readiness says `degraded`, and no value cached before the outage survives it.
+//! Redis is reached through a proxy the test can cut, which is what a network partition
+//! or a stopped Redis looks like to the server — while the data in Redis stays put, the
+//! harder case for staleness.
+
+use crate::support::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A TCP proxy to Redis that can refuse and drop every connection.
+struct CuttableProxy {
+    addr: String,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (cut2, links2) = (cut.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if cut2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                links2.lock().unwrap().push(link);
+            }
+        });
+        Self { addr, cut, links }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn ready(t: &TestApp) -> serde_json::Value {
+    t.http
+        .get(format!("{}/health/ready", t.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_redis_outage_degrades_to_the_database_and_leaves_nothing_stale() {
+    let Some(redis_url) = test_redis_url() else {
+        eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
+        return;
+    };
+    let upstream = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = CuttableProxy::start(upstream).await;
+    let t = spawn_app_with_redis(Some(format!("redis://{}", proxy.addr))).await;
+    let prefix = t.redis_prefix.clone().unwrap();
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (member, card) = t.member_with_card(&gym, "ann@example.org").await;
+    t.purchase(&gym, &card, "100.00", 0).await;
+
+    // Warm: the second read is a cache hit.
+    assert_eq!(t.points(&gym.token, &member).await, 100);
+    let hits = metric(&t, "coalition_balance_cache_hits_total").await;
+    assert_eq!(t.points(&gym.token, &member).await, 100);
+    assert_eq!(
+        metric(&t, "coalition_balance_cache_hits_total").await,
+        hits + 1
+    );
+    let before = stored_account(&t.app.db, &member).await;
+    assert_eq!(
+        redis_entry(&redis_url, &prefix, before.id).await,
+        Some((before.version, Some(100)))
+    );
+
+    proxy.cut();
+    let during = ready(&t).await;
+    assert_eq!(during["status"], "degraded", "{during}");
+    assert_eq!(during["cache"], "degraded", "{during}");
+    assert_eq!(during["database"], "ok", "{during}");
+    // Purchases and reads go on from the database.
+    let earned = t.purchase(&gym, &card, "50.00", 0).await;
+    assert_eq!(earned["balance"], 150);
+    let spent = t.purchase(&gym, &card, "20.00", 100).await;
+    assert_eq!(spent["points_redeemed"], 100);
+    let during_balance = spent["balance"].as_i64().unwrap();
+    assert_eq!(
+        during_balance,
+        stored_account(&t.app.db, &member).await.balance
+    );
+    assert_eq!(t.points(&gym.token, &member).await, during_balance);
+    assert_eq!(metric(&t, "coalition_balance_cache_up").await, 0);
+    assert!(metric(&t, "coalition_balance_cache_errors_total").await > 0);
+    // Redis itself still holds the view from before the outage: the hazard is real.
+    assert_eq!(
+        redis_entry(&redis_url, &prefix, before.id).await,
+        Some((before.version, Some(100)))
+    );
+
+    proxy.restore();
+    let mut back = false;
+    for _ in 0..50 {
+        if ready(&t).await["cache"] == "ok" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the cache never came back: {}", ready(&t).await);
+    assert_eq!(
+        redis_entry(&redis_url, &prefix, before.id).await,
+        None,
+        "the view cached before the outage is gone"
+    );
+    assert!(metric(&t, "coalition_balance_cache_flushes_total").await >= 1);
+    let after = stored_account(&t.app.db, &member).await;
+    let hits = metric(&t, "coalition_balance_cache_hits_total").await;
+    assert_eq!(t.points(&gym.token, &member).await, after.balance);
+    assert_eq!(t.points(&gym.token, &member).await, after.balance);
+    assert_eq!(
+        metric(&t, "coalition_balance_cache_hits_total").await,
+        hits + 1,
+        "the cache is used again"
+    );
+    assert_eq!(
+        redis_entry(&redis_url, &prefix, before.id).await,
+        Some((after.version, Some(after.balance)))
+    );
+}

@@ -1,0 +1,185 @@
+//! Two server processes share one PostgreSQL and one Redis. Concurrent earns,
+//! redemptions and balance reads go through both; afterwards every balance cached in
+//! Redis equals the database's, and both processes answer the database's numbers.
+
+use crate::support::*;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A `coalition serve` process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    base: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn coalition(env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coalition-under-test"));
+    command.env_clear().env("COALITION_LOG", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_server(env: &[(&str, String)]) -> ServerProcess {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut env = env.to_vec();
+    env.push(("COALITION_ADDR", addr.clone()));
+    let child = coalition(&env)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start coalition serve");
+    let server = ServerProcess {
+        child,
+        base: format!("http://{addr}"),
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        let ready = http
+            .get(format!("{}/health/ready", server.base))
+            .send()
+            .await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("coalition serve on {addr} never became ready");
+}
+
+#[tokio::test]
+async fn two_server_processes_keep_every_cached_balance_equal_to_the_database() {
+    let (Some(redis_url), "postgres") = (test_redis_url(), backend_name()) else {
+        eprintln!("needs PostgreSQL and Redis: runs in the PostgreSQL + Redis pass of .ci/run");
+        return;
+    };
+    let database_url = fresh_database_url().await;
+    let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
+    let env = vec![
+        ("DATABASE_URL", database_url.clone()),
+        ("REDIS_URL", redis_url.clone()),
+        ("COALITION_REDIS_PREFIX", prefix.clone()),
+        ("COALITION_DB_MAX_CONNECTIONS", "20".to_owned()),
+    ];
+    // The first process migrates and keeps the signing key in the database; the second
+    // finds both, so a token from one is good at the other.
+    let a = start_server(&env).await;
+    let b = start_server(&env).await;
+    let created = coalition(&env)
+        .args(["programme", "create", "--name", "Coalition"])
+        .args(["--currency", "EUR", "--point-value", "0.01"])
+        .output()
+        .expect("programme create");
+    assert!(created.status.success(), "{created:?}");
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+
+    let ta = spawn_client(&a.base);
+    let tb = spawn_client(&b.base);
+    let admin = ta
+        .token(
+            created["client_id"].as_str().unwrap(),
+            created["client_secret"].as_str().unwrap(),
+        )
+        .await;
+    let prog = Programme {
+        id: created["programme_id"].as_str().unwrap().parse().unwrap(),
+        admin,
+        client_id: String::new(),
+        client_secret: String::new(),
+    };
+    let gym = ta.partner(&prog, "Gym", "1").await;
+    let shop = tb.partner(&prog, "Sports shop", "2").await;
+    let mut members = Vec::new();
+    for i in 0..8 {
+        let (member, card) = ta
+            .member_with_card(&gym, &format!("m{i}@example.org"))
+            .await;
+        ta.purchase(&gym, &card, "30.00", 0).await;
+        tb.purchase(&shop, &card, "10.00", 0).await; // the shop may now see the member
+        members.push((member, card));
+    }
+
+    // 16 workers, half on each process, each doing a random mix against few members,
+    // so earns, redemptions and reads of one account race across the two processes.
+    let workers = (0..16).map(|w| {
+        let server = if w % 2 == 0 { &ta } else { &tb };
+        let partner = if w % 4 < 2 { &gym } else { &shop };
+        let members = &members;
+        async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(w);
+            let mut moved = 0;
+            for _ in 0..25 {
+                let (member, card) = &members[rng.gen_range(0..members.len())];
+                match rng.gen_range(0..10) {
+                    0..=3 => {
+                        let _ = server.points(&partner.token, member).await;
+                    }
+                    4..=6 => {
+                        server.purchase(partner, card, "12.00", 0).await;
+                        moved += 1;
+                    }
+                    _ => {
+                        let body = json!({"card_number": card, "amount": {"amount": "5.00", "currency": "EUR"}, "external_ref": Uuid::new_v4().to_string(), "redeem_points": 300});
+                        let r = server.post_moving("/v1/purchases", &partner.token, body).await;
+                        match r.status.as_u16() {
+                            201 => moved += 1,
+                            _ => assert_eq!(r.code(), "insufficient_points", "{}", r.body),
+                        }
+                    }
+                }
+            }
+            moved
+        }
+    });
+    let moved: usize = futures::future::join_all(workers).await.into_iter().sum();
+    assert!(moved > 100, "only {moved} point movements happened");
+
+    let db = sea_orm::Database::connect(&database_url).await.unwrap();
+    // Whatever Redis holds now is the database's number, at the database's version.
+    let mut cached = 0;
+    for (member, _) in &members {
+        let account = stored_account(&db, member).await;
+        if let Some((version, points)) = redis_entry(&redis_url, &prefix, account.id).await {
+            assert!(version <= account.version, "cache ahead of the database");
+            if let Some(points) = points {
+                assert_eq!(
+                    (version, points),
+                    (account.version, account.balance),
+                    "a stale balance is cached for member {member}"
+                );
+                cached += 1;
+            }
+        }
+    }
+    // And both processes answer it, filling the cache with it.
+    for (member, _) in &members {
+        let account = stored_account(&db, member).await;
+        assert_eq!(ta.points(&gym.token, member).await, account.balance);
+        assert_eq!(tb.points(&shop.token, member).await, account.balance);
+        assert_eq!(
+            redis_entry(&redis_url, &prefix, account.id).await,
+            Some((account.version, Some(account.balance)))
+        );
+    }
+    eprintln!("{moved} point movements; {cached} of 8 balances were cached at the end");
+    db.close().await.ok();
+}
