@@ -1,0 +1,267 @@
+//! `coalition-bench`: drives real HTTP load against a release `coalition` server on
+//! PostgreSQL + Redis and holds the figures against pgbench and redis-benchmark run on
+//! the same machine in the same run. See BENCHMARKS.md.
+
+mod baseline;
+mod load;
+mod setup;
+
+use baseline::Baseline;
+use clap::Parser;
+use load::{Figures, Op, Scenario, Target};
+use setup::Error;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "coalition-bench",
+    about = "Load benchmark of Coalition against the machine's own limits"
+)]
+struct Args {
+    /// A PostgreSQL database to connect to for creating the benchmark's own databases.
+    #[arg(
+        long,
+        env = "COALITION_BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    #[arg(
+        long,
+        env = "COALITION_BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
+    /// The server binary (default: `coalition` next to this one, i.e. the same build).
+    #[arg(long)]
+    server: Option<PathBuf>,
+    #[arg(long, default_value_t = 100_000)]
+    members: usize,
+    /// Measured seconds per scenario.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Unmeasured seconds before each scenario (connections, cache).
+    #[arg(long, default_value_t = 5)]
+    warmup: u64,
+    /// A seconds-long run on a small programme: checks the benchmark works, measures nothing.
+    #[arg(long)]
+    smoke: bool,
+}
+
+const EARN_CONCURRENCY: usize = 16;
+const READ_CONCURRENCY: usize = 50;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut args = Args::parse();
+    if args.smoke {
+        (args.members, args.seconds, args.warmup) = (300, 2, 1);
+    }
+    match run(args).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("coalition-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Row {
+    name: &'static str,
+    concurrency: usize,
+    figures: Figures,
+    peak_rss_mb: f64,
+}
+
+async fn run(args: Args) -> Result<bool, Error> {
+    let binary = match args.server {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("coalition"),
+    };
+    let database_url = setup::clean_database(&args.database_url, "coalition_bench").await?;
+    let env = setup::server_env(&database_url, &args.redis_url);
+    let server = setup::start_server(&binary, &env).await?;
+    let programme = setup::create_programme(&binary, &env, &server).await?;
+    let seeding = Instant::now();
+    let members = setup::seed_members(&database_url, &programme, args.members).await?;
+    println!(
+        "seeded {} members with cards, 3 partners, in {:.1} s; server {}",
+        members.len(),
+        seeding.elapsed().as_secs_f64(),
+        binary.display()
+    );
+    let target = Arc::new(Target {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        partner_tokens: programme.partners.iter().map(|(_, t)| t.clone()).collect(),
+        members,
+        earners: RwLock::new(Vec::new()),
+    });
+    let (warmup, measure) = (
+        Duration::from_secs(args.warmup),
+        Duration::from_secs(args.seconds),
+    );
+    let scenario = |name, concurrency, mix| Scenario {
+        name,
+        concurrency,
+        warmup,
+        measure,
+        mix,
+    };
+
+    let pgbench = baseline::pgbench(&args.database_url, EARN_CONCURRENCY, measure).await?;
+    let earn = measure_scenario(
+        &target,
+        server.pid(),
+        scenario("earn", EARN_CONCURRENCY, |_| Op::Earn),
+    )
+    .await;
+    let redis_requests = (args.seconds as usize * 60_000).max(20_000);
+    let redis = baseline::redis_get(&args.redis_url, READ_CONCURRENCY, redis_requests)?;
+    let reads = measure_scenario(
+        &target,
+        server.pid(),
+        scenario("balance reads", READ_CONCURRENCY, |_| Op::Read),
+    )
+    .await;
+    let mixed = measure_scenario(
+        &target,
+        server.pid(),
+        scenario("mixed 80/15/5", READ_CONCURRENCY, |n| match n {
+            0..=79 => Op::Read,
+            80..=94 => Op::Earn,
+            _ => Op::Redeem,
+        }),
+    )
+    .await;
+    let cache = cache_counters(&target).await;
+    let rows = [earn, reads, mixed];
+    report(&rows, pgbench.as_ref(), redis.as_ref(), &cache);
+    drop(server);
+    Ok(rows
+        .iter()
+        .all(|r| r.figures.errors == 0 && r.figures.requests > 0))
+}
+
+async fn measure_scenario(target: &Arc<Target>, pid: u32, scenario: Scenario) -> Row {
+    reset_peak_rss(pid);
+    let figures = load::run(target.clone(), &scenario).await;
+    Row {
+        name: scenario.name,
+        concurrency: scenario.concurrency,
+        figures,
+        peak_rss_mb: peak_rss_mb(pid).unwrap_or(f64::NAN),
+    }
+}
+
+/// Linux keeps a process's peak resident size; writing 5 to clear_refs resets it, so
+/// each scenario reports its own peak.
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+async fn cache_counters(target: &Target) -> String {
+    let text = match target
+        .http
+        .get(format!("{}/metrics", target.base))
+        .send()
+        .await
+    {
+        Ok(res) => res.text().await.unwrap_or_default(),
+        Err(e) => return format!("(no /metrics: {e})"),
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or("?")
+            .to_owned()
+    };
+    format!(
+        "cache hits {}, misses {}, errors {}",
+        value("coalition_balance_cache_hits_total"),
+        value("coalition_balance_cache_misses_total"),
+        value("coalition_balance_cache_errors_total")
+    )
+}
+
+fn report(rows: &[Row], pgbench: Option<&Baseline>, redis: Option<&Baseline>, cache: &str) {
+    println!();
+    println!(
+        "{:<15} {:>4} {:>10} {:>8} {:>8} {:>8} {:>7} {:>8} {:>9}",
+        "scenario", "c", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "refused", "peak RSS"
+    );
+    for r in rows {
+        let f = &r.figures;
+        println!(
+            "{:<15} {:>4} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>8} {:>6.1} MB",
+            r.name,
+            r.concurrency,
+            f.throughput(),
+            f.percentile_ms(0.50),
+            f.percentile_ms(0.95),
+            f.percentile_ms(0.99),
+            f.errors,
+            f.refused,
+            r.peak_rss_mb
+        );
+    }
+    println!("{cache}");
+    println!();
+    let (earn, reads) = (&rows[0], &rows[1]);
+    match pgbench {
+        Some(b) => {
+            let ratio = earn.figures.throughput() / b.throughput;
+            println!("pgbench        {:>10.1} tps ({})", b.throughput, b.detail);
+            println!(
+                "earn / pgbench tpcb-like          = {ratio:.2}x   goal >= 1.0x  {}",
+                verdict(ratio >= 1.0)
+            );
+        }
+        None => println!("pgbench not installed: no earn ratio"),
+    }
+    match redis {
+        Some(b) => {
+            let ratio = reads.figures.throughput() / b.throughput;
+            let p99 = reads.figures.percentile_ms(0.99);
+            println!("redis-benchmark {:>9.1} rps ({})", b.throughput, b.detail);
+            println!(
+                "balance reads / redis GET         = {ratio:.2}x   goal >= 0.5x  {}",
+                verdict(ratio >= 0.5)
+            );
+            println!(
+                "balance reads p99                 = {p99:.2} ms  goal < 10 ms  {}",
+                verdict(p99 < 10.0)
+            );
+        }
+        None => println!("redis-benchmark not installed: no read ratio"),
+    }
+    let peak = rows.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
+    println!(
+        "server peak RSS                   = {peak:.1} MB  goal < 150 MB {}",
+        verdict(peak < 150.0)
+    );
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "SHORT"
+    }
+}
