@@ -36,18 +36,15 @@ pub struct BalanceView {
 }
 
 pub async fn balance(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<BalanceView> {
-    let member = members::visible(&app.db, caller, member_id).await?;
-    if let Some(hit) = app.cache.get(member.account_id).await {
+    let account_id = members::visible_account(app, caller, member_id).await?;
+    if let Some(hit) = app.cache.get(account_id).await {
         if let Ok(view) = serde_json::from_str::<BalanceView>(&hit.body) {
             return Ok(view);
         }
     }
-    let (view, version) =
-        read_balance(app, caller.programme_id, member_id, member.account_id).await?;
+    let (view, version) = read_balance(app, caller.programme_id, member_id, account_id).await?;
     if let Ok(body) = serde_json::to_string(&view) {
-        app.cache
-            .put(member.account_id, Versioned { version, body })
-            .await;
+        app.cache.put(account_id, Versioned { version, body }).await;
     }
     Ok(view)
 }

@@ -57,9 +57,9 @@ where
     F: FnOnce(DatabaseTransaction) -> Fut,
     Fut: Future<Output = AppResult<(DatabaseTransaction, StoredResponse, T)>>,
 {
-    if let Some(replay) = lookup(&app.db, key).await? {
-        return Ok((replay, None));
-    }
+    // No lookup first: a replay is rare, and it fails the work (the purchase's external
+    // reference is taken) or the record's insert (the key is taken), both of which end in
+    // the lookup below. A new request saves the round trip.
     let txn = app.db.begin().await?;
     let (txn, response, extra) = match work(txn).await {
         Ok(done) => done,

@@ -81,25 +81,36 @@ pub async fn write_entry(
     Ok(id)
 }
 
-/// Changes a member balance by `delta`, refusing to go below zero. The guard is in the
-/// UPDATE itself, so it holds across server processes sharing the database; on
-/// PostgreSQL the row stays locked until commit, which also serialises lot changes.
+/// Changes a member balance by `delta`, refusing to go below zero.
 pub async fn change_balance(
     db: &impl ConnectionTrait,
     account_id: Uuid,
     delta: Points,
 ) -> AppResult<AccountState> {
+    spend_and_earn(db, account_id, (-delta).max(0), delta.max(0)).await
+}
+
+/// Takes `spend` points from a member balance and adds `earn`, in one statement, refusing
+/// when the balance does not cover `spend`. The guard is in the UPDATE itself, so it holds
+/// across server processes sharing the database; on PostgreSQL the row stays locked until
+/// commit, which also serialises lot changes.
+pub async fn spend_and_earn(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    spend: Points,
+    earn: Points,
+) -> AppResult<AccountState> {
     let updated = point_account::Entity::update_many()
         .col_expr(
             point_account::Column::Balance,
-            Expr::col(point_account::Column::Balance).add(delta),
+            Expr::col(point_account::Column::Balance).add(earn - spend),
         )
         .col_expr(
             point_account::Column::Version,
             Expr::col(point_account::Column::Version).add(1),
         )
         .filter(point_account::Column::Id.eq(account_id))
-        .filter(Expr::col(point_account::Column::Balance).gte(-delta))
+        .filter(Expr::col(point_account::Column::Balance).gte(spend))
         .exec_with_returning(db)
         .await?;
     match updated.into_iter().next() {
@@ -111,7 +122,7 @@ pub async fn change_balance(
                 .ok_or(AppError::NotFound("points account"))?;
             Err(AppError::InsufficientPoints {
                 available: account.balance,
-                requested: -delta,
+                requested: spend,
             })
         }
     }

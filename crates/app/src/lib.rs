@@ -5,6 +5,7 @@ pub mod auth;
 pub mod balances;
 pub mod cards;
 pub mod clients;
+pub mod directory;
 pub mod error;
 pub mod idempotency;
 pub mod ledger;
@@ -28,6 +29,7 @@ pub struct App {
     pub db: DatabaseConnection,
     pub cache: Arc<dyn BalanceCache>,
     pub tokens: Arc<auth::TokenKeys>,
+    pub directory: Arc<directory::MemberDirectory>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -159,6 +159,26 @@ pub async fn visible(
     Ok(row)
 }
 
+/// The points account of a member this caller may see, from memory when the facts are
+/// known (see `directory`), else from the database.
+pub async fn visible_account(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Uuid> {
+    caller.require(&[Scope::Admin, Scope::Partner])?;
+    let partner = match caller.scope {
+        Scope::Partner => caller.partner_id,
+        _ => None,
+    };
+    if let Some(account) = app
+        .directory
+        .account(member_id, caller.programme_id, partner)
+    {
+        return Ok(account);
+    }
+    let row = visible(&app.db, caller, member_id).await?;
+    app.directory
+        .remember(member_id, row.programme_id, row.account_id, partner);
+    Ok(row.account_id)
+}
+
 pub async fn get(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Member> {
     let row = visible(&app.db, caller, member_id).await?;
     let account = point_account::Entity::find_by_id(row.account_id)

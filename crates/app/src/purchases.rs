@@ -115,23 +115,12 @@ async fn price(
             AppError::Validation(vec![crate::FieldError::new("amount.amount", e)])
         }
     })?;
-    let account = point_account::Entity::find_by_id(card.account_id)
-        .one(db)
-        .await?
-        .ok_or(AppError::NotFound("points account"))?;
-    if account.balance < outcome.points_redeemed {
-        return Err(AppError::InsufficientPoints {
-            available: account.balance,
-            requested: outcome.points_redeemed,
-        });
-    }
-    let balance = account.balance - outcome.points_redeemed + outcome.points_earned;
     Ok(Priced {
         card,
         partner,
         amount: req.amount.clone(),
         outcome,
-        balance,
+        balance: 0,
     })
 }
 
@@ -140,7 +129,20 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
     caller.acting_partner()?;
     let programme = programmes::load(&app.db, caller.programme_id).await?;
     let req = check(input, &programme)?;
-    price(&app.db, caller, &programme, &req).await
+    let mut priced = price(&app.db, caller, &programme, &req).await?;
+    let account = point_account::Entity::find_by_id(priced.card.account_id)
+        .one(&app.db)
+        .await?
+        .ok_or(AppError::NotFound("points account"))?;
+    let out = &priced.outcome;
+    if account.balance < out.points_redeemed {
+        return Err(AppError::InsufficientPoints {
+            available: account.balance,
+            requested: out.points_redeemed,
+        });
+    }
+    priced.balance = account.balance - out.points_redeemed + out.points_earned;
+    Ok(priced)
 }
 
 pub async fn record(
@@ -154,19 +156,26 @@ pub async fn record(
     let programme = programmes::load(&app.db, caller.programme_id).await?;
     let req = check(input, &programme)?;
     let (response, changed) = idempotency::run(app, key, |txn| async move {
-        let (recorded, version) = record_in(&txn, caller, &programme, req).await?;
+        let (recorded, version) = record_in(app, &txn, caller, &programme, req).await?;
         let response = render(&recorded);
-        let state = (recorded.purchase.account_id, version);
+        let member = recorded.priced.card.member_id;
+        let state = (recorded.purchase.account_id, version, member);
         Ok((txn, response, state))
     })
     .await?;
-    if let Some((account_id, version)) = changed {
+    if let Some((account_id, version, member_id)) = changed {
         app.cache.changed(account_id, version).await;
+        if let Some(member_id) = member_id {
+            let partner = caller.partner_id;
+            app.directory
+                .remember(member_id, caller.programme_id, account_id, partner);
+        }
     }
     Ok(response)
 }
 
 async fn record_in(
+    app: &App,
     txn: &DatabaseTransaction,
     caller: &Caller,
     programme: &Programme,
@@ -177,11 +186,9 @@ async fn record_in(
     let account_id = priced.card.account_id;
     let now = chrono::Utc::now();
     // The guard: the balance must cover the redeemed points before anything is earned.
-    let mut state = ledger::change_balance(txn, account_id, -out.points_redeemed).await?;
+    let state =
+        ledger::spend_and_earn(txn, account_id, out.points_redeemed, out.points_earned).await?;
     ledger::consume_lots(txn, account_id, out.points_redeemed).await?;
-    if out.points_earned > 0 {
-        state = ledger::change_balance(txn, account_id, out.points_earned).await?;
-    }
     let purchase_id = Uuid::now_v7();
     let entry = purchase_entry(
         priced.partner.id,
@@ -244,7 +251,13 @@ async fn record_in(
         other => other?,
     };
     if let Some(member_id) = priced.card.member_id {
-        members::link_partner(txn, caller.programme_id, member_id, priced.partner.id).await?;
+        let partner = Some(priced.partner.id);
+        let linked = app
+            .directory
+            .account(member_id, caller.programme_id, partner);
+        if linked.is_none() {
+            members::link_partner(txn, caller.programme_id, member_id, priced.partner.id).await?;
+        }
     }
     priced.balance = state.balance;
     Ok((

@@ -31,6 +31,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         db,
         cache,
         tokens: Arc::new(tokens),
+        directory: Arc::default(),
     })
 }
 
