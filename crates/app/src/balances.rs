@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use coalition_domain::earning::BreakdownLine;
 use coalition_domain::money::format_amount;
 use coalition_domain::{AccountKind, Points};
-use coalition_store::cache::Versioned;
+use coalition_store::cache::{Versioned, MAX_TTL};
 use coalition_store::entities::{journal_entry, point_account, point_lot, posting};
 use rust_decimal::{Decimal, RoundingStrategy};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -42,9 +42,12 @@ pub async fn balance(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<B
             return Ok(view);
         }
     }
-    let (view, version) = read_balance(app, caller.programme_id, member_id, account_id).await?;
+    let (view, version, ttl) =
+        read_balance(app, caller.programme_id, member_id, account_id).await?;
     if let Ok(body) = serde_json::to_string(&view) {
-        app.cache.put(account_id, Versioned { version, body }).await;
+        app.cache
+            .put(account_id, Versioned { version, body }, ttl)
+            .await;
     }
     Ok(view)
 }
@@ -54,20 +57,22 @@ async fn read_balance(
     programme_id: Uuid,
     member_id: Uuid,
     account_id: Uuid,
-) -> AppResult<(BalanceView, i64)> {
+) -> AppResult<(BalanceView, i64, std::time::Duration)> {
     let programme = programmes::load(&app.db, programme_id).await?;
     let account = point_account::Entity::find_by_id(account_id)
         .one(&app.db)
         .await?
         .ok_or(AppError::NotFound("points account"))?;
-    let horizon = Utc::now() + Duration::days(EXPIRING_SOON_DAYS);
+    let now = Utc::now();
+    let horizon = now + Duration::days(EXPIRING_SOON_DAYS);
     let lots = point_lot::Entity::find()
         .filter(point_lot::Column::AccountId.eq(account_id))
         .filter(point_lot::Column::PointsRemaining.gt(0))
-        .filter(point_lot::Column::ExpiresAt.lt(horizon))
         .order_by_asc(point_lot::Column::ExpiresAt)
         .all(&app.db)
         .await?;
+    let ttl = view_lifetime(now, lots.iter().map(|l| l.expires_at));
+    let lots = lots.into_iter().filter(|l| l.expires_at < horizon);
     let value = (Decimal::from(account.balance) * programme.point_value)
         .round_dp_with_strategy(programme.currency.minor_units(), RoundingStrategy::ToZero);
     let view = BalanceView {
@@ -76,14 +81,27 @@ async fn read_balance(
         value: format_amount(value, &programme.currency),
         currency: programme.currency.to_string(),
         expiring_soon: lots
-            .into_iter()
             .map(|l| ExpiringLot {
                 points: l.points_remaining,
                 expires_at: l.expires_at,
             })
             .collect(),
     };
-    Ok((view, account.version))
+    Ok((view, account.version, ttl))
+}
+
+/// How long a balance view stays true without a write: until the next lot enters the
+/// "expiring soon" window or expires, whichever comes first.
+fn view_lifetime(
+    now: DateTime<Utc>,
+    lot_expiries: impl Iterator<Item = DateTime<Utc>>,
+) -> std::time::Duration {
+    lot_expiries
+        .flat_map(|expires| [expires - Duration::days(EXPIRING_SOON_DAYS), expires])
+        .filter(|moment| *moment > now)
+        .min()
+        .and_then(|next| (next - now).to_std().ok())
+        .map_or(MAX_TTL, |until| until.min(MAX_TTL))
 }
 
 /// One line of a member's history: one posting on the member's account, with its entry.
@@ -165,4 +183,31 @@ pub async fn history(
         });
     }
     Ok(page.page(items, |i| i.seq.to_string(), |i| i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_lives_until_a_lot_enters_the_window_or_expires() {
+        let now = Utc::now();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(view_lifetime(now, std::iter::empty()), MAX_TTL);
+        let far = now + Duration::days(400);
+        assert_eq!(view_lifetime(now, [far].into_iter()), MAX_TTL);
+        // Enters the 30-day window in 10 minutes.
+        let entering = now + Duration::days(EXPIRING_SOON_DAYS) + Duration::minutes(10);
+        assert_eq!(
+            view_lifetime(now, [far, entering].into_iter()),
+            std::time::Duration::from_secs(600)
+        );
+        // Already in the window, expires in 5 minutes.
+        let expiring = now + Duration::minutes(5);
+        assert_eq!(
+            view_lifetime(now, [expiring].into_iter()),
+            std::time::Duration::from_secs(300)
+        );
+        assert!(MAX_TTL <= hour);
+    }
 }

@@ -38,62 +38,76 @@ enum Outcome {
 
 impl Target {
     async fn execute(&self, op: Op, rng: &mut StdRng) -> Outcome {
-        let token = &self.partner_tokens[rng.gen_range(0..self.partner_tokens.len())];
-        let result = match op {
+        match op {
             Op::Read => {
                 let member = &self.members[rng.gen_range(0..self.members.len())];
-                let url = format!("{}/v1/members/{}/balance", self.base, member.id);
-                self.http.get(url).bearer_auth(token).send().await
+                self.read(member, rng).await
             }
-            Op::Earn | Op::Redeem => {
-                let (index, amount, redeem) = match op {
-                    Op::Redeem => match self.pick_earner(rng) {
-                        Some(index) => (index, "10.00".to_owned(), 50),
-                        None => return Outcome::Refused,
-                    },
-                    _ => {
-                        let cents: u32 = rng.gen_range(500..15_000);
-                        let amount = format!("{}.{:02}", cents / 100, cents % 100);
-                        (rng.gen_range(0..self.members.len()), amount, 0)
-                    }
-                };
-                let body = json!({
-                    "card_number": self.members[index].card,
-                    "amount": {"amount": amount, "currency": "EUR"},
-                    "external_ref": Uuid::new_v4().to_string(),
-                    "redeem_points": redeem,
-                });
-                let sent = self
-                    .http
-                    .post(format!("{}/v1/purchases", self.base))
-                    .bearer_auth(token)
-                    .header("Idempotency-Key", Uuid::new_v4().to_string())
-                    .json(&body)
-                    .send()
-                    .await;
-                if matches!(op, Op::Earn) && sent.as_ref().is_ok_and(|r| r.status() == 201) {
+            Op::Earn => {
+                let cents: u32 = rng.gen_range(500..15_000);
+                let amount = format!("{}.{:02}", cents / 100, cents % 100);
+                let index = rng.gen_range(0..self.members.len());
+                let outcome = self.purchase(index, &amount, 0, rng).await;
+                if matches!(outcome, Outcome::Ok) {
                     self.earners.write().expect("earners").push(index);
                 }
-                sent
+                outcome
             }
-        };
-        match result {
-            Ok(res) => {
-                let status = res.status();
-                let _ = res.bytes().await; // read to the end: the connection is reused
-                match status.as_u16() {
-                    200 | 201 => Outcome::Ok,
-                    409 => Outcome::Refused,
-                    _ => Outcome::Error,
-                }
-            }
-            Err(_) => Outcome::Error,
+            Op::Redeem => match self.pick_earner(rng) {
+                Some(index) => self.purchase(index, "10.00", 50, rng).await,
+                None => Outcome::Refused,
+            },
         }
+    }
+
+    async fn purchase(
+        &self,
+        member: usize,
+        amount: &str,
+        redeem: i64,
+        rng: &mut StdRng,
+    ) -> Outcome {
+        let token = &self.partner_tokens[rng.gen_range(0..self.partner_tokens.len())];
+        let body = json!({
+            "card_number": self.members[member].card,
+            "amount": {"amount": amount, "currency": "EUR"},
+            "external_ref": Uuid::new_v4().to_string(),
+            "redeem_points": redeem,
+        });
+        let sent = self
+            .http
+            .post(format!("{}/v1/purchases", self.base))
+            .bearer_auth(token)
+            .header("Idempotency-Key", Uuid::new_v4().to_string())
+            .json(&body)
+            .send()
+            .await;
+        outcome(sent).await
+    }
+
+    async fn read(&self, member: &Member, rng: &mut StdRng) -> Outcome {
+        let token = &self.partner_tokens[rng.gen_range(0..self.partner_tokens.len())];
+        let url = format!("{}/v1/members/{}/balance", self.base, member.id);
+        outcome(self.http.get(url).bearer_auth(token).send().await).await
     }
 
     fn pick_earner(&self, rng: &mut StdRng) -> Option<usize> {
         let earners = self.earners.read().expect("earners");
         (!earners.is_empty()).then(|| earners[rng.gen_range(0..earners.len())])
+    }
+}
+
+/// Classifies an answer, reading its body to the end so the connection is reused.
+async fn outcome(result: reqwest::Result<reqwest::Response>) -> Outcome {
+    let Ok(res) = result else {
+        return Outcome::Error;
+    };
+    let status = res.status();
+    let _ = res.bytes().await;
+    match status.as_u16() {
+        200 | 201 => Outcome::Ok,
+        409 => Outcome::Refused,
+        _ => Outcome::Error,
     }
 }
 
@@ -118,6 +132,20 @@ pub struct Figures {
 }
 
 impl Figures {
+    fn record(&mut self, outcome: Outcome, sent: Instant) {
+        self.requests += 1;
+        match outcome {
+            Outcome::Ok => {}
+            Outcome::Refused => self.refused += 1,
+            Outcome::Error => {
+                self.errors += 1;
+                return;
+            }
+        }
+        let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+        self.latencies_us.push(micros);
+    }
+
     pub fn throughput(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
@@ -130,6 +158,47 @@ impl Figures {
         let rank = ((p * self.latencies_us.len() as f64).ceil() as usize).max(1) - 1;
         f64::from(self.latencies_us[rank.min(self.latencies_us.len() - 1)]) / 1000.0
     }
+}
+
+/// Reads every member's balance once, `concurrency` at a time: the first read of each
+/// member, from the database (the directory and the cache are cold for it).
+pub async fn read_each_once(target: Arc<Target>, concurrency: usize) -> Figures {
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (target, next) = (target.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut figures = Figures::default();
+                let mut rng = StdRng::from_entropy();
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(member) = target.members.get(index) else {
+                        return figures;
+                    };
+                    let sent = Instant::now();
+                    let outcome = target.read(member, &mut rng).await;
+                    figures.record(outcome, sent);
+                }
+            })
+        })
+        .collect();
+    let mut total = collect(workers).await;
+    total.seconds = started.elapsed().as_secs_f64();
+    total
+}
+
+async fn collect(workers: Vec<tokio::task::JoinHandle<Figures>>) -> Figures {
+    let mut total = Figures::default();
+    for worker in workers {
+        let figures = worker.await.expect("load worker");
+        total.requests += figures.requests;
+        total.refused += figures.refused;
+        total.errors += figures.errors;
+        total.latencies_us.extend(figures.latencies_us);
+    }
+    total.latencies_us.sort_unstable();
+    total
 }
 
 pub async fn run(target: Arc<Target>, scenario: &Scenario) -> Figures {
@@ -150,36 +219,15 @@ pub async fn run(target: Arc<Target>, scenario: &Scenario) -> Figures {
                     }
                     let op = mix(rng.gen_range(0..100));
                     let outcome = target.execute(op, &mut rng).await;
-                    if sent < measure_from {
-                        continue;
+                    if sent >= measure_from {
+                        figures.record(outcome, sent);
                     }
-                    figures.requests += 1;
-                    match outcome {
-                        Outcome::Ok => {}
-                        Outcome::Refused => figures.refused += 1,
-                        Outcome::Error => {
-                            figures.errors += 1;
-                            continue;
-                        }
-                    }
-                    let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                    figures.latencies_us.push(micros);
                 }
             })
         })
         .collect();
-    let mut total = Figures {
-        seconds: scenario.measure.as_secs_f64(),
-        ..Figures::default()
-    };
-    for worker in workers {
-        let figures = worker.await.expect("load worker");
-        total.requests += figures.requests;
-        total.refused += figures.refused;
-        total.errors += figures.errors;
-        total.latencies_us.extend(figures.latencies_us);
-    }
-    total.latencies_us.sort_unstable();
+    let mut total = collect(workers).await;
+    total.seconds = scenario.measure.as_secs_f64();
     total
 }
 

@@ -48,6 +48,10 @@ struct Args {
     /// A seconds-long run on a small programme: checks the benchmark works, measures nothing.
     #[arg(long)]
     smoke: bool,
+    /// Print the server's process id and wait this many seconds before the load, to
+    /// attach a profiler (e.g. `perf record -g -p PID`).
+    #[arg(long, default_value_t = 0)]
+    pause_for_profiler: u64,
 }
 
 const EARN_CONCURRENCY: usize = 16;
@@ -93,6 +97,10 @@ async fn run(args: Args) -> Result<bool, Error> {
         seeding.elapsed().as_secs_f64(),
         binary.display()
     );
+    if args.pause_for_profiler > 0 {
+        println!("server pid {}", server.pid());
+        tokio::time::sleep(Duration::from_secs(args.pause_for_profiler)).await;
+    }
     let target = Arc::new(Target {
         http: reqwest::Client::new(),
         base: server.base.clone(),
@@ -121,6 +129,15 @@ async fn run(args: Args) -> Result<bool, Error> {
     .await;
     let redis_requests = (args.seconds as usize * 60_000).max(20_000);
     let redis = baseline::redis_get(&args.redis_url, READ_CONCURRENCY, redis_requests)?;
+    // A network that has been running has its balances cached; reading each member once
+    // gets there, and measures the cold first read on the way.
+    reset_peak_rss(server.pid());
+    let cold = Row {
+        name: "first reads",
+        concurrency: READ_CONCURRENCY,
+        figures: load::read_each_once(target.clone(), READ_CONCURRENCY).await,
+        peak_rss_mb: peak_rss_mb(server.pid()).unwrap_or(f64::NAN),
+    };
     let reads = measure_scenario(
         &target,
         server.pid(),
@@ -138,7 +155,7 @@ async fn run(args: Args) -> Result<bool, Error> {
     )
     .await;
     let cache = cache_counters(&target).await;
-    let rows = [earn, reads, mixed];
+    let rows = [earn, reads, mixed, cold];
     report(&rows, pgbench.as_ref(), redis.as_ref(), &cache);
     drop(server);
     Ok(rows

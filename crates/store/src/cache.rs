@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// How long a cached view lives: it also shows "points expiring soon", which moves with
-/// the clock, not only with writes.
-pub const TTL: Duration = Duration::from_secs(60);
+/// The longest a cached view lives; the caller passes a shorter life when the view will
+/// change with the clock (points entering the "expiring soon" window, or expiring).
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// How long a "changed" marker lives: far longer than any read that could race it.
+const MARKER_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
@@ -41,8 +43,9 @@ impl CacheStats {
 #[async_trait]
 pub trait BalanceCache: Send + Sync {
     async fn get(&self, account: Uuid) -> Option<Versioned>;
-    /// Stores a view read from the database, unless a newer version is known.
-    async fn put(&self, account: Uuid, value: Versioned);
+    /// Stores a view read from the database for at most `ttl` (capped at `MAX_TTL`),
+    /// unless a newer version is known.
+    async fn put(&self, account: Uuid, value: Versioned, ttl: Duration);
     /// Records after a commit that `version` is now current: older views are gone.
     async fn changed(&self, account: Uuid, version: i64);
     /// Whether the cache is in use; `None` when there is no external cache to ask.
@@ -55,7 +58,7 @@ pub trait BalanceCache: Send + Sync {
 struct Slot {
     version: i64,
     body: Option<String>,
-    stored: Instant,
+    expires: Instant,
 }
 
 #[derive(Default)]
@@ -75,7 +78,7 @@ fn may_replace(current: Option<(i64, bool)>, version: i64, has_body: bool) -> bo
 }
 
 impl InProcessCache {
-    fn write(&self, account: Uuid, version: i64, body: Option<String>) {
+    fn write(&self, account: Uuid, version: i64, body: Option<String>, ttl: Duration) {
         let mut slots = self.slots.lock().expect("cache lock");
         let current = slots.get(&account).map(|s| (s.version, s.body.is_some()));
         if may_replace(current, version, body.is_some()) {
@@ -84,7 +87,7 @@ impl InProcessCache {
                 Slot {
                     version,
                     body,
-                    stored: Instant::now(),
+                    expires: Instant::now() + ttl.min(MAX_TTL),
                 },
             );
         }
@@ -97,7 +100,7 @@ impl BalanceCache for InProcessCache {
         let found = {
             let slots = self.slots.lock().expect("cache lock");
             slots.get(&account).and_then(|s| {
-                let fresh = s.stored.elapsed() < TTL;
+                let fresh = Instant::now() < s.expires;
                 s.body.clone().filter(|_| fresh).map(|body| Versioned {
                     version: s.version,
                     body,
@@ -108,12 +111,12 @@ impl BalanceCache for InProcessCache {
         found
     }
 
-    async fn put(&self, account: Uuid, value: Versioned) {
-        self.write(account, value.version, Some(value.body));
+    async fn put(&self, account: Uuid, value: Versioned, ttl: Duration) {
+        self.write(account, value.version, Some(value.body), ttl);
     }
 
     async fn changed(&self, account: Uuid, version: i64) {
-        self.write(account, version, None);
+        self.write(account, version, None, MARKER_TTL);
     }
 
     async fn healthy(&self) -> Option<bool> {
@@ -287,14 +290,15 @@ impl RedisCache {
         }
     }
 
-    async fn write(&self, account: Uuid, version: i64, body: &str) {
+    async fn write(&self, account: Uuid, version: i64, body: &str, ttl: Duration) {
         if self.unavailable.load(Ordering::Acquire) {
             self.lost_writes.fetch_add(1, Ordering::AcqRel);
             return;
         }
         let mut con = self.connection.clone();
         let mut invocation = self.write_script.key(self.key(account));
-        invocation.arg(version).arg(body).arg(TTL.as_secs());
+        let seconds = ttl.min(MAX_TTL).as_secs().max(1);
+        invocation.arg(version).arg(body).arg(seconds);
         let written: Option<i64> = self.call(invocation.invoke_async(&mut con)).await;
         if written.is_none() {
             self.lost_writes.fetch_add(1, Ordering::AcqRel);
@@ -338,12 +342,12 @@ impl BalanceCache for RedisCache {
         found
     }
 
-    async fn put(&self, account: Uuid, value: Versioned) {
-        self.write(account, value.version, &value.body).await;
+    async fn put(&self, account: Uuid, value: Versioned, ttl: Duration) {
+        self.write(account, value.version, &value.body, ttl).await;
     }
 
     async fn changed(&self, account: Uuid, version: i64) {
-        self.write(account, version, "").await;
+        self.write(account, version, "", MARKER_TTL).await;
     }
 
     /// Asks Redis, so a readiness check notices an outage even when no request has.
@@ -377,6 +381,7 @@ mod tests {
                     version: 2,
                     body: "two".into(),
                 },
+                MAX_TTL,
             )
             .await;
         cache
@@ -386,6 +391,7 @@ mod tests {
                     version: 1,
                     body: "one".into(),
                 },
+                MAX_TTL,
             )
             .await;
         assert_eq!(cache.get(id).await.unwrap().body, "two");
@@ -398,6 +404,7 @@ mod tests {
                     version: 2,
                     body: "stale".into(),
                 },
+                MAX_TTL,
             )
             .await;
         assert_eq!(
@@ -412,6 +419,7 @@ mod tests {
                     version: 3,
                     body: "three".into(),
                 },
+                MAX_TTL,
             )
             .await;
         assert_eq!(cache.get(id).await.unwrap().body, "three");
