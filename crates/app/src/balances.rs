@@ -58,7 +58,7 @@ async fn read_balance(
     member_id: Uuid,
     account_id: Uuid,
 ) -> AppResult<(BalanceView, i64, std::time::Duration)> {
-    let programme = programmes::load(&app.db, programme_id).await?;
+    let programme = programmes::load(app, programme_id).await?;
     let account = point_account::Entity::find_by_id(account_id)
         .one(&app.db)
         .await?

@@ -197,7 +197,7 @@ async fn register_in(
         refund_id: None,
         breakdown: vec![],
     };
-    ledger::write_entry(txn, &entry, ctx, now).await?;
+    ledger::write_entry(txn, Uuid::now_v7(), &entry, &ctx, now).await?;
     point_lot::Entity::update_many()
         .col_expr(point_lot::Column::AccountId, Expr::value(to))
         .filter(point_lot::Column::AccountId.eq(from))

@@ -44,18 +44,18 @@ impl From<point_account::Model> for AccountState {
 
 pub async fn write_entry(
     db: &impl ConnectionTrait,
+    id: Uuid,
     entry: &JournalEntry,
-    ctx: EntryContext,
+    ctx: &EntryContext,
     now: DateTime<Utc>,
 ) -> AppResult<Uuid> {
-    let id = Uuid::now_v7();
     let breakdown =
         serde_json::to_string(&ctx.breakdown).map_err(|e| AppError::Internal(e.to_string()))?;
     journal_entry::Entity::insert(journal_entry::ActiveModel {
         id: Set(id),
         programme_id: Set(ctx.programme_id),
         kind: Set(entry.kind.as_str().to_owned()),
-        reason: Set(ctx.reason),
+        reason: Set(ctx.reason.clone()),
         partner_id: Set(ctx.partner_id),
         purchase_id: Set(ctx.purchase_id),
         refund_id: Set(ctx.refund_id),

@@ -6,6 +6,7 @@ pub mod balances;
 pub mod cards;
 pub mod clients;
 pub mod directory;
+mod earn_statement;
 pub mod error;
 pub mod idempotency;
 pub mod ledger;
@@ -30,6 +31,7 @@ pub struct App {
     pub cache: Arc<dyn BalanceCache>,
     pub tokens: Arc<auth::TokenKeys>,
     pub directory: Arc<directory::MemberDirectory>,
+    pub programmes: Arc<programmes::KnownProgrammes>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

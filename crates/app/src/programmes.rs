@@ -3,13 +3,15 @@
 
 use crate::clients::{self, CreatedClient, NewClient};
 use crate::error::{text_field, AppError, AppResult, Validator};
-use crate::Scope;
+use crate::{App, Scope};
 use coalition_domain::money::{parse_rate, Currency};
 use coalition_store::entities::programme;
 use rust_decimal::Decimal;
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait, TransactionTrait,
 };
+use std::collections::HashMap;
+use std::sync::RwLock;
 use uuid::Uuid;
 
 pub const DEFAULT_POINT_EXPIRY_DAYS: i32 = 730;
@@ -103,7 +105,32 @@ pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<C
     })
 }
 
-pub async fn load(db: &impl ConnectionTrait, id: Uuid) -> AppResult<Programme> {
+/// Programme terms never change after creation (nothing updates them), so each process
+/// keeps them once read. Whoever adds an "edit programme" must bring invalidation too.
+#[derive(Default)]
+pub struct KnownProgrammes(RwLock<HashMap<Uuid, Programme>>);
+
+/// The programme's terms, from memory after the first read.
+pub async fn load(app: &App, id: Uuid) -> AppResult<Programme> {
+    if let Some(known) = app
+        .programmes
+        .0
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+    {
+        return Ok(known.clone());
+    }
+    let programme = load_from(&app.db, id).await?;
+    app.programmes
+        .0
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id, programme.clone());
+    Ok(programme)
+}
+
+async fn load_from(db: &impl ConnectionTrait, id: Uuid) -> AppResult<Programme> {
     let row = programme::Entity::find_by_id(id)
         .one(db)
         .await?

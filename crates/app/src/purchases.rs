@@ -3,7 +3,7 @@
 use crate::cards;
 use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::idempotency::{self, IdempotencyKey, StoredResponse};
-use crate::ledger::{self, EntryContext};
+use crate::ledger::{self, AccountState, EntryContext};
 use crate::members;
 use crate::partners::{self, Partner};
 use crate::programmes::{self, Programme};
@@ -11,12 +11,13 @@ use crate::{App, Caller};
 use coalition_domain::earning::{price_purchase, EarningError, PurchaseOutcome, PurchaseTerms};
 use coalition_domain::ledger::purchase_entry;
 use coalition_domain::money::Money;
-use coalition_domain::Points;
+use coalition_domain::{JournalEntry, Points};
 use coalition_store::entities::{card, point_account, purchase, refund};
 use coalition_store::is_unique_violation;
 use rust_decimal::Decimal;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder,
 };
 use uuid::Uuid;
 
@@ -127,7 +128,7 @@ async fn price(
 /// What recording the purchase would do, without doing it.
 pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<Priced> {
     caller.acting_partner()?;
-    let programme = programmes::load(&app.db, caller.programme_id).await?;
+    let programme = programmes::load(app, caller.programme_id).await?;
     let req = check(input, &programme)?;
     let mut priced = price(&app.db, caller, &programme, &req).await?;
     let account = point_account::Entity::find_by_id(priced.card.account_id)
@@ -153,7 +154,7 @@ pub async fn record(
     render: impl FnOnce(&Recorded) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
     caller.acting_partner()?;
-    let programme = programmes::load(&app.db, caller.programme_id).await?;
+    let programme = programmes::load(app, caller.programme_id).await?;
     let req = check(input, &programme)?;
     let (response, changed) = idempotency::run(app, key, |txn| async move {
         let (recorded, version) = record_in(app, &txn, caller, &programme, req).await?;
@@ -174,6 +175,17 @@ pub async fn record(
     Ok(response)
 }
 
+/// Everything a purchase writes, decided before anything is written.
+pub(crate) struct PurchaseWrite {
+    pub entry: JournalEntry,
+    pub entry_id: Uuid,
+    pub ctx: EntryContext,
+    pub row: purchase::Model,
+    pub lot_expires_at: chrono::DateTime<chrono::Utc>,
+    /// The member to link to the partner, unless the link is known to exist.
+    pub link_member: Option<Uuid>,
+}
+
 async fn record_in(
     app: &App,
     txn: &DatabaseTransaction,
@@ -185,11 +197,7 @@ async fn record_in(
     let out = &priced.outcome;
     let account_id = priced.card.account_id;
     let now = chrono::Utc::now();
-    // The guard: the balance must cover the redeemed points before anything is earned.
-    let state =
-        ledger::spend_and_earn(txn, account_id, out.points_redeemed, out.points_earned).await?;
-    ledger::consume_lots(txn, account_id, out.points_redeemed).await?;
-    let purchase_id = Uuid::now_v7();
+    let (purchase_id, entry_id) = (Uuid::now_v7(), Uuid::now_v7());
     let entry = purchase_entry(
         priced.partner.id,
         account_id,
@@ -209,18 +217,6 @@ async fn record_in(
         refund_id: None,
         breakdown: out.breakdown.clone(),
     };
-    let entry_id = ledger::write_entry(txn, &entry, ctx, now).await?;
-    let expires_at = programme.lot_expiry(now);
-    ledger::add_lot(
-        txn,
-        caller.programme_id,
-        account_id,
-        entry_id,
-        out.points_earned,
-        expires_at,
-        now,
-    )
-    .await?;
     let row = purchase::Model {
         id: purchase_id,
         programme_id: caller.programme_id,
@@ -241,32 +237,79 @@ async fn record_in(
         entry_id,
         created_at: now,
     };
-    match purchase::Entity::insert(purchase::ActiveModel::from(row.clone()))
-        .exec_without_returning(txn)
-        .await
-    {
-        Err(e) if is_unique_violation(&e) => {
-            return Err(AppError::DuplicateExternalRef(req.external_ref))
-        }
-        other => other?,
-    };
-    if let Some(member_id) = priced.card.member_id {
-        let partner = Some(priced.partner.id);
-        let linked = app
+    let partner = Some(priced.partner.id);
+    let link_member = priced.card.member_id.filter(|member_id| {
+        let known = app
             .directory
-            .account(member_id, caller.programme_id, partner);
-        if linked.is_none() {
-            members::link_partner(txn, caller.programme_id, member_id, priced.partner.id).await?;
-        }
-    }
+            .account(*member_id, caller.programme_id, partner);
+        known.is_none()
+    });
+    let write = PurchaseWrite {
+        entry,
+        entry_id,
+        ctx,
+        row,
+        lot_expires_at: programme.lot_expiry(now),
+        link_member,
+    };
+    let one_statement =
+        txn.get_database_backend() == DbBackend::Postgres && out.points_redeemed == 0;
+    let written = if one_statement {
+        crate::earn_statement::write(txn, &write).await
+    } else {
+        write_step_by_step(txn, &write, out.points_redeemed).await
+    };
+    let state = written?;
     priced.balance = state.balance;
     Ok((
         Recorded {
-            purchase: row,
+            purchase: write.row,
             priced,
         },
         state.version,
     ))
+}
+
+/// A unique violation on writing a purchase is its external reference, taken already.
+pub(crate) fn duplicate_or(err: sea_orm::DbErr, row: &purchase::Model) -> AppError {
+    if is_unique_violation(&err) {
+        AppError::DuplicateExternalRef(row.external_ref.clone())
+    } else {
+        err.into()
+    }
+}
+
+/// The portable way: guarded balance change, lots, entry, purchase, link, one by one.
+async fn write_step_by_step(
+    txn: &DatabaseTransaction,
+    write: &PurchaseWrite,
+    points_redeemed: Points,
+) -> AppResult<AccountState> {
+    let row = &write.row;
+    let (account_id, programme_id, now) = (row.account_id, row.programme_id, row.created_at);
+    // The guard: the balance must cover the redeemed points before anything is earned.
+    let state = ledger::spend_and_earn(txn, account_id, points_redeemed, row.points_earned).await?;
+    ledger::consume_lots(txn, account_id, points_redeemed).await?;
+    ledger::write_entry(txn, write.entry_id, &write.entry, &write.ctx, now).await?;
+    let lot = (row.points_earned, write.lot_expires_at);
+    ledger::add_lot(
+        txn,
+        programme_id,
+        account_id,
+        write.entry_id,
+        lot.0,
+        lot.1,
+        now,
+    )
+    .await?;
+    purchase::Entity::insert(purchase::ActiveModel::from(row.clone()))
+        .exec_without_returning(txn)
+        .await
+        .map_err(|e| duplicate_or(e, row))?;
+    if let Some(member_id) = write.link_member {
+        members::link_partner(txn, programme_id, member_id, row.partner_id).await?;
+    }
+    Ok(state)
 }
 
 /// A purchase with its refunds, as the recording partner (or an operator) sees it.

@@ -35,7 +35,7 @@ pub async fn refund(
     render: impl FnOnce(&Refunded) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
     caller.acting_partner()?;
-    let programme = programmes::load(&app.db, caller.programme_id).await?;
+    let programme = programmes::load(app, caller.programme_id).await?;
     let mut v = Validator::default();
     let amount = v.check("amount.amount", Money::positive(&amount, &currency));
     v.finish()?;
@@ -114,7 +114,7 @@ async fn refund_in(
         refund_id: Some(refund_id),
         breakdown: vec![],
     };
-    let entry_id = ledger::write_entry(txn, &entry, ctx, now).await?;
+    let entry_id = ledger::write_entry(txn, Uuid::now_v7(), &entry, &ctx, now).await?;
     // Returned points get a fresh lot: the spent lots are gone from the ledger's view.
     let expires_at = programme.lot_expiry(now);
     ledger::add_lot(

@@ -120,6 +120,7 @@ async fn run(args: Args) -> Result<bool, Error> {
         mix,
     };
 
+    eprintln!("running pgbench");
     let pgbench = baseline::pgbench(&args.database_url, EARN_CONCURRENCY, measure).await?;
     let earn = measure_scenario(
         &target,
@@ -128,6 +129,7 @@ async fn run(args: Args) -> Result<bool, Error> {
     )
     .await;
     let redis_requests = (args.seconds as usize * 60_000).max(20_000);
+    eprintln!("running redis-benchmark");
     let redis = baseline::redis_get(&args.redis_url, READ_CONCURRENCY, redis_requests)?;
     // A network that has been running has its balances cached; reading each member once
     // gets there, and measures the cold first read on the way.
@@ -164,6 +166,13 @@ async fn run(args: Args) -> Result<bool, Error> {
 }
 
 async fn measure_scenario(target: &Arc<Target>, pid: u32, scenario: Scenario) -> Row {
+    eprintln!(
+        "running {} at concurrency {} ({} s warm-up, {} s measured)",
+        scenario.name,
+        scenario.concurrency,
+        scenario.warmup.as_secs(),
+        scenario.measure.as_secs()
+    );
     reset_peak_rss(pid);
     let figures = load::run(target.clone(), &scenario).await;
     Row {

@@ -32,6 +32,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         cache,
         tokens: Arc::new(tokens),
         directory: Arc::default(),
+        programmes: Arc::default(),
     })
 }
 
