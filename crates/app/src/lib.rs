@@ -9,6 +9,7 @@ pub mod directory;
 mod earn_statement;
 pub mod error;
 pub mod idempotency;
+pub mod immutable;
 pub mod ledger;
 pub mod members;
 pub mod pagination;
@@ -31,7 +32,9 @@ pub struct App {
     pub cache: Arc<dyn BalanceCache>,
     pub tokens: Arc<auth::TokenKeys>,
     pub directory: Arc<directory::MemberDirectory>,
-    pub programmes: Arc<programmes::KnownProgrammes>,
+    pub programmes: Arc<immutable::Remembered<programmes::Programme>>,
+    /// Partner terms with the programme they belong to.
+    pub partners: Arc<immutable::Remembered<(Uuid, partners::Partner)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -133,6 +133,26 @@ pub async fn find(db: &impl ConnectionTrait, programme_id: Uuid, id: Uuid) -> Ap
         .try_into()
 }
 
+/// A partner's terms, from memory after the first read (nothing updates them).
+/// `db` reads on a miss: inside a transaction it must be the transaction (SQLite has
+/// one connection).
+pub async fn terms(
+    app: &App,
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    id: Uuid,
+) -> AppResult<Partner> {
+    match app.partners.get(id) {
+        Some((programme, partner)) if programme == programme_id => Ok(partner),
+        Some(_) => Err(AppError::NotFound("partner")),
+        None => {
+            let partner = find(db, programme_id, id).await?;
+            app.partners.keep(id, (programme_id, partner.clone()));
+            Ok(partner)
+        }
+    }
+}
+
 /// Operators see every partner; a partner sees only itself.
 pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<Partner> {
     caller.require(&[Scope::Admin, Scope::Partner, Scope::Bank])?;

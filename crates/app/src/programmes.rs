@@ -10,8 +10,6 @@ use rust_decimal::Decimal;
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait, TransactionTrait,
 };
-use std::collections::HashMap;
-use std::sync::RwLock;
 use uuid::Uuid;
 
 pub const DEFAULT_POINT_EXPIRY_DAYS: i32 = 730;
@@ -105,28 +103,13 @@ pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<C
     })
 }
 
-/// Programme terms never change after creation (nothing updates them), so each process
-/// keeps them once read. Whoever adds an "edit programme" must bring invalidation too.
-#[derive(Default)]
-pub struct KnownProgrammes(RwLock<HashMap<Uuid, Programme>>);
-
-/// The programme's terms, from memory after the first read.
+/// The programme's terms, from memory after the first read (nothing updates them).
 pub async fn load(app: &App, id: Uuid) -> AppResult<Programme> {
-    if let Some(known) = app
-        .programmes
-        .0
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&id)
-    {
-        return Ok(known.clone());
+    if let Some(known) = app.programmes.get(id) {
+        return Ok(known);
     }
     let programme = load_from(&app.db, id).await?;
-    app.programmes
-        .0
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(id, programme.clone());
+    app.programmes.keep(id, programme.clone());
     Ok(programme)
 }
 

@@ -89,12 +89,13 @@ fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
 }
 
 async fn price(
+    app: &App,
     db: &impl ConnectionTrait,
     caller: &Caller,
     programme: &Programme,
     req: &Checked,
 ) -> AppResult<Priced> {
-    let partner = partners::find(db, caller.programme_id, caller.acting_partner()?).await?;
+    let partner = partners::terms(app, db, caller.programme_id, caller.acting_partner()?).await?;
     let card = cards::find(db, caller.programme_id, &req.card_number).await?;
     cards::ensure_active(&card)?;
     let terms = PurchaseTerms {
@@ -130,7 +131,7 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
     caller.acting_partner()?;
     let programme = programmes::load(app, caller.programme_id).await?;
     let req = check(input, &programme)?;
-    let mut priced = price(&app.db, caller, &programme, &req).await?;
+    let mut priced = price(app, &app.db, caller, &programme, &req).await?;
     let account = point_account::Entity::find_by_id(priced.card.account_id)
         .one(&app.db)
         .await?
@@ -193,7 +194,7 @@ async fn record_in(
     programme: &Programme,
     req: Checked,
 ) -> AppResult<(Recorded, i64)> {
-    let mut priced = price(txn, caller, programme, &req).await?;
+    let mut priced = price(app, txn, caller, programme, &req).await?;
     let out = &priced.outcome;
     let account_id = priced.card.account_id;
     let now = chrono::Utc::now();

@@ -33,6 +33,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         tokens: Arc::new(tokens),
         directory: Arc::default(),
         programmes: Arc::default(),
+        partners: Arc::default(),
     })
 }
 
