@@ -47,6 +47,18 @@ impl MemberDirectory {
         account_id: Uuid,
         partner_id: Option<Uuid>,
     ) {
+        let partners = partner_id.as_slice();
+        self.remember_all(member_id, programme_id, account_id, partners);
+    }
+
+    /// Remembers a member and partners that may see it.
+    pub fn remember_all(
+        &self,
+        member_id: Uuid,
+        programme_id: Uuid,
+        account_id: Uuid,
+        partners: &[Uuid],
+    ) {
         let mut members = self.members.write().unwrap_or_else(|e| e.into_inner());
         if members.len() >= CAPACITY && !members.contains_key(&member_id) {
             members.clear();
@@ -56,9 +68,9 @@ impl MemberDirectory {
             account_id,
             partners: Vec::new(),
         });
-        if let Some(p) = partner_id {
-            if !known.partners.contains(&p) {
-                known.partners.push(p);
+        for p in partners {
+            if !known.partners.contains(p) {
+                known.partners.push(*p);
             }
         }
     }

@@ -160,7 +160,8 @@ pub async fn visible(
 }
 
 /// The points account of a member this caller may see, from memory when the facts are
-/// known (see `directory`), else from the database.
+/// known (see `directory`), else from the database — learning all the member's partner
+/// links at once, so the next partner to ask is answered from memory too.
 pub async fn visible_account(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Uuid> {
     caller.require(&[Scope::Admin, Scope::Partner])?;
     let partner = match caller.scope {
@@ -173,10 +174,21 @@ pub async fn visible_account(app: &App, caller: &Caller, member_id: Uuid) -> App
     {
         return Ok(account);
     }
-    let row = visible(&app.db, caller, member_id).await?;
+    let row = member::Entity::find_by_id(member_id)
+        .filter(member::Column::ProgrammeId.eq(caller.programme_id))
+        .one(&app.db)
+        .await?
+        .ok_or(AppError::NotFound("member"))?;
+    let links = member_partner::Entity::find()
+        .filter(member_partner::Column::MemberId.eq(member_id))
+        .all(&app.db)
+        .await?;
+    let partners: Vec<Uuid> = links.iter().map(|l| l.partner_id).collect();
     app.directory
-        .remember(member_id, row.programme_id, row.account_id, partner);
-    Ok(row.account_id)
+        .remember_all(member_id, row.programme_id, row.account_id, &partners);
+    app.directory
+        .account(member_id, caller.programme_id, partner)
+        .ok_or(AppError::NotFound("member"))
 }
 
 pub async fn get(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Member> {

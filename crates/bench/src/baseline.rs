@@ -5,6 +5,8 @@ use crate::setup::{clean_database, Error};
 use std::process::Command;
 use std::time::Duration;
 
+pub const PGBENCH_DATABASE: &str = "coalition_bench_pgbench";
+
 pub struct Baseline {
     pub throughput: f64,
     pub detail: String,
@@ -23,7 +25,7 @@ pub async fn pgbench(
     if !installed("pgbench") {
         return Ok(None);
     }
-    let url = clean_database(admin_url, "coalition_bench_pgbench").await?;
+    let url = clean_database(admin_url, PGBENCH_DATABASE).await?;
     let init = Command::new("pgbench")
         .args(["-i", "-q", "-s", "16", &url])
         .output()?;

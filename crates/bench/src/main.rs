@@ -54,6 +54,7 @@ struct Args {
     pause_for_profiler: u64,
 }
 
+const BENCH_DATABASE: &str = "coalition_bench";
 const EARN_CONCURRENCY: usize = 16;
 const READ_CONCURRENCY: usize = 50;
 
@@ -85,7 +86,7 @@ async fn run(args: Args) -> Result<bool, Error> {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("coalition"),
     };
-    let database_url = setup::clean_database(&args.database_url, "coalition_bench").await?;
+    let database_url = setup::clean_database(&args.database_url, BENCH_DATABASE).await?;
     let env = setup::server_env(&database_url, &args.redis_url);
     let server = setup::start_server(&binary, &env).await?;
     let programme = setup::create_programme(&binary, &env, &server).await?;
@@ -160,6 +161,11 @@ async fn run(args: Args) -> Result<bool, Error> {
     let rows = [earn, reads, mixed, cold];
     report(&rows, pgbench.as_ref(), redis.as_ref(), &cache);
     drop(server);
+    setup::drop_databases(
+        &args.database_url,
+        &[BENCH_DATABASE, baseline::PGBENCH_DATABASE],
+    )
+    .await?;
     Ok(rows
         .iter()
         .all(|r| r.figures.errors == 0 && r.figures.requests > 0))

@@ -34,6 +34,18 @@ pub async fn clean_database(admin_url: &str, name: &str) -> Result<String, Error
     Ok(format!("{base}/{name}?sslmode=disable"))
 }
 
+/// Drops the databases a run made, so runs leave nothing behind.
+pub async fn drop_databases(admin_url: &str, names: &[&str]) -> Result<(), Error> {
+    let admin = Database::connect(admin_url).await?;
+    for name in names {
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+    }
+    admin.close().await?;
+    Ok(())
+}
+
 /// The `coalition serve` process under load; killed when dropped.
 pub struct Server {
     pub child: Child,
