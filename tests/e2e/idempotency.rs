@@ -51,6 +51,19 @@ async fn a_replay_returns_the_first_answer_and_a_changed_body_is_refused() {
     )
     .await
     .expect_problem(422, "idempotency_key_reused");
+    // A different purchase that would succeed on its own is refused too, and moves nothing.
+    let mut other = body.clone();
+    other["external_ref"] = json!("i-other");
+    t.call(
+        Method::POST,
+        "/v1/purchases",
+        Some(&gym.token),
+        Some(other),
+        Some("key-1"),
+    )
+    .await
+    .expect_problem(422, "idempotency_key_reused");
+    assert_eq!(t.points(&gym.token, &member).await, 42);
     t.call(
         Method::POST,
         "/v1/purchases",

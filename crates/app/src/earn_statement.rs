@@ -1,14 +1,63 @@
 //! PostgreSQL: a purchase that redeems nothing, written in one statement. The balance
-//! change, the journal entry with its postings, the lot, the purchase and the partner link
-//! are data-modifying CTEs hanging off the account UPDATE, so they happen together or not
-//! at all, in one round trip instead of six. It writes the same rows as the step-by-step
+//! change, the journal entry with its postings, the lot, the purchase, the partner link
+//! and the idempotency record are data-modifying CTEs hanging off the account UPDATE, so
+//! they commit together or not at all — one round trip instead of nine (BEGIN, six
+//! writes, the idempotency record, COMMIT). It writes the same rows as the step-by-step
 //! path (`purchases::write_step_by_step`), which SQLite and redemptions use; both run
 //! under the same end-to-end tests on PostgreSQL.
+//!
+//! The stored answer holds the new balance, known only inside the statement: it is
+//! rendered with a placeholder balance, which the statement replaces.
 
 use crate::error::{AppError, AppResult};
+use crate::idempotency::{self, IdempotencyKey, StoredResponse};
 use crate::ledger::AccountState;
-use crate::purchases::{duplicate_or, PurchaseWrite};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement, Value};
+use crate::programmes::Programme;
+use crate::purchases::{self, duplicate_or, Checked, PurchaseWrite, Recorded};
+use crate::{App, Caller};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+
+/// Stands for the new balance in the rendered answer; no real balance is negative.
+const BALANCE_PLACEHOLDER: i64 = i64::MIN;
+
+pub(crate) async fn record(
+    app: &App,
+    caller: &Caller,
+    programme: &Programme,
+    req: Checked,
+    key: &IdempotencyKey,
+    render: impl FnOnce(&Recorded) -> StoredResponse,
+) -> AppResult<StoredResponse> {
+    let priced = match purchases::price(app, &app.db, caller, programme, &req).await {
+        Ok(priced) => priced,
+        Err(e) => return idempotency::replay_or(app, key, e).await,
+    };
+    let write = purchases::plan(app, caller, programme, &priced, req)?;
+    let member_id = priced.card.member_id;
+    let mut recorded = Recorded {
+        purchase: write.row.clone(),
+        priced,
+    };
+    recorded.priced.balance = BALANCE_PLACEHOLDER;
+    let template = render(&recorded);
+    let placeholder = BALANCE_PLACEHOLDER.to_string();
+    if template.body.matches(&placeholder).count() != 1 {
+        return Err(AppError::Internal(
+            "the purchase answer must show the balance exactly once".into(),
+        ));
+    }
+    let state = match write_all(&app.db, &write, key, &template, &placeholder).await {
+        Ok(state) => state,
+        Err(e) => return idempotency::replay_or(app, key, e).await,
+    };
+    purchases::after_commit(app, caller, state, member_id).await;
+    Ok(StoredResponse {
+        body: template
+            .body
+            .replace(&placeholder, &state.balance.to_string()),
+        ..template
+    })
+}
 
 /// Collects bind values and hands out their `$n` placeholders.
 #[derive(Default)]
@@ -21,9 +70,12 @@ impl Binds {
     }
 }
 
-pub(crate) async fn write(
-    txn: &DatabaseTransaction,
+async fn write_all(
+    db: &impl ConnectionTrait,
     write: &PurchaseWrite,
+    key: &IdempotencyKey,
+    answer: &StoredResponse,
+    placeholder: &str,
 ) -> AppResult<AccountState> {
     let row = &write.row;
     let mut b = Binds::default();
@@ -105,9 +157,21 @@ pub(crate) async fn write(
             b.add(member_id)
         );
     }
+    sql += &format!(
+        ", idempotency AS (\
+           INSERT INTO idempotency_keys (client_id, key, request_hash, status_code, response_body, location, created_at) \
+           SELECT {}, {}, {}, {}, replace({}, {}, balance::text), {}, {now} FROM account)",
+        b.add(key.client_id.clone()),
+        b.add(key.key.clone()),
+        b.add(key.request_hash.clone()),
+        b.add(i32::from(answer.status)),
+        b.add(answer.body.clone()),
+        b.add(placeholder.to_owned()),
+        b.add(answer.location.clone()),
+    );
     sql += " SELECT balance, version FROM account";
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, b.0);
-    let changed = txn
+    let changed = db
         .query_one(statement)
         .await
         .map_err(|e| duplicate_or(e, row))?

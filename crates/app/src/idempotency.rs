@@ -46,6 +46,17 @@ async fn lookup(
     }
 }
 
+/// After a request failed: if a request with the same key succeeded meanwhile (and made
+/// this one fail, e.g. on a taken external reference or the key itself), its answer is
+/// the answer; otherwise the failure is.
+pub async fn replay_or(
+    app: &App,
+    key: &IdempotencyKey,
+    err: AppError,
+) -> AppResult<StoredResponse> {
+    lookup(&app.db, key).await?.ok_or(err)
+}
+
 /// Runs `work` once per key: a replay returns the first answer; `after_commit` runs only
 /// for the request that did the work (cache updates belong there).
 pub async fn run<T, F, Fut>(

@@ -32,7 +32,7 @@ pub struct NewPurchase {
 }
 
 /// A validated purchase request.
-struct Checked {
+pub(crate) struct Checked {
     card_number: String,
     amount: Money,
     external_ref: String,
@@ -88,7 +88,7 @@ fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
     })
 }
 
-async fn price(
+pub(crate) async fn price(
     app: &App,
     db: &impl ConnectionTrait,
     caller: &Caller,
@@ -157,23 +157,42 @@ pub async fn record(
     caller.acting_partner()?;
     let programme = programmes::load(app, caller.programme_id).await?;
     let req = check(input, &programme)?;
+    if app.db.get_database_backend() == DbBackend::Postgres && req.redeem_points == 0 {
+        return crate::earn_statement::record(app, caller, &programme, req, key, render).await;
+    }
     let (response, changed) = idempotency::run(app, key, |txn| async move {
-        let (recorded, version) = record_in(app, &txn, caller, &programme, req).await?;
+        let mut priced = price(app, &txn, caller, &programme, &req).await?;
+        let write = plan(app, caller, &programme, &priced, req)?;
+        let state = write_step_by_step(&txn, &write, priced.outcome.points_redeemed).await?;
+        priced.balance = state.balance;
+        let recorded = Recorded {
+            purchase: write.row,
+            priced,
+        };
         let response = render(&recorded);
-        let member = recorded.priced.card.member_id;
-        let state = (recorded.purchase.account_id, version, member);
-        Ok((txn, response, state))
+        Ok((txn, response, (state, recorded.priced.card.member_id)))
     })
     .await?;
-    if let Some((account_id, version, member_id)) = changed {
-        app.cache.changed(account_id, version).await;
-        if let Some(member_id) = member_id {
-            let partner = caller.partner_id;
-            app.directory
-                .remember(member_id, caller.programme_id, account_id, partner);
-        }
+    if let Some((state, member_id)) = changed {
+        after_commit(app, caller, state, member_id).await;
     }
     Ok(response)
+}
+
+/// Once the purchase is committed: the cached balance is out of date, and the partner
+/// may see the member from now on.
+pub(crate) async fn after_commit(
+    app: &App,
+    caller: &Caller,
+    state: AccountState,
+    member_id: Option<Uuid>,
+) {
+    app.cache.changed(state.account_id, state.version).await;
+    if let Some(member_id) = member_id {
+        let (programme, partner) = (caller.programme_id, caller.partner_id);
+        app.directory
+            .remember(member_id, programme, state.account_id, partner);
+    }
 }
 
 /// Everything a purchase writes, decided before anything is written.
@@ -187,14 +206,14 @@ pub(crate) struct PurchaseWrite {
     pub link_member: Option<Uuid>,
 }
 
-async fn record_in(
+/// Decides every row a priced purchase writes.
+pub(crate) fn plan(
     app: &App,
-    txn: &DatabaseTransaction,
     caller: &Caller,
     programme: &Programme,
+    priced: &Priced,
     req: Checked,
-) -> AppResult<(Recorded, i64)> {
-    let mut priced = price(app, txn, caller, programme, &req).await?;
+) -> AppResult<PurchaseWrite> {
     let out = &priced.outcome;
     let account_id = priced.card.account_id;
     let now = chrono::Utc::now();
@@ -224,7 +243,7 @@ async fn record_in(
         partner_id: priced.partner.id,
         account_id,
         card_number: priced.card.number.clone(),
-        external_ref: req.external_ref.clone(),
+        external_ref: req.external_ref,
         store_ref: req.store_ref,
         staff_ref: req.staff_ref,
         amount: req.amount.amount.to_string(),
@@ -245,30 +264,14 @@ async fn record_in(
             .account(*member_id, caller.programme_id, partner);
         known.is_none()
     });
-    let write = PurchaseWrite {
+    Ok(PurchaseWrite {
         entry,
         entry_id,
         ctx,
         row,
         lot_expires_at: programme.lot_expiry(now),
         link_member,
-    };
-    let one_statement =
-        txn.get_database_backend() == DbBackend::Postgres && out.points_redeemed == 0;
-    let written = if one_statement {
-        crate::earn_statement::write(txn, &write).await
-    } else {
-        write_step_by_step(txn, &write, out.points_redeemed).await
-    };
-    let state = written?;
-    priced.balance = state.balance;
-    Ok((
-        Recorded {
-            purchase: write.row,
-            priced,
-        },
-        state.version,
-    ))
+    })
 }
 
 /// A unique violation on writing a purchase is its external reference, taken already.
