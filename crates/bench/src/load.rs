@@ -1,6 +1,7 @@
 //! The HTTP load: closed-loop workers that each keep one request in flight, for a fixed
 //! time, recording the latency of every answer after the warm-up.
 
+use crate::http1::{self, Connection};
 use crate::setup::Member;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -21,7 +22,6 @@ pub enum Op {
 
 /// What the load talks to.
 pub struct Target {
-    pub http: reqwest::Client,
     pub base: String,
     pub partner_tokens: Vec<String>,
     pub members: Vec<Member>,
@@ -37,24 +37,24 @@ enum Outcome {
 }
 
 impl Target {
-    async fn execute(&self, op: Op, rng: &mut StdRng) -> Outcome {
+    async fn execute(&self, op: Op, rng: &mut StdRng, conn: &mut Connection) -> Outcome {
         match op {
             Op::Read => {
                 let member = &self.members[rng.gen_range(0..self.members.len())];
-                self.read(member, rng).await
+                self.read(member, rng, conn).await
             }
             Op::Earn => {
                 let cents: u32 = rng.gen_range(500..15_000);
                 let amount = format!("{}.{:02}", cents / 100, cents % 100);
                 let index = rng.gen_range(0..self.members.len());
-                let outcome = self.purchase(index, &amount, 0, rng).await;
+                let outcome = self.purchase(index, &amount, 0, rng, conn).await;
                 if matches!(outcome, Outcome::Ok) {
                     self.earners.write().expect("earners").push(index);
                 }
                 outcome
             }
             Op::Redeem => match self.pick_earner(rng) {
-                Some(index) => self.purchase(index, "10.00", 50, rng).await,
+                Some(index) => self.purchase(index, "10.00", 50, rng, conn).await,
                 None => Outcome::Refused,
             },
         }
@@ -66,6 +66,7 @@ impl Target {
         amount: &str,
         redeem: i64,
         rng: &mut StdRng,
+        conn: &mut Connection,
     ) -> Outcome {
         let token = &self.partner_tokens[rng.gen_range(0..self.partner_tokens.len())];
         let body = json!({
@@ -73,22 +74,17 @@ impl Target {
             "amount": {"amount": amount, "currency": "EUR"},
             "external_ref": Uuid::new_v4().to_string(),
             "redeem_points": redeem,
-        });
-        let sent = self
-            .http
-            .post(format!("{}/v1/purchases", self.base))
-            .bearer_auth(token)
-            .header("Idempotency-Key", Uuid::new_v4().to_string())
-            .json(&body)
-            .send()
-            .await;
-        outcome(sent).await
+        })
+        .to_string();
+        let key = Uuid::new_v4().to_string();
+        let request = http1::post_json("/v1/purchases", token, &key, &body);
+        outcome(conn.send(&request).await)
     }
 
-    async fn read(&self, member: &Member, rng: &mut StdRng) -> Outcome {
+    async fn read(&self, member: &Member, rng: &mut StdRng, conn: &mut Connection) -> Outcome {
         let token = &self.partner_tokens[rng.gen_range(0..self.partner_tokens.len())];
-        let url = format!("{}/v1/members/{}/balance", self.base, member.id);
-        outcome(self.http.get(url).bearer_auth(token).send().await).await
+        let request = http1::get(&format!("/v1/members/{}/balance", member.id), token);
+        outcome(conn.send(&request).await)
     }
 
     fn pick_earner(&self, rng: &mut StdRng) -> Option<usize> {
@@ -97,16 +93,10 @@ impl Target {
     }
 }
 
-/// Classifies an answer, reading its body to the end so the connection is reused.
-async fn outcome(result: reqwest::Result<reqwest::Response>) -> Outcome {
-    let Ok(res) = result else {
-        return Outcome::Error;
-    };
-    let status = res.status();
-    let _ = res.bytes().await;
-    match status.as_u16() {
-        200 | 201 => Outcome::Ok,
-        409 => Outcome::Refused,
+fn outcome(status: std::io::Result<u16>) -> Outcome {
+    match status {
+        Ok(200 | 201) => Outcome::Ok,
+        Ok(409) => Outcome::Refused,
         _ => Outcome::Error,
     }
 }
@@ -171,13 +161,14 @@ pub async fn read_each_once(target: Arc<Target>, concurrency: usize) -> Figures 
             tokio::spawn(async move {
                 let mut figures = Figures::default();
                 let mut rng = StdRng::from_entropy();
+                let mut conn = Connection::new(&target.base);
                 loop {
                     let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(member) = target.members.get(index) else {
                         return figures;
                     };
                     let sent = Instant::now();
-                    let outcome = target.read(member, &mut rng).await;
+                    let outcome = target.read(member, &mut rng, &mut conn).await;
                     figures.record(outcome, sent);
                 }
             })
@@ -212,13 +203,14 @@ pub async fn run(target: Arc<Target>, scenario: &Scenario) -> Figures {
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(w as u64 ^ rand::random::<u64>());
                 let mut figures = Figures::default();
+                let mut conn = Connection::new(&target.base);
                 loop {
                     let sent = Instant::now();
                     if sent >= end {
                         return figures;
                     }
                     let op = mix(rng.gen_range(0..100));
-                    let outcome = target.execute(op, &mut rng).await;
+                    let outcome = target.execute(op, &mut rng, &mut conn).await;
                     if sent >= measure_from {
                         figures.record(outcome, sent);
                     }

@@ -3,6 +3,7 @@
 //! the same machine in the same run. See BENCHMARKS.md.
 
 mod baseline;
+mod http1;
 mod load;
 mod setup;
 
@@ -103,7 +104,6 @@ async fn run(args: Args) -> Result<bool, Error> {
         tokio::time::sleep(Duration::from_secs(args.pause_for_profiler)).await;
     }
     let target = Arc::new(Target {
-        http: reqwest::Client::new(),
         base: server.base.clone(),
         partner_tokens: programme.partners.iter().map(|(_, t)| t.clone()).collect(),
         members,
@@ -208,8 +208,7 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
 }
 
 async fn cache_counters(target: &Target) -> String {
-    let text = match target
-        .http
+    let text = match reqwest::Client::new()
         .get(format!("{}/metrics", target.base))
         .send()
         .await

@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use coalition_server::config::Config;
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc malloc: allocation was a fifth of the server's CPU time
+/// under purchase load (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "coalition", about = "Coalition loyalty network backend")]
 struct Cli {
