@@ -160,6 +160,9 @@ async fn run(args: Args) -> Result<bool, Error> {
     let cache = cache_counters(&target).await;
     let rows = [earn, reads, mixed, cold];
     report(&rows, pgbench.as_ref(), redis.as_ref(), &cache);
+    if args.smoke {
+        println!("(smoke run: it checks that the benchmark works; its figures measure nothing)");
+    }
     drop(server);
     setup::drop_databases(
         &args.database_url,

@@ -61,10 +61,17 @@ struct Slot {
     expires: Instant,
 }
 
-#[derive(Default)]
 pub struct InProcessCache {
     slots: Mutex<HashMap<Uuid, Slot>>,
+    /// Beyond this many slots, expired ones go, then cached values (markers stay).
+    capacity: usize,
     stats: CacheStats,
+}
+
+impl Default for InProcessCache {
+    fn default() -> Self {
+        Self::with_capacity(200_000)
+    }
 }
 
 /// Decides whether a write of (version, body) may replace what is cached: never an older
@@ -78,8 +85,30 @@ fn may_replace(current: Option<(i64, bool)>, version: i64, has_body: bool) -> bo
 }
 
 impl InProcessCache {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            slots: Mutex::default(),
+            capacity,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Makes room without ever forgetting a live "changed" marker, which is what keeps a
+    /// slow reader from putting back an older view.
+    fn make_room(&self, slots: &mut HashMap<Uuid, Slot>) {
+        if slots.len() < self.capacity {
+            return;
+        }
+        let now = Instant::now();
+        slots.retain(|_, slot| slot.expires > now);
+        if slots.len() >= self.capacity {
+            slots.retain(|_, slot| slot.body.is_none());
+        }
+    }
+
     fn write(&self, account: Uuid, version: i64, body: Option<String>, ttl: Duration) {
         let mut slots = self.slots.lock().expect("cache lock");
+        self.make_room(&mut slots);
         let current = slots.get(&account).map(|s| (s.version, s.body.is_some()));
         if may_replace(current, version, body.is_some()) {
             slots.insert(
@@ -369,6 +398,33 @@ impl BalanceCache for RedisCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_cache_drops_values_but_keeps_change_markers() {
+        let cache = InProcessCache::with_capacity(3);
+        let (a, b, c, d) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let view = |version: i64| Versioned {
+            version,
+            body: format!("v{version}"),
+        };
+        cache.put(a, view(1), MAX_TTL).await;
+        cache.put(b, view(1), MAX_TTL).await;
+        cache.changed(c, 5).await;
+        cache.put(d, view(1), MAX_TTL).await; // full: values go, c's marker stays
+        assert_eq!(cache.get(a).await, None);
+        cache.put(c, view(4), MAX_TTL).await;
+        assert_eq!(
+            cache.get(c).await,
+            None,
+            "the marker still refuses version 4"
+        );
+        assert_eq!(cache.get(d).await.unwrap().body, "v1");
+    }
 
     #[tokio::test]
     async fn an_older_version_never_replaces_a_newer_one() {
