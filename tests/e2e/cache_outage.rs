@@ -151,3 +151,43 @@ async fn a_redis_outage_degrades_to_the_database_and_leaves_nothing_stale() {
         Some((after.version, Some(after.balance)))
     );
 }
+
+#[tokio::test]
+async fn a_server_started_during_a_redis_outage_serves_and_takes_redis_up_when_it_answers() {
+    let Some(redis_url) = test_redis_url() else {
+        eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
+        return;
+    };
+    let upstream = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = CuttableProxy::start(upstream).await;
+    proxy.cut();
+    let t = spawn_app_with_redis(Some(format!("redis://{}", proxy.addr))).await;
+    assert_eq!(ready(&t).await["cache"], "degraded");
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (member, card) = t.member_with_card(&gym, "ann@example.org").await;
+    assert_eq!(t.purchase(&gym, &card, "30.00", 0).await["balance"], 30);
+    assert_eq!(t.points(&gym.token, &member).await, 30);
+    assert_eq!(metric(&t, "coalition_balance_cache_up").await, 0);
+
+    proxy.restore();
+    let mut back = false;
+    for _ in 0..50 {
+        if ready(&t).await["cache"] == "ok" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the cache never came up: {}", ready(&t).await);
+    assert_eq!(t.points(&gym.token, &member).await, 30);
+    let hits = metric(&t, "coalition_balance_cache_hits_total").await;
+    assert_eq!(t.points(&gym.token, &member).await, 30);
+    assert_eq!(
+        metric(&t, "coalition_balance_cache_hits_total").await,
+        hits + 1
+    );
+}

@@ -20,7 +20,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
     let cache: Arc<dyn BalanceCache> = match &config.redis_url {
         Some(url) => RedisCache::connect(url, &config.redis_prefix)
             .await
-            .map_err(|e| format!("REDIS_URL: cannot connect: {e}"))?,
+            .map_err(|e| format!("REDIS_URL: {e}"))?,
         None => Arc::new(InProcessCache::default()),
     };
     let tokens =

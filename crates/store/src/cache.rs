@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -168,7 +168,9 @@ impl BalanceCache for InProcessCache {
 /// cache is trusted again, because a "changed" marker lost during the outage could
 /// otherwise leave an old value behind.
 pub struct RedisCache {
-    connection: redis::aio::ConnectionManager,
+    client: redis::Client,
+    /// Set once Redis first answers (at start, or later by the probe).
+    connection: OnceLock<redis::aio::ConnectionManager>,
     prefix: String,
     write_script: redis::Script,
     /// Set by any failed call; cleared by the probe after a flush.
@@ -203,24 +205,52 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 impl RedisCache {
-    /// Connects and starts the recovery probe, which lives as long as the cache.
+    /// Connects and starts the recovery probe, which lives as long as the cache. Only a
+    /// malformed URL is an error: a Redis that does not answer yet leaves the cache off
+    /// until the probe reaches it, so a server can start during a Redis outage.
     pub async fn connect(url: &str, prefix: &str) -> Result<Arc<Self>, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(CALL_TIMEOUT)
-            .set_number_of_retries(1);
-        let connection = redis::aio::ConnectionManager::new_with_config(client, config).await?;
         let cache = Arc::new(Self {
-            connection,
+            client: redis::Client::open(url)?,
+            connection: OnceLock::new(),
             prefix: prefix.to_owned(),
             write_script: redis::Script::new(WRITE_IF_NEWER),
             unavailable: AtomicBool::new(false),
             lost_writes: AtomicU64::new(0),
             stats: CacheStats::default(),
         });
+        if !cache.open().await {
+            cache.failed("not reachable at start");
+        }
         tokio::spawn(probe(Arc::downgrade(&cache)));
         Ok(cache)
+    }
+
+    /// Opens the connection if it is not open yet; whether it is open.
+    async fn open(&self) -> bool {
+        if self.connection.get().is_some() {
+            return true;
+        }
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(1))
+            .set_response_timeout(CALL_TIMEOUT)
+            .set_number_of_retries(1);
+        let opening = redis::aio::ConnectionManager::new_with_config(self.client.clone(), config);
+        match tokio::time::timeout(Duration::from_secs(2), opening).await {
+            Ok(Ok(connection)) => {
+                let _ = self.connection.set(connection);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The open connection; `None` (counted as a failure) before Redis first answered.
+    fn connection(&self) -> Option<redis::aio::ConnectionManager> {
+        let connection = self.connection.get().cloned();
+        if connection.is_none() {
+            self.failed("not connected");
+        }
+        connection
     }
 
     fn key(&self, account: Uuid) -> String {
@@ -266,7 +296,12 @@ impl RedisCache {
         if !self.unavailable.load(Ordering::Acquire) && lost == 0 {
             return;
         }
-        let mut con = self.connection.clone();
+        if !self.open().await {
+            return;
+        }
+        let Some(mut con) = self.connection() else {
+            return;
+        };
         let pong: Option<String> = self.call(redis::cmd("PING").query_async(&mut con)).await;
         if pong.is_none() {
             return;
@@ -290,7 +325,7 @@ impl RedisCache {
 
     /// Deletes this prefix's cached balances (SCAN, not KEYS: Redis keeps serving).
     async fn flush(&self) -> Option<usize> {
-        let mut con = self.connection.clone();
+        let mut con = self.connection()?;
         let pattern = format!("{}balance:*", self.prefix);
         let mut cursor: u64 = 0;
         let mut flushed = 0;
@@ -324,7 +359,10 @@ impl RedisCache {
             self.lost_writes.fetch_add(1, Ordering::AcqRel);
             return;
         }
-        let mut con = self.connection.clone();
+        let Some(mut con) = self.connection() else {
+            self.lost_writes.fetch_add(1, Ordering::AcqRel);
+            return;
+        };
         let mut invocation = self.write_script.key(self.key(account));
         let seconds = ttl.min(MAX_TTL).as_secs().max(1);
         invocation.arg(version).arg(body).arg(seconds);
@@ -353,7 +391,10 @@ impl BalanceCache for RedisCache {
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let mut con = self.connection.clone();
+        let Some(mut con) = self.connection() else {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         let fields: Option<(Option<i64>, Option<String>)> = self
             .call(
                 redis::cmd("HMGET")
@@ -381,7 +422,9 @@ impl BalanceCache for RedisCache {
 
     /// Asks Redis, so a readiness check notices an outage even when no request has.
     async fn healthy(&self) -> Option<bool> {
-        let mut con = self.connection.clone();
+        let Some(mut con) = self.connection.get().cloned() else {
+            return Some(false);
+        };
         let pong: Option<String> = self.call(redis::cmd("PING").query_async(&mut con)).await;
         Some(pong.is_some() && self.trusted())
     }
