@@ -78,11 +78,9 @@ async fn run(command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("COALITION_ADDR {}: {e}", config.addr))?;
             tracing::info!(addr = %config.addr, "coalition listening");
-            coalition_server::serve(app, listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| e.to_string())
+            coalition_server::serve(app, listener, stop_requested())
+                .await
+                .map_err(|e| e.to_string())
         }
         Command::Migrate => {
             let db = coalition_store::connect(&config.database_url, 2)
@@ -130,4 +128,21 @@ async fn run(command: Command) -> Result<(), String> {
         }
         Command::Openapi => unreachable!("handled above"),
     }
+}
+
+/// Ctrl-C, or SIGTERM (what Kubernetes sends): stop accepting, finish what is in flight.
+async fn stop_requested() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    tracing::info!("stopping: finishing requests in flight");
 }
