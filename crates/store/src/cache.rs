@@ -12,7 +12,10 @@ use uuid::Uuid;
 
 /// The longest a cached view lives; the caller passes a shorter life when the view will
 /// change with the clock (points entering the "expiring soon" window, or expiring).
-pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// It also bounds the one staleness the versioning cannot prevent: a process cut off
+/// from Redis alone cannot mark its writes there, and the others keep serving the view
+/// from before until it expires (or that process's probe flushes).
+pub const MAX_TTL: Duration = Duration::from_secs(300);
 /// How long a "changed" marker lives: far longer than any read that could race it.
 const MARKER_TTL: Duration = Duration::from_secs(60);
 
