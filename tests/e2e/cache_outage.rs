@@ -54,6 +54,31 @@ impl CuttableProxy {
     }
 }
 
+/// The test Redis behind a cuttable proxy; `None` (said on stderr) without TEST_REDIS_URL.
+async fn proxied_redis() -> Option<(String, CuttableProxy)> {
+    let Some(redis_url) = test_redis_url() else {
+        eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
+        return None;
+    };
+    let upstream = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = CuttableProxy::start(upstream).await;
+    Some((redis_url, proxy))
+}
+
+/// Waits up to 5 s for readiness to report the cache `ok` again.
+async fn cache_comes_back(t: &TestApp) -> bool {
+    for _ in 0..50 {
+        if ready(t).await["cache"] == "ok" {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn ready(t: &TestApp) -> serde_json::Value {
     t.http
         .get(format!("{}/health/ready", t.base))
@@ -67,15 +92,9 @@ async fn ready(t: &TestApp) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_redis_outage_degrades_to_the_database_and_leaves_nothing_stale() {
-    let Some(redis_url) = test_redis_url() else {
-        eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
+    let Some((redis_url, proxy)) = proxied_redis().await else {
         return;
     };
-    let upstream = redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let proxy = CuttableProxy::start(upstream).await;
     let t = spawn_app_with_redis(Some(format!("redis://{}", proxy.addr))).await;
     let prefix = t.redis_prefix.clone().unwrap();
     let prog = t.programme("Coalition").await;
@@ -122,14 +141,7 @@ async fn a_redis_outage_degrades_to_the_database_and_leaves_nothing_stale() {
     );
 
     proxy.restore();
-    let mut back = false;
-    for _ in 0..50 {
-        if ready(&t).await["cache"] == "ok" {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let back = cache_comes_back(&t).await;
     assert!(back, "the cache never came back: {}", ready(&t).await);
     assert_eq!(
         redis_entry(&redis_url, &prefix, before.id).await,
@@ -154,15 +166,9 @@ async fn a_redis_outage_degrades_to_the_database_and_leaves_nothing_stale() {
 
 #[tokio::test]
 async fn a_server_started_during_a_redis_outage_serves_and_takes_redis_up_when_it_answers() {
-    let Some(redis_url) = test_redis_url() else {
-        eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
+    let Some((redis_url, proxy)) = proxied_redis().await else {
         return;
     };
-    let upstream = redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let proxy = CuttableProxy::start(upstream).await;
     proxy.cut();
     let t = spawn_app_with_redis(Some(format!("redis://{}", proxy.addr))).await;
     assert_eq!(ready(&t).await["cache"], "degraded");
@@ -174,14 +180,7 @@ async fn a_server_started_during_a_redis_outage_serves_and_takes_redis_up_when_i
     assert_eq!(metric(&t, "coalition_balance_cache_up").await, 0);
 
     proxy.restore();
-    let mut back = false;
-    for _ in 0..50 {
-        if ready(&t).await["cache"] == "ok" {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let back = cache_comes_back(&t).await;
     assert!(back, "the cache never came up: {}", ready(&t).await);
     assert_eq!(t.points(&gym.token, &member).await, 30);
     let hits = metric(&t, "coalition_balance_cache_hits_total").await;
