@@ -81,7 +81,7 @@ async fn write_all(
     let mut b = Binds::default();
     let earned = b.add(row.points_earned);
     let account = b.add(row.account_id);
-    let entry = b.add(write.entry_id);
+    let entry = b.add(row.entry_id);
     let programme = b.add(row.programme_id);
     let now = b.add(row.created_at);
     let partner = b.add(row.partner_id);

@@ -163,7 +163,7 @@ pub async fn record(
     let (response, changed) = idempotency::run(app, key, |txn| async move {
         let mut priced = price(app, &txn, caller, &programme, &req).await?;
         let write = plan(app, caller, &programme, &priced, req)?;
-        let state = write_step_by_step(&txn, &write, priced.outcome.points_redeemed).await?;
+        let state = write_step_by_step(&txn, &write).await?;
         priced.balance = state.balance;
         let recorded = Recorded {
             purchase: write.row,
@@ -198,7 +198,6 @@ pub(crate) async fn after_commit(
 /// Everything a purchase writes, decided before anything is written.
 pub(crate) struct PurchaseWrite {
     pub entry: JournalEntry,
-    pub entry_id: Uuid,
     pub ctx: EntryContext,
     pub row: purchase::Model,
     pub lot_expires_at: chrono::DateTime<chrono::Utc>,
@@ -266,7 +265,6 @@ pub(crate) fn plan(
     });
     Ok(PurchaseWrite {
         entry,
-        entry_id,
         ctx,
         row,
         lot_expires_at: programme.lot_expiry(now),
@@ -287,25 +285,16 @@ pub(crate) fn duplicate_or(err: sea_orm::DbErr, row: &purchase::Model) -> AppErr
 async fn write_step_by_step(
     txn: &DatabaseTransaction,
     write: &PurchaseWrite,
-    points_redeemed: Points,
 ) -> AppResult<AccountState> {
     let row = &write.row;
     let (account_id, programme_id, now) = (row.account_id, row.programme_id, row.created_at);
+    let (points_redeemed, entry_id) = (row.points_redeemed, row.entry_id);
     // The guard: the balance must cover the redeemed points before anything is earned.
     let state = ledger::spend_and_earn(txn, account_id, points_redeemed, row.points_earned).await?;
     ledger::consume_lots(txn, account_id, points_redeemed).await?;
-    ledger::write_entry(txn, write.entry_id, &write.entry, &write.ctx, now).await?;
+    ledger::write_entry(txn, entry_id, &write.entry, &write.ctx, now).await?;
     let lot = (row.points_earned, write.lot_expires_at);
-    ledger::add_lot(
-        txn,
-        programme_id,
-        account_id,
-        write.entry_id,
-        lot.0,
-        lot.1,
-        now,
-    )
-    .await?;
+    ledger::add_lot(txn, programme_id, account_id, entry_id, lot.0, lot.1, now).await?;
     purchase::Entity::insert(purchase::ActiveModel::from(row.clone()))
         .exec_without_returning(txn)
         .await
