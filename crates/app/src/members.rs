@@ -135,6 +135,27 @@ pub async fn link_partner(
     Ok(())
 }
 
+/// The partner whose links limit what this caller sees; `None` sees the whole programme.
+fn seeing_partner(caller: &Caller) -> Option<Uuid> {
+    match caller.scope {
+        Scope::Partner => caller.partner_id,
+        _ => None,
+    }
+}
+
+/// The member, if it belongs to the caller's programme.
+async fn in_programme(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    member_id: Uuid,
+) -> AppResult<member::Model> {
+    member::Entity::find_by_id(member_id)
+        .filter(member::Column::ProgrammeId.eq(caller.programme_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("member"))
+}
+
 /// The member if this caller may see it; otherwise "not found", never "forbidden".
 pub async fn visible(
     db: &impl ConnectionTrait,
@@ -142,12 +163,8 @@ pub async fn visible(
     member_id: Uuid,
 ) -> AppResult<member::Model> {
     caller.require(&[Scope::Admin, Scope::Partner])?;
-    let row = member::Entity::find_by_id(member_id)
-        .filter(member::Column::ProgrammeId.eq(caller.programme_id))
-        .one(db)
-        .await?
-        .ok_or(AppError::NotFound("member"))?;
-    if let (Scope::Partner, Some(partner_id)) = (caller.scope, caller.partner_id) {
+    let row = in_programme(db, caller, member_id).await?;
+    if let Some(partner_id) = seeing_partner(caller) {
         let linked = member_partner::Entity::find_by_id((member_id, partner_id))
             .one(db)
             .await?
@@ -164,21 +181,14 @@ pub async fn visible(
 /// links at once, so the next partner to ask is answered from memory too.
 pub async fn visible_account(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Uuid> {
     caller.require(&[Scope::Admin, Scope::Partner])?;
-    let partner = match caller.scope {
-        Scope::Partner => caller.partner_id,
-        _ => None,
-    };
+    let partner = seeing_partner(caller);
     if let Some(account) = app
         .directory
         .account(member_id, caller.programme_id, partner)
     {
         return Ok(account);
     }
-    let row = member::Entity::find_by_id(member_id)
-        .filter(member::Column::ProgrammeId.eq(caller.programme_id))
-        .one(&app.db)
-        .await?
-        .ok_or(AppError::NotFound("member"))?;
+    let row = in_programme(&app.db, caller, member_id).await?;
     let links = member_partner::Entity::find()
         .filter(member_partner::Column::MemberId.eq(member_id))
         .all(&app.db)
