@@ -3,6 +3,7 @@
 //! for one of them must bring invalidation across processes too.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::RwLock;
 use uuid::Uuid;
 
@@ -15,7 +16,21 @@ impl<V> Default for Remembered<V> {
 }
 
 impl<V: Clone> Remembered<V> {
-    pub fn get(&self, id: Uuid) -> Option<V> {
+    /// The remembered value, or else what `load` reads, which is remembered from then on.
+    pub async fn get_or_load<E>(
+        &self,
+        id: Uuid,
+        load: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, E> {
+        if let Some(known) = self.get(id) {
+            return Ok(known);
+        }
+        let loaded = load.await?;
+        self.keep(id, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn get(&self, id: Uuid) -> Option<V> {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -23,7 +38,7 @@ impl<V: Clone> Remembered<V> {
             .cloned()
     }
 
-    pub fn keep(&self, id: Uuid, value: V) {
+    fn keep(&self, id: Uuid, value: V) {
         self.0
             .write()
             .unwrap_or_else(|e| e.into_inner())

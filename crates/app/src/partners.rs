@@ -142,14 +142,12 @@ pub async fn terms(
     programme_id: Uuid,
     id: Uuid,
 ) -> AppResult<Partner> {
-    match app.partners.get(id) {
-        Some((programme, partner)) if programme == programme_id => Ok(partner),
-        Some(_) => Err(AppError::NotFound("partner")),
-        None => {
-            let partner = find(db, programme_id, id).await?;
-            app.partners.keep(id, (programme_id, partner.clone()));
-            Ok(partner)
-        }
+    let in_programme = async { find(db, programme_id, id).await.map(|p| (programme_id, p)) };
+    let (programme, partner) = app.partners.get_or_load(id, in_programme).await?;
+    if programme == programme_id {
+        Ok(partner)
+    } else {
+        Err(AppError::NotFound("partner"))
     }
 }
 

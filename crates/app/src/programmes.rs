@@ -105,12 +105,7 @@ pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<C
 
 /// The programme's terms, from memory after the first read (nothing updates them).
 pub async fn load(app: &App, id: Uuid) -> AppResult<Programme> {
-    if let Some(known) = app.programmes.get(id) {
-        return Ok(known);
-    }
-    let programme = load_from(&app.db, id).await?;
-    app.programmes.keep(id, programme.clone());
-    Ok(programme)
+    app.programmes.get_or_load(id, load_from(&app.db, id)).await
 }
 
 async fn load_from(db: &impl ConnectionTrait, id: Uuid) -> AppResult<Programme> {
