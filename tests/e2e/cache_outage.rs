@@ -71,23 +71,12 @@ async fn proxied_redis() -> Option<(String, CuttableProxy)> {
 /// Waits up to 5 s for readiness to report the cache `ok` again.
 async fn cache_comes_back(t: &TestApp) -> bool {
     for _ in 0..50 {
-        if ready(t).await["cache"] == "ok" {
+        if t.ready().await["cache"] == "ok" {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
-}
-
-async fn ready(t: &TestApp) -> serde_json::Value {
-    t.http
-        .get(format!("{}/health/ready", t.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -117,7 +106,7 @@ async fn a_redis_outage_degrades_to_the_database_and_leaves_nothing_stale() {
     );
 
     proxy.cut();
-    let during = ready(&t).await;
+    let during = t.ready().await;
     assert_eq!(during["status"], "degraded", "{during}");
     assert_eq!(during["cache"], "degraded", "{during}");
     assert_eq!(during["database"], "ok", "{during}");
@@ -142,7 +131,7 @@ async fn a_redis_outage_degrades_to_the_database_and_leaves_nothing_stale() {
 
     proxy.restore();
     let back = cache_comes_back(&t).await;
-    assert!(back, "the cache never came back: {}", ready(&t).await);
+    assert!(back, "the cache never came back: {}", t.ready().await);
     assert_eq!(
         redis_entry(&redis_url, &prefix, before.id).await,
         None,
@@ -166,12 +155,12 @@ async fn a_redis_outage_degrades_to_the_database_and_leaves_nothing_stale() {
 
 #[tokio::test]
 async fn a_server_started_during_a_redis_outage_serves_and_takes_redis_up_when_it_answers() {
-    let Some((redis_url, proxy)) = proxied_redis().await else {
+    let Some((_, proxy)) = proxied_redis().await else {
         return;
     };
     proxy.cut();
     let t = spawn_app_with_redis(Some(format!("redis://{}", proxy.addr))).await;
-    assert_eq!(ready(&t).await["cache"], "degraded");
+    assert_eq!(t.ready().await["cache"], "degraded");
     let prog = t.programme("Coalition").await;
     let gym = t.partner(&prog, "Gym", "1").await;
     let (member, card) = t.member_with_card(&gym, "ann@example.org").await;
@@ -181,7 +170,7 @@ async fn a_server_started_during_a_redis_outage_serves_and_takes_redis_up_when_i
 
     proxy.restore();
     let back = cache_comes_back(&t).await;
-    assert!(back, "the cache never came up: {}", ready(&t).await);
+    assert!(back, "the cache never came up: {}", t.ready().await);
     assert_eq!(t.points(&gym.token, &member).await, 30);
     let hits = metric(&t, "coalition_balance_cache_hits_total").await;
     assert_eq!(t.points(&gym.token, &member).await, 30);

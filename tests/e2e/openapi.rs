@@ -63,15 +63,7 @@ async fn health_reports_the_database_and_the_cache() {
         .await
         .unwrap();
     assert_eq!(live.status(), 200);
-    let ready: serde_json::Value = t
-        .http
-        .get(format!("{}/health/ready", t.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = t.ready().await;
     let expected_cache = if std::env::var("TEST_REDIS_URL").is_ok_and(|u| !u.is_empty()) {
         "ok"
     } else {

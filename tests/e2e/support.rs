@@ -225,6 +225,18 @@ impl Client {
             .await
     }
 
+    /// `GET /health/ready` as JSON.
+    pub async fn ready(&self) -> Value {
+        self.http
+            .get(format!("{}/health/ready", self.base))
+            .send()
+            .await
+            .expect("health/ready")
+            .json()
+            .await
+            .expect("health/ready answers JSON")
+    }
+
     pub async fn token(&self, client_id: &str, client_secret: &str) -> String {
         let res = self
             .http

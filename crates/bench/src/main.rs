@@ -134,13 +134,8 @@ async fn run(args: Args) -> Result<bool, Error> {
     let redis = baseline::redis_get(&args.redis_url, READ_CONCURRENCY, redis_requests)?;
     // A network that has been running has its balances cached; reading each member once
     // gets there, and measures the cold first read on the way.
-    reset_peak_rss(server.pid());
-    let cold = Row {
-        name: "first reads",
-        concurrency: READ_CONCURRENCY,
-        figures: load::read_each_once(target.clone(), READ_CONCURRENCY).await,
-        peak_rss_mb: peak_rss_mb(server.pid()).unwrap_or(f64::NAN),
-    };
+    let first_reads = load::read_each_once(target.clone(), READ_CONCURRENCY);
+    let cold = measured(server.pid(), "first reads", READ_CONCURRENCY, first_reads).await;
     let reads = measure_scenario(
         &target,
         server.pid(),
@@ -182,11 +177,22 @@ async fn measure_scenario(target: &Arc<Target>, pid: u32, scenario: Scenario) ->
         scenario.warmup.as_secs(),
         scenario.measure.as_secs()
     );
+    let load = load::run(target.clone(), &scenario);
+    measured(pid, scenario.name, scenario.concurrency, load).await
+}
+
+/// Runs `load` (futures start when awaited) and takes the server's peak RSS during it.
+async fn measured(
+    pid: u32,
+    name: &'static str,
+    concurrency: usize,
+    load: impl std::future::Future<Output = Figures>,
+) -> Row {
     reset_peak_rss(pid);
-    let figures = load::run(target.clone(), &scenario).await;
+    let figures = load.await;
     Row {
-        name: scenario.name,
-        concurrency: scenario.concurrency,
+        name,
+        concurrency,
         figures,
         peak_rss_mb: peak_rss_mb(pid).unwrap_or(f64::NAN),
     }
