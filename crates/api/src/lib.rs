@@ -1,11 +1,10 @@
 //! The HTTP face of Coalition: axum routers registered together with their OpenAPI
 //! description (utoipa-axum), problem+json errors, and the service endpoints.
 
-pub mod dto;
 pub mod extract;
-mod handlers;
 mod metrics;
 pub mod problem;
+pub mod routes;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -15,7 +14,6 @@ use utoipa::openapi::security::{
 };
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 #[derive(OpenApi)]
@@ -59,28 +57,14 @@ impl Modify for Security {
 }
 
 fn api_router() -> OpenApiRouter<App> {
-    use handlers::*;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(token))
-        .routes(routes!(create_partner, list_partners))
-        .routes(routes!(get_partner))
-        .routes(routes!(create_client))
-        .routes(routes!(enrol_member))
-        .routes(routes!(get_member, erase_member))
-        .routes(routes!(member_balance))
-        .routes(routes!(member_transactions))
-        .routes(routes!(issue_card))
-        .routes(routes!(get_card))
-        .routes(routes!(register_card))
-        .routes(routes!(block_card))
-        .routes(routes!(replace_card))
-        .routes(routes!(quote_purchase))
-        .routes(routes!(record_purchase))
-        .routes(routes!(get_purchase))
-        .routes(routes!(refund_purchase))
-        .routes(routes!(health_live))
-        .routes(routes!(health_ready))
-        .routes(routes!(metrics))
+        .merge(routes::oauth::router())
+        .merge(routes::partners::router())
+        .merge(routes::clients::router())
+        .merge(routes::members::router())
+        .merge(routes::cards::router())
+        .merge(routes::purchases::router())
+        .merge(routes::service::router())
 }
 
 /// The OpenAPI document, exactly as served at `/openapi.json`.
@@ -92,7 +76,7 @@ pub fn router(app: App) -> Router {
     let (routes, api) = api_router().split_for_parts();
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
-        .fallback(handlers::not_found)
+        .fallback(routes::service::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .with_state(app)
 }

@@ -1,0 +1,166 @@
+//! Cards: issue, look up, register, block, replace.
+
+use super::*;
+use crate::extract::{idempotency_key, Auth, JsonBody};
+use crate::problem::Problem;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use coalition_app::cards;
+use coalition_app::App;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+fn card_response(c: &cards::CardRow) -> CardResponse {
+    CardResponse {
+        id: c.id,
+        number: c.number.clone(),
+        kind: c.kind.clone(),
+        status: c.status.clone(),
+        member_id: c.member_id,
+        replaced_by: c.replaced_by_number.clone(),
+        created_at: c.created_at,
+    }
+}
+
+/// Issue a card (admin, partner): registered with `member_id`, bearer without.
+#[utoipa::path(post, path = "/v1/cards", tag = "cards", security(("bearer" = [])), request_body = NewCardRequest,
+    responses((status = 201, body = CardResponse), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn issue_card(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    body: JsonBody<NewCardRequest>,
+) -> ApiResult<Response> {
+    let card = cards::issue(&app, &caller, body.value.member_id).await?;
+    Ok(created(
+        format!("/v1/cards/{}", card.number),
+        card_response(&card),
+    ))
+}
+
+/// One card by its number (admin, partner).
+#[utoipa::path(get, path = "/v1/cards/{number}", tag = "cards", security(("bearer" = [])), params(("number" = String, Path)),
+    responses((status = 200, body = CardResponse), (status = 404, body = Problem)))]
+pub async fn get_card(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(number): Path<String>,
+) -> ApiResult<Json<CardResponse>> {
+    Ok(Json(card_response(
+        &cards::get(&app, &caller, &number).await?,
+    )))
+}
+
+/// Register a bearer card to a member; its points move with it (Idempotency-Key required).
+#[utoipa::path(post, path = "/v1/cards/{number}/register", tag = "cards", security(("bearer" = [])),
+    params(("number" = String, Path), ("Idempotency-Key" = String, Header)), request_body = RegisterCardRequest,
+    responses((status = 200, body = RegisteredCardResponse), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn register_card(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(number): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<RegisterCardRequest>,
+) -> ApiResult<Response> {
+    let key = idempotency_key(
+        &caller,
+        &headers,
+        &format!("register {number}"),
+        &body.canonical,
+    )?;
+    let answer = cards::register(&app, &caller, &number, body.value.member_id, &key, |r| {
+        let body = RegisteredCardResponse {
+            card: card_response(&r.card),
+            points_moved: r.points_moved,
+            balance: r.balance,
+        };
+        stored(StatusCode::OK, &body, None)
+    })
+    .await?;
+    Ok(replay(answer))
+}
+
+/// Block a card: it can no longer earn or spend.
+#[utoipa::path(post, path = "/v1/cards/{number}/block", tag = "cards", security(("bearer" = [])), params(("number" = String, Path)),
+    responses((status = 200, body = CardResponse), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn block_card(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(number): Path<String>,
+) -> ApiResult<Json<CardResponse>> {
+    Ok(Json(card_response(
+        &cards::block(&app, &caller, &number).await?,
+    )))
+}
+
+/// Replace a card: a new number that keeps the balance; the old card is retired
+/// (Idempotency-Key required).
+#[utoipa::path(post, path = "/v1/cards/{number}/replace", tag = "cards", security(("bearer" = [])),
+    params(("number" = String, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, body = CardResponse), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn replace_card(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(number): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let key = idempotency_key(&caller, &headers, &format!("replace {number}"), "")?;
+    let answer = cards::replace(&app, &caller, &number, &key, |new| {
+        stored(
+            StatusCode::CREATED,
+            &card_response(new),
+            Some(format!("/v1/cards/{}", new.number)),
+        )
+    })
+    .await?;
+    Ok(replay(answer))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCardRequest {
+    /// The member for a registered card; omit for a bearer card.
+    pub member_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCardRequest {
+    pub member_id: Uuid,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardResponse {
+    pub id: Uuid,
+    pub number: String,
+    /// `registered` or `bearer`.
+    pub kind: String,
+    /// `active`, `blocked` or `replaced`.
+    pub status: String,
+    pub member_id: Option<Uuid>,
+    pub replaced_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisteredCardResponse {
+    pub card: CardResponse,
+    /// Points that moved from the bearer card to the member.
+    pub points_moved: i64,
+    /// The member's points after the move.
+    pub balance: i64,
+}
+
+pub fn router() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(issue_card))
+        .routes(routes!(get_card))
+        .routes(routes!(register_card))
+        .routes(routes!(block_card))
+        .routes(routes!(replace_card))
+}

@@ -1,0 +1,214 @@
+//! Members: enrolment, profile, erasure, balance and history.
+
+use super::*;
+use crate::extract::{list_params, path_id, Auth, JsonBody, ListParams};
+use crate::problem::Problem;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use coalition_app::App;
+use coalition_app::{balances, members};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+fn member_response(m: members::Member) -> MemberResponse {
+    let row = m.row;
+    MemberResponse {
+        id: row.id,
+        name: row.name,
+        email: row.email,
+        phone: row.phone,
+        consent_marketing: row.consent_marketing,
+        consent_data_sharing: row.consent_data_sharing,
+        tier: None,
+        points: m.points,
+        erased: row.erased_at.is_some(),
+        created_at: row.created_at,
+    }
+}
+
+/// Enrol a member (admin, partner).
+#[utoipa::path(post, path = "/v1/members", tag = "members", security(("bearer" = [])), request_body = NewMemberRequest,
+    responses((status = 201, body = MemberResponse), (status = 409, body = Problem, description = "email_taken"), (status = 422, body = Problem)))]
+pub async fn enrol_member(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    body: JsonBody<NewMemberRequest>,
+) -> ApiResult<Response> {
+    let b = body.value;
+    let input = members::NewMember {
+        name: b.name,
+        email: b.email,
+        phone: b.phone,
+        consent_marketing: b.consent_marketing,
+        consent_data_sharing: b.consent_data_sharing,
+    };
+    let member = members::enrol(&app, &caller, input).await?;
+    Ok(created(
+        format!("/v1/members/{}", member.row.id),
+        member_response(member),
+    ))
+}
+
+/// A member's profile and points (admin, partner).
+#[utoipa::path(get, path = "/v1/members/{id}", tag = "members", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = MemberResponse), (status = 404, body = Problem)))]
+pub async fn get_member(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MemberResponse>> {
+    Ok(Json(member_response(
+        members::get(&app, &caller, path_id(&id, "member")?).await?,
+    )))
+}
+
+/// Erase a member's personal data (admin, GDPR). The ledger keeps its numbers.
+#[utoipa::path(delete, path = "/v1/members/{id}", tag = "members", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204, description = "erased"), (status = 404, body = Problem)))]
+pub async fn erase_member(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    members::erase(&app, &caller, path_id(&id, "member")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A member's points, their money value and the points expiring soon (admin, partner).
+#[utoipa::path(get, path = "/v1/members/{id}/balance", tag = "members", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = BalanceResponse), (status = 404, body = Problem)))]
+pub async fn member_balance(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BalanceResponse>> {
+    let view = balances::balance(&app, &caller, path_id(&id, "member")?).await?;
+    Ok(Json(BalanceResponse {
+        member_id: view.member_id,
+        points: view.points,
+        value: MoneyDto::new(view.value, &view.currency),
+        expiring_soon: view
+            .expiring_soon
+            .into_iter()
+            .map(|l| ExpiringPoints {
+                points: l.points,
+                expires_at: l.expires_at,
+            })
+            .collect(),
+    }))
+}
+
+/// A member's ledger history, newest first (admin, partner).
+#[utoipa::path(get, path = "/v1/members/{id}/transactions", tag = "members", security(("bearer" = [])), params(("id" = String, Path), ListParams),
+    responses((status = 200, body = TransactionList), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn member_transactions(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<TransactionList>> {
+    let page = balances::history(
+        &app,
+        &caller,
+        path_id(&id, "member")?,
+        list_params(query.as_deref())?,
+    )
+    .await?;
+    let data = page
+        .data
+        .into_iter()
+        .map(|i| TransactionResponse {
+            entry_id: i.entry_id,
+            kind: i.kind.into(),
+            points: i.points,
+            reason: i.reason,
+            partner_id: i.partner_id,
+            purchase_id: i.purchase_id,
+            refund_id: i.refund_id,
+            breakdown: breakdown(&i.breakdown),
+            created_at: i.created_at,
+        })
+        .collect();
+    Ok(Json(TransactionList {
+        data,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewMemberRequest {
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub consent_marketing: bool,
+    #[serde(default)]
+    pub consent_data_sharing: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberResponse {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub consent_marketing: bool,
+    pub consent_data_sharing: bool,
+    /// The member's tier; tiers come with the tier ladder.
+    pub tier: Option<String>,
+    pub points: i64,
+    pub erased: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExpiringPoints {
+    pub points: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceResponse {
+    pub member_id: Uuid,
+    pub points: i64,
+    /// Money value of the points at the programme's point value.
+    pub value: MoneyDto,
+    /// Lots expiring within 30 days, soonest first.
+    pub expiring_soon: Vec<ExpiringPoints>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionResponse {
+    pub entry_id: Uuid,
+    /// `earned`, `redeemed`, `returned`, `clawed_back`, `card_transfer_in`, `card_transfer_out`.
+    pub kind: String,
+    /// Signed change of the member's points.
+    pub points: i64,
+    pub reason: String,
+    pub partner_id: Option<Uuid>,
+    pub purchase_id: Option<Uuid>,
+    pub refund_id: Option<Uuid>,
+    pub breakdown: Vec<BreakdownLineDto>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionList {
+    pub data: Vec<TransactionResponse>,
+    pub next_cursor: Option<String>,
+}
+
+pub fn router() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(enrol_member))
+        .routes(routes!(get_member, erase_member))
+        .routes(routes!(member_balance))
+        .routes(routes!(member_transactions))
+}
