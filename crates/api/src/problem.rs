@@ -78,7 +78,7 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "Scope not granted",
         ),
         CardBlocked => (StatusCode::CONFLICT, "card_blocked", "The card is blocked"),
-        CardReplaced(_) => (
+        CardReplaced => (
             StatusCode::CONFLICT,
             "card_replaced",
             "The card was replaced",
@@ -102,6 +102,16 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             StatusCode::UNPROCESSABLE_ENTITY,
             "redemption_exceeds_amount",
             "Points worth more than the purchase",
+        ),
+        BalanceLimit { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "balance_limit_exceeded",
+            "Balance limit exceeded",
+        ),
+        AccountMerged => (
+            StatusCode::CONFLICT,
+            "concurrent_change",
+            "Changed at the same time",
         ),
         RefundExceedsRemaining(_) => (
             StatusCode::CONFLICT,

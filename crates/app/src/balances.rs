@@ -25,9 +25,10 @@ pub struct ExpiringLot {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A points account's balance as cached: the same for a member and for any card on the
+/// account, so it names neither.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceView {
-    pub member_id: Uuid,
     pub points: Points,
     /// Money value of the points, as a decimal string in `currency`.
     pub value: String,
@@ -35,15 +36,30 @@ pub struct BalanceView {
     pub expiring_soon: Vec<ExpiringLot>,
 }
 
+/// A member's balance, for the operator and the partners that may see the member.
 pub async fn balance(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<BalanceView> {
     let account_id = members::visible_account(app, caller, member_id).await?;
+    account_balance(app, caller.programme_id, account_id).await
+}
+
+/// The till's balance inquiry: the points behind a card, for any partner of the
+/// programme shown the card; nothing about whose card it is.
+pub async fn card_balance(app: &App, caller: &Caller, number: &str) -> AppResult<BalanceView> {
+    let account_id = crate::cards::account_of_usable(app, caller, number).await?;
+    account_balance(app, caller.programme_id, account_id).await
+}
+
+async fn account_balance(
+    app: &App,
+    programme_id: Uuid,
+    account_id: Uuid,
+) -> AppResult<BalanceView> {
     if let Some(hit) = app.cache.get(account_id).await {
         if let Ok(view) = serde_json::from_str::<BalanceView>(&hit.body) {
             return Ok(view);
         }
     }
-    let (view, version, ttl) =
-        read_balance(app, caller.programme_id, member_id, account_id).await?;
+    let (view, version, ttl) = read_balance(app, programme_id, account_id).await?;
     if let Ok(body) = serde_json::to_string(&view) {
         app.cache
             .put(account_id, Versioned { version, body }, ttl)
@@ -55,7 +71,6 @@ pub async fn balance(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<B
 async fn read_balance(
     app: &App,
     programme_id: Uuid,
-    member_id: Uuid,
     account_id: Uuid,
 ) -> AppResult<(BalanceView, i64, std::time::Duration)> {
     let programme = programmes::load(app, programme_id).await?;
@@ -73,10 +88,11 @@ async fn read_balance(
         .await?;
     let ttl = view_lifetime(now, lots.iter().map(|l| l.expires_at));
     let lots = lots.into_iter().filter(|l| l.expires_at < horizon);
-    let value = (Decimal::from(account.balance) * programme.point_value)
+    let value = Decimal::from(account.balance)
+        .checked_mul(programme.point_value)
+        .ok_or_else(|| AppError::Internal(format!("value of account {account_id} overflows")))?
         .round_dp_with_strategy(programme.currency.minor_units(), RoundingStrategy::ToZero);
     let view = BalanceView {
-        member_id,
         points: account.balance,
         value: format_amount(value, &programme.currency),
         currency: programme.currency.to_string(),
@@ -102,6 +118,27 @@ fn view_lifetime(
         .min()
         .and_then(|next| (next - now).to_std().ok())
         .map_or(MAX_TTL, |until| until.min(MAX_TTL))
+}
+
+/// A partner's view of a member's history holds only its own purchases and refunds:
+/// postings whose entry is a purchase or refund recorded by that partner.
+fn own_purchases_and_refunds(partner_id: Uuid) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Alias, Expr, Query};
+    let entry = Alias::new("own_entry");
+    Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from_as(journal_entry::Entity, entry.clone())
+            .and_where(
+                Expr::col((entry.clone(), journal_entry::Column::Id))
+                    .equals((posting::Entity, posting::Column::EntryId)),
+            )
+            .and_where(Expr::col((entry.clone(), journal_entry::Column::PartnerId)).eq(partner_id))
+            .and_where(
+                Expr::col((entry, journal_entry::Column::Kind)).is_in(["purchase", "refund"]),
+            )
+            .to_owned(),
+    )
 }
 
 /// One line of a member's history: one posting on the member's account, with its entry.
@@ -145,6 +182,9 @@ pub async fn history(
         .filter(posting::Column::AccountId.eq(member.account_id));
     if let Some(before) = before {
         query = query.filter(posting::Column::Seq.lt(before));
+    }
+    if let Some(partner_id) = members::seeing_partner(caller) {
+        query = query.filter(own_purchases_and_refunds(partner_id));
     }
     let postings = query
         .order_by_desc(posting::Column::Seq)

@@ -1,6 +1,15 @@
 //! Cards: registered (named) and bearer (anonymous) cards, registering a bearer card to a
 //! member (its points move with it), blocking and replacing (the balance stays with the
 //! points account, so the new card carries it and the old one can do nothing).
+//!
+//! Who may act on a card: the operator on every card of its programme; a partner on the
+//! cards it issued and the cards of members it may see (see `members`). Anyone else is
+//! told "not found". Two things stay open to every partner of the programme, because at
+//! the till the card is the credential: using a card in a purchase, asking its points
+//! (`balance_of`), and registering a bearer card its holder presents.
+//!
+//! Every state change is a conditional UPDATE from the state it read, and registration
+//! and replacement lock the card row first, so two changes of one card never both win.
 
 use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, IdempotencyKey, StoredResponse};
@@ -9,12 +18,12 @@ use crate::members;
 use crate::{App, Caller, Scope};
 use coalition_domain::card_number;
 use coalition_domain::ledger::{AccountRef, EntryKind, JournalEntry};
-use coalition_store::entities::{card, point_account, point_lot};
+use coalition_store::entities::{card, point_account, point_lot, purchase};
 use rand::RngCore;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    TransactionTrait,
+    QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -57,9 +66,7 @@ pub async fn find(
 pub fn ensure_active(card: &card::Model) -> AppResult<()> {
     match card.status.as_str() {
         ACTIVE => Ok(()),
-        REPLACED => Err(AppError::CardReplaced(
-            card.replaced_by_number.clone().unwrap_or_default(),
-        )),
+        REPLACED => Err(AppError::CardReplaced),
         _ => Err(AppError::CardBlocked),
     }
 }
@@ -117,6 +124,7 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
                 member_id: Set(None),
                 balance: Set(0),
                 version: Set(0),
+                merged_into_account_id: Set(None),
                 created_at: Set(chrono::Utc::now()),
             })
             .exec_without_returning(&txn)
@@ -128,9 +136,61 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
     Ok(issued)
 }
 
-pub async fn get(app: &App, caller: &Caller, number: &str) -> AppResult<card::Model> {
+/// A card of the programme that this caller may act on: the operator any, a partner
+/// those it issued and those of members it may see. Others are "not found".
+pub async fn visible(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    number: &str,
+) -> AppResult<card::Model> {
     caller.require(&[Scope::Admin, Scope::Partner])?;
-    find(&app.db, caller.programme_id, number).await
+    let card = find(db, caller.programme_id, number).await?;
+    let Some(partner_id) = members::seeing_partner(caller) else {
+        return Ok(card);
+    };
+    if card.issued_by_partner_id == Some(partner_id) {
+        return Ok(card);
+    }
+    match card.member_id {
+        Some(member_id) if members::linked(db, member_id, partner_id).await? => Ok(card),
+        _ => Err(AppError::NotFound("card")),
+    }
+}
+
+/// Locks the card row until the transaction ends, then checks who may act on it.
+async fn visible_locked(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    number: &str,
+) -> AppResult<card::Model> {
+    let card = visible(txn, caller, number).await?;
+    card::Entity::find_by_id(card.id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("card"))
+}
+
+/// A card as this caller may see it: a partner that sees the card only because it
+/// issued it (a bearer card someone else registered) does not learn whose card it is.
+pub async fn get(app: &App, caller: &Caller, number: &str) -> AppResult<card::Model> {
+    let mut card = visible(&app.db, caller, number).await?;
+    if let (Some(partner_id), Some(member_id)) = (members::seeing_partner(caller), card.member_id) {
+        if !members::linked(&app.db, member_id, partner_id).await? {
+            card.member_id = None;
+        }
+    }
+    Ok(card)
+}
+
+/// The account behind a card any partner of the programme was shown, for the till's
+/// "how many points do I have?": a card that cannot be used says why, and nothing about
+/// whose card it is.
+pub async fn account_of_usable(app: &App, caller: &Caller, number: &str) -> AppResult<Uuid> {
+    caller.require(&[Scope::Admin, Scope::Partner, Scope::Bank])?;
+    let card = find(&app.db, caller.programme_id, number).await?;
+    ensure_active(&card)?;
+    Ok(card.account_id)
 }
 
 /// Attaches a bearer card to a member. Its points move to the member's account in one
@@ -163,7 +223,15 @@ async fn register_in(
     number: &str,
     member_id: Uuid,
 ) -> AppResult<(Registered, Vec<AccountState>)> {
+    caller.require(&[Scope::Admin, Scope::Partner])?;
+    // The card is the credential here: any partner may register a bearer card presented
+    // at its till. The lock keeps a concurrent block, replace or registration out.
     let card = find(txn, caller.programme_id, number).await?;
+    let card = card::Entity::find_by_id(card.id)
+        .lock_exclusive()
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("card"))?;
     ensure_active(&card)?;
     if card.member_id.is_some() {
         return Err(AppError::CardAlreadyRegistered);
@@ -173,18 +241,8 @@ async fn register_in(
         return Err(AppError::MemberErased);
     }
     let (from, to) = (card.account_id, member.account_id);
-    let bearer = point_account::Entity::find_by_id(from)
-        .one(txn)
-        .await?
-        .ok_or(AppError::NotFound("points account"))?;
-    let points = bearer.balance;
-    // Lock both accounts in id order so two transfers can never deadlock.
-    let mut states = Vec::new();
-    let mut order = [(from, -points), (to, points)];
-    order.sort_by_key(|(id, _)| *id);
-    for (account, delta) in order {
-        states.push(ledger::change_balance(txn, account, delta).await?);
-    }
+    let points = lock_pair(txn, from, to).await?;
+    let states = merge_accounts(txn, from, to, points).await?;
     let now = chrono::Utc::now();
     let entry = JournalEntry::new(EntryKind::CardTransfer)
         .transfer(AccountRef::member(from), AccountRef::member(to), points)
@@ -198,17 +256,7 @@ async fn register_in(
         breakdown: vec![],
     };
     ledger::write_entry(txn, Uuid::now_v7(), &entry, &ctx, now).await?;
-    point_lot::Entity::update_many()
-        .col_expr(point_lot::Column::AccountId, Expr::value(to))
-        .filter(point_lot::Column::AccountId.eq(from))
-        .exec(txn)
-        .await?;
-    card::Entity::update_many()
-        .col_expr(card::Column::AccountId, Expr::value(to))
-        .col_expr(card::Column::MemberId, Expr::value(Some(member.id)))
-        .filter(card::Column::AccountId.eq(from))
-        .exec(txn)
-        .await?;
+    move_to_account(txn, from, to, member.id).await?;
     if let Some(partner_id) = caller.partner_id {
         members::link_partner(txn, caller.programme_id, member.id, partner_id).await?;
     }
@@ -228,29 +276,115 @@ async fn register_in(
     ))
 }
 
+/// Locks both accounts in id order (two registrations can never deadlock) and answers
+/// the bearer account's points, read under its lock so no purchase can change them
+/// before the move.
+async fn lock_pair(txn: &DatabaseTransaction, from: Uuid, to: Uuid) -> AppResult<i64> {
+    let mut ids = [from, to];
+    ids.sort();
+    let mut points = 0;
+    for id in ids {
+        let account = ledger::lock_account(txn, id).await?;
+        if account.merged_into_account_id.is_some() {
+            return Err(AppError::Internal(format!(
+                "account {id} was merged already"
+            )));
+        }
+        if id == from {
+            points = account.balance;
+        }
+    }
+    Ok(points)
+}
+
+/// Empties the bearer account into the member's and marks it merged: from now on its
+/// guarded UPDATE refuses every change, so a purchase or refund that raced this
+/// registration retries on the card's new account instead of crediting a dead one.
+async fn merge_accounts(
+    txn: &DatabaseTransaction,
+    from: Uuid,
+    to: Uuid,
+    points: i64,
+) -> AppResult<Vec<AccountState>> {
+    let emptied = point_account::Entity::update_many()
+        .col_expr(point_account::Column::Balance, Expr::value(0i64))
+        .col_expr(
+            point_account::Column::Version,
+            Expr::col(point_account::Column::Version).add(1),
+        )
+        .col_expr(
+            point_account::Column::MergedIntoAccountId,
+            Expr::value(Some(to)),
+        )
+        .filter(point_account::Column::Id.eq(from))
+        .filter(point_account::Column::Balance.eq(points))
+        .exec_with_returning(txn)
+        .await?;
+    let emptied = emptied
+        .into_iter()
+        .next()
+        .ok_or_else(|| AppError::Internal("bearer account changed under its lock".into()))?;
+    let filled = ledger::change_balance(txn, to, points).await?;
+    Ok(vec![emptied.into(), filled])
+}
+
+/// Lots, cards and purchases follow the points: a later refund of a purchase made with
+/// the bearer card works on the member's account.
+async fn move_to_account(
+    txn: &DatabaseTransaction,
+    from: Uuid,
+    to: Uuid,
+    member_id: Uuid,
+) -> AppResult<()> {
+    point_lot::Entity::update_many()
+        .col_expr(point_lot::Column::AccountId, Expr::value(to))
+        .filter(point_lot::Column::AccountId.eq(from))
+        .exec(txn)
+        .await?;
+    card::Entity::update_many()
+        .col_expr(card::Column::AccountId, Expr::value(to))
+        .col_expr(card::Column::MemberId, Expr::value(Some(member_id)))
+        .filter(card::Column::AccountId.eq(from))
+        .exec(txn)
+        .await?;
+    purchase::Entity::update_many()
+        .col_expr(purchase::Column::AccountId, Expr::value(to))
+        .filter(purchase::Column::AccountId.eq(from))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
 /// Last four digits only, for reasons shown in histories and logs.
 pub fn mask(number: &str) -> String {
     format!("…{}", &number[number.len().saturating_sub(4)..])
 }
 
+/// Blocks a card: from active to blocked, as one conditional UPDATE. Blocking a blocked
+/// card answers it as it is; a replaced card stays replaced.
 pub async fn block(app: &App, caller: &Caller, number: &str) -> AppResult<card::Model> {
-    caller.require(&[Scope::Admin, Scope::Partner])?;
-    let card = find(&app.db, caller.programme_id, number).await?;
-    if card.status == REPLACED {
-        return Err(AppError::CardReplaced(
-            card.replaced_by_number.unwrap_or_default(),
-        ));
-    }
+    let card = visible(&app.db, caller, number).await?;
     card::Entity::update_many()
         .col_expr(card::Column::Status, Expr::value(BLOCKED))
         .filter(card::Column::Id.eq(card.id))
+        .filter(card::Column::Status.eq(ACTIVE))
         .exec(&app.db)
         .await?;
-    find(&app.db, caller.programme_id, number).await
+    let now = find(&app.db, caller.programme_id, number).await?;
+    match now.status.as_str() {
+        BLOCKED => Ok(now),
+        REPLACED => Err(AppError::CardReplaced),
+        _ => Err(AppError::Internal(format!(
+            "card {} is {} after blocking",
+            mask(number),
+            now.status
+        ))),
+    }
 }
 
 /// Replaces a card (lost, damaged, blocked): a new number on the same points account.
-/// The status check is part of the UPDATE, so one card is replaced at most once.
+/// The card row is locked and its status changes only from the status read, so one card
+/// is replaced at most once, and a concurrent block cannot undo it.
 pub async fn replace(
     app: &App,
     caller: &Caller,
@@ -258,13 +392,10 @@ pub async fn replace(
     key: &IdempotencyKey,
     render: impl FnOnce(&card::Model) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
-    caller.require(&[Scope::Admin, Scope::Partner])?;
     let (response, _) = idempotency::run(app, key, |txn| async move {
-        let old = find(&txn, caller.programme_id, number).await?;
+        let old = visible_locked(&txn, caller, number).await?;
         if old.status == REPLACED {
-            return Err(AppError::CardReplaced(
-                old.replaced_by_number.unwrap_or_default(),
-            ));
+            return Err(AppError::CardReplaced);
         }
         let new = insert_card(&txn, caller, old.account_id, old.member_id, &old.kind).await?;
         let updated = card::Entity::update_many()
@@ -274,11 +405,11 @@ pub async fn replace(
                 Expr::value(Some(new.number.clone())),
             )
             .filter(card::Column::Id.eq(old.id))
-            .filter(card::Column::Status.ne(REPLACED))
+            .filter(card::Column::Status.eq(old.status.clone()))
             .exec(&txn)
             .await?;
         if updated.rows_affected != 1 {
-            return Err(AppError::CardReplaced(String::new()));
+            return Err(AppError::CardReplaced);
         }
         let response = render(&new);
         Ok((txn, response, ()))

@@ -7,28 +7,37 @@
 //! under the same end-to-end tests on PostgreSQL.
 //!
 //! The stored answer holds the new balance, known only inside the statement: it is
-//! rendered with a placeholder balance, which the statement replaces.
+//! rendered with a placeholder balance, which the statement replaces. The placeholder is
+//! the whole `"balance":<i64::MIN>` member, quotes included: a caller's text (an
+//! external reference, say) is a JSON string, whose quotes are always escaped, so it can
+//! never contain it.
 
 use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, IdempotencyKey, StoredResponse};
-use crate::ledger::AccountState;
+use crate::ledger::{self, AccountState};
 use crate::programmes::Programme;
 use crate::purchases::{self, duplicate_or, Checked, PurchaseWrite, Recorded};
 use crate::{App, Caller};
+use coalition_domain::limits::MAX_BALANCE;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 
 /// Stands for the new balance in the rendered answer; no real balance is negative.
 const BALANCE_PLACEHOLDER: i64 = i64::MIN;
 
+/// The rendered answer's balance member, as the placeholder balance shows it.
+fn balance_member(balance: &str) -> String {
+    format!("\"balance\":{balance}")
+}
+
 pub(crate) async fn record(
     app: &App,
     caller: &Caller,
     programme: &Programme,
-    req: Checked,
+    req: &Checked,
     key: &IdempotencyKey,
-    render: impl FnOnce(&Recorded) -> StoredResponse,
+    render: &impl Fn(&Recorded) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
-    let priced = match purchases::price(app, &app.db, caller, programme, &req).await {
+    let priced = match purchases::price(app, &app.db, caller, programme, req).await {
         Ok(priced) => priced,
         Err(e) => return idempotency::replay_or(app, key, e).await,
     };
@@ -40,7 +49,7 @@ pub(crate) async fn record(
     };
     recorded.priced.balance = BALANCE_PLACEHOLDER;
     let template = render(&recorded);
-    let placeholder = BALANCE_PLACEHOLDER.to_string();
+    let placeholder = balance_member(&BALANCE_PLACEHOLDER.to_string());
     if template.body.matches(&placeholder).count() != 1 {
         return Err(AppError::Internal(
             "the purchase answer must show the balance exactly once".into(),
@@ -54,7 +63,7 @@ pub(crate) async fn record(
     Ok(StoredResponse {
         body: template
             .body
-            .replace(&placeholder, &state.balance.to_string()),
+            .replace(&placeholder, &balance_member(&state.balance.to_string())),
         ..template
     })
 }
@@ -90,10 +99,12 @@ async fn write_all(
     let mut sql = format!(
         "WITH account AS (\
            UPDATE point_accounts SET balance = balance + {earned}::bigint, version = version + 1 \
-           WHERE id = {account} RETURNING balance, version), \
+           WHERE id = {account} AND balance <= {} - {earned}::bigint AND merged_into_account_id IS NULL \
+           RETURNING balance, version), \
          entry AS (\
            INSERT INTO journal_entries (id, programme_id, kind, reason, partner_id, purchase_id, refund_id, breakdown, created_at) \
            SELECT {entry}, {programme}, {}, {}, {}, {}, NULL, {}, {now} FROM account)",
+        b.add(MAX_BALANCE),
         b.add(write.entry.kind.as_str()),
         b.add(write.ctx.reason.clone()),
         b.add(write.ctx.partner_id),
@@ -160,7 +171,7 @@ async fn write_all(
     sql += &format!(
         ", idempotency AS (\
            INSERT INTO idempotency_keys (client_id, key, request_hash, status_code, response_body, location, created_at) \
-           SELECT {}, {}, {}, {}, replace({}, {}, balance::text), {}, {now} FROM account)",
+           SELECT {}, {}, {}, {}, replace({}, {}, '\"balance\":' || balance::text), {}, {now} FROM account)",
         b.add(key.client_id.clone()),
         b.add(key.key.clone()),
         b.add(key.request_hash.clone()),
@@ -171,11 +182,14 @@ async fn write_all(
     );
     sql += " SELECT balance, version FROM account";
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, b.0);
-    let changed = db
+    let Some(changed) = db
         .query_one(statement)
         .await
         .map_err(|e| duplicate_or(e, row))?
-        .ok_or(AppError::NotFound("points account"))?;
+    else {
+        // The guard refused: nothing was written. Say why (merged, or over the limit).
+        return Err(ledger::refusal(db, row.account_id, 0).await?);
+    };
     Ok(AccountState {
         account_id: row.account_id,
         balance: changed.try_get("", "balance")?,

@@ -34,8 +34,9 @@ pub enum AppError {
     InvalidScope,
     #[error("the card is blocked")]
     CardBlocked,
-    #[error("the card was replaced by card {0}")]
-    CardReplaced(String),
+    /// Never names the new card: whoever holds the old one must not learn it.
+    #[error("the card was replaced and can no longer be used")]
+    CardReplaced,
     #[error("the card is already registered to a member")]
     CardAlreadyRegistered,
     #[error("the member's personal data was erased")]
@@ -47,6 +48,12 @@ pub enum AppError {
     },
     #[error("{0}")]
     RedemptionExceedsAmount(String),
+    #[error("the account would hold more than {max} points")]
+    BalanceLimit { max: Points },
+    /// The points account was merged into a member's by a registration that committed
+    /// meanwhile; the operation is retried on the card's new account.
+    #[error("the card moved to another account at the same time; retry")]
+    AccountMerged,
     #[error("{0}")]
     RefundExceedsRemaining(String),
     #[error("the amount is in {got}, the programme runs in {expected}")]
@@ -101,10 +108,17 @@ impl Validator {
     }
 }
 
-/// A required free-text field: trimmed, not empty, not longer than `max` characters.
+/// A required free-text field: trimmed, not empty, not longer than `max` characters, and
+/// free of control characters (PostgreSQL refuses NUL in text where SQLite keeps it; no
+/// name or reference needs any of them, and they corrupt logs and CSV exports).
 pub fn text_field(v: &mut Validator, field: &str, value: &str, max: usize) -> String {
     let trimmed = value.trim();
     v.require(field, !trimmed.is_empty(), "must not be empty");
+    v.require(
+        field,
+        !trimmed.chars().any(char::is_control),
+        "must not contain control characters",
+    );
     v.require(
         field,
         trimmed.chars().count() <= max,

@@ -4,6 +4,7 @@
 use crate::error::{AppError, AppResult};
 use chrono::{DateTime, Utc};
 use coalition_domain::earning::BreakdownLine;
+use coalition_domain::limits::MAX_BALANCE;
 use coalition_domain::lots::{plan_consumption, Lot};
 use coalition_domain::{AccountKind, JournalEntry, Points};
 use coalition_store::entities::{journal_entry, point_account, point_lot, posting};
@@ -91,9 +92,11 @@ pub async fn change_balance(
 }
 
 /// Takes `spend` points from a member balance and adds `earn`, in one statement, refusing
-/// when the balance does not cover `spend`. The guard is in the UPDATE itself, so it holds
-/// across server processes sharing the database; on PostgreSQL the row stays locked until
-/// commit, which also serialises lot changes.
+/// when the balance does not cover `spend`, when it would pass `MAX_BALANCE`, or when the
+/// account was merged into a member's by a card registration. The guard is in the UPDATE
+/// itself, so it holds across server processes sharing the database; on PostgreSQL the
+/// row stays locked until commit, which also serialises lot changes, and a statement that
+/// waited for a registration re-checks the guard against the merged row.
 pub async fn spend_and_earn(
     db: &impl ConnectionTrait,
     account_id: Uuid,
@@ -111,21 +114,51 @@ pub async fn spend_and_earn(
         )
         .filter(point_account::Column::Id.eq(account_id))
         .filter(Expr::col(point_account::Column::Balance).gte(spend))
+        .filter(Expr::col(point_account::Column::Balance).lte(MAX_BALANCE - earn + spend))
+        .filter(point_account::Column::MergedIntoAccountId.is_null())
         .exec_with_returning(db)
         .await?;
     match updated.into_iter().next() {
         Some(row) => Ok(row.into()),
-        None => {
-            let account = point_account::Entity::find_by_id(account_id)
-                .one(db)
-                .await?
-                .ok_or(AppError::NotFound("points account"))?;
-            Err(AppError::InsufficientPoints {
-                available: account.balance,
-                requested: spend,
-            })
-        }
+        None => Err(refusal(db, account_id, spend).await?),
     }
+}
+
+/// Why a guarded balance change found no row to change.
+pub async fn refusal(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    spend: Points,
+) -> AppResult<AppError> {
+    let account = point_account::Entity::find_by_id(account_id)
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("points account"))?;
+    Ok(if account.merged_into_account_id.is_some() {
+        AppError::AccountMerged
+    } else if account.balance < spend {
+        AppError::InsufficientPoints {
+            available: account.balance,
+            requested: spend,
+        }
+    } else {
+        AppError::BalanceLimit { max: MAX_BALANCE }
+    })
+}
+
+/// Reads an account and locks it until the transaction ends (`FOR UPDATE` on
+/// PostgreSQL; SQLite runs one transaction at a time anyway). Everything that changes an
+/// account and another row takes the account first, so no two of them deadlock.
+pub async fn lock_account(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+) -> AppResult<point_account::Model> {
+    use sea_orm::QuerySelect;
+    point_account::Entity::find_by_id(account_id)
+        .lock_exclusive()
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("points account"))
 }
 
 pub async fn add_lot(

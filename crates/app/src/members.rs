@@ -74,6 +74,7 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
         member_id: Set(Some(member_id)),
         balance: Set(0),
         version: Set(0),
+        merged_into_account_id: Set(None),
         created_at: Set(now),
     })
     .exec_without_returning(&txn)
@@ -136,7 +137,7 @@ pub async fn link_partner(
 }
 
 /// The partner whose links limit what this caller sees; `None` sees the whole programme.
-fn seeing_partner(caller: &Caller) -> Option<Uuid> {
+pub(crate) fn seeing_partner(caller: &Caller) -> Option<Uuid> {
     match caller.scope {
         Scope::Partner => caller.partner_id,
         _ => None,
@@ -156,6 +157,18 @@ async fn in_programme(
         .ok_or(AppError::NotFound("member"))
 }
 
+/// Whether the partner may see the member (it enrolled, carded, registered or sold to it).
+pub(crate) async fn linked(
+    db: &impl ConnectionTrait,
+    member_id: Uuid,
+    partner_id: Uuid,
+) -> AppResult<bool> {
+    Ok(member_partner::Entity::find_by_id((member_id, partner_id))
+        .one(db)
+        .await?
+        .is_some())
+}
+
 /// The member if this caller may see it; otherwise "not found", never "forbidden".
 pub async fn visible(
     db: &impl ConnectionTrait,
@@ -165,11 +178,7 @@ pub async fn visible(
     caller.require(&[Scope::Admin, Scope::Partner])?;
     let row = in_programme(db, caller, member_id).await?;
     if let Some(partner_id) = seeing_partner(caller) {
-        let linked = member_partner::Entity::find_by_id((member_id, partner_id))
-            .one(db)
-            .await?
-            .is_some();
-        if !linked {
+        if !linked(db, member_id, partner_id).await? {
             return Err(AppError::NotFound("member"));
         }
     }

@@ -4,6 +4,7 @@
 use crate::clients::{self, CreatedClient, NewClient};
 use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::{App, Scope};
+use coalition_domain::limits::MAX_POINT_EXPIRY_DAYS;
 use coalition_domain::money::{parse_rate, Currency};
 use coalition_store::entities::programme;
 use rust_decimal::Decimal;
@@ -48,9 +49,12 @@ impl Programme {
         }
     }
 
-    /// When points earned (or given back) now expire.
+    /// When points earned (or given back) now expire. Creation bounds the days; a date
+    /// past what the calendar can hold would mean "never".
     pub fn lot_expiry(&self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
-        now + chrono::Duration::days(i64::from(self.point_expiry_days))
+        chrono::Duration::try_days(i64::from(self.point_expiry_days))
+            .and_then(|life| now.checked_add_signed(life))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
     }
 }
 
@@ -66,8 +70,8 @@ pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<C
     );
     v.require(
         "point_expiry_days",
-        input.point_expiry_days > 0,
-        "must be at least one day",
+        (1..=MAX_POINT_EXPIRY_DAYS).contains(&input.point_expiry_days),
+        &format!("must be between 1 and {MAX_POINT_EXPIRY_DAYS} days"),
     );
     v.finish()?;
     let (currency, point_value) = (

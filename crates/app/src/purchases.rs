@@ -10,6 +10,7 @@ use crate::programmes::{self, Programme};
 use crate::{App, Caller};
 use coalition_domain::earning::{price_purchase, EarningError, PurchaseOutcome, PurchaseTerms};
 use coalition_domain::ledger::purchase_entry;
+use coalition_domain::limits;
 use coalition_domain::money::Money;
 use coalition_domain::{JournalEntry, Points};
 use coalition_store::entities::{card, point_account, purchase, refund};
@@ -66,8 +67,20 @@ fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
         "amount.amount",
         Money::positive(&input.amount, &input.currency),
     );
+    if let Some(amount) = &amount {
+        v.require(
+            "amount.amount",
+            amount.amount <= limits::max_purchase_amount(),
+            &format!("must be at most {}", limits::MAX_PURCHASE_UNITS),
+        );
+    }
     let redeem_points = input.redeem_points.unwrap_or(0);
     v.require("redeem_points", redeem_points >= 0, "must not be negative");
+    v.require(
+        "redeem_points",
+        redeem_points <= limits::MAX_POINTS_PER_ENTRY,
+        &format!("must be at most {}", limits::MAX_POINTS_PER_ENTRY),
+    );
     let optional = |v: &mut Validator, field: &str, value: Option<String>| {
         value
             .map(|s| text_field(v, field, &s, 128))
@@ -110,7 +123,7 @@ pub(crate) async fn price(
         EarningError::RedemptionExceedsAmount { .. } => {
             AppError::RedemptionExceedsAmount(e.to_string())
         }
-        EarningError::NegativeRedemption => {
+        EarningError::NegativeRedemption | EarningError::RedemptionNotWholeMinorUnits { .. } => {
             AppError::Validation(vec![crate::FieldError::new("redeem_points", e)])
         }
         EarningError::TooManyPoints => {
@@ -147,22 +160,44 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
     Ok(priced)
 }
 
+/// How often a purchase follows its card to a new account when a registration merged
+/// the old one meanwhile; a card is registered once, so one retry is all it ever needs.
+const MERGE_RETRIES: usize = 3;
+
 pub async fn record(
     app: &App,
     caller: &Caller,
     input: NewPurchase,
     key: &IdempotencyKey,
-    render: impl FnOnce(&Recorded) -> StoredResponse,
+    render: impl Fn(&Recorded) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
     caller.acting_partner()?;
     let programme = programmes::load(app, caller.programme_id).await?;
     let req = check(input, &programme)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match record_once(app, caller, &programme, &req, key, &render).await {
+            Err(AppError::AccountMerged) if attempt < MERGE_RETRIES => continue,
+            other => return other,
+        }
+    }
+}
+
+async fn record_once(
+    app: &App,
+    caller: &Caller,
+    programme: &Programme,
+    req: &Checked,
+    key: &IdempotencyKey,
+    render: &impl Fn(&Recorded) -> StoredResponse,
+) -> AppResult<StoredResponse> {
     if app.db.get_database_backend() == DbBackend::Postgres && req.redeem_points == 0 {
-        return crate::earn_statement::record(app, caller, &programme, req, key, render).await;
+        return crate::earn_statement::record(app, caller, programme, req, key, render).await;
     }
     let (response, changed) = idempotency::run(app, key, |txn| async move {
-        let mut priced = price(app, &txn, caller, &programme, &req).await?;
-        let write = plan(app, caller, &programme, &priced, req)?;
+        let mut priced = price(app, &txn, caller, programme, req).await?;
+        let write = plan(app, caller, programme, &priced, req)?;
         let state = write_step_by_step(&txn, &write).await?;
         priced.balance = state.balance;
         let recorded = Recorded {
@@ -211,7 +246,7 @@ pub(crate) fn plan(
     caller: &Caller,
     programme: &Programme,
     priced: &Priced,
-    req: Checked,
+    req: &Checked,
 ) -> AppResult<PurchaseWrite> {
     let out = &priced.outcome;
     let account_id = priced.card.account_id;
@@ -242,9 +277,9 @@ pub(crate) fn plan(
         partner_id: priced.partner.id,
         account_id,
         card_number: priced.card.number.clone(),
-        external_ref: req.external_ref,
-        store_ref: req.store_ref,
-        staff_ref: req.staff_ref,
+        external_ref: req.external_ref.clone(),
+        store_ref: req.store_ref.clone(),
+        staff_ref: req.staff_ref.clone(),
         amount: req.amount.amount.to_string(),
         currency: req.amount.currency.to_string(),
         discount: out.discount.to_string(),

@@ -53,6 +53,25 @@ pub async fn refund(
     Ok(response)
 }
 
+/// The purchase, with its points account locked. A registration may have moved the
+/// purchase to a member's account since it was read: the lock then finds the old account
+/// merged, and the purchase is read again (registrations lock the account before moving
+/// purchases, so after the lock the purchase's account is final).
+async fn purchase_with_locked_account(
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    purchase_id: Uuid,
+) -> AppResult<purchase::Model> {
+    for _ in 0..3 {
+        let bought = find_own(txn, caller, purchase_id).await?;
+        let account = ledger::lock_account(txn, bought.account_id).await?;
+        if account.merged_into_account_id.is_none() {
+            return Ok(bought);
+        }
+    }
+    Err(AppError::AccountMerged)
+}
+
 async fn refund_in(
     txn: &DatabaseTransaction,
     caller: &Caller,
@@ -60,7 +79,7 @@ async fn refund_in(
     purchase_id: Uuid,
     amount: Money,
 ) -> AppResult<(Refunded, AccountState)> {
-    let bought = find_own(txn, caller, purchase_id).await?;
+    let bought = purchase_with_locked_account(txn, caller, purchase_id).await?;
     let already_refunded = parse_stored(&bought.refunded_amount)?;
     let record = PurchaseRecord {
         amount: parse_stored(&bought.amount)?,
@@ -70,7 +89,7 @@ async fn refund_in(
     };
     let share = refund_share(&record, amount.amount).map_err(|e| match e {
         RefundError::ExceedsRemaining { .. } => AppError::RefundExceedsRemaining(e.to_string()),
-        RefundError::NotPositive => {
+        RefundError::NotPositive | RefundError::OutOfRange => {
             AppError::Validation(vec![crate::FieldError::new("amount.amount", e)])
         }
     })?;

@@ -274,6 +274,7 @@ async fn insert_batch(
             member_id: Some(s.member_id),
             balance: 0,
             version: 0,
+            merged_into_account_id: None,
             created_at: now,
         })
     }))

@@ -1,9 +1,10 @@
 //! What a purchase earns and what paying with points discounts.
 
+use crate::limits::MAX_POINTS_PER_ENTRY;
 use crate::money::Currency;
 use crate::Points;
 use rust_decimal::prelude::ToPrimitive;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// One line of "why did I get these points": the rule, what it applied to, and how much.
@@ -41,31 +42,51 @@ pub struct PurchaseOutcome {
 pub enum EarningError {
     #[error("redeem_points must not be negative")]
     NegativeRedemption,
+    #[error(
+        "{points} points are worth {value}, which is not a whole number of the currency's \
+         smallest unit; redeem a multiple of {step} points"
+    )]
+    RedemptionNotWholeMinorUnits {
+        points: Points,
+        value: Decimal,
+        step: Points,
+    },
     #[error("{points} points are worth {value}, more than the purchase amount {amount}")]
     RedemptionExceedsAmount {
         points: Points,
         value: Decimal,
         amount: Decimal,
     },
-    #[error("the points this purchase would earn do not fit in a point balance")]
+    #[error("one purchase may move at most {} points", MAX_POINTS_PER_ENTRY)]
     TooManyPoints,
 }
 
-/// Prices a purchase: points redeemed become a discount (rounded down to the currency's
-/// minor unit, so the programme never pays out more than the points are worth), and only
+/// Prices a purchase: points redeemed become a discount worth exactly what the points
+/// are worth — a number of points whose value is not a whole number of the currency's
+/// minor unit is refused, so no point is ever taken for less than its value — and only
 /// the remainder earns, rounded down to whole points.
 pub fn price_purchase(terms: &PurchaseTerms) -> Result<PurchaseOutcome, EarningError> {
-    if terms.redeem_points < 0 {
+    let points = terms.redeem_points;
+    if points < 0 {
         return Err(EarningError::NegativeRedemption);
     }
-    let exact_value = Decimal::from(terms.redeem_points)
+    if points > MAX_POINTS_PER_ENTRY {
+        return Err(EarningError::TooManyPoints);
+    }
+    let discount = Decimal::from(points)
         .checked_mul(terms.point_value)
         .ok_or(EarningError::TooManyPoints)?;
-    let discount =
-        exact_value.round_dp_with_strategy(terms.currency.minor_units(), RoundingStrategy::ToZero);
+    let minor_units = terms.currency.minor_units();
+    if discount.normalize().scale() > minor_units {
+        return Err(EarningError::RedemptionNotWholeMinorUnits {
+            points,
+            value: discount.normalize(),
+            step: redemption_step(terms.point_value, minor_units),
+        });
+    }
     if discount > terms.amount {
         return Err(EarningError::RedemptionExceedsAmount {
-            points: terms.redeem_points,
+            points,
             value: discount,
             amount: terms.amount,
         });
@@ -74,6 +95,7 @@ pub fn price_purchase(terms: &PurchaseTerms) -> Result<PurchaseOutcome, EarningE
     let base = payable
         .checked_mul(terms.earn_points_per_unit)
         .and_then(|p| p.floor().to_i64())
+        .filter(|p| *p <= MAX_POINTS_PER_ENTRY)
         .ok_or(EarningError::TooManyPoints)?;
     let mut breakdown = Vec::new();
     if base > 0 {
@@ -93,10 +115,34 @@ pub fn price_purchase(terms: &PurchaseTerms) -> Result<PurchaseOutcome, EarningE
     Ok(PurchaseOutcome {
         discount,
         payable,
-        points_redeemed: terms.redeem_points,
+        points_redeemed: points,
         points_earned: base,
         breakdown,
     })
+}
+
+/// The smallest number of points worth a whole number of minor units: with a point value
+/// of n / 10^s and m minor-unit digits, k points qualify exactly when 10^s divides
+/// k * n * 10^m, so the step is 10^s / gcd(n * 10^m, 10^s).
+pub fn redemption_step(point_value: Decimal, minor_units: u32) -> Points {
+    let value = point_value.normalize();
+    let scale = value.scale();
+    if scale <= minor_units {
+        return 1;
+    }
+    let numerator = value.mantissa().unsigned_abs();
+    let whole = 10u128.pow(scale);
+    let gcd = |mut a: u128, mut b: u128| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    numerator
+        .checked_mul(10u128.pow(minor_units))
+        .map(|scaled| whole / gcd(scaled, whole))
+        .and_then(|step| Points::try_from(step).ok())
+        .unwrap_or(Points::MAX)
 }
 
 #[cfg(test)]
@@ -159,7 +205,73 @@ mod tests {
             .is_empty());
     }
 
+    fn with_point_value(point_value: &str, redeem: Points) -> PurchaseTerms {
+        PurchaseTerms {
+            point_value: point_value.parse().unwrap(),
+            ..terms("100.00", "1", redeem)
+        }
+    }
+
+    #[test]
+    fn points_not_worth_whole_cents_are_refused_not_taken_for_nothing() {
+        // 9 points at 0.001 are worth 0.009: nothing a till can give, so nothing is taken.
+        assert_eq!(
+            price_purchase(&with_point_value("0.001", 9)),
+            Err(EarningError::RedemptionNotWholeMinorUnits {
+                points: 9,
+                value: "0.009".parse().unwrap(),
+                step: 10
+            })
+        );
+        let out = price_purchase(&with_point_value("0.001", 10)).unwrap();
+        assert_eq!(
+            (out.points_redeemed, out.discount),
+            (10, "0.01".parse().unwrap())
+        );
+        assert_eq!(redemption_step("0.007".parse().unwrap(), 2), 10);
+        assert_eq!(redemption_step("0.0025".parse().unwrap(), 2), 4);
+        assert_eq!(redemption_step("0.01".parse().unwrap(), 2), 1);
+        assert_eq!(redemption_step("0.5".parse().unwrap(), 0), 2);
+    }
+
+    #[test]
+    fn huge_purchases_are_refused_not_overflowed() {
+        assert_eq!(
+            price_purchase(&terms("1000000000000000.00", "1", 0)),
+            Err(EarningError::TooManyPoints)
+        );
+        assert_eq!(
+            price_purchase(&terms("100", "1", i64::MAX)),
+            Err(EarningError::TooManyPoints)
+        );
+        let max = Decimal::from(crate::limits::MAX_PURCHASE_UNITS);
+        let out = price_purchase(&PurchaseTerms {
+            amount: max,
+            ..terms("1", "1000", 0)
+        })
+        .unwrap();
+        assert_eq!(out.points_earned, MAX_POINTS_PER_ENTRY);
+    }
+
     proptest! {
+        /// Every accepted redemption takes points worth exactly the discount.
+        #[test]
+        fn a_redemption_takes_exactly_what_it_discounts(
+            value_milli in 1i64..100, redeem in 0i64..100_000, cents in 1i64..10_000_000,
+        ) {
+            let t = PurchaseTerms {
+                amount: Decimal::new(cents, 2),
+                point_value: Decimal::new(value_milli, 3),
+                ..terms("1", "1", redeem)
+            };
+            if let Ok(out) = price_purchase(&t) {
+                prop_assert_eq!(out.discount, Decimal::from(out.points_redeemed) * t.point_value);
+                prop_assert!(out.discount.normalize().scale() <= 2);
+            } else if let Err(EarningError::RedemptionNotWholeMinorUnits { step, .. }) = price_purchase(&t) {
+                prop_assert!(redeem % step != 0);
+            }
+        }
+
         #[test]
         fn discount_and_remainder_add_up_to_the_amount(cents in 1i64..10_000_000, redeem in 0i64..1_000_000) {
             let amount = Decimal::new(cents, 2);

@@ -4,6 +4,7 @@
 pub mod card_number;
 pub mod earning;
 pub mod ledger;
+pub mod limits;
 pub mod lots;
 pub mod money;
 pub mod refund;

@@ -1,3 +1,4 @@
+use crate::limits::MAX_RATE;
 use rust_decimal::Decimal;
 use std::fmt;
 use std::str::FromStr;
@@ -47,6 +48,8 @@ pub enum MoneyError {
     NotPositive,
     #[error("must not be negative")]
     Negative,
+    #[error("must be at most {0}")]
+    TooLarge(i64),
 }
 
 /// Parses a decimal written the plain way (`"12.50"`, `"-3"`), rejecting exponents,
@@ -70,11 +73,15 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, MoneyError> {
     Ok(value)
 }
 
-/// A non-negative rate or price (points per unit, money per point).
+/// A non-negative rate or price (points per unit, money per point), at most
+/// `MAX_RATE`.
 pub fn parse_rate(text: &str) -> Result<Decimal, MoneyError> {
     let value = parse_decimal(text)?;
     if value.is_sign_negative() && !value.is_zero() {
         return Err(MoneyError::Negative);
+    }
+    if value > Decimal::from(MAX_RATE) {
+        return Err(MoneyError::TooLarge(MAX_RATE));
     }
     Ok(value.normalize())
 }

@@ -31,13 +31,18 @@ pub enum RefundError {
         requested: Decimal,
         remaining: Decimal,
     },
+    #[error("the refund's points cannot be computed within the ledger's limits")]
+    OutOfRange,
 }
 
-fn share_of(points: Points, part: Decimal, whole: Decimal) -> Points {
-    (Decimal::from(points) * part / whole)
+/// ⌊points × part / whole⌋, exactly; `None` past `Decimal`'s range (the ledger's limits
+/// keep real purchases far inside it).
+fn share_of(points: Points, part: Decimal, whole: Decimal) -> Option<Points> {
+    Decimal::from(points)
+        .checked_mul(part)?
+        .checked_div(whole)?
         .floor()
         .to_i64()
-        .unwrap_or(0)
 }
 
 pub fn refund_share(
@@ -56,12 +61,13 @@ pub fn refund_share(
     }
     let before = purchase.already_refunded;
     let after = before + amount;
-    let cumulative = |points| {
-        share_of(points, after, purchase.amount) - share_of(points, before, purchase.amount)
+    let cumulative = |points| -> Result<Points, RefundError> {
+        let share = |part| share_of(points, part, purchase.amount).ok_or(RefundError::OutOfRange);
+        Ok(share(after)? - share(before)?)
     };
     Ok(RefundShare {
-        clawback_due: cumulative(purchase.points_earned),
-        points_returned: cumulative(purchase.points_redeemed),
+        clawback_due: cumulative(purchase.points_earned)?,
+        points_returned: cumulative(purchase.points_redeemed)?,
     })
 }
 
@@ -112,6 +118,26 @@ mod tests {
         assert_eq!(
             refund_share(&p, Decimal::ZERO),
             Err(RefundError::NotPositive)
+        );
+    }
+
+    #[test]
+    fn a_refund_of_a_huge_purchase_is_an_error_not_a_panic() {
+        let p = PurchaseRecord {
+            amount: "1000000000000000.00".parse().unwrap(),
+            already_refunded: Decimal::ZERO,
+            points_earned: 1_000_000_000_000_000,
+            points_redeemed: 0,
+        };
+        assert_eq!(refund_share(&p, p.amount), Err(RefundError::OutOfRange));
+        let p = PurchaseRecord {
+            amount: "1000000000.00".parse().unwrap(),
+            points_earned: crate::limits::MAX_POINTS_PER_ENTRY,
+            ..p
+        };
+        assert_eq!(
+            refund_share(&p, p.amount).unwrap().clawback_due,
+            crate::limits::MAX_POINTS_PER_ENTRY
         );
     }
 

@@ -144,6 +144,8 @@ pub mod point_account {
         pub member_id: Option<Uuid>,
         pub balance: i64,
         pub version: i64,
+        /// Set when a registration moved this (bearer) account's points to a member's.
+        pub merged_into_account_id: Option<Uuid>,
         pub created_at: DateTimeUtc,
     }
 

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use coalition_app::cards;
 use coalition_app::App;
+use coalition_app::{balances, cards};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -23,7 +23,6 @@ fn card_response(c: &cards::CardRow) -> CardResponse {
         kind: c.kind.clone(),
         status: c.status.clone(),
         member_id: c.member_id,
-        replaced_by: c.replaced_by_number.clone(),
         created_at: c.created_at,
     }
 }
@@ -54,6 +53,25 @@ pub async fn get_card(
     Ok(Json(card_response(
         &cards::get(&app, &caller, &number).await?,
     )))
+}
+
+/// The till's balance inquiry (any partner of the programme, admin): the points behind a
+/// card and their value. The card is the credential: nothing says whose card it is.
+#[utoipa::path(get, path = "/v1/cards/{number}/balance", tag = "cards", security(("bearer" = [])), params(("number" = String, Path)),
+    responses((status = 200, body = CardBalanceResponse), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "card_blocked, card_replaced")))]
+pub async fn card_balance(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    Path(number): Path<String>,
+) -> ApiResult<Json<CardBalanceResponse>> {
+    let view = balances::card_balance(&app, &caller, &number).await?;
+    Ok(Json(CardBalanceResponse {
+        points: view.points,
+        value: MoneyDto::new(view.value, &view.currency),
+        pending_points: 0,
+        expiring_soon: super::members::expiring_soon(view.expiring_soon),
+    }))
 }
 
 /// Register a bearer card to a member; its points move with it (Idempotency-Key required).
@@ -140,11 +158,23 @@ pub struct CardResponse {
     pub number: String,
     /// `registered` or `bearer`.
     pub kind: String,
-    /// `active`, `blocked` or `replaced`.
+    /// `active`, `blocked` or `replaced`. A replaced card never names its replacement.
     pub status: String,
+    /// The card's member, when the caller may see that member.
     pub member_id: Option<Uuid>,
-    pub replaced_by: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CardBalanceResponse {
+    pub points: i64,
+    /// Money value of the points at the programme's point value.
+    pub value: MoneyDto,
+    /// Points shown but not yet spendable (card-linked bank authorizations); none until
+    /// bank events exist.
+    pub pending_points: i64,
+    /// Lots expiring within 30 days, soonest first.
+    pub expiring_soon: Vec<super::members::ExpiringPoints>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -160,6 +190,7 @@ pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(issue_card))
         .routes(routes!(get_card))
+        .routes(routes!(card_balance))
         .routes(routes!(register_card))
         .routes(routes!(block_card))
         .routes(routes!(replace_card))

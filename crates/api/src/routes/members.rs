@@ -88,20 +88,23 @@ pub async fn member_balance(
     Auth(caller): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<BalanceResponse>> {
-    let view = balances::balance(&app, &caller, path_id(&id, "member")?).await?;
+    let member_id = path_id(&id, "member")?;
+    let view = balances::balance(&app, &caller, member_id).await?;
     Ok(Json(BalanceResponse {
-        member_id: view.member_id,
+        member_id,
         points: view.points,
         value: MoneyDto::new(view.value, &view.currency),
-        expiring_soon: view
-            .expiring_soon
-            .into_iter()
-            .map(|l| ExpiringPoints {
-                points: l.points,
-                expires_at: l.expires_at,
-            })
-            .collect(),
+        expiring_soon: expiring_soon(view.expiring_soon),
     }))
+}
+
+pub(crate) fn expiring_soon(lots: Vec<balances::ExpiringLot>) -> Vec<ExpiringPoints> {
+    lots.into_iter()
+        .map(|l| ExpiringPoints {
+            points: l.points,
+            expires_at: l.expires_at,
+        })
+        .collect()
 }
 
 /// A member's ledger history, newest first (admin, partner).

@@ -40,7 +40,6 @@ pub async fn quote_purchase(
     let currency = p.amount.currency.to_string();
     Ok(Json(QuoteResponse {
         card_number: p.card.number.clone(),
-        member_id: p.card.member_id,
         amount: money(p.amount.amount, &currency),
         discount: money(p.outcome.discount, &currency),
         payable: money(p.outcome.payable, &currency),
@@ -196,7 +195,6 @@ pub struct PurchaseRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QuoteResponse {
     pub card_number: String,
-    pub member_id: Option<Uuid>,
     pub amount: MoneyDto,
     pub discount: MoneyDto,
     /// What the member still pays after the points discount.
