@@ -1,11 +1,12 @@
-//! Property test: random sequences of earn / redeem / refund keep the ledger's
-//! invariants, checked straight against the stored journal.
+//! Property test: random sequences of earn / redeem / refund / bearer-card registration /
+//! card replacement keep the ledger's invariants, checked straight against the stored
+//! journal after every operation.
 
 use crate::support::fresh_database_url;
 use coalition_app::idempotency::{IdempotencyKey, StoredResponse};
-use coalition_app::{cards, members, purchases, refunds, App, Caller, Scope};
+use coalition_app::{cards, members, purchases, refunds, App, AppError, Caller, Scope};
 use coalition_server::config::Config;
-use coalition_store::entities::{point_account, point_lot, posting};
+use coalition_store::entities::{card, point_account, point_lot, posting, purchase};
 use proptest::prelude::*;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use std::collections::HashMap;
@@ -27,21 +28,35 @@ enum Op {
         purchase: usize,
         percent: u32,
     },
+    /// Registers one of the bearer cards to a member (refused once it is registered).
+    Register {
+        bearer: usize,
+        member: usize,
+    },
+    /// Replaces a card; the new number takes its place in the test's card list.
+    Replace {
+        card: usize,
+    },
 }
+
+/// Cards 0–2 belong to members 0–2; cards 3–4 are bearer cards.
+const CARDS: usize = 5;
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0..3usize, 0..2usize, 1..50_000i64).prop_map(|(member, partner, cents)| Op::Earn {
+        (0..CARDS, 0..2usize, 1..50_000i64).prop_map(|(member, partner, cents)| Op::Earn {
             member,
             partner,
             cents
         }),
-        (0..3usize, 0..2usize, 1..400i64).prop_map(|(member, partner, points)| Op::Redeem {
+        (0..CARDS, 0..2usize, 1..400i64).prop_map(|(member, partner, points)| Op::Redeem {
             member,
             partner,
             points
         }),
         (0..20usize, 1..=100u32).prop_map(|(purchase, percent)| Op::Refund { purchase, percent }),
+        (3..CARDS, 0..3usize).prop_map(|(bearer, member)| Op::Register { bearer, member }),
+        (0..CARDS).prop_map(|card| Op::Replace { card }),
     ]
 }
 
@@ -101,6 +116,7 @@ async fn run_ops(ops: Vec<Op>) {
         });
     }
     let mut cards_of = Vec::new();
+    let mut member_ids = Vec::new();
     for n in 0..3 {
         let m = members::enrol(
             &app,
@@ -115,12 +131,16 @@ async fn run_ops(ops: Vec<Op>) {
         )
         .await
         .unwrap();
+        member_ids.push(m.row.id);
         cards_of.push(
             cards::issue(&app, &admin, Some(m.row.id))
                 .await
                 .unwrap()
                 .number,
         );
+    }
+    for _ in 3..CARDS {
+        cards_of.push(cards::issue(&app, &admin, None).await.unwrap().number);
     }
     let mut bought: Vec<(Uuid, usize, i64)> = Vec::new(); // (purchase, partner, cents left)
     for op in ops {
@@ -201,6 +221,37 @@ async fn run_ops(ops: Vec<Op>) {
                 .expect("refund within what is left");
                 entry.2 -= cents;
             }
+            Op::Register { bearer, member } => {
+                let render = |_: &cards::Registered| StoredResponse {
+                    status: 200,
+                    body: String::new(),
+                    location: None,
+                };
+                let done = cards::register(
+                    &app,
+                    &admin,
+                    &cards_of[bearer],
+                    member_ids[member],
+                    &key(),
+                    render,
+                )
+                .await;
+                assert!(
+                    matches!(done, Ok(_) | Err(AppError::CardAlreadyRegistered)),
+                    "{done:?}"
+                );
+            }
+            Op::Replace { card } => {
+                let render = |new: &cards::CardRow| StoredResponse {
+                    status: 201,
+                    body: new.number.clone(),
+                    location: None,
+                };
+                let new = cards::replace(&app, &admin, &cards_of[card], &key(), render)
+                    .await
+                    .expect("an active card can be replaced");
+                cards_of[card] = new.body;
+            }
         }
         check_invariants(&app, programme.programme_id).await;
     }
@@ -254,12 +305,62 @@ async fn check_invariants(app: &App, programme_id: Uuid) {
     }
     // Issued minus redeemed minus clawed back (the partners' side) equals what members hold.
     assert_eq!(total, -outside_members);
+    check_cards_and_purchases(app, programme_id, &accounts).await;
+}
+
+/// Points always sit behind a usable card, and a purchase always belongs to the account
+/// its card is on now (so a refund works where the points are).
+async fn check_cards_and_purchases(
+    app: &App,
+    programme_id: Uuid,
+    accounts: &[point_account::Model],
+) {
+    let all_cards = card::Entity::find()
+        .filter(card::Column::ProgrammeId.eq(programme_id))
+        .all(&app.db)
+        .await
+        .unwrap();
+    for a in accounts {
+        let usable = all_cards
+            .iter()
+            .filter(|c| c.account_id == a.id && c.status != "replaced")
+            .count();
+        if a.merged_into_account_id.is_some() {
+            assert_eq!(
+                (a.balance, usable),
+                (0, 0),
+                "a merged account is empty and cardless"
+            );
+        } else if a.balance > 0 {
+            assert!(
+                usable > 0,
+                "account {} holds {} points and no card",
+                a.id,
+                a.balance
+            );
+        }
+    }
+    let bought = purchase::Entity::find()
+        .filter(purchase::Column::ProgrammeId.eq(programme_id))
+        .all(&app.db)
+        .await
+        .unwrap();
+    for p in bought {
+        let card = all_cards
+            .iter()
+            .find(|c| c.number == p.card_number)
+            .unwrap();
+        assert_eq!(
+            p.account_id, card.account_id,
+            "purchases follow their card's account"
+        );
+    }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 50, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, max_shrink_iters: 50, ..ProptestConfig::default() })]
     #[test]
-    fn random_earn_redeem_refund_sequences_keep_the_ledger_balanced(ops in proptest::collection::vec(op(), 1..14)) {
+    fn random_earn_redeem_refund_register_replace_sequences_keep_the_ledger_balanced(ops in proptest::collection::vec(op(), 1..18)) {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(run_ops(ops));
     }
 }

@@ -415,3 +415,79 @@ pub async fn metric(t: &Client, name: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("metric {name} missing from:\n{text}"))
 }
+
+impl TestApp {
+    /// A programme whose points are worth `point_value` each.
+    pub async fn programme_with_point_value(&self, name: &str, point_value: &str) -> Programme {
+        let input = coalition_app::programmes::NewProgramme {
+            name: name.into(),
+            currency: "EUR".into(),
+            point_value: point_value.into(),
+            point_expiry_days: 730,
+        };
+        let created = coalition_app::programmes::create(&self.app.db, input)
+            .await
+            .expect("create programme");
+        let admin = self
+            .token(&created.operator.client_id, &created.operator.client_secret)
+            .await;
+        Programme {
+            id: created.programme_id,
+            admin,
+            client_id: created.operator.client_id,
+            client_secret: created.operator.client_secret,
+        }
+    }
+}
+
+/// What must hold for every points account of a programme, read straight from the
+/// database: its lots hold exactly its balance, points always sit behind a usable card,
+/// and every purchase belongs to the account its card is on now.
+pub async fn assert_accounts_consistent(db: &sea_orm::DatabaseConnection, programme_id: Uuid) {
+    use coalition_store::entities::{card, point_account, point_lot, purchase};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let accounts = point_account::Entity::find()
+        .filter(point_account::Column::ProgrammeId.eq(programme_id))
+        .all(db)
+        .await
+        .unwrap();
+    let cards = card::Entity::find()
+        .filter(card::Column::ProgrammeId.eq(programme_id))
+        .all(db)
+        .await
+        .unwrap();
+    for a in &accounts {
+        let lots: i64 = point_lot::Entity::find()
+            .filter(point_lot::Column::AccountId.eq(a.id))
+            .all(db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.points_remaining)
+            .sum();
+        assert_eq!(lots, a.balance, "lots of account {} hold its balance", a.id);
+        let usable = cards
+            .iter()
+            .filter(|c| c.account_id == a.id && c.status != "replaced")
+            .count();
+        assert!(
+            a.balance == 0 || usable > 0,
+            "account {} holds {} points and no usable card",
+            a.id,
+            a.balance
+        );
+    }
+    let purchases = purchase::Entity::find()
+        .filter(purchase::Column::ProgrammeId.eq(programme_id))
+        .all(db)
+        .await
+        .unwrap();
+    for p in purchases {
+        let card = cards.iter().find(|c| c.number == p.card_number).unwrap();
+        assert_eq!(
+            p.account_id, card.account_id,
+            "purchase {} is on its card's account",
+            p.id
+        );
+    }
+}
