@@ -71,22 +71,35 @@ pub fn ensure_active(card: &card::Model) -> AppResult<()> {
     }
 }
 
-async fn insert_card(
-    db: &impl ConnectionTrait,
-    caller: &Caller,
+/// The card a new card is: on which account, for which member, of which kind, and who
+/// issued it (a replacement keeps the issuer of the card it replaces).
+struct NewCard<'a> {
     account_id: Uuid,
     member_id: Option<Uuid>,
-    kind: &str,
+    kind: &'a str,
+    issued_by_partner_id: Option<Uuid>,
+}
+
+async fn insert_card(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    new: NewCard<'_>,
 ) -> AppResult<card::Model> {
+    let NewCard {
+        account_id,
+        member_id,
+        kind,
+        issued_by_partner_id,
+    } = new;
     let row = card::Model {
         id: Uuid::now_v7(),
-        programme_id: caller.programme_id,
+        programme_id,
         number: new_number(),
         account_id,
         member_id,
         kind: kind.to_owned(),
         status: ACTIVE.to_owned(),
-        issued_by_partner_id: caller.partner_id,
+        issued_by_partner_id,
         replaced_by_number: None,
         created_at: chrono::Utc::now(),
     };
@@ -107,14 +120,13 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
             if member.erased_at.is_some() {
                 return Err(AppError::MemberErased);
             }
-            insert_card(
-                &txn,
-                caller,
-                member.account_id,
-                Some(member.id),
-                "registered",
-            )
-            .await?
+            let card = NewCard {
+                account_id: member.account_id,
+                member_id: Some(member.id),
+                kind: "registered",
+                issued_by_partner_id: caller.partner_id,
+            };
+            insert_card(&txn, caller.programme_id, card).await?
         }
         None => {
             let account_id = Uuid::now_v7();
@@ -129,7 +141,13 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
             })
             .exec_without_returning(&txn)
             .await?;
-            insert_card(&txn, caller, account_id, None, "bearer").await?
+            let card = NewCard {
+                account_id,
+                member_id: None,
+                kind: "bearer",
+                issued_by_partner_id: caller.partner_id,
+            };
+            insert_card(&txn, caller.programme_id, card).await?
         }
     };
     txn.commit().await?;
@@ -397,7 +415,13 @@ pub async fn replace(
         if old.status == REPLACED {
             return Err(AppError::CardReplaced);
         }
-        let new = insert_card(&txn, caller, old.account_id, old.member_id, &old.kind).await?;
+        let replacement = NewCard {
+            account_id: old.account_id,
+            member_id: old.member_id,
+            kind: &old.kind,
+            issued_by_partner_id: old.issued_by_partner_id,
+        };
+        let new = insert_card(&txn, caller.programme_id, replacement).await?;
         let updated = card::Entity::update_many()
             .col_expr(card::Column::Status, Expr::value(REPLACED))
             .col_expr(
