@@ -98,20 +98,26 @@ impl InProcessCache {
 
     /// Makes room without ever forgetting a live "changed" marker, which is what keeps a
     /// slow reader from putting back an older view.
-    fn make_room(&self, slots: &mut HashMap<Uuid, Slot>) {
+    fn make_room(&self, slots: &mut HashMap<Uuid, Slot>, now: Instant) {
         if slots.len() < self.capacity {
             return;
         }
-        let now = Instant::now();
         slots.retain(|_, slot| slot.expires > now);
         if slots.len() >= self.capacity {
             slots.retain(|_, slot| slot.body.is_none());
         }
     }
 
-    fn write(&self, account: Uuid, version: i64, body: Option<String>, ttl: Duration) {
+    fn write(
+        &self,
+        account: Uuid,
+        version: i64,
+        body: Option<String>,
+        ttl: Duration,
+        now: Instant,
+    ) {
         let mut slots = self.slots.lock().expect("cache lock");
-        self.make_room(&mut slots);
+        self.make_room(&mut slots, now);
         let current = slots.get(&account).map(|s| (s.version, s.body.is_some()));
         if may_replace(current, version, body.is_some()) {
             slots.insert(
@@ -119,20 +125,18 @@ impl InProcessCache {
                 Slot {
                     version,
                     body,
-                    expires: Instant::now() + ttl.min(MAX_TTL),
+                    expires: now + ttl.min(MAX_TTL),
                 },
             );
         }
     }
-}
 
-#[async_trait]
-impl BalanceCache for InProcessCache {
-    async fn get(&self, account: Uuid) -> Option<Versioned> {
+    // The trait's operations at a given instant, so tests can move the clock.
+    fn get_at(&self, account: Uuid, now: Instant) -> Option<Versioned> {
         let found = {
             let slots = self.slots.lock().expect("cache lock");
             slots.get(&account).and_then(|s| {
-                let fresh = Instant::now() < s.expires;
+                let fresh = now < s.expires;
                 s.body.clone().filter(|_| fresh).map(|body| Versioned {
                     version: s.version,
                     body,
@@ -143,12 +147,32 @@ impl BalanceCache for InProcessCache {
         found
     }
 
+    fn put_at(&self, account: Uuid, value: Versioned, ttl: Duration, now: Instant) {
+        self.write(account, value.version, Some(value.body), ttl, now);
+    }
+
+    fn changed_at(&self, account: Uuid, version: i64, now: Instant) {
+        self.write(account, version, None, MARKER_TTL, now);
+    }
+
+    #[cfg(test)]
+    fn entries(&self) -> usize {
+        self.slots.lock().expect("cache lock").len()
+    }
+}
+
+#[async_trait]
+impl BalanceCache for InProcessCache {
+    async fn get(&self, account: Uuid) -> Option<Versioned> {
+        self.get_at(account, Instant::now())
+    }
+
     async fn put(&self, account: Uuid, value: Versioned, ttl: Duration) {
-        self.write(account, value.version, Some(value.body), ttl);
+        self.put_at(account, value, ttl, Instant::now());
     }
 
     async fn changed(&self, account: Uuid, version: i64) {
-        self.write(account, version, None, MARKER_TTL);
+        self.changed_at(account, version, Instant::now());
     }
 
     async fn healthy(&self) -> Option<bool> {
