@@ -16,8 +16,15 @@ use uuid::Uuid;
 /// from Redis alone cannot mark its writes there, and the others keep serving the view
 /// from before until it expires (or that process's probe flushes).
 pub const MAX_TTL: Duration = Duration::from_secs(300);
-/// How long a "changed" marker lives: far longer than any read that could race it.
-const MARKER_TTL: Duration = Duration::from_secs(60);
+/// How long a "changed" marker (the newest version a writer reported) is remembered.
+/// A marker for version N refuses views older than N that were read before the write
+/// and are put after it. It lives as long as the longest-lived view, and a view that is
+/// put back stays MAX_TTL from its put: so an older view can only come back from a
+/// reader that stalled for more than MAX_TTL between its database read and its put,
+/// i.e. one whose view is older than any view the cache would keep. With a shorter life
+/// (it was 60 s) a reader only a minute late could reinstall an old view for 5 minutes.
+/// Filling the marker in with a short-lived view, or evicting views, does not shorten it.
+const MARKER_TTL: Duration = MAX_TTL;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versioned {
@@ -58,15 +65,80 @@ pub trait BalanceCache: Send + Sync {
     fn backend(&self) -> &'static str;
 }
 
-struct Slot {
+struct View {
     version: i64,
-    body: Option<String>,
+    body: String,
     expires: Instant,
 }
 
+/// The newest version a writer reported for an account, kept until `until`.
+struct Change {
+    version: i64,
+    until: Instant,
+}
+
+/// Views and change markers are kept apart, each map bounded by the capacity: dropping a
+/// view to make room never forgets a version a slow reader must not undercut.
+#[derive(Default)]
+struct Tables {
+    views: HashMap<Uuid, View>,
+    changes: HashMap<Uuid, Change>,
+    /// Set when live markers had to be dropped for room: until then, an account the
+    /// cache knows nothing about takes no view (its marker may be one of those dropped).
+    forgot_until: Option<Instant>,
+}
+
+impl Tables {
+    /// Whether a view of `version` read from the database may be stored: never older
+    /// than a known version, and for the same version only where no view is cached yet.
+    fn may_store(&self, account: Uuid, version: i64, now: Instant) -> bool {
+        let marked = self.changes.get(&account).filter(|c| now < c.until);
+        let cached = self.views.get(&account);
+        if marked.is_none() && cached.is_none() {
+            return self.forgot_until.is_none_or(|until| now >= until);
+        }
+        let marked_ok = marked.is_none_or(|c| version >= c.version);
+        let cached_ok = cached
+            .is_none_or(|v| version > v.version || (version == v.version && now >= v.expires));
+        marked_ok && cached_ok
+    }
+
+    /// Room for one more view: expired views go first, then (when that is not enough)
+    /// all of them. Nothing is forgotten: the markers stay.
+    fn make_room_for_view(&mut self, account: Uuid, capacity: usize, now: Instant) {
+        if self.views.len() < capacity || self.views.contains_key(&account) {
+            return;
+        }
+        self.views.retain(|_, view| now < view.expires);
+        if self.views.len() >= capacity {
+            self.views.clear();
+        }
+    }
+
+    /// Room for one more marker: expired markers go first; when live ones fill the map,
+    /// all go, and until the last of them would have expired no view is taken for an
+    /// account the cache knows nothing about. Memory stays bounded, at the price of
+    /// database reads; never at the price of an old view.
+    fn make_room_for_change(&mut self, account: Uuid, capacity: usize, now: Instant) {
+        if self.changes.len() < capacity || self.changes.contains_key(&account) {
+            return;
+        }
+        self.changes.retain(|_, change| now < change.until);
+        if self.changes.len() >= capacity {
+            tracing::warn!(
+                capacity,
+                "more balances changed within the marker lifetime than the cache holds; \
+                 balances not cached yet are read from the database for a while"
+            );
+            self.changes.clear();
+            self.forgot_until = Some(now + MARKER_TTL);
+        }
+    }
+}
+
 pub struct InProcessCache {
-    slots: Mutex<HashMap<Uuid, Slot>>,
-    /// Beyond this many slots, expired ones go, then cached values (markers stay).
+    tables: Mutex<Tables>,
+    /// At most this many views, and this many change markers, are kept.
     capacity: usize,
     stats: CacheStats,
 }
@@ -77,87 +149,70 @@ impl Default for InProcessCache {
     }
 }
 
-/// Decides whether a write of (version, body) may replace what is cached: never an older
-/// version, and for the same version only a value may fill in a bare "changed" marker.
-fn may_replace(current: Option<(i64, bool)>, version: i64, has_body: bool) -> bool {
-    match current {
-        None => true,
-        Some((v, _)) if version > v => true,
-        Some((v, current_has_body)) => version == v && has_body && !current_has_body,
-    }
-}
-
 impl InProcessCache {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            slots: Mutex::default(),
+            tables: Mutex::default(),
             capacity,
             stats: CacheStats::default(),
         }
     }
 
-    /// Makes room without ever forgetting a live "changed" marker, which is what keeps a
-    /// slow reader from putting back an older view.
-    fn make_room(&self, slots: &mut HashMap<Uuid, Slot>, now: Instant) {
-        if slots.len() < self.capacity {
-            return;
-        }
-        slots.retain(|_, slot| slot.expires > now);
-        if slots.len() >= self.capacity {
-            slots.retain(|_, slot| slot.body.is_none());
-        }
-    }
-
-    fn write(
-        &self,
-        account: Uuid,
-        version: i64,
-        body: Option<String>,
-        ttl: Duration,
-        now: Instant,
-    ) {
-        let mut slots = self.slots.lock().expect("cache lock");
-        self.make_room(&mut slots, now);
-        let current = slots.get(&account).map(|s| (s.version, s.body.is_some()));
-        if may_replace(current, version, body.is_some()) {
-            slots.insert(
-                account,
-                Slot {
-                    version,
-                    body,
-                    expires: now + ttl.min(MAX_TTL),
-                },
-            );
-        }
+    fn tables(&self) -> std::sync::MutexGuard<'_, Tables> {
+        self.tables.lock().expect("cache lock")
     }
 
     // The trait's operations at a given instant, so tests can move the clock.
     fn get_at(&self, account: Uuid, now: Instant) -> Option<Versioned> {
-        let found = {
-            let slots = self.slots.lock().expect("cache lock");
-            slots.get(&account).and_then(|s| {
-                let fresh = now < s.expires;
-                s.body.clone().filter(|_| fresh).map(|body| Versioned {
-                    version: s.version,
-                    body,
-                })
+        let found = self.tables().views.get(&account).and_then(|view| {
+            (now < view.expires).then(|| Versioned {
+                version: view.version,
+                body: view.body.clone(),
             })
-        };
+        });
         self.stats.count(found.is_some());
         found
     }
 
     fn put_at(&self, account: Uuid, value: Versioned, ttl: Duration, now: Instant) {
-        self.write(account, value.version, Some(value.body), ttl, now);
+        let mut tables = self.tables();
+        if !tables.may_store(account, value.version, now) {
+            return;
+        }
+        tables.make_room_for_view(account, self.capacity, now);
+        let view = View {
+            version: value.version,
+            body: value.body,
+            expires: now + ttl.min(MAX_TTL),
+        };
+        tables.views.insert(account, view);
     }
 
     fn changed_at(&self, account: Uuid, version: i64, now: Instant) {
-        self.write(account, version, None, MARKER_TTL, now);
+        let mut tables = self.tables();
+        if tables
+            .views
+            .get(&account)
+            .is_some_and(|v| v.version < version)
+        {
+            tables.views.remove(&account);
+        }
+        let newer_known = tables
+            .changes
+            .get(&account)
+            .is_some_and(|c| now < c.until && c.version > version);
+        if newer_known {
+            return;
+        }
+        tables.make_room_for_change(account, self.capacity, now);
+        let until = now + MARKER_TTL;
+        tables.changes.insert(account, Change { version, until });
     }
 
     #[cfg(test)]
     fn entries(&self) -> usize {
-        self.slots.lock().expect("cache lock").len()
+        let tables = self.tables();
+        tables.views.len() + tables.changes.len()
     }
 }
 
@@ -469,31 +524,111 @@ impl BalanceCache for RedisCache {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_full_cache_drops_values_but_keeps_change_markers() {
-        let cache = InProcessCache::with_capacity(3);
-        let (a, b, c, d) = (
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-        );
-        let view = |version: i64| Versioned {
+    fn view(version: i64) -> Versioned {
+        Versioned {
             version,
             body: format!("v{version}"),
-        };
-        cache.put(a, view(1), MAX_TTL).await;
-        cache.put(b, view(1), MAX_TTL).await;
-        cache.changed(c, 5).await;
-        cache.put(d, view(1), MAX_TTL).await; // full: values go, c's marker stays
-        assert_eq!(cache.get(a).await, None);
-        cache.put(c, view(4), MAX_TTL).await;
+        }
+    }
+
+    fn accounts<const N: usize>() -> [Uuid; N] {
+        std::array::from_fn(|_| Uuid::new_v4())
+    }
+
+    #[test]
+    fn a_full_cache_never_forgets_the_version_of_a_view_that_filled_in_a_change_marker() {
+        let cache = InProcessCache::with_capacity(2);
+        let now = Instant::now();
+        let [x, y, z] = accounts();
+        cache.changed_at(x, 5, now);
+        cache.put_at(x, view(5), MAX_TTL, now); // a reader fills the marker in
+        cache.put_at(y, view(1), MAX_TTL, now);
+        cache.put_at(z, view(1), MAX_TTL, now); // full: views go
+                                                // A slow reader that read version 4 before the write puts it now.
+        cache.put_at(x, view(4), MAX_TTL, now);
+        assert_eq!(cache.get_at(x, now), None, "version 4 came back");
+    }
+
+    #[test]
+    fn a_change_marker_outlives_the_longest_lived_view() {
+        let cache = InProcessCache::with_capacity(2);
+        let [x, y, z] = accounts();
+        let written = Instant::now();
+        cache.changed_at(x, 5, written);
+        // A reader that read version 4 before the write puts it just before a view put
+        // at the time of the write would have expired; meanwhile the cache filled up.
+        let late = written + MAX_TTL - Duration::from_secs(1);
+        cache.put_at(y, view(1), MAX_TTL, late);
+        cache.put_at(z, view(1), MAX_TTL, late);
+        cache.put_at(x, view(4), MAX_TTL, late);
+        assert_eq!(cache.get_at(x, late), None, "version 4 came back");
+    }
+
+    #[test]
+    fn a_short_lived_view_does_not_shorten_the_life_of_the_marker_it_filled_in() {
+        let cache = InProcessCache::with_capacity(2);
+        let [x, y, z] = accounts();
+        let written = Instant::now();
+        cache.changed_at(x, 5, written);
+        cache.put_at(x, view(5), Duration::from_secs(10), written);
+        let later = written + Duration::from_secs(120);
+        assert_eq!(cache.get_at(x, later), None, "the view expired");
+        cache.put_at(y, view(1), MAX_TTL, later);
+        cache.put_at(z, view(1), MAX_TTL, later);
+        cache.put_at(x, view(4), MAX_TTL, later);
+        assert_eq!(cache.get_at(x, later), None, "version 4 came back");
+    }
+
+    #[test]
+    fn change_markers_are_bounded_too() {
+        let cache = InProcessCache::with_capacity(4);
+        let now = Instant::now();
+        for account in accounts::<100>() {
+            cache.changed_at(account, 1, now);
+        }
+        assert!(cache.entries() <= 8, "{} entries", cache.entries());
+    }
+
+    #[test]
+    fn while_a_forgotten_change_could_matter_no_unknown_account_takes_a_view() {
+        let cache = InProcessCache::with_capacity(2);
+        let [a, b, c, d] = accounts();
+        let now = Instant::now();
+        cache.changed_at(a, 5, now);
+        cache.changed_at(b, 5, now);
+        cache.changed_at(c, 5, now); // more changes than room: one is forgotten
+        assert!(cache.entries() <= 4, "{} entries", cache.entries());
+        for account in [a, b, c] {
+            cache.put_at(account, view(4), MAX_TTL, now);
+            assert_eq!(cache.get_at(account, now), None, "version 4 was taken");
+        }
+        // An account never changed is not cached either while a forgotten marker lives...
+        cache.put_at(d, view(1), MAX_TTL, now);
+        assert_eq!(cache.get_at(d, now), None);
+        // ...and is once any forgotten marker would have expired.
+        let later = now + MARKER_TTL;
+        cache.put_at(d, view(1), MAX_TTL, later);
+        assert_eq!(cache.get_at(d, later), Some(view(1)));
+    }
+
+    #[test]
+    fn a_full_cache_drops_views_but_keeps_change_markers() {
+        let cache = InProcessCache::with_capacity(2);
+        let [a, b, c, d] = accounts();
+        let now = Instant::now();
+        cache.changed_at(c, 5, now);
+        cache.put_at(a, view(1), MAX_TTL, now);
+        cache.put_at(b, view(1), MAX_TTL, now);
+        cache.put_at(d, view(1), MAX_TTL, now); // full: views go, c's marker stays
+        assert_eq!(cache.get_at(a, now), None);
+        cache.put_at(c, view(4), MAX_TTL, now);
         assert_eq!(
-            cache.get(c).await,
+            cache.get_at(c, now),
             None,
             "the marker still refuses version 4"
         );
-        assert_eq!(cache.get(d).await.unwrap().body, "v1");
+        assert_eq!(cache.get_at(d, now), Some(view(1)));
+        assert!(cache.entries() <= 4, "{} entries", cache.entries());
     }
 
     #[tokio::test]
