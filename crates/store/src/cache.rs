@@ -246,38 +246,49 @@ impl BalanceCache for InProcessCache {
 /// Redis-backed cache. Each write is one Lua script so the version check and the write
 /// are atomic across server processes. Calls are bounded by a short timeout. After a
 /// failure the cache is bypassed (reads go to the database, fast) until a background
-/// probe reaches Redis again; the probe then deletes every cached balance before the
-/// cache is trusted again, because a "changed" marker lost during the outage could
-/// otherwise leave an old value behind.
+/// probe reaches Redis again; the probe then deletes every cached view before the cache
+/// is trusted again, because a "changed" marker lost during the outage could otherwise
+/// leave an old view behind. Markers live in keys of their own, which the flush keeps:
+/// a marker is never wrong, and it keeps refusing views read before its write.
 pub struct RedisCache {
     client: redis::Client,
     /// Set once Redis first answers (at start, or later by the probe).
     connection: OnceLock<redis::aio::ConnectionManager>,
     prefix: String,
-    write_script: redis::Script,
+    put_script: redis::Script,
+    changed_script: redis::Script,
     /// Set by any failed call; cleared by the probe after a flush.
     unavailable: AtomicBool,
-    /// Writes that did not reach Redis since the last flush.
-    lost_writes: AtomicU64,
+    /// "Changed" markers that did not reach Redis since the last flush. (A view that
+    /// was not stored is only a later miss; a lost marker can leave an old view behind.)
+    lost_changes: AtomicU64,
     stats: CacheStats,
 }
 
-const WRITE_IF_NEWER: &str = r#"
-local current = redis.call('HGET', KEYS[1], 'v')
+/// Stores a view (KEYS[1]: hash v, b) unless the marker (KEYS[2]) or the cached view
+/// knows a newer version, or the view of this version is cached already.
+/// ARGV: version, body, seconds to live.
+const PUT_IF_NEWEST: &str = r#"
 local version = tonumber(ARGV[1])
-local has_body = ARGV[2] ~= ''
-if current then
-  current = tonumber(current)
-  if version < current then return 0 end
-  if version == current and (not has_body or redis.call('HEXISTS', KEYS[1], 'b') == 1) then return 0 end
-end
-redis.call('DEL', KEYS[1])
-if has_body then
-  redis.call('HSET', KEYS[1], 'v', version, 'b', ARGV[2])
-else
-  redis.call('HSET', KEYS[1], 'v', version)
-end
+local marked = tonumber(redis.call('GET', KEYS[2]))
+if marked and version < marked then return 0 end
+local cached = tonumber(redis.call('HGET', KEYS[1], 'v'))
+if cached and version <= cached then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'b', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// Records that a version exists (KEYS[2], unless a newer one is recorded) and deletes
+/// an older view (KEYS[1]). ARGV: version, seconds the marker lives.
+const MARK_CHANGED: &str = r#"
+local version = tonumber(ARGV[1])
+local marked = tonumber(redis.call('GET', KEYS[2]))
+if not marked or version >= marked then
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+end
+local cached = tonumber(redis.call('HGET', KEYS[1], 'v'))
+if cached and cached < version then redis.call('DEL', KEYS[1]) end
 return 1
 "#;
 
@@ -295,9 +306,10 @@ impl RedisCache {
             client: redis::Client::open(url)?,
             connection: OnceLock::new(),
             prefix: prefix.to_owned(),
-            write_script: redis::Script::new(WRITE_IF_NEWER),
+            put_script: redis::Script::new(PUT_IF_NEWEST),
+            changed_script: redis::Script::new(MARK_CHANGED),
             unavailable: AtomicBool::new(false),
-            lost_writes: AtomicU64::new(0),
+            lost_changes: AtomicU64::new(0),
             stats: CacheStats::default(),
         });
         if !cache.open().await {
@@ -335,13 +347,19 @@ impl RedisCache {
         connection
     }
 
-    fn key(&self, account: Uuid) -> String {
+    /// The key of an account's cached view; the flush deletes these.
+    fn view_key(&self, account: Uuid) -> String {
         format!("{}balance:{account}", self.prefix)
     }
 
-    /// Whether Redis may be read: it answers, and no write was lost since the last flush.
+    /// The key of an account's "changed" marker (not matched by the flush's pattern).
+    fn marker_key(&self, account: Uuid) -> String {
+        format!("{}balance-version:{account}", self.prefix)
+    }
+
+    /// Whether Redis may be read: it answers, and no change was lost since the last flush.
     fn trusted(&self) -> bool {
-        !self.unavailable.load(Ordering::Acquire) && self.lost_writes.load(Ordering::Acquire) == 0
+        !self.unavailable.load(Ordering::Acquire) && self.lost_changes.load(Ordering::Acquire) == 0
     }
 
     async fn call<T>(
@@ -371,10 +389,10 @@ impl RedisCache {
         }
     }
 
-    /// One probe step: when Redis failed and answers again, delete every cached balance,
-    /// then trust it again — unless another write was lost meanwhile (next step retries).
+    /// One probe step: when Redis failed and answers again, delete every cached view,
+    /// then trust it again — unless another change was lost meanwhile (next step retries).
     async fn recover(&self) {
-        let lost = self.lost_writes.load(Ordering::Acquire);
+        let lost = self.lost_changes.load(Ordering::Acquire);
         if !self.unavailable.load(Ordering::Acquire) && lost == 0 {
             return;
         }
@@ -392,7 +410,7 @@ impl RedisCache {
             return;
         };
         if self
-            .lost_writes
+            .lost_changes
             .compare_exchange(lost, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
@@ -405,7 +423,8 @@ impl RedisCache {
         }
     }
 
-    /// Deletes this prefix's cached balances (SCAN, not KEYS: Redis keeps serving).
+    /// Deletes this prefix's cached views, keeping the markers (SCAN, not KEYS: Redis
+    /// keeps serving).
     async fn flush(&self) -> Option<usize> {
         let mut con = self.connection()?;
         let pattern = format!("{}balance:*", self.prefix);
@@ -436,21 +455,37 @@ impl RedisCache {
         }
     }
 
-    async fn write(&self, account: Uuid, version: i64, body: &str, ttl: Duration) {
+    /// Stores a view, unless the cache is off: a view is only a saving, not worth a
+    /// call that may wait for the timeout.
+    async fn store(&self, account: Uuid, value: &Versioned, ttl: Duration) {
         if self.unavailable.load(Ordering::Acquire) {
-            self.lost_writes.fetch_add(1, Ordering::AcqRel);
             return;
         }
         let Some(mut con) = self.connection() else {
-            self.lost_writes.fetch_add(1, Ordering::AcqRel);
             return;
         };
-        let mut invocation = self.write_script.key(self.key(account));
+        let mut invocation = self.put_script.key(self.view_key(account));
+        invocation.key(self.marker_key(account));
         let seconds = ttl.min(MAX_TTL).as_secs().max(1);
-        invocation.arg(version).arg(body).arg(seconds);
-        let written: Option<i64> = self.call(invocation.invoke_async(&mut con)).await;
-        if written.is_none() {
-            self.lost_writes.fetch_add(1, Ordering::AcqRel);
+        invocation.arg(value.version).arg(&value.body).arg(seconds);
+        let _: Option<i64> = self.call(invocation.invoke_async(&mut con)).await;
+    }
+
+    /// Marks a change, even while the cache is off for this process: other processes
+    /// may already trust Redis again (their probe flushed first) and would serve the view
+    /// from before this write until this process's own flush. Only a marker that did not
+    /// reach Redis is lost; the flush when the probe gets through still happens.
+    async fn mark(&self, account: Uuid, version: i64) {
+        let Some(mut con) = self.connection() else {
+            self.lost_changes.fetch_add(1, Ordering::AcqRel);
+            return;
+        };
+        let mut invocation = self.changed_script.key(self.view_key(account));
+        invocation.key(self.marker_key(account));
+        invocation.arg(version).arg(MARKER_TTL.as_secs());
+        let marked: Option<i64> = self.call(invocation.invoke_async(&mut con)).await;
+        if marked.is_none() {
+            self.lost_changes.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -480,7 +515,7 @@ impl BalanceCache for RedisCache {
         let fields: Option<(Option<i64>, Option<String>)> = self
             .call(
                 redis::cmd("HMGET")
-                    .arg(self.key(account))
+                    .arg(self.view_key(account))
                     .arg("v")
                     .arg("b")
                     .query_async(&mut con),
@@ -495,11 +530,11 @@ impl BalanceCache for RedisCache {
     }
 
     async fn put(&self, account: Uuid, value: Versioned, ttl: Duration) {
-        self.write(account, value.version, &value.body, ttl).await;
+        self.store(account, &value, ttl).await;
     }
 
     async fn changed(&self, account: Uuid, version: i64) {
-        self.write(account, version, "", MARKER_TTL).await;
+        self.mark(account, version).await;
     }
 
     /// Asks Redis, so a readiness check notices an outage even when no request has.
@@ -686,5 +721,98 @@ mod tests {
         assert_eq!(cache.get(id).await.unwrap().body, "three");
         assert_eq!(cache.stats().hits.load(Ordering::Relaxed), 2);
         assert_eq!(cache.stats().misses.load(Ordering::Relaxed), 2);
+    }
+
+    // Redis: these run when TEST_REDIS_URL is set (the PostgreSQL + Redis pass of CI).
+
+    async fn redis_cache() -> Option<(Arc<RedisCache>, String)> {
+        let Some(url) = std::env::var("TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
+            return None;
+        };
+        let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
+        let cache = RedisCache::connect(&url, &prefix).await.expect("redis url");
+        assert!(cache.trusted(), "TEST_REDIS_URL {url} does not answer");
+        Some((cache, prefix))
+    }
+
+    /// The longest any key of this account will live in Redis, in seconds.
+    async fn longest_ttl(cache: &RedisCache, account: Uuid) -> i64 {
+        let mut con = cache.connection().unwrap();
+        let pattern = format!("{}*{account}*", cache.prefix);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let mut longest = -2;
+        for key in keys {
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            longest = longest.max(ttl);
+        }
+        longest
+    }
+
+    #[tokio::test]
+    async fn redis_a_change_marker_outlives_the_longest_lived_view() {
+        let Some((cache, _)) = redis_cache().await else {
+            return;
+        };
+        let [x] = accounts();
+        cache.changed(x, 5).await;
+        let marked = longest_ttl(&cache, x).await;
+        assert!(
+            marked >= MAX_TTL.as_secs() as i64 - 1,
+            "marker lives {marked} s"
+        );
+        cache.put(x, view(5), Duration::from_secs(10)).await;
+        assert_eq!(cache.get(x).await, Some(view(5)));
+        let filled = longest_ttl(&cache, x).await;
+        assert!(
+            filled >= MAX_TTL.as_secs() as i64 - 1,
+            "filled in, lives {filled} s"
+        );
+    }
+
+    #[tokio::test]
+    async fn redis_a_flush_deletes_views_but_keeps_change_markers() {
+        let Some((cache, _)) = redis_cache().await else {
+            return;
+        };
+        let [x] = accounts();
+        cache.changed(x, 5).await;
+        cache.put(x, view(5), MAX_TTL).await;
+        assert_eq!(cache.flush().await, Some(1));
+        assert_eq!(cache.get(x).await, None, "the view is gone");
+        // A slow reader that read version 4 before the write puts it after the flush.
+        cache.put(x, view(4), MAX_TTL).await;
+        assert_eq!(cache.get(x).await, None, "version 4 came back");
+    }
+
+    #[tokio::test]
+    async fn redis_a_process_that_considers_the_cache_unavailable_still_marks_its_changes() {
+        let Some((writer, prefix)) = redis_cache().await else {
+            return;
+        };
+        let url = std::env::var("TEST_REDIS_URL").unwrap();
+        let peer = RedisCache::connect(&url, &prefix).await.unwrap();
+        let [x] = accounts();
+        // The peer has recovered and caches version 1; the writer has not recovered yet
+        // (its probe has not flushed), though Redis answers it.
+        peer.put(x, view(1), MAX_TTL).await;
+        assert_eq!(peer.get(x).await, Some(view(1)));
+        writer.unavailable.store(true, Ordering::Release);
+        writer.changed(x, 2).await;
+        assert_eq!(peer.get(x).await, None, "the peer serves version 1");
+        peer.put(x, view(1), MAX_TTL).await;
+        assert_eq!(peer.get(x).await, None, "a slow reader put version 1 back");
+        assert!(!writer.trusted(), "the writer still waits for its flush");
     }
 }
