@@ -18,12 +18,12 @@ use uuid::Uuid;
 pub const MAX_TTL: Duration = Duration::from_secs(300);
 /// How long a "changed" marker (the newest version a writer reported) is remembered.
 /// A marker for version N refuses views older than N that were read before the write
-/// and are put after it. It lives as long as the longest-lived view, and a view that is
-/// put back stays MAX_TTL from its put: so an older view can only come back from a
-/// reader that stalled for more than MAX_TTL between its database read and its put,
-/// i.e. one whose view is older than any view the cache would keep. With a shorter life
-/// (it was 60 s) a reader only a minute late could reinstall an old view for 5 minutes.
-/// Filling the marker in with a short-lived view, or evicting views, does not shorten it.
+/// and are put after it. It lives as long as the longest-lived view: an older view then
+/// gets past it only from a reader that stalled between its database read and its put
+/// for longer than any view may be kept, i.e. a view already older than MAX_TTL when it
+/// is stored. (At 60 s, a reader a minute late could put back a view that would then be
+/// served for 5 minutes.) Evicting, expiring or flushing views, or filling the marker in
+/// with a short-lived view, never shortens it.
 const MARKER_TTL: Duration = MAX_TTL;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,6 +259,10 @@ pub struct RedisCache {
     changed_script: redis::Script,
     /// Set by any failed call; cleared by the probe after a flush.
     unavailable: AtomicBool,
+    /// Whether Redis answered last time we asked: set by the probe's PING, cleared by a
+    /// failed marker. While the cache is off, changes are still marked when it is set,
+    /// without waiting for a timeout on every write of an outage when it is not.
+    answering: AtomicBool,
     /// "Changed" markers that did not reach Redis since the last flush. (A view that
     /// was not stored is only a later miss; a lost marker can leave an old view behind.)
     lost_changes: AtomicU64,
@@ -309,10 +313,12 @@ impl RedisCache {
             put_script: redis::Script::new(PUT_IF_NEWEST),
             changed_script: redis::Script::new(MARK_CHANGED),
             unavailable: AtomicBool::new(false),
+            answering: AtomicBool::new(true),
             lost_changes: AtomicU64::new(0),
             stats: CacheStats::default(),
         });
         if !cache.open().await {
+            cache.answering.store(false, Ordering::Release);
             cache.failed("not reachable at start");
         }
         tokio::spawn(probe(Arc::downgrade(&cache)));
@@ -403,6 +409,7 @@ impl RedisCache {
             return;
         };
         let pong: Option<String> = self.call(redis::cmd("PING").query_async(&mut con)).await;
+        self.answering.store(pong.is_some(), Ordering::Release);
         if pong.is_none() {
             return;
         }
@@ -471,11 +478,17 @@ impl RedisCache {
         let _: Option<i64> = self.call(invocation.invoke_async(&mut con)).await;
     }
 
-    /// Marks a change, even while the cache is off for this process: other processes
-    /// may already trust Redis again (their probe flushed first) and would serve the view
-    /// from before this write until this process's own flush. Only a marker that did not
-    /// reach Redis is lost; the flush when the probe gets through still happens.
+    /// Marks a change, also while the cache is off for this process as long as Redis
+    /// answers it: other processes may trust Redis again already (their probe flushed
+    /// first) and would serve the view from before this write until this process's own
+    /// flush. Only a marker that does not reach Redis is lost (and makes the flush
+    /// needed); the flush when the probe gets through still happens.
     async fn mark(&self, account: Uuid, version: i64) {
+        let off = self.unavailable.load(Ordering::Acquire);
+        if off && !self.answering.load(Ordering::Acquire) {
+            self.lost_changes.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
         let Some(mut con) = self.connection() else {
             self.lost_changes.fetch_add(1, Ordering::AcqRel);
             return;
@@ -485,6 +498,7 @@ impl RedisCache {
         invocation.arg(version).arg(MARKER_TTL.as_secs());
         let marked: Option<i64> = self.call(invocation.invoke_async(&mut con)).await;
         if marked.is_none() {
+            self.answering.store(false, Ordering::Release);
             self.lost_changes.fetch_add(1, Ordering::AcqRel);
         }
     }
