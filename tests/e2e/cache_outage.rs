@@ -5,79 +5,9 @@
 //! harder case for staleness.
 
 use crate::support::*;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// A TCP proxy to Redis that can refuse and drop every connection.
-struct CuttableProxy {
-    addr: String,
-    cut: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl CuttableProxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let cut = Arc::new(AtomicBool::new(false));
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (cut2, links2) = (cut.clone(), links.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if cut2.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is closed at once
-                }
-                let upstream = upstream.clone();
-                let link = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                links2.lock().unwrap().push(link);
-            }
-        });
-        Self { addr, cut, links }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// The test Redis behind a cuttable proxy; `None` (said on stderr) without TEST_REDIS_URL.
-async fn proxied_redis() -> Option<(String, CuttableProxy)> {
-    let Some(redis_url) = test_redis_url() else {
-        eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
-        return None;
-    };
-    let upstream = redis_url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
-    let proxy = CuttableProxy::start(upstream).await;
-    Some((redis_url, proxy))
-}
-
-/// Waits up to 5 s for readiness to report the cache `ok` again.
-async fn cache_comes_back(t: &TestApp) -> bool {
-    for _ in 0..50 {
-        if t.ready().await["cache"] == "ok" {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
+use uuid::Uuid;
 
 #[tokio::test]
 async fn a_redis_outage_degrades_to_the_database_and_leaves_nothing_stale() {
@@ -178,4 +108,160 @@ async fn a_server_started_during_a_redis_outage_serves_and_takes_redis_up_when_i
         metric(&t, "coalition_balance_cache_hits_total").await,
         hits + 1
     );
+}
+
+/// A Redis user that may do everything but SCAN: a cache connected as it reaches Redis,
+/// but its flush — and with it its recovery after an outage — fails until `allow_scan`.
+/// Deleted on drop.
+struct UserWithoutScan {
+    redis_url: String,
+    name: String,
+    password: String,
+}
+
+impl UserWithoutScan {
+    async fn create(redis_url: &str) -> Self {
+        let user = Self {
+            redis_url: redis_url.to_owned(),
+            name: format!("coalition-test-{}", Uuid::new_v4().simple()),
+            password: Uuid::new_v4().simple().to_string(),
+        };
+        let password = format!(">{}", user.password);
+        user.acl(&[
+            "SETUSER", &user.name, "on", &password, "~*", "+@all", "-scan",
+        ])
+        .await;
+        user
+    }
+
+    /// A Redis URL that connects as this user through `addr`.
+    fn url(&self, addr: &str) -> String {
+        format!("redis://{}:{}@{addr}", self.name, self.password)
+    }
+
+    async fn allow_scan(&self) {
+        self.acl(&["SETUSER", &self.name, "+scan"]).await;
+    }
+
+    async fn acl(&self, args: &[&str]) {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("ACL")
+            .arg(args)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+
+    /// Waits up to 5 s for Redis to refuse this user a SCAN: a cache connected as it has
+    /// had Redis answer its probe's PING, and its flush failed.
+    async fn refused_a_scan(&self) -> bool {
+        let client = redis::Client::open(self.redis_url.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        for _ in 0..50 {
+            let log: Vec<HashMap<String, redis::Value>> = redis::cmd("ACL")
+                .arg("LOG")
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            let mine = |entry: &HashMap<String, redis::Value>| {
+                let field = |name| {
+                    entry
+                        .get(name)
+                        .and_then(|v| redis::from_redis_value::<String>(v).ok())
+                };
+                field("username").as_deref() == Some(self.name.as_str())
+                    && field("object").as_deref() == Some("scan")
+            };
+            if log.iter().any(mine) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+impl Drop for UserWithoutScan {
+    fn drop(&mut self) {
+        let deleted = redis::Client::open(self.redis_url.as_str())
+            .and_then(|client| client.get_connection())
+            .and_then(|mut con| {
+                redis::cmd("ACL")
+                    .arg("DELUSER")
+                    .arg(&self.name)
+                    .query::<()>(&mut con)
+            });
+        if let Err(e) = deleted {
+            eprintln!("could not delete test Redis user {}: {e}", self.name);
+        }
+    }
+}
+
+/// After an outage the processes' probes do not get through at the same moment: one may
+/// already trust Redis again (it flushed) while another one's flush is still under way —
+/// a flush over many keys takes a while — or fails. A write committed by the second must
+/// not leave the first serving the balance from before it. Process A is held in that
+/// state by connecting as a Redis user that may not SCAN: its probe's PING is answered,
+/// its flush fails, and everything else it sends reaches Redis.
+#[tokio::test]
+async fn a_process_still_waiting_for_its_flush_marks_its_writes_for_the_others() {
+    if backend_name() != "postgres" {
+        eprintln!("needs PostgreSQL and Redis: runs in the PostgreSQL + Redis pass of .ci/run");
+        return;
+    }
+    let Some((redis_url, proxy)) = proxied_redis().await else {
+        return;
+    };
+    let user = UserWithoutScan::create(&redis_url).await;
+    let database_url = fresh_database_url().await;
+    let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
+    let env_a = server_env(&database_url, &user.url(&proxy.addr), &prefix);
+    let env_b = server_env(&database_url, &format!("redis://{}", proxy.addr), &prefix);
+    let a = start_server(&env_a).await;
+    let b = start_server(&env_b).await;
+    let (ta, tb) = (spawn_client(&a.base), spawn_client(&b.base));
+    let prog = create_programme(&env_b, &tb).await;
+    let gym = tb.partner(&prog, "Gym", "1").await;
+    let (member, card) = tb.member_with_card(&gym, "ann@example.org").await;
+    tb.purchase(&gym, &card, "100.00", 0).await;
+
+    // The outage, seen by both; then B flushes and uses Redis again, while Redis answers
+    // A but A cannot flush.
+    proxy.cut();
+    assert_eq!(ta.ready().await["cache"], "degraded");
+    assert_eq!(tb.ready().await["cache"], "degraded");
+    proxy.restore();
+    let back = cache_comes_back(&tb).await;
+    assert!(back, "B's cache never came back: {}", tb.ready().await);
+    let answered = user.refused_a_scan().await;
+    assert!(answered, "A's probe never reached Redis again");
+    assert_eq!(ta.ready().await["cache"], "degraded", "A flushed");
+
+    // B caches the balance...
+    let db = sea_orm::Database::connect(&database_url).await.unwrap();
+    let account = stored_account(&db, &member).await;
+    assert_eq!(tb.points(&gym.token, &member).await, 100);
+    assert_eq!(
+        redis_entry(&redis_url, &prefix, account.id).await,
+        Some((account.version, Some(100)))
+    );
+    // ...A commits a purchase...
+    assert_eq!(ta.purchase(&gym, &card, "50.00", 0).await["balance"], 150);
+    assert_eq!(ta.ready().await["cache"], "degraded", "A flushed");
+    // ...and B answers it.
+    assert_eq!(
+        tb.points(&gym.token, &member).await,
+        150,
+        "B served the balance from before A's purchase"
+    );
+
+    // Once A's flush gets through, A uses Redis again.
+    user.allow_scan().await;
+    let back = cache_comes_back(&ta).await;
+    assert!(back, "A's cache never came back: {}", ta.ready().await);
+    assert!(metric(&ta, "coalition_balance_cache_flushes_total").await >= 1);
+    assert_eq!(ta.points(&gym.token, &member).await, 150);
+    assert_eq!(tb.points(&gym.token, &member).await, 150);
+    db.close().await.ok();
 }

@@ -4,67 +4,8 @@
 
 use crate::support::*;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use serde_json::json;
 use uuid::Uuid;
-
-/// A `coalition serve` process, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    base: String,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn coalition(env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_coalition-under-test"));
-    command.env_clear().env("COALITION_LOG", "warn");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_server(env: &[(&str, String)]) -> ServerProcess {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut env = env.to_vec();
-    env.push(("COALITION_ADDR", addr.clone()));
-    let child = coalition(&env)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start coalition serve");
-    let server = ServerProcess {
-        child,
-        base: format!("http://{addr}"),
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..100 {
-        let ready = http
-            .get(format!("{}/health/ready", server.base))
-            .send()
-            .await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("coalition serve on {addr} never became ready");
-}
 
 #[tokio::test]
 async fn two_server_processes_keep_every_cached_balance_equal_to_the_database() {
@@ -74,38 +15,14 @@ async fn two_server_processes_keep_every_cached_balance_equal_to_the_database() 
     };
     let database_url = fresh_database_url().await;
     let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
-    let env = vec![
-        ("DATABASE_URL", database_url.clone()),
-        ("REDIS_URL", redis_url.clone()),
-        ("COALITION_REDIS_PREFIX", prefix.clone()),
-        ("COALITION_DB_MAX_CONNECTIONS", "20".to_owned()),
-    ];
+    let env = server_env(&database_url, &redis_url, &prefix);
     // The first process migrates and keeps the signing key in the database; the second
     // finds both, so a token from one is good at the other.
     let a = start_server(&env).await;
     let b = start_server(&env).await;
-    let created = coalition(&env)
-        .args(["programme", "create", "--name", "Coalition"])
-        .args(["--currency", "EUR", "--point-value", "0.01"])
-        .output()
-        .expect("programme create");
-    assert!(created.status.success(), "{created:?}");
-    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
-
     let ta = spawn_client(&a.base);
     let tb = spawn_client(&b.base);
-    let admin = ta
-        .token(
-            created["client_id"].as_str().unwrap(),
-            created["client_secret"].as_str().unwrap(),
-        )
-        .await;
-    let prog = Programme {
-        id: created["programme_id"].as_str().unwrap().parse().unwrap(),
-        admin,
-        client_id: String::new(),
-        client_secret: String::new(),
-    };
+    let prog = create_programme(&env, &ta).await;
     let gym = ta.partner(&prog, "Gym", "1").await;
     let shop = tb.partner(&prog, "Sports shop", "2").await;
     let mut members = Vec::new();

@@ -8,6 +8,12 @@ use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// An HTTP client of one server, with helpers for the calls tests make.
@@ -490,4 +496,167 @@ pub async fn assert_accounts_consistent(db: &sea_orm::DatabaseConnection, progra
             p.id
         );
     }
+}
+
+/// A `coalition serve` process, killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub base: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn coalition(env: &[(&str, String)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_coalition-under-test"));
+    command.env_clear().env("COALITION_LOG", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn start_server(env: &[(&str, String)]) -> ServerProcess {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut env = env.to_vec();
+    env.push(("COALITION_ADDR", addr.clone()));
+    let child = coalition(&env)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start coalition serve");
+    let server = ServerProcess {
+        child,
+        base: format!("http://{addr}"),
+    };
+    let http = reqwest::Client::new();
+    for _ in 0..100 {
+        let ready = http
+            .get(format!("{}/health/ready", server.base))
+            .send()
+            .await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("coalition serve on {addr} never became ready");
+}
+
+/// The environment of a `coalition serve` process on `database_url` that caches in
+/// `redis_url` under `prefix`.
+pub fn server_env(
+    database_url: &str,
+    redis_url: &str,
+    prefix: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url.to_owned()),
+        ("REDIS_URL", redis_url.to_owned()),
+        ("COALITION_REDIS_PREFIX", prefix.to_owned()),
+        ("COALITION_DB_MAX_CONNECTIONS", "20".to_owned()),
+    ]
+}
+
+/// A programme made with `coalition programme create`, with an operator token from `server`.
+pub async fn create_programme(env: &[(&str, String)], server: &Client) -> Programme {
+    let created = coalition(env)
+        .args(["programme", "create", "--name", "Coalition"])
+        .args(["--currency", "EUR", "--point-value", "0.01"])
+        .output()
+        .expect("programme create");
+    assert!(created.status.success(), "{created:?}");
+    let created: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let admin = server
+        .token(
+            created["client_id"].as_str().unwrap(),
+            created["client_secret"].as_str().unwrap(),
+        )
+        .await;
+    Programme {
+        id: created["programme_id"].as_str().unwrap().parse().unwrap(),
+        admin,
+        client_id: String::new(),
+        client_secret: String::new(),
+    }
+}
+
+/// A TCP proxy to Redis that can refuse and drop every connection.
+pub struct CuttableProxy {
+    pub addr: String,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (cut2, links2) = (cut.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if cut2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is closed at once
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                links2.lock().unwrap().push(link);
+            }
+        });
+        Self { addr, cut, links }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The test Redis behind a cuttable proxy; `None` (said on stderr) without TEST_REDIS_URL.
+pub async fn proxied_redis() -> Option<(String, CuttableProxy)> {
+    let Some(redis_url) = test_redis_url() else {
+        eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
+        return None;
+    };
+    let upstream = redis_url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = CuttableProxy::start(upstream).await;
+    Some((redis_url, proxy))
+}
+
+/// Waits up to 5 s for readiness to report the cache `ok` again.
+pub async fn cache_comes_back(t: &Client) -> bool {
+    for _ in 0..50 {
+        if t.ready().await["cache"] == "ok" {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
