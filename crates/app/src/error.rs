@@ -101,14 +101,21 @@ impl Validator {
     }
 }
 
-/// A required free-text field: trimmed, not empty, not longer than `max` characters.
+/// A required free-text field: not longer than `max` characters as sent, not only white
+/// space, no NUL (PostgreSQL cannot store it); kept trimmed. The OpenAPI document states
+/// this rule as a pattern (crates/api/src/fields.rs), so keep the two together.
 pub fn text_field(v: &mut Validator, field: &str, value: &str, max: usize) -> String {
     let trimmed = value.trim();
     v.require(field, !trimmed.is_empty(), "must not be empty");
     v.require(
         field,
-        trimmed.chars().count() <= max,
+        value.chars().count() <= max,
         &format!("must be at most {max} characters"),
+    );
+    v.require(
+        field,
+        !value.contains('\0'),
+        "must not contain NUL characters",
     );
     trimmed.to_owned()
 }
