@@ -13,3 +13,4 @@ mod openapi;
 mod story;
 mod support;
 mod tenancy;
+mod tenancy_matrix;

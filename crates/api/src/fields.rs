@@ -119,6 +119,7 @@ pub fn rate() -> RefOr<Schema> {
         .description(Some(
             "A decimal string of zero or more (`0.012`), at most 28 characters",
         ))
+        .examples(["0.012"])
         .into()
 }
 
