@@ -334,3 +334,27 @@ async fn the_server_keeps_to_the_documented_field_rules() {
     // 30, then twice: 1 point paid, 4 earned on the 4.99 paid in money.
     assert_eq!(t.points(&gym.token, &member).await, 36);
 }
+
+/// A NUL character where the server looks something up is "not found", not a database
+/// error (PostgreSQL refuses NUL in a query: these were 500s there).
+#[tokio::test]
+async fn a_nul_in_a_looked_up_name_is_not_found() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    t.get("/v1/cards/7%00", &prog.admin)
+        .await
+        .expect_problem(404, "not_found");
+    let token = t
+        .http
+        .post(format!("{}/oauth/token", t.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&client_id=cl_%00&client_secret=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 401);
+    assert_eq!(
+        token.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+}

@@ -73,7 +73,7 @@ fn api_router() -> OpenApiRouter<App> {
 /// every route shares (openapi.rs).
 fn routes_and_document() -> (Router<App>, utoipa::openapi::OpenApi) {
     let (routes, mut api) = api_router().split_for_parts();
-    openapi::complete(&mut api);
+    openapi::Complete.modify(&mut api);
     (routes, api)
 }
 

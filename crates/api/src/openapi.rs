@@ -28,6 +28,15 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// Visible ASCII (`!` to `~`), as `extract::idempotency_key` checks it.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]+$";
 
+/// The completion as a utoipa modifier.
+pub struct Complete;
+
+impl utoipa::Modify for Complete {
+    fn modify(&self, openapi: &mut OpenApi) {
+        complete(openapi);
+    }
+}
+
 /// Applies the completion to every operation of `openapi`.
 pub fn complete(openapi: &mut OpenApi) {
     for item in openapi.paths.paths.values_mut() {
