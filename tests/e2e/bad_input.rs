@@ -255,3 +255,106 @@ async fn bad_partners_members_and_lists_are_refused() {
     unique.dedup();
     assert_eq!((ids.len(), unique.len()), (5, 5));
 }
+
+/// The server accepts what the OpenAPI document says it accepts and refuses the rest
+/// with a problem, never a 500 (PostgreSQL cannot store a NUL character).
+#[tokio::test]
+async fn the_server_keeps_to_the_documented_field_rules() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (member, card) = t.member_with_card(&gym, "ann@example.org").await;
+    t.purchase(&gym, &card, "30.00", 0).await;
+
+    // JSON Schema's integers include 1.0 and 1e0.
+    for (n, redeem) in [json!(1.0), json!(1e0)].into_iter().enumerate() {
+        let body = json!({"card_number": card, "amount": {"amount": "5.00", "currency": "EUR"}, "external_ref": format!("float-{n}"), "redeem_points": redeem});
+        let answer = t
+            .post_moving("/v1/purchases", &gym.token, body)
+            .await
+            .expect(201);
+        assert_eq!(answer["points_redeemed"], 1);
+    }
+
+    let refused_field = |answer: Resp, field: &str| {
+        let problem = answer.expect_problem(422, "validation_failed");
+        assert!(
+            problem["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"] == field),
+            "{field}: {problem}"
+        );
+    };
+    // Lengths count what was sent (the document's maxLength), before trimming.
+    let padded = format!(" {}", "a".repeat(200));
+    refused_field(
+        t.post(
+            "/v1/members",
+            &gym.token,
+            json!({"name": padded, "email": "bob@example.org"}),
+        )
+        .await,
+        "name",
+    );
+    for (name, email) in [
+        ("Bob\u{0}", "bob@example.org"),
+        ("Bob", "bob\u{0}@example.org"),
+    ] {
+        let field = if name.contains('\0') { "name" } else { "email" };
+        refused_field(
+            t.post(
+                "/v1/members",
+                &gym.token,
+                json!({"name": name, "email": email}),
+            )
+            .await,
+            field,
+        );
+    }
+    for (field, value) in [("card_number", "7\u{0}"), ("external_ref", "r\u{0}")] {
+        let mut body = json!({"card_number": card, "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "nul"});
+        body[field] = json!(value);
+        refused_field(
+            t.post_moving("/v1/purchases", &gym.token, body).await,
+            field,
+        );
+    }
+    // Decimals: at most 28 characters; rates carry no sign.
+    let too_long = format!("1{}", "0".repeat(28));
+    for (field, value) in [
+        ("earn_points_per_unit", too_long.as_str()),
+        ("issue_price_per_point", "-0"),
+    ] {
+        let mut body = json!({"name": "Shop", "kind": "merchant", "category": "retail", "earn_points_per_unit": "1", "issue_price_per_point": "0.012", "redemption_value_per_point": "0.009"});
+        body[field] = json!(value);
+        refused_field(t.post("/v1/partners", &prog.admin, body).await, field);
+    }
+    // 30, then twice: 1 point paid, 4 earned on the 4.99 paid in money.
+    assert_eq!(t.points(&gym.token, &member).await, 36);
+}
+
+/// A NUL character where the server looks something up is "not found", not a database
+/// error (PostgreSQL refuses NUL in a query: these were 500s there).
+#[tokio::test]
+async fn a_nul_in_a_looked_up_name_is_not_found() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    t.get("/v1/cards/7%00", &prog.admin)
+        .await
+        .expect_problem(404, "not_found");
+    let token = t
+        .http
+        .post(format!("{}/oauth/token", t.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials&client_id=cl_%00&client_secret=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 401);
+    assert_eq!(
+        token.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
+}

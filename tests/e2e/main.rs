@@ -14,3 +14,4 @@ mod review_fixes;
 mod story;
 mod support;
 mod tenancy;
+mod tenancy_matrix;

@@ -38,8 +38,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
-        let tree: serde_json::Value =
+        let mut tree: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        whole_numbers_as_integers(&mut tree);
         let canonical = tree.to_string();
         let value = serde_path_to_error::deserialize(tree).map_err(|e| {
             let field = e.path().to_string();
@@ -51,6 +52,25 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             validation(vec![FieldError::new(&field, e.inner())])
         })?;
         Ok(Self { value, canonical })
+    }
+}
+
+/// JSON Schema (and so the OpenAPI document) counts `5.0` and `5e0` as integers; serde
+/// would refuse them for an integer field, so such numbers become integers first. Money
+/// is unaffected: a JSON number there is refused whatever it looks like.
+fn whole_numbers_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // i64::MAX is not exactly representable; 2^63 would saturate, so stop below it.
+            if f.fract() == 0.0 && f.abs() < 9_223_372_036_854_775_808.0 {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
     }
 }
 

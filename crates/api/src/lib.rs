@@ -2,7 +2,9 @@
 //! description (utoipa-axum), problem+json errors, and the service endpoints.
 
 pub mod extract;
+mod fields;
 mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod routes;
 
@@ -67,13 +69,21 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::service::router())
 }
 
+/// The routes and the OpenAPI document that describes them, completed with the answers
+/// every route shares (openapi.rs).
+fn routes_and_document() -> (Router<App>, utoipa::openapi::OpenApi) {
+    let (routes, mut api) = api_router().split_for_parts();
+    openapi::Complete.modify(&mut api);
+    (routes, api)
+}
+
 /// The OpenAPI document, exactly as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    routes_and_document().1
 }
 
 pub fn router(app: App) -> Router {
-    let (routes, api) = api_router().split_for_parts();
+    let (routes, api) = routes_and_document();
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(routes::service::not_found)

@@ -54,6 +54,11 @@ pub async fn find(
     programme_id: Uuid,
     number: &str,
 ) -> AppResult<card::Model> {
+    // No other text names a card; asking the database anyway could fail (PostgreSQL
+    // refuses a NUL character in a query) where the answer is simply "not found".
+    if !card_number::is_well_formed(number) {
+        return Err(AppError::NotFound("card"));
+    }
     card::Entity::find()
         .filter(card::Column::Number.eq(number))
         .filter(card::Column::ProgrammeId.eq(programme_id))

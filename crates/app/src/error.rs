@@ -108,21 +108,23 @@ impl Validator {
     }
 }
 
-/// A required free-text field: trimmed, not empty, not longer than `max` characters, and
-/// free of control characters (PostgreSQL refuses NUL in text where SQLite keeps it; no
-/// name or reference needs any of them, and they corrupt logs and CSV exports).
+/// A required free-text field: not longer than `max` characters as sent, not only white
+/// space, no control characters anywhere (PostgreSQL cannot store NUL where SQLite keeps
+/// it, and both must answer alike; no name or reference needs a control character, and
+/// they corrupt logs and CSV exports); kept trimmed. The OpenAPI document states this
+/// rule as a pattern (crates/api/src/fields.rs), so keep the two together.
 pub fn text_field(v: &mut Validator, field: &str, value: &str, max: usize) -> String {
     let trimmed = value.trim();
     v.require(field, !trimmed.is_empty(), "must not be empty");
     v.require(
         field,
-        !trimmed.chars().any(char::is_control),
-        "must not contain control characters",
+        value.chars().count() <= max,
+        &format!("must be at most {max} characters"),
     );
     v.require(
         field,
-        trimmed.chars().count() <= max,
-        &format!("must be at most {max} characters"),
+        !value.chars().any(char::is_control),
+        "must not contain control characters",
     );
     trimmed.to_owned()
 }

@@ -33,7 +33,7 @@ fn valid_email(email: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !email.contains(char::is_whitespace)
+        && !email.contains(|c: char| c.is_whitespace() || c.is_control())
 }
 
 fn valid_phone(phone: &str) -> bool {
@@ -51,8 +51,8 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
     let email = input.email.trim().to_lowercase();
     v.require(
         "email",
-        valid_email(&email) && email.len() <= 254,
-        "must be an email address",
+        valid_email(&email) && input.email.chars().count() <= 254,
+        "must be an email address of at most 254 characters",
     );
     let phone = input
         .phone

@@ -52,9 +52,16 @@ pub enum MoneyError {
     TooLarge(i64),
 }
 
+/// The longest decimal text accepted: 28 characters always fit `Decimal` exactly (at most
+/// 28 digits), and a limit on characters is one a JSON Schema can state.
+pub const MAX_DECIMAL_CHARS: usize = 28;
+
 /// Parses a decimal written the plain way (`"12.50"`, `"-3"`), rejecting exponents,
 /// underscores, signs in odd places and anything `Decimal` would silently round.
 pub fn parse_decimal(text: &str) -> Result<Decimal, MoneyError> {
+    if text.len() > MAX_DECIMAL_CHARS {
+        return Err(MoneyError::NotADecimal(text.to_owned()));
+    }
     let digits = text.strip_prefix('-').unwrap_or(text);
     let (whole, fraction) = match digits.split_once('.') {
         Some((w, f)) => (w, Some(f)),
@@ -62,7 +69,7 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, MoneyError> {
     };
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let well_formed = all_digits(whole) && fraction.is_none_or(all_digits);
-    if !well_formed || digits.len() > 30 {
+    if !well_formed {
         return Err(MoneyError::NotADecimal(text.to_owned()));
     }
     let value = Decimal::from_str(text).map_err(|_| MoneyError::NotADecimal(text.to_owned()))?;
@@ -73,11 +80,12 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, MoneyError> {
     Ok(value)
 }
 
-/// A non-negative rate or price (points per unit, money per point), at most
-/// `MAX_RATE`.
+/// A non-negative rate or price (points per unit, money per point) of at most
+/// `MAX_RATE`, written without a sign (so `-0` is refused too: one spelling of zero fewer
+/// to explain).
 pub fn parse_rate(text: &str) -> Result<Decimal, MoneyError> {
     let value = parse_decimal(text)?;
-    if value.is_sign_negative() && !value.is_zero() {
+    if text.starts_with('-') {
         return Err(MoneyError::Negative);
     }
     if value > Decimal::from(MAX_RATE) {
@@ -155,9 +163,22 @@ mod tests {
             "NaN",
             "0x10",
             "1.00000000000000000000000000001",
+            "10000000000000000000000000000",
         ] {
             assert!(parse_decimal(bad).is_err(), "{bad} should be refused");
         }
+        let longest = "9".repeat(MAX_DECIMAL_CHARS);
+        assert_eq!(parse_decimal(&longest).unwrap().to_string(), longest);
+        let finest = format!("0.{}", "1".repeat(MAX_DECIMAL_CHARS - 2));
+        assert_eq!(parse_decimal(&finest).unwrap().to_string(), finest);
+    }
+
+    #[test]
+    fn rates_are_unsigned() {
+        assert_eq!(parse_rate("0.012").unwrap().to_string(), "0.012");
+        assert_eq!(parse_rate("0").unwrap().to_string(), "0");
+        assert_eq!(parse_rate("-0"), Err(MoneyError::Negative));
+        assert_eq!(parse_rate("-1"), Err(MoneyError::Negative));
     }
 
     #[test]

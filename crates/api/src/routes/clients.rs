@@ -46,6 +46,7 @@ pub async fn create_client(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewClientRequest {
+    #[schema(schema_with = crate::fields::name)]
     pub name: String,
     /// The partner this client acts for; omit for an operator client.
     pub partner_id: Option<Uuid>,

@@ -147,8 +147,11 @@ pub async fn member_transactions(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewMemberRequest {
+    #[schema(schema_with = crate::fields::name)]
     pub name: String,
+    #[schema(schema_with = crate::fields::email)]
     pub email: String,
+    #[schema(schema_with = crate::fields::optional_phone)]
     pub phone: Option<String>,
     #[serde(default)]
     pub consent_marketing: bool,

@@ -11,11 +11,17 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-#[derive(Debug, serde::Deserialize)]
+/// The form fields; `client_id` and `client_secret` here or in HTTP Basic, not both.
+#[derive(Debug, serde::Deserialize, ToSchema)]
 pub struct TokenForm {
+    #[schema(value_type = String, pattern = "^client_credentials$")]
     grant_type: Option<String>,
+    #[schema(value_type = String, required = false)]
     client_id: Option<String>,
+    #[schema(value_type = String, required = false)]
     client_secret: Option<String>,
+    /// `admin`, `partner` or `bank`; the client's own scope when omitted.
+    #[schema(value_type = String, required = false)]
     scope: Option<String>,
 }
 
@@ -80,7 +86,7 @@ fn percent_decode(text: &str) -> String {
 
 /// OAuth2 token endpoint (client credentials grant).
 #[utoipa::path(post, path = "/oauth/token", tag = "auth",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded",
         description = "grant_type=client_credentials, optional scope; client_id and client_secret in the body or HTTP Basic"),
     responses(
         (status = 200, body = TokenResponse),

@@ -82,18 +82,21 @@ pub async fn get_partner(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPartnerRequest {
+    #[schema(schema_with = crate::fields::name)]
     pub name: String,
     /// `merchant` or `bank`.
+    #[schema(schema_with = crate::fields::partner_kind)]
     pub kind: String,
+    #[schema(schema_with = crate::fields::category)]
     pub category: String,
     /// Points per unit of currency, decimal string.
-    #[schema(example = "1")]
+    #[schema(schema_with = crate::fields::rate)]
     pub earn_points_per_unit: String,
     /// What the partner pays the programme per point it issues, decimal string.
-    #[schema(example = "0.012")]
+    #[schema(schema_with = crate::fields::rate)]
     pub issue_price_per_point: String,
     /// What the programme pays the partner per point it honours, decimal string.
-    #[schema(example = "0.009")]
+    #[schema(schema_with = crate::fields::rate)]
     pub redemption_value_per_point: String,
 }
 

@@ -182,13 +182,20 @@ pub async fn refund_purchase(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseRequest {
+    #[schema(schema_with = crate::fields::card_number)]
     pub card_number: String,
+    #[schema(schema_with = crate::fields::amount)]
     pub amount: MoneyDto,
     /// The partner's own reference (receipt number); unique per partner.
+    #[schema(schema_with = crate::fields::reference)]
     pub external_ref: String,
-    /// Points to pay with; they are worth the programme's point value each.
+    /// Points to pay with; they are worth the programme's point value each, and together
+    /// must be worth a whole number of the currency's minor unit.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub redeem_points: Option<i64>,
+    #[schema(schema_with = crate::fields::optional_reference)]
     pub store_ref: Option<String>,
+    #[schema(schema_with = crate::fields::optional_reference)]
     pub staff_ref: Option<String>,
 }
 
@@ -246,6 +253,7 @@ pub struct PurchaseDetail {
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     /// The part of the purchase amount refunded (at most what is left).
+    #[schema(schema_with = crate::fields::amount)]
     pub amount: MoneyDto,
 }
 

@@ -1,0 +1,49 @@
+"""Schemathesis hooks for .ci/run (loaded through SCHEMATHESIS_HOOKS).
+
+One check replaces schemathesis' `positive_data_acceptance`: it is that check, except for
+the 422 answers that depend on state no OpenAPI document can describe. A schema-valid
+request may still be refused for these, and only these, problem codes:
+
+- `currency_mismatch`: the currency must be the programme's (one document serves every
+  programme, whatever its currency);
+- `idempotency_key_reused`: the key was already used by this client for another request
+  (schemathesis draws keys from a small space and reuses them);
+- `redemption_exceeds_amount`: the points paid are worth more than the bill (the worth of
+  a point is the programme's);
+- `validation_failed` naming only `amount.amount` (decimals beyond the programme
+  currency's minor unit, or points beyond what a purchase can earn at the partner's rate)
+  or only `cursor` (a cursor is an opaque value only the server hands out, like an id;
+  an unknown id is a 404, an unknown cursor a 422).
+
+Any other refusal of schema-valid data still fails the run.
+"""
+
+import schemathesis
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+STATEFUL_CODES = {"currency_mismatch", "idempotency_key_reused", "redemption_exceeds_amount"}
+STATEFUL_FIELDS = {"amount.amount", "cursor"}
+
+
+def refused_for_state(response) -> bool:
+    if response.status_code != 422:
+        return False
+    try:
+        problem = response.json()
+    except Exception:
+        return False
+    if not isinstance(problem, dict):
+        return False
+    code = problem.get("code")
+    if code in STATEFUL_CODES:
+        return True
+    fields = {e.get("field") for e in problem.get("errors") or [] if isinstance(e, dict)}
+    return code == "validation_failed" and bool(fields) and len(fields) == 1 and fields <= STATEFUL_FIELDS
+
+
+@schemathesis.check
+def positive_data_acceptance_beyond_state(ctx, response, case):
+    """positive_data_acceptance, less the refusals that depend on server state."""
+    if refused_for_state(response):
+        return None
+    return positive_data_acceptance(ctx, response, case)

@@ -1,0 +1,152 @@
+//! Schemas of the request fields whose rules the server checks beyond their JSON type
+//! (crates/app's `text_field`, email and phone checks; crates/domain's decimals and
+//! currencies), for `#[schema(schema_with = …)]` on the request types. Each says exactly
+//! what the server accepts, no more and no less, so a client (or a fuzzer) that follows
+//! the document is not refused, and what the document calls invalid is refused.
+//!
+//! Patterns are written for ECMA-262 and Python regexes alike (explicit classes, no `\s`:
+//! the flavours disagree on what white space is).
+
+use utoipa::openapi::schema::{AdditionalProperties, SchemaType};
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
+
+/// Exactly what Rust's `char::is_control` treats as a control character (Unicode Cc).
+const CONTROL: &str = r"\x00-\x1F\x7F-\x9F";
+
+/// Exactly what Rust's `char::is_whitespace` (and so `str::trim`) treats as white space.
+const WHITE_SPACE: &str =
+    r"\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
+
+fn string(nullable: bool) -> ObjectBuilder {
+    let ty = if nullable {
+        SchemaType::from_iter([Type::String, Type::Null])
+    } else {
+        SchemaType::Type(Type::String)
+    };
+    ObjectBuilder::new().schema_type(ty)
+}
+
+/// `text_field`: at most `max` characters, some of them not white space, no control
+/// characters.
+fn text(max: usize, nullable: bool) -> RefOr<Schema> {
+    string(nullable)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(format!(
+            r"^[^{CONTROL}]*[^{CONTROL}{WHITE_SPACE}][^{CONTROL}]*$"
+        )))
+        .description(Some(format!(
+            "1 to {max} characters, not all white space (it is trimmed), no control characters"
+        )))
+        .into()
+}
+
+pub fn name() -> RefOr<Schema> {
+    text(200, false)
+}
+
+pub fn category() -> RefOr<Schema> {
+    text(100, false)
+}
+
+/// A partner's own reference (receipt, store, staff).
+pub fn reference() -> RefOr<Schema> {
+    text(128, false)
+}
+
+pub fn optional_reference() -> RefOr<Schema> {
+    text(128, true)
+}
+
+pub fn card_number() -> RefOr<Schema> {
+    text(32, false)
+}
+
+/// `members::valid_email` after trimming: something, `@`, a dotted domain, no white space.
+pub fn email() -> RefOr<Schema> {
+    let ws = WHITE_SPACE;
+    let visible = format!(r"[^{CONTROL}{ws}]");
+    let not_dot = format!(r"[^.{CONTROL}{ws}]");
+    string(false)
+        .max_length(Some(254))
+        .pattern(Some(format!(
+            r"^[{ws}]*[^@{CONTROL}{ws}]+@{not_dot}{visible}*\.{visible}*{not_dot}[{ws}]*$"
+        )))
+        .description(Some(
+            "An email address (`name@example.org`), at most 254 characters",
+        ))
+        .examples(["ann@example.org"])
+        .into()
+}
+
+/// `members::valid_phone` after trimming; empty means none.
+pub fn optional_phone() -> RefOr<Schema> {
+    let ws = WHITE_SPACE;
+    string(true)
+        .pattern(Some(format!(
+            r"^[{ws}]*([ +()-]*([0-9][ +()-]*){{6,15}})?[{ws}]*$"
+        )))
+        .description(Some(
+            "6 to 15 digits, with spaces, `+`, `-`, `(` and `)` allowed; empty means none",
+        ))
+        .examples(["+49 30 1234567"])
+        .into()
+}
+
+/// `Currency::parse`: an ISO 4217 code.
+pub fn currency() -> RefOr<Schema> {
+    string(false)
+        .pattern(Some("^[A-Z]{3}$"))
+        .description(Some(
+            "Three upper-case letters (ISO 4217); it must be the programme's currency",
+        ))
+        .examples(["EUR"])
+        .into()
+}
+
+/// `Money::positive` within the purchase limit: a decimal string above zero and at most
+/// 1,000,000,000, at most 28 characters.
+pub fn positive_amount() -> RefOr<Schema> {
+    string(false)
+        .max_length(Some(28))
+        .pattern(Some(
+            r"^0*([1-9][0-9]{0,8}(\.[0-9]+)?|1000000000(\.0+)?|0\.[0-9]*[1-9][0-9]*)$",
+        ))
+        .description(Some(
+            "A decimal string above zero and at most 1000000000 (`12.50`), at most 28 \
+             characters, with no more decimals than the currency's minor unit. A JSON number \
+             is refused.",
+        ))
+        .examples(["12.50"])
+        .into()
+}
+
+/// `parse_rate`: a decimal string from zero to 1,000,000, at most 28 characters.
+pub fn rate() -> RefOr<Schema> {
+    string(false)
+        .max_length(Some(28))
+        .pattern(Some(r"^0*([0-9]{1,6}(\.[0-9]+)?|1000000(\.0+)?)$"))
+        .description(Some(
+            "A decimal string from zero to 1000000 (`0.012`), at most 28 characters",
+        ))
+        .examples(["0.012"])
+        .into()
+}
+
+/// `PartnerKind::parse`.
+pub fn partner_kind() -> RefOr<Schema> {
+    string(false).enum_values(Some(["merchant", "bank"])).into()
+}
+
+/// Money in a request (`MoneyDto` as sent): a positive amount in the programme's currency.
+pub fn amount() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("amount", positive_amount())
+        .property("currency", currency())
+        .required("amount")
+        .required("currency")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .description(Some(r#"`{"amount": "12.50", "currency": "EUR"}`"#))
+        .into()
+}
