@@ -1,0 +1,76 @@
+//! Regression tests for what a second hostile review broke after the first review's
+//! fixes: each test names the hole it guards. They run on both backends; the races
+//! bite on PostgreSQL, where requests really run at the same time.
+
+use crate::support::*;
+use serde_json::{json, Value};
+
+async fn enrol(t: &TestApp, partner: &Partner, email: &str) -> String {
+    t.post(
+        "/v1/members",
+        &partner.token,
+        json!({"name": "Bob", "email": email}),
+    )
+    .await
+    .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn bearer_card(t: &TestApp, partner: &Partner) -> String {
+    t.post("/v1/cards", &partner.token, json!({}))
+        .await
+        .expect(201)["number"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn register(t: &TestApp, partner: &Partner, card: &str, member: &str) -> Resp {
+    t.post_moving(
+        &format!("/v1/cards/{card}/register"),
+        &partner.token,
+        json!({"member_id": member}),
+    )
+    .await
+}
+
+/// The issuer of a bearer card that another partner registered may still block and
+/// replace it, but — as with `GET` — it is not told whose card it became: the block and
+/// replace answers used to carry the member's id.
+#[tokio::test]
+async fn blocking_or_replacing_a_card_never_names_a_member_the_partner_may_not_see() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let bob = enrol(&t, &gym, "bob@example.org").await;
+
+    let first = bearer_card(&t, &shop).await;
+    register(&t, &gym, &first, &bob).await.expect(200);
+    let replaced = t
+        .post_moving(&format!("/v1/cards/{first}/replace"), &shop.token, json!({}))
+        .await
+        .expect(201);
+    assert_eq!(replaced["member_id"], Value::Null, "{replaced}");
+    let new_number = replaced["number"].as_str().unwrap();
+    let blocked = t
+        .post(&format!("/v1/cards/{new_number}/block"), &shop.token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(blocked["member_id"], Value::Null, "{blocked}");
+    assert_eq!(blocked["status"], "blocked");
+
+    // The partner that registered the card, and the operator, still see whose it is.
+    let seen = t
+        .get(&format!("/v1/cards/{new_number}"), &gym.token)
+        .await
+        .expect(200);
+    assert_eq!(seen["member_id"], json!(bob));
+    let seen = t
+        .get(&format!("/v1/cards/{new_number}"), &prog.admin)
+        .await
+        .expect(200);
+    assert_eq!(seen["member_id"], json!(bob));
+}
