@@ -74,3 +74,24 @@ async fn blocking_or_replacing_a_card_never_names_a_member_the_partner_may_not_s
         .expect(200);
     assert_eq!(seen["member_id"], json!(bob));
 }
+
+/// E-mail addresses are text too: control characters are refused, NUL included, on both
+/// backends alike (PostgreSQL answered 500 for a NUL, SQLite stored it).
+#[tokio::test]
+async fn control_characters_in_an_email_are_refused_on_both_backends() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    for email in ["a\u{0}b@example.org", "a\u{7}b@example.org", "ab@exa\u{1b}mple.org"] {
+        let refused = t
+            .post(
+                "/v1/members",
+                &gym.token,
+                json!({"name": "Bob", "email": email}),
+            )
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(refused["errors"][0]["field"], "email", "{refused}");
+    }
+    enrol(&t, &gym, "ab@example.org").await;
+}

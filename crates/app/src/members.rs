@@ -34,6 +34,7 @@ fn valid_email(email: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !email.contains(char::is_whitespace)
+        && !email.contains(char::is_control)
 }
 
 fn valid_phone(phone: &str) -> bool {
@@ -251,6 +252,8 @@ mod tests {
         assert!(!valid_email("ann@example"));
         assert!(!valid_email("@example.org"));
         assert!(!valid_email("ann @example.org"));
+        assert!(!valid_email("a\u{0}nn@example.org"), "NUL: PostgreSQL cannot store it");
+        assert!(!valid_email("ann@exa\u{7f}mple.org"));
         assert!(valid_phone("+49 30 1234567"));
         assert!(!valid_phone("12"));
         assert!(!valid_phone("call me"));
