@@ -95,3 +95,35 @@ async fn control_characters_in_an_email_are_refused_on_both_backends() {
     }
     enrol(&t, &gym, "ab@example.org").await;
 }
+
+/// Partial refunds of one purchase sent at the same time all fit in what is left, so all
+/// of them are recorded: the purchase used to be read before its account was locked, and
+/// every refund but the first failed its compare-and-set with `refund_exceeds_remaining`.
+#[tokio::test]
+async fn concurrent_partial_refunds_that_fit_are_all_recorded() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (bob, card) = t.member_with_card(&gym, "bob@example.org").await;
+    let bought = t.purchase(&gym, &card, "100.00", 0).await;
+    let id = bought["id"].as_str().unwrap().to_owned();
+
+    let path = format!("/v1/purchases/{id}/refunds");
+    let refunds = (0..8).map(|_| {
+        t.post_moving(
+            &path,
+            &gym.token,
+            json!({"amount": {"amount": "10.00", "currency": "EUR"}}),
+        )
+    });
+    for answer in futures::future::join_all(refunds).await {
+        answer.expect(201);
+    }
+    let detail = t
+        .get(&format!("/v1/purchases/{id}"), &gym.token)
+        .await
+        .expect(200);
+    assert_eq!(detail["refunds"].as_array().unwrap().len(), 8, "{detail}");
+    assert_eq!(t.points(&gym.token, &bob).await, 20);
+    assert_accounts_consistent(&t.app.db, prog.id).await;
+}
