@@ -127,3 +127,36 @@ async fn concurrent_partial_refunds_that_fit_are_all_recorded() {
     assert_eq!(t.points(&gym.token, &bob).await, 20);
     assert_accounts_consistent(&t.app.db, prog.id).await;
 }
+
+/// A card number in a path is looked up as text: a NUL in it (`%00`) reached
+/// PostgreSQL, which refused the query (500), where SQLite answered 404. A card number is
+/// digits, so anything else names no card, on every card route and both backends.
+#[tokio::test]
+async fn card_numbers_that_are_not_digits_name_no_card() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (bob, card) = t.member_with_card(&gym, "bob@example.org").await;
+    for number in ["%00", &format!("{card}%00"), "12%0A", "%20%20"] {
+        t.get(&format!("/v1/cards/{number}"), &gym.token)
+            .await
+            .expect_problem(404, "not_found");
+        t.get(&format!("/v1/cards/{number}/balance"), &gym.token)
+            .await
+            .expect_problem(404, "not_found");
+        t.post(&format!("/v1/cards/{number}/block"), &gym.token, json!({}))
+            .await
+            .expect_problem(404, "not_found");
+        t.post_moving(&format!("/v1/cards/{number}/replace"), &gym.token, json!({}))
+            .await
+            .expect_problem(404, "not_found");
+        let body = json!({"member_id": bob});
+        t.post_moving(&format!("/v1/cards/{number}/register"), &gym.token, body)
+            .await
+            .expect_problem(404, "not_found");
+    }
+    // The card itself is still there and usable.
+    t.get(&format!("/v1/cards/{card}/balance"), &gym.token)
+        .await
+        .expect(200);
+}

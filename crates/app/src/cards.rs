@@ -48,12 +48,17 @@ fn new_number() -> String {
     card_number::from_random_digits(rand::rngs::OsRng.next_u64())
 }
 
-/// A card of the caller's programme by its number.
+/// A card of the caller's programme by its number. A number is digits: anything else
+/// (a NUL from a path's `%00`, which PostgreSQL refuses to compare) names no card.
 pub async fn find(
     db: &impl ConnectionTrait,
     programme_id: Uuid,
     number: &str,
 ) -> AppResult<card::Model> {
+    let digits = !number.is_empty() && number.len() <= 32;
+    if !(digits && number.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(AppError::NotFound("card"));
+    }
     card::Entity::find()
         .filter(card::Column::Number.eq(number))
         .filter(card::Column::ProgrammeId.eq(programme_id))
