@@ -160,3 +160,28 @@ async fn card_numbers_that_are_not_digits_name_no_card() {
         .await
         .expect(200);
 }
+
+/// Every refusal is problem+json: a path segment that is not UTF-8 once decoded (`%FF`)
+/// used to get axum's plain-text 400.
+#[tokio::test]
+async fn path_segments_that_are_not_utf8_get_a_problem_not_plain_text() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    for path in [
+        "/v1/cards/%FF",
+        "/v1/cards/%FF/balance",
+        "/v1/members/%FF",
+        "/v1/members/%FF/balance",
+        "/v1/members/%FF/transactions",
+        "/v1/purchases/%FF",
+        "/v1/partners/%C0%AF",
+    ] {
+        t.get(path, &gym.token)
+            .await
+            .expect_problem(404, "not_found");
+    }
+    t.post_moving("/v1/purchases/%FF/refunds", &gym.token, json!({}))
+        .await
+        .expect_problem(404, "not_found");
+}
