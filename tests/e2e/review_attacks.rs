@@ -50,13 +50,21 @@ async fn blocking_or_replacing_a_card_never_names_a_member_the_partner_may_not_s
     let first = bearer_card(&t, &shop).await;
     register(&t, &gym, &first, &bob).await.expect(200);
     let replaced = t
-        .post_moving(&format!("/v1/cards/{first}/replace"), &shop.token, json!({}))
+        .post_moving(
+            &format!("/v1/cards/{first}/replace"),
+            &shop.token,
+            json!({}),
+        )
         .await
         .expect(201);
     assert_eq!(replaced["member_id"], Value::Null, "{replaced}");
     let new_number = replaced["number"].as_str().unwrap();
     let blocked = t
-        .post(&format!("/v1/cards/{new_number}/block"), &shop.token, json!({}))
+        .post(
+            &format!("/v1/cards/{new_number}/block"),
+            &shop.token,
+            json!({}),
+        )
         .await
         .expect(200);
     assert_eq!(blocked["member_id"], Value::Null, "{blocked}");
@@ -82,7 +90,11 @@ async fn control_characters_in_an_email_are_refused_on_both_backends() {
     let t = spawn_app().await;
     let prog = t.programme("Coalition").await;
     let gym = t.partner(&prog, "Gym", "1").await;
-    for email in ["a\u{0}b@example.org", "a\u{7}b@example.org", "ab@exa\u{1b}mple.org"] {
+    for email in [
+        "a\u{0}b@example.org",
+        "a\u{7}b@example.org",
+        "ab@exa\u{1b}mple.org",
+    ] {
         let refused = t
             .post(
                 "/v1/members",
@@ -147,9 +159,13 @@ async fn card_numbers_that_are_not_digits_name_no_card() {
         t.post(&format!("/v1/cards/{number}/block"), &gym.token, json!({}))
             .await
             .expect_problem(404, "not_found");
-        t.post_moving(&format!("/v1/cards/{number}/replace"), &gym.token, json!({}))
-            .await
-            .expect_problem(404, "not_found");
+        t.post_moving(
+            &format!("/v1/cards/{number}/replace"),
+            &gym.token,
+            json!({}),
+        )
+        .await
+        .expect_problem(404, "not_found");
         let body = json!({"member_id": bob});
         t.post_moving(&format!("/v1/cards/{number}/register"), &gym.token, body)
             .await
