@@ -10,6 +10,7 @@ mod money;
 mod multi_process;
 mod oauth;
 mod openapi;
+mod review_attacks;
 mod review_fixes;
 mod story;
 mod support;

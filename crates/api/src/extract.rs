@@ -124,6 +124,21 @@ pub fn idempotency_key(
     })
 }
 
+/// One path segment as text. A segment axum cannot take as text (`%FF` decodes to no
+/// UTF-8) names nothing: a 404 problem, not axum's plain-text 400.
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(text)| Self(text))
+            .map_err(|_| ApiError::App(coalition_app::AppError::NotFound("resource")))
+    }
+}
+
 /// An id from a path: anything that is not a UUID names nothing, so it is a 404.
 pub fn path_id(text: &str, what: &'static str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| ApiError::App(coalition_app::AppError::NotFound(what)))

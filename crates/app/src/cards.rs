@@ -48,7 +48,8 @@ fn new_number() -> String {
     card_number::from_random_digits(rand::rngs::OsRng.next_u64())
 }
 
-/// A card of the caller's programme by its number.
+/// A card of the caller's programme by its number. A number is digits: anything else
+/// (a NUL from a path's `%00`, which PostgreSQL refuses to compare) names no card.
 pub async fn find(
     db: &impl ConnectionTrait,
     programme_id: Uuid,
@@ -197,9 +198,19 @@ async fn visible_locked(
 /// A card as this caller may see it: a partner that sees the card only because it
 /// issued it (a bearer card someone else registered) does not learn whose card it is.
 pub async fn get(app: &App, caller: &Caller, number: &str) -> AppResult<card::Model> {
-    let mut card = visible(&app.db, caller, number).await?;
+    let card = visible(&app.db, caller, number).await?;
+    as_seen_by(&app.db, caller, card).await
+}
+
+/// The card as an answer to this caller: without its member unless the caller may see
+/// that member. Every answer that shows a card (get, block, replace) goes through here.
+async fn as_seen_by(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    mut card: card::Model,
+) -> AppResult<card::Model> {
     if let (Some(partner_id), Some(member_id)) = (members::seeing_partner(caller), card.member_id) {
-        if !members::linked(&app.db, member_id, partner_id).await? {
+        if !members::linked(db, member_id, partner_id).await? {
             card.member_id = None;
         }
     }
@@ -395,7 +406,7 @@ pub async fn block(app: &App, caller: &Caller, number: &str) -> AppResult<card::
         .await?;
     let now = find(&app.db, caller.programme_id, number).await?;
     match now.status.as_str() {
-        BLOCKED => Ok(now),
+        BLOCKED => as_seen_by(&app.db, caller, now).await,
         REPLACED => Err(AppError::CardReplaced),
         _ => Err(AppError::Internal(format!(
             "card {} is {} after blocking",
@@ -440,7 +451,7 @@ pub async fn replace(
         if updated.rows_affected != 1 {
             return Err(AppError::CardReplaced);
         }
-        let response = render(&new);
+        let response = render(&as_seen_by(&txn, caller, new).await?);
         Ok((txn, response, ()))
     })
     .await?;

@@ -251,6 +251,11 @@ mod tests {
         assert!(!valid_email("ann@example"));
         assert!(!valid_email("@example.org"));
         assert!(!valid_email("ann @example.org"));
+        assert!(
+            !valid_email("a\u{0}nn@example.org"),
+            "NUL: PostgreSQL cannot store it"
+        );
+        assert!(!valid_email("ann@exa\u{7f}mple.org"));
         assert!(valid_phone("+49 30 1234567"));
         assert!(!valid_phone("12"));
         assert!(!valid_phone("call me"));

@@ -53,21 +53,26 @@ pub async fn refund(
     Ok(response)
 }
 
-/// The purchase, with its points account locked. A registration may have moved the
-/// purchase to a member's account since it was read: the lock then finds the old account
-/// merged, and the purchase is read again (registrations lock the account before moving
-/// purchases, so after the lock the purchase's account is final).
+/// The purchase, read with its points account locked. The purchase is read again under
+/// the lock: a refund of the same purchase that held the lock meanwhile has changed its
+/// refunded total (a copy read before the lock would fail the compare-and-set below), and
+/// a registration may have moved the purchase to a member's account (the lock then finds
+/// the old account merged, and the purchase's new account is locked instead).
+/// Registrations lock the account before moving purchases, so once the purchase is read
+/// on the account this transaction holds, it stays there.
 async fn purchase_with_locked_account(
     txn: &DatabaseTransaction,
     caller: &Caller,
     purchase_id: Uuid,
 ) -> AppResult<purchase::Model> {
+    let mut account_id = find_own(txn, caller, purchase_id).await?.account_id;
     for _ in 0..3 {
+        let account = ledger::lock_account(txn, account_id).await?;
         let bought = find_own(txn, caller, purchase_id).await?;
-        let account = ledger::lock_account(txn, bought.account_id).await?;
-        if account.merged_into_account_id.is_none() {
+        if account.merged_into_account_id.is_none() && bought.account_id == account_id {
             return Ok(bought);
         }
+        account_id = bought.account_id;
     }
     Err(AppError::AccountMerged)
 }
@@ -93,8 +98,8 @@ async fn refund_in(
             AppError::Validation(vec![crate::FieldError::new("amount.amount", e)])
         }
     })?;
-    // Compare-and-set on the refunded total: a concurrent refund of the same purchase
-    // either waits for this one (PostgreSQL row lock) and then fails here, or wins.
+    // Compare-and-set on the refunded total, a second guard: refunds of one purchase
+    // already queue on its account's lock and read the total under it.
     let new_total = already_refunded + amount.amount;
     let claimed = purchase::Entity::update_many()
         .col_expr(

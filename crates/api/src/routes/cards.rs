@@ -1,9 +1,9 @@
 //! Cards: issue, look up, register, block, replace.
 
 use super::*;
-use crate::extract::{idempotency_key, Auth, JsonBody};
+use crate::extract::{idempotency_key, Auth, JsonBody, PathText};
 use crate::problem::Problem;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -48,7 +48,7 @@ pub async fn issue_card(
 pub async fn get_card(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(number): Path<String>,
+    PathText(number): PathText,
 ) -> ApiResult<Json<CardResponse>> {
     Ok(Json(card_response(
         &cards::get(&app, &caller, &number).await?,
@@ -63,7 +63,7 @@ pub async fn get_card(
 pub async fn card_balance(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(number): Path<String>,
+    PathText(number): PathText,
 ) -> ApiResult<Json<CardBalanceResponse>> {
     let view = balances::card_balance(&app, &caller, &number).await?;
     Ok(Json(CardBalanceResponse {
@@ -81,7 +81,7 @@ pub async fn card_balance(
 pub async fn register_card(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(number): Path<String>,
+    PathText(number): PathText,
     headers: HeaderMap,
     body: JsonBody<RegisterCardRequest>,
 ) -> ApiResult<Response> {
@@ -109,7 +109,7 @@ pub async fn register_card(
 pub async fn block_card(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(number): Path<String>,
+    PathText(number): PathText,
 ) -> ApiResult<Json<CardResponse>> {
     Ok(Json(card_response(
         &cards::block(&app, &caller, &number).await?,
@@ -124,7 +124,7 @@ pub async fn block_card(
 pub async fn replace_card(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(number): Path<String>,
+    PathText(number): PathText,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let key = idempotency_key(&caller, &headers, &format!("replace {number}"), "")?;

@@ -1,9 +1,9 @@
 //! Members: enrolment, profile, erasure, balance and history.
 
 use super::*;
-use crate::extract::{list_params, path_id, Auth, JsonBody, ListParams};
+use crate::extract::{list_params, path_id, Auth, JsonBody, ListParams, PathText};
 use crate::problem::Problem;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
@@ -61,7 +61,7 @@ pub async fn enrol_member(
 pub async fn get_member(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<MemberResponse>> {
     Ok(Json(member_response(
         members::get(&app, &caller, path_id(&id, "member")?).await?,
@@ -74,7 +74,7 @@ pub async fn get_member(
 pub async fn erase_member(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<StatusCode> {
     members::erase(&app, &caller, path_id(&id, "member")?).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -86,7 +86,7 @@ pub async fn erase_member(
 pub async fn member_balance(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<BalanceResponse>> {
     let member_id = path_id(&id, "member")?;
     let view = balances::balance(&app, &caller, member_id).await?;
@@ -113,7 +113,7 @@ pub(crate) fn expiring_soon(lots: Vec<balances::ExpiringLot>) -> Vec<ExpiringPoi
 pub async fn member_transactions(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<TransactionList>> {
     let page = balances::history(

@@ -1,9 +1,9 @@
 //! Partners of the programme (admin).
 
 use super::*;
-use crate::extract::{list_params, path_id, Auth, JsonBody, ListParams};
+use crate::extract::{list_params, path_id, Auth, JsonBody, ListParams, PathText};
 use crate::problem::Problem;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -73,7 +73,7 @@ pub async fn list_partners(
 pub async fn get_partner(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<PartnerResponse>> {
     let partner = partners::get(&app, &caller, path_id(&id, "partner")?).await?;
     Ok(Json(partner_response(partner)))

@@ -1,9 +1,9 @@
 //! Purchases at the till: quote, record, look up, refund.
 
 use super::*;
-use crate::extract::{idempotency_key, path_id, Auth, JsonBody};
+use crate::extract::{idempotency_key, path_id, Auth, JsonBody, PathText};
 use crate::problem::Problem;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -113,7 +113,7 @@ fn refund_response(
 pub async fn get_purchase(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<PurchaseDetail>> {
     let (p, refund_rows) = purchases::get(&app, &caller, path_id(&id, "purchase")?).await?;
     let c = p.currency.as_str();
@@ -147,7 +147,7 @@ pub async fn get_purchase(
 pub async fn refund_purchase(
     State(app): State<App>,
     Auth(caller): Auth,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     headers: HeaderMap,
     body: JsonBody<RefundRequest>,
 ) -> ApiResult<Response> {
