@@ -107,7 +107,8 @@ async fn points_spent_on_a_bearer_card_come_back_to_the_member_it_was_registered
 }
 
 /// Finding 3: a partner may read, block and replace only cards it issued or whose member
-/// it may see; any partner may still ask a card's points at the till (finding 7).
+/// it enrolled (a sale is not enough); any partner may still ask a card's points at the
+/// till (finding 7).
 #[tokio::test]
 async fn partners_act_only_on_cards_they_may_see() {
     let t = spawn_app().await;
@@ -147,11 +148,21 @@ async fn partners_act_only_on_cards_they_may_see() {
     assert!(!inquiry.to_string().contains(&ann), "{inquiry}");
     assert!(!inquiry.to_string().contains("ann@example.org"));
 
-    // Once the shop sells to Ann it may see her, and so her card.
+    // Selling to Ann lets the shop see her (profile, balance), never manage her cards:
+    // one small purchase must not let it kill her card or mint a new one on her points.
     t.purchase(&shop, &card, "1.00", 0).await;
-    t.get(&format!("/v1/cards/{card}"), &shop.token)
+    t.get(&format!("/v1/members/{ann}"), &shop.token)
         .await
         .expect(200);
+    t.get(&format!("/v1/cards/{card}"), &shop.token)
+        .await
+        .expect_problem(404, "not_found");
+    t.post_moving(&format!("/v1/cards/{card}/replace"), &shop.token, json!({}))
+        .await
+        .expect_problem(404, "not_found");
+    t.post("/v1/cards", &shop.token, json!({"member_id": ann}))
+        .await
+        .expect_problem(404, "not_found");
 
     // A bearer card the shop issued and the gym registered to a member the shop cannot
     // see: the shop still sees its card, not whose it became.

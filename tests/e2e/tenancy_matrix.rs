@@ -67,8 +67,9 @@ const VISIBLE: &[(&str, Caller, &[Secret])] = &[
     ("GET /v1/cards/{number}/balance", Neighbour, &[]),
     ("POST /v1/cards/{number}/register", Stranger, &[Card]),
     ("POST /v1/cards/{number}/register", Neighbour, &[Card]),
-    // A partner sees the members it sold to: their profile, balance, its own part of
-    // their history, and the cards of members it may see.
+    // A partner sees the members it sold to: their profile, balance and its own part of
+    // their history — not their cards, which only the issuer and the enrolling partner
+    // manage.
     (
         "GET /v1/members/{id}",
         Neighbour,
@@ -76,18 +77,6 @@ const VISIBLE: &[(&str, Caller, &[Secret])] = &[
     ),
     ("GET /v1/members/{id}/balance", Neighbour, &[MemberId]),
     ("GET /v1/members/{id}/transactions", Neighbour, &[MemberId]),
-    ("GET /v1/cards/{number}", Neighbour, &[Card, MemberId]),
-    (
-        "POST /v1/cards/{number}/block",
-        Neighbour,
-        &[Card, MemberId],
-    ),
-    (
-        "POST /v1/cards/{number}/replace",
-        Neighbour,
-        &[Card, MemberId],
-    ),
-    ("POST /v1/cards", Neighbour, &[MemberId]),
 ];
 
 fn may_show(operation: &str, caller: Caller) -> Option<&'static [Secret]> {

@@ -2,11 +2,15 @@
 //! member (its points move with it), blocking and replacing (the balance stays with the
 //! points account, so the new card carries it and the old one can do nothing).
 //!
-//! Who may act on a card: the operator on every card of its programme; a partner on the
-//! cards it issued and the cards of members it may see (see `members`). Anyone else is
-//! told "not found". Two things stay open to every partner of the programme, because at
-//! the till the card is the credential: using a card in a purchase, asking its points
-//! (`balance_of`), and registering a bearer card its holder presents.
+//! Who manages a card (reads it, blocks it, replaces it): the operator, every card of its
+//! programme; a partner, the cards it issued and the cards of members it enrolled. Only
+//! those partners issue further cards to a member. Anyone else is told "not found". A
+//! sale links a partner to a member for reading (profile, balance, its own history), not
+//! for control: otherwise one small purchase with a member's card would let any partner
+//! replace the member's card or mint a new one on the member's account. Three things
+//! stay open to every partner of the programme, because at the till the card is the
+//! credential: using a card in a purchase, asking its points (`account_of_usable`), and
+//! registering a bearer card its holder presents.
 //!
 //! Every state change is a conditional UPDATE from the state it read, and registration
 //! and replacement lock the card row first, so two changes of one card never both win.
@@ -123,6 +127,10 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
     let issued = match member_id {
         Some(member_id) => {
             let member = members::visible(&txn, caller, member_id).await?;
+            let enrolled_here = member.enrolled_by_partner_id == caller.partner_id;
+            if members::seeing_partner(caller).is_some() && !enrolled_here {
+                return Err(AppError::NotFound("member"));
+            }
             if member.erased_at.is_some() {
                 return Err(AppError::MemberErased);
             }
@@ -160,9 +168,9 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
     Ok(issued)
 }
 
-/// A card of the programme that this caller may act on: the operator any, a partner
-/// those it issued and those of members it may see. Others are "not found".
-pub async fn visible(
+/// A card of the programme that this caller manages: the operator any, a partner those
+/// it issued and those of members it enrolled. Others are "not found".
+pub async fn managed(
     db: &impl ConnectionTrait,
     caller: &Caller,
     number: &str,
@@ -176,18 +184,18 @@ pub async fn visible(
         return Ok(card);
     }
     match card.member_id {
-        Some(member_id) if members::linked(db, member_id, partner_id).await? => Ok(card),
+        Some(member_id) if members::enrolled_by(db, member_id, partner_id).await? => Ok(card),
         _ => Err(AppError::NotFound("card")),
     }
 }
 
 /// Locks the card row until the transaction ends, then checks who may act on it.
-async fn visible_locked(
+async fn managed_locked(
     txn: &DatabaseTransaction,
     caller: &Caller,
     number: &str,
 ) -> AppResult<card::Model> {
-    let card = visible(txn, caller, number).await?;
+    let card = managed(txn, caller, number).await?;
     card::Entity::find_by_id(card.id)
         .lock_exclusive()
         .one(txn)
@@ -198,7 +206,7 @@ async fn visible_locked(
 /// A card as this caller may see it: a partner that sees the card only because it
 /// issued it (a bearer card someone else registered) does not learn whose card it is.
 pub async fn get(app: &App, caller: &Caller, number: &str) -> AppResult<card::Model> {
-    let card = visible(&app.db, caller, number).await?;
+    let card = managed(&app.db, caller, number).await?;
     as_seen_by(&app.db, caller, card).await
 }
 
@@ -397,7 +405,7 @@ pub fn mask(number: &str) -> String {
 /// Blocks a card: from active to blocked, as one conditional UPDATE. Blocking a blocked
 /// card answers it as it is; a replaced card stays replaced.
 pub async fn block(app: &App, caller: &Caller, number: &str) -> AppResult<card::Model> {
-    let card = visible(&app.db, caller, number).await?;
+    let card = managed(&app.db, caller, number).await?;
     card::Entity::update_many()
         .col_expr(card::Column::Status, Expr::value(BLOCKED))
         .filter(card::Column::Id.eq(card.id))
@@ -427,7 +435,7 @@ pub async fn replace(
     render: impl FnOnce(&card::Model) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
     let (response, _) = idempotency::run(app, key, |txn| async move {
-        let old = visible_locked(&txn, caller, number).await?;
+        let old = managed_locked(&txn, caller, number).await?;
         if old.status == REPLACED {
             return Err(AppError::CardReplaced);
         }

@@ -169,6 +169,16 @@ pub(crate) async fn linked(
         .is_some())
 }
 
+/// Whether the partner enrolled the member (which lets it manage the member's cards).
+pub(crate) async fn enrolled_by(
+    db: &impl ConnectionTrait,
+    member_id: Uuid,
+    partner_id: Uuid,
+) -> AppResult<bool> {
+    let member = member::Entity::find_by_id(member_id).one(db).await?;
+    Ok(member.is_some_and(|m| m.enrolled_by_partner_id == Some(partner_id)))
+}
+
 /// The member if this caller may see it; otherwise "not found", never "forbidden".
 pub async fn visible(
     db: &impl ConnectionTrait,
