@@ -102,3 +102,65 @@ async fn missing_bad_and_foreign_tokens_are_refused() {
         "unsupported_grant_type"
     );
 }
+
+/// A token signed with the server's own key, with this header and these claims.
+fn sign(alg: jsonwebtoken::Algorithm, typ: Option<&str>, claims: &serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.typ = typ.map(str::to_owned);
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+const JWT_SECRET: &str = "e2e-signing-key-0123456789abcdef-0123456789";
+
+#[tokio::test]
+async fn only_at_jwt_tokens_whose_lifetime_has_begun_are_accepted() {
+    use jsonwebtoken::Algorithm::{HS256, HS512};
+    let t = spawn_app_with_settings(&[("COALITION_JWT_SECRET", JWT_SECRET)]).await;
+    let prog = t.programme("Coalition").await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = |extra: serde_json::Value| {
+        let mut claims = serde_json::json!({
+            "iss": "coalition", "aud": "coalition-api", "sub": prog.client_id,
+            "client_id": prog.client_id, "scope": "admin", "programme_id": prog.id,
+            "iat": now, "exp": now + 300, "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        claims
+    };
+    let plain = claims(serde_json::json!({}));
+    let accepted = [
+        sign(HS256, Some("at+jwt"), &plain),
+        sign(HS256, Some("application/AT+JWT"), &plain),
+        sign(
+            HS256,
+            Some("at+jwt"),
+            &claims(serde_json::json!({"nbf": now - 60})),
+        ),
+    ];
+    for token in &accepted {
+        t.get("/v1/partners", token).await.expect(200);
+    }
+    let refused = [
+        ("typ JWT", sign(HS256, Some("JWT"), &plain)),
+        ("no typ", sign(HS256, None, &plain)),
+        ("another typ", sign(HS256, Some("at+jwt+x"), &plain)),
+        (
+            "nbf in a minute",
+            sign(
+                HS256,
+                Some("at+jwt"),
+                &claims(serde_json::json!({"nbf": now + 60})),
+            ),
+        ),
+        ("HS512", sign(HS512, Some("at+jwt"), &plain)),
+    ];
+    for (what, token) in &refused {
+        let res = t.get("/v1/partners", token).await;
+        assert_eq!(res.status, 401, "{what}: {}", res.body);
+        res.expect_problem(401, "unauthorized");
+    }
+}

@@ -118,13 +118,23 @@ impl TokenKeys {
         })
     }
 
+    /// Accepts only what `issue` makes: HS256 (the only algorithm), `typ: at+jwt` (RFC
+    /// 9068 §4: an ID token or another JWT signed with the same key is not an access
+    /// token), our issuer and audience, and a lifetime that has begun (`nbf`) and not
+    /// ended (`exp`), with a few seconds of leeway for clocks.
     pub fn verify(&self, token: &str) -> AppResult<Caller> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
+        validation.validate_nbf = true;
         validation.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| AppError::Unauthorized(format!("invalid access token: {e}")))?;
+        if !data.header.typ.as_deref().is_some_and(is_access_token_type) {
+            return Err(AppError::Unauthorized(
+                "invalid access token: its typ is not at+jwt".into(),
+            ));
+        }
         let claims = data.claims;
         let scope = Scope::parse(&claims.scope)
             .ok_or_else(|| AppError::Unauthorized("token has an unknown scope".into()))?;
@@ -135,6 +145,13 @@ impl TokenKeys {
             partner_id: claims.partner_id,
         })
     }
+}
+
+/// `at+jwt`, or the full media type `application/at+jwt` (RFC 9068 §2.1, RFC 7515 §4.1.9:
+/// compared case-insensitively).
+fn is_access_token_type(typ: &str) -> bool {
+    let typ = typ.to_ascii_lowercase();
+    typ == "at+jwt" || typ == "application/at+jwt"
 }
 
 /// Argon2's working memory (19 MiB with the default parameters), allocated once and
