@@ -103,6 +103,52 @@ async fn missing_bad_and_foreign_tokens_are_refused() {
     );
 }
 
+async fn token_request(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> Resp {
+    let res = http
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .expect("the server answers");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.json().await.unwrap_or(serde_json::Value::Null);
+    Resp {
+        status,
+        body,
+        headers,
+    }
+}
+
+#[track_caller]
+fn expect_oauth_error(res: &Resp, status: u16, error: &str) {
+    assert_eq!(
+        (res.status.as_u16(), res.body["error"].as_str()),
+        (status, Some(error)),
+        "{}",
+        res.body
+    );
+    assert_eq!(res.headers["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn basic_credentials_that_split_a_character_are_refused_and_the_server_keeps_serving() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    // reqwest sends `Basic base64("%aé:x")`: an escape whose second digit is the first
+    // byte of `é`. The old decoder sliced the text there and panicked.
+    let res = token_request(&t.http, &t.base, "%aé", "x").await;
+    expect_oauth_error(&res, 401, "invalid_client");
+    assert_eq!(res.headers["www-authenticate"], "Basic realm=\"coalition\"");
+    // Escapes that decode to invalid UTF-8 name no client either.
+    let res = token_request(&t.http, &t.base, "%C3%28", "x").await;
+    expect_oauth_error(&res, 401, "invalid_client");
+    // The server is still there, on the same client's connection pool and on new ones.
+    let admin = t.token(&prog.client_id, &prog.client_secret).await;
+    t.get("/v1/partners", &admin).await.expect(200);
+}
+
 /// A token signed with the server's own key, with this header and these claims.
 fn sign(alg: jsonwebtoken::Algorithm, typ: Option<&str>, claims: &serde_json::Value) -> String {
     let mut header = jsonwebtoken::Header::new(alg);

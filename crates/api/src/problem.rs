@@ -165,6 +165,19 @@ pub fn problem_response(
     response
 }
 
+/// The answer to a request whose handler panicked (tower-http's `CatchPanicLayer`). The
+/// panic's message is neither shown nor logged here: it can quote request data, such as
+/// a credential being parsed. The server's panic hook logs where it happened.
+pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    problem_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Internal server error",
+        "Something went wrong on our side.".into(),
+        vec![],
+    )
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {

@@ -56,4 +56,69 @@ pub fn init_telemetry() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    std::panic::set_hook(Box::new(log_panic));
+}
+
+/// The panic hook: where it happened (and the backtrace when RUST_BACKTRACE asks for
+/// one), never the message. The standard hook prints the message, and a message can
+/// quote request data: slicing a string at a bad offset prints the string, which was a
+/// client secret once. The request itself gets a problem+json 500 (CatchPanicLayer).
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let location = info
+        .location()
+        .map_or_else(|| "unknown".to_owned(), ToString::to_string);
+    let backtrace = std::backtrace::Backtrace::capture();
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(%location, thread, %backtrace, "panic (its message is not logged: it may quote request data)");
+    } else {
+        tracing::error!(%location, thread, "panic (its message is not logged: it may quote request data)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panic_is_logged_with_its_location_but_not_its_message() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(super::log_panic));
+        let line = line!() + 3;
+        let outcome = tracing::subscriber::with_default(subscriber, || {
+            std::panic::catch_unwind(|| {
+                panic!("byte index 2 is not a char boundary of `{}`", "cs_hunter2")
+            })
+        });
+        std::panic::set_hook(previous);
+        assert!(outcome.is_err());
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains(&format!("src/lib.rs:{line}")), "{log}");
+        assert!(log.contains("panic"), "{log}");
+        assert!(
+            !log.contains("cs_hunter2") && !log.contains("char boundary"),
+            "{log}"
+        );
+    }
 }
