@@ -103,6 +103,17 @@ async fn missing_bad_and_foreign_tokens_are_refused() {
     );
 }
 
+/// The token endpoint from a client bound to `local` (127.0.0.2 is another address on
+/// the loopback interface: the server sees a different source).
+fn client_from(local: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(local))
+        .build()
+        .unwrap()
+}
+
+const ATTACKER: [u8; 4] = [127, 0, 0, 2];
+
 async fn token_request(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> Resp {
     let res = http
         .post(format!("{base}/oauth/token"))
@@ -132,6 +143,18 @@ fn expect_oauth_error(res: &Resp, status: u16, error: &str) {
     assert_eq!(res.headers["cache-control"], "no-store");
 }
 
+/// Limited: 429 with the seconds to wait, in the token endpoint's own error format.
+#[track_caller]
+fn expect_limited(res: &Resp) {
+    expect_oauth_error(res, 429, "too_many_requests");
+    let wait: u64 = res.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+}
+
 #[tokio::test]
 async fn basic_credentials_that_split_a_character_are_refused_and_the_server_keeps_serving() {
     let t = spawn_app().await;
@@ -147,6 +170,90 @@ async fn basic_credentials_that_split_a_character_are_refused_and_the_server_kee
     // The server is still there, on the same client's connection pool and on new ones.
     let admin = t.token(&prog.client_id, &prog.client_secret).await;
     t.get("/v1/partners", &admin).await.expect(200);
+}
+
+#[tokio::test]
+async fn wrong_secrets_limit_their_client_id_but_not_other_clients_or_addresses() {
+    let t = spawn_app_with_settings(&[
+        ("COALITION_TOKEN_FAILURES_PER_MINUTE", "3"),
+        ("COALITION_TOKEN_ADDRESS_FAILURES_PER_MINUTE", "1000"),
+    ])
+    .await;
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let attacker = client_from(ATTACKER);
+    for _ in 0..3 {
+        let res = token_request(&attacker, &t.base, &gym.client_id, "cs_guess").await;
+        expect_oauth_error(&res, 401, "invalid_client");
+    }
+    let hashes = t.app.token_guard.secret_hashes();
+    for _ in 0..5 {
+        expect_limited(&token_request(&attacker, &t.base, &gym.client_id, "cs_guess").await);
+    }
+    // While limited the id is refused whatever the secret and wherever from: a guess
+    // that happened to be right would otherwise stand out.
+    expect_limited(&token_request(&t.http, &t.base, &gym.client_id, &gym.client_secret).await);
+    // None of the refusals hashed anything.
+    assert_eq!(t.app.token_guard.secret_hashes(), hashes);
+    // Other clients are served, from any address, the attacker's included.
+    for http in [&t.http, &attacker] {
+        let res = token_request(http, &t.base, &shop.client_id, &shop.client_secret).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+    // A standard OAuth2 client reads the refusal as an error response.
+    let limited = BasicClient::new(ClientId::new(gym.client_id.clone()))
+        .set_client_secret(ClientSecret::new(gym.client_secret.clone()))
+        .set_token_uri(TokenUrl::new(format!("{}/oauth/token", t.base)).unwrap());
+    let http = oauth2::reqwest::Client::new();
+    match limited
+        .exchange_client_credentials()
+        .request_async(&http)
+        .await
+    {
+        Err(RequestTokenError::ServerResponse(e)) => assert_eq!(
+            *e.error(),
+            BasicErrorResponseType::Extension("too_many_requests".into())
+        ),
+        other => panic!("expected too_many_requests, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_address_guessing_unknown_client_ids_is_limited_before_any_hashing() {
+    let t = spawn_app_with_settings(&[
+        ("COALITION_TOKEN_FAILURES_PER_MINUTE", "1000"),
+        ("COALITION_TOKEN_ADDRESS_FAILURES_PER_MINUTE", "5"),
+    ])
+    .await;
+    let prog = t.programme("Coalition").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let attacker = client_from(ATTACKER);
+    let unknown = || format!("cl_{}", uuid::Uuid::new_v4().simple());
+    for _ in 0..5 {
+        let res = token_request(&attacker, &t.base, &unknown(), "cs_guess").await;
+        expect_oauth_error(&res, 401, "invalid_client");
+    }
+    let hashes = t.app.token_guard.secret_hashes();
+    // The attacker keeps going, and a partner's till asks for tokens meanwhile, from its
+    // own address: every one of its requests is served.
+    let attack = async {
+        for _ in 0..20 {
+            expect_limited(&token_request(&attacker, &t.base, &unknown(), "cs_guess").await);
+        }
+    };
+    let till = async {
+        for _ in 0..5 {
+            let res = token_request(&t.http, &t.base, &gym.client_id, &gym.client_secret).await;
+            assert_eq!(res.status, 200, "{}", res.body);
+        }
+    };
+    tokio::join!(attack, till);
+    // The limited address is refused even with a valid secret.
+    expect_limited(&token_request(&attacker, &t.base, &gym.client_id, &gym.client_secret).await);
+    // 20 unknown ids cost no hash, nor did the till: it was verified when `partner`
+    // asked for its token, seconds ago, and is remembered for a minute.
+    assert_eq!(t.app.token_guard.secret_hashes(), hashes);
 }
 
 /// A token signed with the server's own key, with this header and these claims.

@@ -77,6 +77,11 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "invalid_scope",
             "Scope not granted",
         ),
+        RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "Too many failed attempts",
+        ),
         CardBlocked => (StatusCode::CONFLICT, "card_blocked", "The card is blocked"),
         CardReplaced(_) => (
             StatusCode::CONFLICT,
@@ -189,6 +194,12 @@ impl IntoResponse for ApiError {
                 } else {
                     err.to_string()
                 };
+                let retry_after = match &err {
+                    AppError::RateLimited {
+                        retry_after_seconds,
+                    } => Some(*retry_after_seconds),
+                    _ => None,
+                };
                 let errors = match err {
                     AppError::Validation(fields) => fields
                         .into_iter()
@@ -199,7 +210,13 @@ impl IntoResponse for ApiError {
                         .collect(),
                     _ => vec![],
                 };
-                problem_response(status, code, title, detail, errors)
+                let mut response = problem_response(status, code, title, detail, errors);
+                if let Some(seconds) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+                }
+                response
             }
             ApiError::MalformedJson(detail) => problem_response(
                 StatusCode::BAD_REQUEST,

@@ -1,6 +1,11 @@
 //! OAuth2 client credentials: clients with argon2-hashed secrets, and short-lived JWT
 //! access tokens (RFC 9068 profile) signed with a key from configuration or, on the
-//! embedded default, one generated on first start and kept in the database.
+//! embedded default, one generated on first start and kept in the database. Failed
+//! client authentications are limited and verified secrets remembered (`guard`).
+
+mod guard;
+
+pub use guard::{FailureLimits, TokenGuard, FAILURE_WINDOW};
 
 use crate::{AppError, AppResult, Caller, Scope};
 use argon2::password_hash::{
@@ -12,6 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use uuid::Uuid;
 
@@ -228,34 +234,61 @@ pub fn new_credentials() -> (String, String) {
 }
 
 /// The client-credentials grant: authenticate the client, then sign a token for the
-/// requested scope (the client's own scope when none is asked).
+/// requested scope (the client's own scope when none is asked). A client id or source
+/// address over its limit of failed attempts is refused before anything else.
 pub async fn client_credentials_grant(
     app: &crate::App,
     client_id: &str,
     client_secret: &str,
     requested_scope: Option<&str>,
+    source: Option<IpAddr>,
 ) -> AppResult<IssuedToken> {
     use sea_orm::{ColumnTrait, QueryFilter};
+    let guard = &app.token_guard;
+    let counted = guard.counted(client_id, source);
+    guard.refuse_if_limited(&counted).await?;
     let client = api_client::Entity::find()
         .filter(api_client::Column::ClientId.eq(client_id))
         .one(&app.db)
         .await?;
-    // Verify against a dummy hash for unknown ids too, so timing does not reveal them.
-    let stored = client
-        .as_ref()
-        .map(|c| c.secret_hash.clone())
-        .unwrap_or_else(dummy_hash);
-    let secret = client_secret.to_owned();
-    let verified = tokio::task::spawn_blocking(move || secret_matches(&secret, &stored))
-        .await
-        .map_err(|e| AppError::Internal(format!("verifying secret: {e}")))?;
-    let client = client.filter(|_| verified).ok_or(AppError::InvalidClient)?;
+    let verified = verify_secret(guard, client.as_ref(), client_id, client_secret).await?;
+    let Some(client) = client.filter(|_| verified) else {
+        guard.failed(&counted).await;
+        return Err(AppError::InvalidClient);
+    };
     let scope = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
         None => client.scope.clone(),
         Some(s) if s == client.scope => client.scope.clone(),
         Some(_) => return Err(AppError::InvalidScope),
     };
     app.tokens.issue(&client, &scope)
+}
+
+/// Whether `secret` is the client's: remembered from a success in the last minute, or
+/// checked by argon2 — for unknown ids too, against a dummy hash, so timing does not
+/// reveal which ids exist.
+async fn verify_secret(
+    guard: &TokenGuard,
+    client: Option<&api_client::Model>,
+    client_id: &str,
+    secret: &str,
+) -> AppResult<bool> {
+    let stored = client
+        .map(|c| c.secret_hash.clone())
+        .unwrap_or_else(dummy_hash);
+    if client.is_some() && guard.remembers(client_id, &stored, secret) {
+        return Ok(true);
+    }
+    guard.hashing();
+    let (presented, against) = (secret.to_owned(), stored.clone());
+    // The join error is not shown: a panic's text could quote the secret.
+    let matches = tokio::task::spawn_blocking(move || secret_matches(&presented, &against))
+        .await
+        .map_err(|_| AppError::Internal("verifying a secret: the hashing task failed".into()))?;
+    if matches && client.is_some() {
+        guard.remember(client_id, &stored, secret);
+    }
+    Ok(matches)
 }
 
 fn dummy_hash() -> String {

@@ -2,10 +2,12 @@
 
 pub mod config;
 
-use coalition_app::auth::TokenKeys;
+use coalition_app::auth::{TokenGuard, TokenKeys, FAILURE_WINDOW};
 use coalition_app::App;
 use coalition_store::cache::{BalanceCache, InProcessCache, RedisCache};
+use coalition_store::failures::{FailureCounter, InProcessFailures, RedisFailures};
 use config::Config;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Connects storage and cache and loads the signing key: everything a server needs.
@@ -23,6 +25,16 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
             .map_err(|e| format!("REDIS_URL: {e}"))?,
         None => Arc::new(InProcessCache::default()),
     };
+    // Failed token requests are counted where the cache lives, so that several processes
+    // on one Redis share the limits.
+    let failures: Arc<dyn FailureCounter> = match &config.redis_url {
+        Some(url) => Arc::new(
+            RedisFailures::connect(url, &config.redis_prefix, FAILURE_WINDOW)
+                .await
+                .map_err(|e| format!("REDIS_URL: {e}"))?,
+        ),
+        None => Arc::new(InProcessFailures::new(FAILURE_WINDOW)),
+    };
     let tokens =
         TokenKeys::load_or_generate(&db, config.jwt_secret.as_deref(), config.token_ttl_seconds)
             .await
@@ -31,23 +43,27 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         db,
         cache,
         tokens: Arc::new(tokens),
+        token_guard: Arc::new(TokenGuard::new(failures, config.token_failures)),
         directory: Arc::default(),
         programmes: Arc::default(),
         partners: Arc::default(),
     })
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves. Handlers see the peer's
+/// address (`ConnectInfo`): the token endpoint counts failed attempts per address.
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, coalition_api::router(app))
+    let service = coalition_api::router(app).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }
 
+/// Logging to stderr, and panics logged through it without their message (`log_panic`).
 pub fn init_telemetry() {
     use tracing_subscriber::EnvFilter;
     let filter =

@@ -1,12 +1,13 @@
 //! OAuth2 token endpoint: the client-credentials grant (RFC 6749 §4.4).
 
 use crate::problem::ApiError;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use coalition_app::{App, AppError};
 use serde::Serialize;
+use std::net::SocketAddr;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -109,9 +110,12 @@ fn hex_value(digit: u8) -> Option<u8> {
         (status = 200, body = TokenResponse),
         (status = 400, body = OAuthError, description = "invalid_request, unsupported_grant_type or invalid_scope"),
         (status = 401, body = OAuthError, description = "invalid_client"),
+        (status = 429, body = OAuthError, description = "too_many_requests: too many failed attempts for this client id or from this address; Retry-After gives the seconds to wait",
+            headers(("Retry-After" = u64, description = "seconds until the limit ends"))),
     ))]
 pub async fn token(
     State(app): State<App>,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     form: Result<axum::Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -159,11 +163,13 @@ pub async fn token(
             )
         }
     };
+    let source = connection.map(|Extension(ConnectInfo(address))| address.ip());
     match coalition_app::auth::client_credentials_grant(
         &app,
         &credentials.0,
         &credentials.1,
         form.scope.as_deref(),
+        source,
     )
     .await
     {
@@ -181,6 +187,21 @@ pub async fn token(
             "invalid_client",
             "client authentication failed",
         ),
+        Err(AppError::RateLimited {
+            retry_after_seconds,
+        }) => {
+            let mut response = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                &format!(
+                    "too many failed attempts for this client or from this address; retry in {retry_after_seconds} s"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+            response
+        }
         Err(AppError::InvalidScope) => oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
