@@ -230,10 +230,17 @@ async fn an_address_guessing_unknown_client_ids_is_limited_before_any_hashing() 
     let gym = t.partner(&prog, "Gym", "1").await;
     let attacker = client_from(ATTACKER);
     let unknown = || format!("cl_{}", uuid::Uuid::new_v4().simple());
-    for _ in 0..5 {
-        let res = token_request(&attacker, &t.base, &unknown(), "cs_guess").await;
-        expect_oauth_error(&res, 401, "invalid_client");
-    }
+    // 20 attempts at once: all pass the first check, but they take turns to hash, and
+    // each asks again at its turn, so five are hashed (and fail) and the rest refused.
+    let hashes = t.app.token_guard.secret_hashes();
+    let ids: Vec<String> = (0..20).map(|_| unknown()).collect();
+    let burst = ids
+        .iter()
+        .map(|id| token_request(&attacker, &t.base, id, "cs_guess"));
+    let answers = futures::future::join_all(burst).await;
+    let count = |status: u16| answers.iter().filter(|r| r.status == status).count();
+    assert_eq!((count(401), count(429)), (5, 15));
+    assert_eq!(t.app.token_guard.secret_hashes() - hashes, 5);
     let hashes = t.app.token_guard.secret_hashes();
     // The attacker keeps going, and a partner's till asks for tokens meanwhile, from its
     // own address: every one of its requests is served.

@@ -13,6 +13,7 @@ use argon2::password_hash::{
 };
 use argon2::{Argon2, Block, Params, Version};
 use coalition_store::entities::{api_client, setting};
+use coalition_store::failures::Counted;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
@@ -251,9 +252,9 @@ pub async fn client_credentials_grant(
         .filter(api_client::Column::ClientId.eq(client_id))
         .one(&app.db)
         .await?;
-    let verified = verify_secret(guard, client.as_ref(), client_id, client_secret).await?;
+    let verified =
+        verify_secret(guard, &counted, client.as_ref(), client_id, client_secret).await?;
     let Some(client) = client.filter(|_| verified) else {
-        guard.failed(&counted).await;
         return Err(AppError::InvalidClient);
     };
     let scope = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
@@ -266,9 +267,10 @@ pub async fn client_credentials_grant(
 
 /// Whether `secret` is the client's: remembered from a success in the last minute, or
 /// checked by argon2 — for unknown ids too, against a dummy hash, so timing does not
-/// reveal which ids exist.
+/// reveal which ids exist. A failure is counted against `counted`.
 async fn verify_secret(
     guard: &TokenGuard,
+    counted: &[Counted],
     client: Option<&api_client::Model>,
     client_id: &str,
     secret: &str,
@@ -279,16 +281,23 @@ async fn verify_secret(
     if client.is_some() && guard.remembers(client_id, &stored, secret) {
         return Ok(true);
     }
+    // Verifications take turns (argon2 has one buffer). An attempt that waited in line
+    // is asked again at its turn: the failures ahead of it may have reached the limit,
+    // so however many attempts an attacker has in flight, a window costs `limit` hashes.
+    let _turn = guard.hashing_turn().await;
+    guard.refuse_if_limited(counted).await?;
     guard.hashing();
     let (presented, against) = (secret.to_owned(), stored.clone());
     // The join error is not shown: a panic's text could quote the secret.
     let matches = tokio::task::spawn_blocking(move || secret_matches(&presented, &against))
         .await
         .map_err(|_| AppError::Internal("verifying a secret: the hashing task failed".into()))?;
-    if matches && client.is_some() {
-        guard.remember(client_id, &stored, secret);
+    match (matches, client.is_some()) {
+        (true, true) => guard.remember(client_id, &stored, secret),
+        // Counted before the turn passes on, so the next in line sees it.
+        _ => guard.failed(counted).await,
     }
-    Ok(matches)
+    Ok(matches && client.is_some())
 }
 
 fn dummy_hash() -> String {

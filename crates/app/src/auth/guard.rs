@@ -3,7 +3,9 @@
 //! every genuine client. Two things cut the attacker's share:
 //! - failed authentications are counted per client id and per source address, and a
 //!   client id or address over its limit is refused before the database is asked or
-//!   anything is hashed, until its one-minute window ends;
+//!   anything is hashed, until its one-minute window ends. Verifications take turns,
+//!   and an attempt is asked again when its turn comes, so attempts already in flight
+//!   do not get past the limit: a window costs at most `limit` hashes per process;
 //! - a verified secret is remembered for a minute, so a client asking again costs a
 //!   SHA-256 instead of a hash. Only a digest of (client id, stored hash, presented
 //!   secret) is kept: a rotated secret (another stored hash) or another presented secret
@@ -41,6 +43,8 @@ pub struct TokenGuard {
     /// Random per process: the remembered digests say nothing outside it.
     salt: [u8; 32],
     remembered: Mutex<HashMap<[u8; 32], Instant>>,
+    /// One verification at a time, in arrival order (tokio's mutex is fair).
+    turn: tokio::sync::Mutex<()>,
     hashes: AtomicU64,
     refused: AtomicU64,
 }
@@ -54,6 +58,7 @@ impl TokenGuard {
             limits,
             salt,
             remembered: Mutex::new(HashMap::new()),
+            turn: tokio::sync::Mutex::new(()),
             hashes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -100,6 +105,11 @@ impl TokenGuard {
 
     pub(super) async fn failed(&self, counted: &[Counted]) {
         self.failures.record(counted).await;
+    }
+
+    /// Waits for the turn to verify a secret.
+    pub(super) async fn hashing_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
     }
 
     pub(super) fn hashing(&self) {
