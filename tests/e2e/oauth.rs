@@ -324,3 +324,58 @@ async fn only_at_jwt_tokens_whose_lifetime_has_begun_are_accepted() {
         res.expect_problem(401, "unauthorized");
     }
 }
+
+/// Sends a token request for an unknown client id from the attacker's address over a
+/// raw connection, waits until the server is hashing its secret, and hangs up.
+async fn hang_up_mid_hash(t: &TestApp) {
+    use tokio::io::AsyncWriteExt;
+    let id = format!("cl_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}/oauth/token", t.base);
+    let authorization = reqwest::Client::new()
+        .post(&url)
+        .basic_auth(id, Some("cs_guess"))
+        .build()
+        .unwrap()
+        .headers()["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = "grant_type=client_credentials";
+    let request = format!(
+        "POST /oauth/token HTTP/1.1\r\nHost: coalition\r\nAuthorization: {authorization}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((std::net::Ipv4Addr::from(ATTACKER), 0).into())
+        .unwrap();
+    let server = t.base.trim_start_matches("http://").parse().unwrap();
+    let mut stream = socket.connect(server).await.unwrap();
+    let hashes = t.app.token_guard.secret_hashes();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    for _ in 0..1000 {
+        if t.app.token_guard.secret_hashes() > hashes {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(t.app.token_guard.secret_hashes() > hashes, "never hashed");
+    drop(stream);
+}
+
+#[tokio::test]
+async fn hanging_up_while_the_secret_is_hashed_still_counts_the_failure() {
+    let t = spawn_app_with_settings(&[
+        ("COALITION_TOKEN_FAILURES_PER_MINUTE", "1000"),
+        ("COALITION_TOKEN_ADDRESS_FAILURES_PER_MINUTE", "3"),
+    ])
+    .await;
+    for _ in 0..3 {
+        hang_up_mid_hash(&t).await;
+    }
+    // The failures of the three who hung up count: the address is at its limit.
+    let unknown = format!("cl_{}", uuid::Uuid::new_v4().simple());
+    let attacker = client_from(ATTACKER);
+    expect_limited(&token_request(&attacker, &t.base, &unknown, "cs_guess").await);
+}

@@ -19,7 +19,7 @@ use rand::RngCore;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 const ISSUER: &str = "coalition";
@@ -269,7 +269,7 @@ pub async fn client_credentials_grant(
 /// checked by argon2 — for unknown ids too, against a dummy hash, so timing does not
 /// reveal which ids exist. A failure is counted against `counted`.
 async fn verify_secret(
-    guard: &TokenGuard,
+    guard: &Arc<TokenGuard>,
     counted: &[Counted],
     client: Option<&api_client::Model>,
     client_id: &str,
@@ -278,26 +278,60 @@ async fn verify_secret(
     let stored = client
         .map(|c| c.secret_hash.clone())
         .unwrap_or_else(dummy_hash);
-    if client.is_some() && guard.remembers(client_id, &stored, secret) {
+    let known = client.is_some();
+    if known && guard.remembers(client_id, &stored, secret) {
         return Ok(true);
     }
-    // Verifications take turns (argon2 has one buffer). An attempt that waited in line
-    // is asked again at its turn: the failures ahead of it may have reached the limit,
-    // so however many attempts an attacker has in flight, a window costs `limit` hashes.
-    let _turn = guard.hashing_turn().await;
-    guard.refuse_if_limited(counted).await?;
-    guard.hashing();
-    let (presented, against) = (secret.to_owned(), stored.clone());
-    // The join error is not shown: a panic's text could quote the secret.
-    let matches = tokio::task::spawn_blocking(move || secret_matches(&presented, &against))
+    // A task of its own, which runs to the end even when the request is dropped: hyper
+    // drops a handler whose client hangs up, and a failure must be counted all the same
+    // (else hanging up mid-hash would be an attack that is never limited).
+    let attempt = Attempt {
+        guard: guard.clone(),
+        counted: counted.to_vec(),
+        client_id: client_id.to_owned(),
+        stored,
+        secret: secret.to_owned(),
+        known,
+    };
+    tokio::spawn(attempt.hash())
         .await
-        .map_err(|_| AppError::Internal("verifying a secret: the hashing task failed".into()))?;
-    match (matches, client.is_some()) {
-        (true, true) => guard.remember(client_id, &stored, secret),
-        // Counted before the turn passes on, so the next in line sees it.
-        _ => guard.failed(counted).await,
+        .map_err(|_| AppError::Internal("verifying a secret: the task failed".into()))?
+}
+
+/// One argon2 verification with everything it needs, owned.
+struct Attempt {
+    guard: Arc<TokenGuard>,
+    counted: Vec<Counted>,
+    client_id: String,
+    stored: String,
+    secret: String,
+    known: bool,
+}
+
+impl Attempt {
+    async fn hash(self) -> AppResult<bool> {
+        let guard = &self.guard;
+        // Verifications take turns (argon2 has one buffer). An attempt that waited in
+        // line is asked again at its turn: the failures ahead of it may have reached the
+        // limit, so however many attempts are in flight, a window costs `limit` hashes.
+        let _turn = guard.hashing_turn().await;
+        guard.refuse_if_limited(&self.counted).await?;
+        guard.hashing();
+        let (presented, against) = (self.secret.clone(), self.stored.clone());
+        // The join error is not shown: a panic's text could quote the secret.
+        let matches = tokio::task::spawn_blocking(move || secret_matches(&presented, &against))
+            .await
+            .map_err(|_| {
+                AppError::Internal("verifying a secret: the hashing task failed".into())
+            })?;
+        if matches && self.known {
+            guard.remember(&self.client_id, &self.stored, &self.secret);
+        } else {
+            // Counted before the turn passes on, so the next in line sees it.
+            guard.failed(&self.counted).await;
+        }
+        Ok(matches && self.known)
     }
-    Ok(matches && client.is_some())
 }
 
 fn dummy_hash() -> String {
