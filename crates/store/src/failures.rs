@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A counted key and the failures it may have in one window.
@@ -111,13 +111,15 @@ impl FailureCounter for InProcessFailures {
 
 /// Counts in Redis under `{prefix}failures:`, shared by every process on that Redis.
 /// Any failed call uses the in-process counts instead (logged once per outage), so a
-/// Redis outage neither opens the gate wide nor stops tokens from being issued.
+/// Redis outage neither opens the gate wide nor stops tokens from being issued. After a
+/// failure Redis is left alone for a moment, so that an unreachable Redis does not add
+/// its timeout to every token request.
 pub struct RedisFailures {
     client: redis::Client,
     /// Set once Redis first answers; the connection manager reconnects by itself after.
-    connection: OnceLock<redis::aio::ConnectionManager>,
-    /// When the next first connection attempt may be made (not one per request).
-    next_connect: Mutex<Instant>,
+    connection: Arc<OnceLock<redis::aio::ConnectionManager>>,
+    /// Redis is not tried before this instant (set by a failure).
+    paused_until: Mutex<Instant>,
     prefix: String,
     window: Duration,
     check: redis::Script,
@@ -152,11 +154,11 @@ return 0
 "#;
 
 const CALL_TIMEOUT: Duration = Duration::from_millis(250);
-const CONNECT_EVERY: Duration = Duration::from_secs(5);
+const PAUSE_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 impl RedisFailures {
-    /// Only a malformed URL is an error: an unreachable Redis is retried at most every
-    /// few seconds, the in-process counts standing in meanwhile.
+    /// Only a malformed URL is an error: an unreachable Redis is tried again later, the
+    /// in-process counts standing in meanwhile.
     pub async fn connect(
         url: &str,
         prefix: &str,
@@ -164,8 +166,8 @@ impl RedisFailures {
     ) -> Result<Self, redis::RedisError> {
         let failures = Self {
             client: redis::Client::open(url)?,
-            connection: OnceLock::new(),
-            next_connect: Mutex::new(Instant::now()),
+            connection: Arc::new(OnceLock::new()),
+            paused_until: Mutex::new(Instant::now()),
             prefix: format!("{prefix}failures:"),
             window,
             check: redis::Script::new(CHECK),
@@ -173,34 +175,39 @@ impl RedisFailures {
             fallback: InProcessFailures::new(window),
             failing: AtomicBool::new(false),
         };
-        failures.connection().await;
+        match open(failures.client.clone()).await {
+            Some(connection) => {
+                let _ = failures.connection.set(connection);
+            }
+            None => {
+                failures.failed::<()>("not reachable at start");
+            }
+        }
         Ok(failures)
     }
 
-    async fn connection(&self) -> Option<redis::aio::ConnectionManager> {
+    /// The connection; before Redis first answered, `None` while another attempt to
+    /// connect runs in the background (a request does not wait for it).
+    fn connection(&self) -> Option<redis::aio::ConnectionManager> {
         if let Some(connection) = self.connection.get() {
             return Some(connection.clone());
         }
-        {
-            let mut next = self.next_connect.lock().unwrap_or_else(|e| e.into_inner());
-            if Instant::now() < *next {
-                return None;
+        let (client, slot) = (self.client.clone(), self.connection.clone());
+        tokio::spawn(async move {
+            if let Some(connection) = open(client).await {
+                let _ = slot.set(connection);
             }
-            *next = Instant::now() + CONNECT_EVERY;
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(CALL_TIMEOUT)
-            .set_number_of_retries(1);
-        let opening = redis::aio::ConnectionManager::new_with_config(self.client.clone(), config);
-        match tokio::time::timeout(Duration::from_secs(2), opening).await {
-            Ok(Ok(connection)) => Some(self.connection.get_or_init(|| connection).clone()),
-            Ok(Err(e)) => self.failed(&e.to_string()),
-            Err(_) => self.failed("connecting timed out"),
-        }
+        });
+        self.failed("not connected")
+    }
+
+    fn paused(&self) -> bool {
+        Instant::now() < *self.paused_until.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn failed<T>(&self, why: &str) -> Option<T> {
+        *self.paused_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Instant::now() + PAUSE_AFTER_FAILURE;
         if !self.failing.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 error = why,
@@ -220,7 +227,10 @@ impl RedisFailures {
         &self,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Option<T> {
-        let mut connection = self.connection().await?;
+        if self.paused() {
+            return None;
+        }
+        let mut connection = self.connection()?;
         match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async(&mut connection)).await {
             Ok(Ok(value)) => {
                 self.failing.store(false, Ordering::Release);
@@ -230,6 +240,18 @@ impl RedisFailures {
             Err(_) => self.failed("timed out"),
         }
     }
+}
+
+async fn open(client: redis::Client) -> Option<redis::aio::ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(CALL_TIMEOUT)
+        .set_number_of_retries(1);
+    let opening = redis::aio::ConnectionManager::new_with_config(client, config);
+    tokio::time::timeout(Duration::from_secs(2), opening)
+        .await
+        .ok()?
+        .ok()
 }
 
 #[async_trait]
@@ -295,6 +317,19 @@ mod tests {
         assert_eq!(counter.wait(&both, next_minute), None);
         counter.count(std::slice::from_ref(&client), next_minute);
         assert_eq!(counter.wait(&[client], next_minute), None);
+    }
+
+    #[tokio::test]
+    async fn without_redis_the_counts_live_in_this_process() {
+        // Nothing listens on port 1: connecting fails at once.
+        let counter = RedisFailures::connect("redis://127.0.0.1:1", "t:", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let keys = [key("client:a", 2)];
+        counter.record(&keys).await;
+        assert_eq!(counter.limited(&keys).await, None);
+        counter.record(&keys).await;
+        assert!(counter.limited(&keys).await.is_some());
     }
 
     #[test]
