@@ -100,3 +100,44 @@ async fn two_server_processes_keep_every_cached_balance_equal_to_the_database() 
     eprintln!("{moved} point movements; {cached} of 8 balances were cached at the end");
     db.close().await.ok();
 }
+
+#[tokio::test]
+async fn two_server_processes_share_the_limit_of_failed_token_requests() {
+    let Some(redis_url) = test_redis_url() else {
+        eprintln!("needs Redis: runs in the PostgreSQL + Redis pass of .ci/run");
+        return;
+    };
+    let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        // Each its own database: only Redis is shared, and only Redis can carry the count.
+        let env = vec![
+            ("DATABASE_URL", fresh_database_url().await),
+            ("REDIS_URL", redis_url.clone()),
+            ("COALITION_REDIS_PREFIX", prefix.clone()),
+            ("COALITION_TOKEN_FAILURES_PER_MINUTE", "3".to_owned()),
+            (
+                "COALITION_TOKEN_ADDRESS_FAILURES_PER_MINUTE",
+                "0".to_owned(),
+            ),
+        ];
+        servers.push(start_server(&env).await);
+    }
+    let http = reqwest::Client::new();
+    let attempt = |server: &ServerProcess| {
+        http.post(format!("{}/oauth/token", server.base))
+            .basic_auth("cl_guessed", Some("cs_guess"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    // Three failures between the two: two at the first, one at the second.
+    for server in [&servers[0], &servers[1], &servers[0]] {
+        assert_eq!(attempt(server).await.unwrap().status(), 401);
+    }
+    // The second saw one failure itself, yet it refuses too.
+    for server in &servers {
+        let res = attempt(server).await.unwrap();
+        assert_eq!(res.status(), 429);
+        assert!(res.headers().contains_key("retry-after"));
+    }
+}

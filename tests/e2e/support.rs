@@ -140,6 +140,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server whose cache is the Redis at `redis_url` (in-process cache when `None`).
 pub async fn spawn_app_with_redis(redis_url: Option<String>) -> TestApp {
+    spawn_app_with(redis_url, &[]).await
+}
+
+/// A server on the backend under test with these settings besides.
+pub async fn spawn_app_with_settings(extra: &[(&str, &str)]) -> TestApp {
+    spawn_app_with(test_redis_url(), extra).await
+}
+
+async fn spawn_app_with(redis_url: Option<String>, extra: &[(&str, &str)]) -> TestApp {
     let mut settings = HashMap::new();
     settings.insert("DATABASE_URL".to_owned(), fresh_database_url().await);
     let redis_prefix = redis_url.map(|url| {
@@ -149,6 +158,9 @@ pub async fn spawn_app_with_redis(redis_url: Option<String>) -> TestApp {
         prefix
     });
     settings.insert("COALITION_DB_MAX_CONNECTIONS".to_owned(), "60".to_owned());
+    for (name, value) in extra {
+        settings.insert((*name).to_owned(), (*value).to_owned());
+    }
     let config = Config::from_map(&settings).expect("test config");
     let app = coalition_server::build_app(&config)
         .await

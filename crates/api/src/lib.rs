@@ -9,8 +9,11 @@ pub mod problem;
 pub mod routes;
 
 use axum::extract::DefaultBodyLimit;
+use axum::response::Response;
 use axum::Router;
 use coalition_app::App;
+use std::any::Any;
+use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::security::{
     ClientCredentials, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Scopes, SecurityScheme,
 };
@@ -88,5 +91,44 @@ pub fn router(app: App) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(routes::service::not_found)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(catch_panic())
         .with_state(app)
+}
+
+/// Outermost: a panic anywhere in a request's handling answers a problem+json 500 and
+/// the connection lives on (without it hyper drops the connection).
+fn catch_panic() -> CatchPanicLayer<fn(Box<dyn Any + Send + 'static>) -> Response> {
+    CatchPanicLayer::custom(problem::panic_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_problem_500_that_does_not_quote_the_panic() {
+        async fn boom() -> &'static str {
+            panic!("parsing `{}` went wrong", "cs_hunter2")
+        }
+        let router = Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .layer(catch_panic());
+        let request = Request::get("/boom").body(Body::empty()).unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["code"], "internal_error");
+        assert_eq!(problem["status"], 500);
+        assert!(!String::from_utf8_lossy(&body).contains("cs_hunter2"));
+    }
 }

@@ -77,6 +77,11 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "invalid_scope",
             "Scope not granted",
         ),
+        RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "Too many failed attempts",
+        ),
         CardBlocked => (StatusCode::CONFLICT, "card_blocked", "The card is blocked"),
         CardReplaced => (
             StatusCode::CONFLICT,
@@ -175,6 +180,19 @@ pub fn problem_response(
     response
 }
 
+/// The answer to a request whose handler panicked (tower-http's `CatchPanicLayer`). The
+/// panic's message is neither shown nor logged here: it can quote request data, such as
+/// a credential being parsed. The server's panic hook logs where it happened.
+pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    problem_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Internal server error",
+        "Something went wrong on our side.".into(),
+        vec![],
+    )
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -186,6 +204,12 @@ impl IntoResponse for ApiError {
                 } else {
                     err.to_string()
                 };
+                let retry_after = match &err {
+                    AppError::RateLimited {
+                        retry_after_seconds,
+                    } => Some(*retry_after_seconds),
+                    _ => None,
+                };
                 let errors = match err {
                     AppError::Validation(fields) => fields
                         .into_iter()
@@ -196,7 +220,13 @@ impl IntoResponse for ApiError {
                         .collect(),
                     _ => vec![],
                 };
-                problem_response(status, code, title, detail, errors)
+                let mut response = problem_response(status, code, title, detail, errors);
+                if let Some(seconds) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+                }
+                response
             }
             ApiError::MalformedJson(detail) => problem_response(
                 StatusCode::BAD_REQUEST,

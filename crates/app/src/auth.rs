@@ -1,6 +1,11 @@
 //! OAuth2 client credentials: clients with argon2-hashed secrets, and short-lived JWT
 //! access tokens (RFC 9068 profile) signed with a key from configuration or, on the
-//! embedded default, one generated on first start and kept in the database.
+//! embedded default, one generated on first start and kept in the database. Failed
+//! client authentications are limited and verified secrets remembered (`guard`).
+
+mod guard;
+
+pub use guard::{FailureLimits, TokenGuard, FAILURE_WINDOW};
 
 use crate::{AppError, AppResult, Caller, Scope};
 use argon2::password_hash::{
@@ -8,11 +13,13 @@ use argon2::password_hash::{
 };
 use argon2::{Argon2, Block, Params, Version};
 use coalition_store::entities::{api_client, setting};
+use coalition_store::failures::Counted;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 const ISSUER: &str = "coalition";
@@ -118,13 +125,23 @@ impl TokenKeys {
         })
     }
 
+    /// Accepts only what `issue` makes: HS256 (the only algorithm), `typ: at+jwt` (RFC
+    /// 9068 §4: an ID token or another JWT signed with the same key is not an access
+    /// token), our issuer and audience, and a lifetime that has begun (`nbf`) and not
+    /// ended (`exp`), with a few seconds of leeway for clocks.
     pub fn verify(&self, token: &str) -> AppResult<Caller> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
+        validation.validate_nbf = true;
         validation.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| AppError::Unauthorized(format!("invalid access token: {e}")))?;
+        if !data.header.typ.as_deref().is_some_and(is_access_token_type) {
+            return Err(AppError::Unauthorized(
+                "invalid access token: its typ is not at+jwt".into(),
+            ));
+        }
         let claims = data.claims;
         let scope = Scope::parse(&claims.scope)
             .ok_or_else(|| AppError::Unauthorized("token has an unknown scope".into()))?;
@@ -135,6 +152,13 @@ impl TokenKeys {
             partner_id: claims.partner_id,
         })
     }
+}
+
+/// `at+jwt`, or the full media type `application/at+jwt` (RFC 9068 §2.1, RFC 7515 §4.1.9:
+/// compared case-insensitively).
+fn is_access_token_type(typ: &str) -> bool {
+    let typ = typ.to_ascii_lowercase();
+    typ == "at+jwt" || typ == "application/at+jwt"
 }
 
 /// Argon2's working memory (19 MiB with the default parameters), allocated once and
@@ -211,14 +235,19 @@ pub fn new_credentials() -> (String, String) {
 }
 
 /// The client-credentials grant: authenticate the client, then sign a token for the
-/// requested scope (the client's own scope when none is asked).
+/// requested scope (the client's own scope when none is asked). A client id or source
+/// address over its limit of failed attempts is refused before anything else.
 pub async fn client_credentials_grant(
     app: &crate::App,
     client_id: &str,
     client_secret: &str,
     requested_scope: Option<&str>,
+    source: Option<IpAddr>,
 ) -> AppResult<IssuedToken> {
     use sea_orm::{ColumnTrait, QueryFilter};
+    let guard = &app.token_guard;
+    let counted = guard.counted(client_id, source);
+    guard.refuse_if_limited(&counted).await?;
     // No client id holds a NUL, and PostgreSQL would refuse one in the query.
     let client = if client_id.contains('\0') {
         None
@@ -228,22 +257,86 @@ pub async fn client_credentials_grant(
             .one(&app.db)
             .await?
     };
-    // Verify against a dummy hash for unknown ids too, so timing does not reveal them.
-    let stored = client
-        .as_ref()
-        .map(|c| c.secret_hash.clone())
-        .unwrap_or_else(dummy_hash);
-    let secret = client_secret.to_owned();
-    let verified = tokio::task::spawn_blocking(move || secret_matches(&secret, &stored))
-        .await
-        .map_err(|e| AppError::Internal(format!("verifying secret: {e}")))?;
-    let client = client.filter(|_| verified).ok_or(AppError::InvalidClient)?;
+    let verified =
+        verify_secret(guard, &counted, client.as_ref(), client_id, client_secret).await?;
+    let Some(client) = client.filter(|_| verified) else {
+        return Err(AppError::InvalidClient);
+    };
     let scope = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
         None => client.scope.clone(),
         Some(s) if s == client.scope => client.scope.clone(),
         Some(_) => return Err(AppError::InvalidScope),
     };
     app.tokens.issue(&client, &scope)
+}
+
+/// Whether `secret` is the client's: remembered from a success in the last minute, or
+/// checked by argon2 — for unknown ids too, against a dummy hash, so timing does not
+/// reveal which ids exist. A failure is counted against `counted`.
+async fn verify_secret(
+    guard: &Arc<TokenGuard>,
+    counted: &[Counted],
+    client: Option<&api_client::Model>,
+    client_id: &str,
+    secret: &str,
+) -> AppResult<bool> {
+    let stored = client
+        .map(|c| c.secret_hash.clone())
+        .unwrap_or_else(dummy_hash);
+    let known = client.is_some();
+    if known && guard.remembers(client_id, &stored, secret) {
+        return Ok(true);
+    }
+    // A task of its own, which runs to the end even when the request is dropped: hyper
+    // drops a handler whose client hangs up, and a failure must be counted all the same
+    // (else hanging up mid-hash would be an attack that is never limited).
+    let attempt = Attempt {
+        guard: guard.clone(),
+        counted: counted.to_vec(),
+        client_id: client_id.to_owned(),
+        stored,
+        secret: secret.to_owned(),
+        known,
+    };
+    tokio::spawn(attempt.hash())
+        .await
+        .map_err(|_| AppError::Internal("verifying a secret: the task failed".into()))?
+}
+
+/// One argon2 verification with everything it needs, owned.
+struct Attempt {
+    guard: Arc<TokenGuard>,
+    counted: Vec<Counted>,
+    client_id: String,
+    stored: String,
+    secret: String,
+    known: bool,
+}
+
+impl Attempt {
+    async fn hash(self) -> AppResult<bool> {
+        let guard = &self.guard;
+        // Verifications take turns (argon2 has one buffer). An attempt that waited in
+        // line is asked again at its turn: the failures ahead of it may have reached the
+        // limit, so however many attempts are in flight, a window costs `limit` hashes.
+        let _turn = guard.hashing_turn().await;
+        guard.refuse_if_limited(&self.counted).await?;
+        guard.hashing();
+        let (presented, against) = (self.secret.clone(), self.stored.clone());
+        // The join error is not shown: a panic's text could quote the secret.
+        let matches = tokio::task::spawn_blocking(move || secret_matches(&presented, &against))
+            .await
+            .map_err(|_| {
+                AppError::Internal("verifying a secret: the hashing task failed".into())
+            })?;
+        if matches && self.known {
+            guard.remember(&self.client_id, &self.stored, &self.secret);
+        } else {
+            // Counted before the turn passes on, so the next in line sees it.
+            guard.failed(&self.counted).await;
+        }
+        Ok(matches && self.known)
+    }
 }
 
 fn dummy_hash() -> String {

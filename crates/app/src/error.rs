@@ -32,6 +32,8 @@ pub enum AppError {
     InvalidClient,
     #[error("the requested scope is not granted to this client")]
     InvalidScope,
+    #[error("too many failed attempts; retry in {retry_after_seconds} seconds")]
+    RateLimited { retry_after_seconds: u64 },
     #[error("the card is blocked")]
     CardBlocked,
     /// Never names the new card: whoever holds the old one must not learn it.

@@ -31,6 +31,8 @@ pub struct App {
     pub db: DatabaseConnection,
     pub cache: Arc<dyn BalanceCache>,
     pub tokens: Arc<auth::TokenKeys>,
+    /// Limits failed client authentications; remembers verified secrets.
+    pub token_guard: Arc<auth::TokenGuard>,
     pub directory: Arc<directory::MemberDirectory>,
     pub programmes: Arc<immutable::Remembered<programmes::Programme>>,
     /// Partner terms with the programme they belong to.

@@ -6,6 +6,7 @@ mod baseline;
 mod http1;
 mod load;
 mod setup;
+mod token;
 
 use baseline::Baseline;
 use clap::Parser;
@@ -155,6 +156,8 @@ async fn run(args: Args) -> Result<bool, Error> {
     let cache = cache_counters(&target).await;
     let rows = [earn, reads, mixed, cold];
     report(&rows, pgbench.as_ref(), redis.as_ref(), &cache);
+    let tokens = token::run(&binary, &env, &server.base, warmup, measure).await?;
+    tokens.print();
     if args.smoke {
         println!("(smoke run: it checks that the benchmark works; its figures measure nothing)");
     }
@@ -164,9 +167,10 @@ async fn run(args: Args) -> Result<bool, Error> {
         &[BENCH_DATABASE, baseline::PGBENCH_DATABASE],
     )
     .await?;
-    Ok(rows
-        .iter()
-        .all(|r| r.figures.errors == 0 && r.figures.requests > 0))
+    Ok(tokens.ok()
+        && rows
+            .iter()
+            .all(|r| r.figures.errors == 0 && r.figures.requests > 0))
 }
 
 async fn measure_scenario(target: &Arc<Target>, pid: u32, scenario: Scenario) -> Row {

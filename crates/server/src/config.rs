@@ -16,6 +16,8 @@ pub struct Config {
     pub db_max_connections: u32,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub redis_prefix: String,
+    /// Failed token requests allowed per client id and per source address in a minute.
+    pub token_failures: coalition_app::auth::FailureLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +111,14 @@ impl Config {
             token_ttl_seconds: number("COALITION_TOKEN_TTL_SECONDS", 3600, 60..=86_400)?,
             db_max_connections: number("COALITION_DB_MAX_CONNECTIONS", 20, 1..=500)? as u32,
             redis_prefix: get("COALITION_REDIS_PREFIX").unwrap_or_else(|| "coalition:".into()),
+            token_failures: coalition_app::auth::FailureLimits {
+                per_client: number("COALITION_TOKEN_FAILURES_PER_MINUTE", 10, 1..=10_000)? as u64,
+                per_address: number(
+                    "COALITION_TOKEN_ADDRESS_FAILURES_PER_MINUTE",
+                    30,
+                    0..=100_000,
+                )? as u64,
+            },
         })
     }
 }
@@ -130,6 +140,10 @@ mod tests {
         assert!(c.database_url.starts_with("sqlite:"));
         assert!(c.redis_url.is_none());
         assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            (c.token_failures.per_client, c.token_failures.per_address),
+            (10, 30)
+        );
     }
 
     #[test]
@@ -140,6 +154,8 @@ mod tests {
             ("REDIS_URL", "http://x"),
             ("COALITION_JWT_SECRET", "short"),
             ("COALITION_TOKEN_TTL_SECONDS", "0"),
+            ("COALITION_TOKEN_FAILURES_PER_MINUTE", "0"),
+            ("COALITION_TOKEN_ADDRESS_FAILURES_PER_MINUTE", "-1"),
         ] {
             let err = Config::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.setting, k);

@@ -1,8 +1,9 @@
-//! Storage: sea-orm entities and connection set-up, and the balance cache (Redis or
-//! in-process behind one trait).
+//! Storage: sea-orm entities and connection set-up, the balance cache (Redis or
+//! in-process behind one trait), and the counters of failed token requests (likewise).
 
 pub mod cache;
 pub mod entities;
+pub mod failures;
 
 use migration::MigratorTrait;
 pub use sea_orm;

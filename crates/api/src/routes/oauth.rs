@@ -1,12 +1,13 @@
 //! OAuth2 token endpoint: the client-credentials grant (RFC 6749 §4.4).
 
 use crate::problem::ApiError;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use coalition_app::{App, AppError};
 use serde::Serialize;
+use std::net::SocketAddr;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -46,42 +47,65 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     response
 }
 
-/// `client_secret_basic`: credentials in the Authorization header (RFC 6749 §2.3.1).
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+/// Client credentials from an `Authorization: Basic` header that does not decode to
+/// them: refused as `invalid_client` (RFC 6749 §5.2: the client tried to authenticate
+/// with the header, so the answer is a 401), without looking anything up or hashing.
+#[derive(Debug, PartialEq, Eq)]
+struct MalformedBasic;
+
+/// `client_secret_basic` (RFC 6749 §2.3.1): `Basic base64(urlencode(id) ":" urlencode(secret))`.
+/// `None` when the request has no Basic authorization. Each half is form-urldecoded
+/// byte by byte and must then be UTF-8 (our ids and secrets are ASCII, so anything else
+/// names no client).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, MalformedBasic> {
     use base64::Engine;
-    let value = headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Basic ")?;
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.as_bytes();
+    let scheme_is_basic = value.len() > 6 && value[..6].eq_ignore_ascii_case(b"basic ");
+    if !scheme_is_basic {
+        return Ok(None);
+    }
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(value.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    Some((percent_decode(id), percent_decode(secret)))
+        .decode(value[6..].trim_ascii())
+        .map_err(|_| MalformedBasic)?;
+    let colon = decoded
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(MalformedBasic)?;
+    let id = form_urldecode(&decoded[..colon]).ok_or(MalformedBasic)?;
+    let secret = form_urldecode(&decoded[colon + 1..]).ok_or(MalformedBasic)?;
+    Ok(Some((id, secret)))
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
+/// application/x-www-form-urlencoded decoding of one value: `+` is a space, `%XX` a byte;
+/// a `%` not followed by two hex digits stays as it is (as form parsers do). Works on
+/// bytes throughout, so no input can split a character; `None` if the result is not UTF-8.
+fn form_urldecode(bytes: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                Ok(b) => {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
+    let mut rest = bytes;
+    while let Some((&b, tail)) = rest.split_first() {
+        let escaped = match (b, tail) {
+            (b'%', [high, low, ..]) => hex_value(*high).zip(hex_value(*low)),
+            _ => None,
+        };
+        match escaped {
+            Some((high, low)) => {
+                out.push(high << 4 | low);
+                rest = &tail[2..];
+            }
+            None => {
+                out.push(if b == b'+' { b' ' } else { b });
+                rest = tail;
+            }
         }
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|d| d as u8)
 }
 
 /// OAuth2 token endpoint (client credentials grant).
@@ -92,9 +116,12 @@ fn percent_decode(text: &str) -> String {
         (status = 200, body = TokenResponse),
         (status = 400, body = OAuthError, description = "invalid_request, unsupported_grant_type or invalid_scope"),
         (status = 401, body = OAuthError, description = "invalid_client"),
+        (status = 429, body = OAuthError, description = "too_many_requests: too many failed attempts for this client id or from this address; Retry-After gives the seconds to wait",
+            headers(("Retry-After" = u64, description = "seconds until the limit ends"))),
     ))]
 pub async fn token(
     State(app): State<App>,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     form: Result<axum::Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -117,11 +144,14 @@ pub async fn token(
             "only grant_type=client_credentials is supported",
         );
     }
-    let credentials = match (
-        basic_credentials(&headers),
-        form.client_id,
-        form.client_secret,
-    ) {
+    let Ok(basic) = basic_credentials(&headers) else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "the Basic credentials are malformed",
+        );
+    };
+    let credentials = match (basic, form.client_id, form.client_secret) {
         (Some(basic), None, None) => basic,
         (None, Some(id), Some(secret)) => (id, secret),
         (Some(_), _, _) => {
@@ -139,11 +169,13 @@ pub async fn token(
             )
         }
     };
+    let source = connection.map(|Extension(ConnectInfo(address))| address.ip());
     match coalition_app::auth::client_credentials_grant(
         &app,
         &credentials.0,
         &credentials.1,
         form.scope.as_deref(),
+        source,
     )
     .await
     {
@@ -161,6 +193,21 @@ pub async fn token(
             "invalid_client",
             "client authentication failed",
         ),
+        Err(AppError::RateLimited {
+            retry_after_seconds,
+        }) => {
+            let mut response = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                &format!(
+                    "too many failed attempts for this client or from this address; retry in {retry_after_seconds} s"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+            response
+        }
         Err(AppError::InvalidScope) => oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
@@ -188,4 +235,79 @@ pub struct OAuthError {
 
 pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new().routes(routes!(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    fn basic(raw: &[u8]) -> Result<Option<(String, String)>, MalformedBasic> {
+        let mut headers = HeaderMap::new();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+        let value = HeaderValue::from_str(&format!("Basic {encoded}")).unwrap();
+        headers.insert(header::AUTHORIZATION, value);
+        basic_credentials(&headers)
+    }
+
+    fn pair(id: &str, secret: &str) -> Result<Option<(String, String)>, MalformedBasic> {
+        Ok(Some((id.to_owned(), secret.to_owned())))
+    }
+
+    #[test]
+    fn escapes_next_to_multibyte_characters_do_not_split_them() {
+        // The reviewer's request: `%` then `a` then a two-byte character.
+        assert_eq!(basic("%aé:x".as_bytes()), pair("%aé", "x"));
+        assert_eq!(basic("é%:%é".as_bytes()), pair("é%", "%é"));
+        assert_eq!(basic("%é%:x".as_bytes()), pair("%é%", "x"));
+    }
+
+    #[test]
+    fn form_encoding_is_undone_up_to_the_last_byte() {
+        assert_eq!(basic(b"cl%3Aa+b:s%41"), pair("cl:a b", "sA"));
+        assert_eq!(basic(b"id:%4"), pair("id", "%4"));
+        assert_eq!(basic(b"id:%zz%"), pair("id", "%zz%"));
+        assert_eq!(basic(b"id:a:b"), pair("id", "a:b"));
+        assert_eq!(basic(b"%C3%A9:x"), pair("é", "x"));
+    }
+
+    #[test]
+    fn credentials_that_do_not_decode_to_text_are_malformed() {
+        assert_eq!(basic(b"%C3%28:x"), Err(MalformedBasic));
+        assert_eq!(basic(b"\xff:x"), Err(MalformedBasic));
+        assert_eq!(basic(b"no-colon"), Err(MalformedBasic));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic ***"));
+        assert_eq!(basic_credentials(&headers), Err(MalformedBasic));
+    }
+
+    #[test]
+    fn other_schemes_are_not_basic_credentials() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(basic_credentials(&headers), Ok(None));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert_eq!(basic_credentials(&headers), Ok(None));
+        let encoded = base64::engine::general_purpose::STANDARD.encode("a:b");
+        let lower = HeaderValue::from_str(&format!("basic {encoded}")).unwrap();
+        headers.insert(header::AUTHORIZATION, lower);
+        assert_eq!(basic_credentials(&headers), pair("a", "b"));
+    }
+
+    /// Every string of five bytes from an alphabet of the troublesome ones decodes or is
+    /// refused; none panics (the old decoder sliced a &str at byte offsets).
+    #[test]
+    fn any_bytes_decode_or_are_refused() {
+        let alphabet: &[u8] = b"%+:aF9\xc3\xa9\xff";
+        let mut input = Vec::new();
+        for n in 0..alphabet.len().pow(5) {
+            input.clear();
+            let mut k = n;
+            for _ in 0..5 {
+                input.push(alphabet[k % alphabet.len()]);
+                k /= alphabet.len();
+            }
+            let _ = form_urldecode(&input);
+            let _ = basic(&input);
+        }
+    }
 }
