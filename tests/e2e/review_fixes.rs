@@ -490,3 +490,25 @@ async fn point_expiry_days_are_bounded() {
     t.purchase(&gym, &card, "10.00", 0).await;
     assert_eq!(t.points(&gym.token, &ann).await, 10);
 }
+
+/// Beyond the list: a path with a method it does not take answered an empty 405.
+#[tokio::test]
+async fn a_method_a_path_does_not_take_is_a_problem_with_allow() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    let answer = t
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/cards/4111111111111111",
+            Some(&prog.admin),
+            None,
+            None,
+        )
+        .await;
+    assert!(
+        answer.headers.get("allow").is_some(),
+        "{:?}",
+        answer.headers
+    );
+    answer.expect_problem(405, "method_not_allowed");
+}

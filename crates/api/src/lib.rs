@@ -90,6 +90,7 @@ pub fn router(app: App) -> Router {
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(routes::service::not_found)
+        .method_not_allowed_fallback(routes::service::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(catch_panic())
         .with_state(app)

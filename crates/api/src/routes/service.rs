@@ -15,6 +15,18 @@ pub async fn not_found() -> ApiError {
     ApiError::App(AppError::NotFound("resource"))
 }
 
+/// A known path with a method it does not have: a problem like every other refusal
+/// (axum adds the `Allow` header).
+pub async fn method_not_allowed() -> axum::response::Response {
+    crate::problem::problem_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        "this path does not take this method; see the Allow header".into(),
+        vec![],
+    )
+}
+
 /// The process is up.
 #[utoipa::path(get, path = "/health/live", tag = "service", responses((status = 200, description = "alive")))]
 pub async fn health_live() -> &'static str {
