@@ -11,6 +11,7 @@ mod multi_process;
 mod oauth;
 mod openapi;
 mod review_attacks;
+mod review_attacks_two;
 mod review_fixes;
 mod story;
 mod support;

@@ -18,6 +18,8 @@ pub struct Config {
     pub redis_prefix: String,
     /// Failed token requests allowed per client id and per source address in a minute.
     pub token_failures: coalition_app::auth::FailureLimits,
+    /// The log filter (tracing `EnvFilter` directives), checked here like every setting.
+    pub log_filter: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,13 @@ impl Config {
                     .ok_or_else(|| bad(k, format!("'{v}' is not a number in {range:?}"))),
             }
         };
+        let log_filter = get("COALITION_LOG").unwrap_or_else(|| "info".into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+            return Err(bad(
+                "COALITION_LOG",
+                format!("'{log_filter}' is not a log filter: {e}"),
+            ));
+        }
         Ok(Config {
             database_url,
             redis_url,
@@ -119,6 +128,7 @@ impl Config {
                     0..=100_000,
                 )? as u64,
             },
+            log_filter,
         })
     }
 }
@@ -144,6 +154,7 @@ mod tests {
             (c.token_failures.per_client, c.token_failures.per_address),
             (10, 30)
         );
+        assert_eq!(c.log_filter, "info");
     }
 
     #[test]
@@ -156,6 +167,7 @@ mod tests {
             ("COALITION_TOKEN_TTL_SECONDS", "0"),
             ("COALITION_TOKEN_FAILURES_PER_MINUTE", "0"),
             ("COALITION_TOKEN_ADDRESS_FAILURES_PER_MINUTE", "-1"),
+            ("COALITION_LOG", "info,[{"),
         ] {
             let err = Config::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.setting, k);

@@ -63,11 +63,11 @@ pub async fn serve(
         .await
 }
 
-/// Logging to stderr, and panics logged through it without their message (`log_panic`).
-pub fn init_telemetry() {
+/// Logging to stderr with `filter` (`Config::log_filter`, checked when the configuration
+/// was read), and panics logged through it without their message (`log_panic`).
+pub fn init_telemetry(filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("COALITION_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

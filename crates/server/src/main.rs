@@ -52,7 +52,6 @@ enum ProgrammeCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    coalition_server::init_telemetry();
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -70,7 +69,10 @@ async fn run(command: Command) -> Result<(), String> {
         println!("{doc}");
         return Ok(());
     }
+    // The log filter is a setting like the others (environment or COALITION_CONFIG_FILE,
+    // a bad one stops start-up), so logging starts once the configuration is read.
     let config = Config::from_env().map_err(|e| e.to_string())?;
+    coalition_server::init_telemetry(&config.log_filter);
     match command {
         Command::Serve => {
             let app = coalition_server::build_app(&config).await?;

@@ -1,0 +1,56 @@
+//! Regression tests for what the second hostile review pass (token endpoint, card rules,
+//! the document, configuration, the rest of the API) found: each test names the hole it
+//! guards, and runs on both backends.
+
+use crate::support::*;
+use std::process::{Command, Output};
+
+/// A `coalition programme create` with exactly this environment (nothing inherited, so
+/// no `COALITION_LOG` but the one given).
+fn programme_create(env: &[(&str, String)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_coalition-under-test"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["programme", "create", "--name", "Logs"])
+        .args(["--currency", "EUR", "--point-value", "0.01"])
+        .output()
+        .expect("run coalition programme create")
+}
+
+/// `COALITION_LOG` is a setting like the others: a filter that does not parse stopped
+/// nothing (logging silently fell back to `info`), and the value in
+/// `COALITION_CONFIG_FILE` was ignored (only the environment was read).
+#[tokio::test]
+async fn the_log_filter_is_a_checked_setting_the_config_file_may_give() {
+    let database_url = fresh_database_url().await;
+    let bad = programme_create(&[
+        ("DATABASE_URL", database_url.clone()),
+        ("COALITION_LOG", "info,[{".into()),
+    ]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "a bad log filter was accepted");
+    assert!(stderr.contains("COALITION_LOG"), "{stderr}");
+    assert!(bad.stdout.is_empty(), "nothing is created: {bad:?}");
+
+    let file = std::env::temp_dir().join(format!("coalition-{}.env", uuid::Uuid::new_v4()));
+    let with_filter = |filter: &str| {
+        std::fs::write(
+            &file,
+            format!("DATABASE_URL={database_url}\nCOALITION_LOG={filter}\n"),
+        )
+        .unwrap();
+        let run = programme_create(&[("COALITION_CONFIG_FILE", file.display().to_string())]);
+        assert!(run.status.success(), "{run:?}");
+        String::from_utf8_lossy(&run.stderr).into_owned()
+    };
+    // Migrating logs at INFO; the file's filter decides whether that shows.
+    let quiet = with_filter("warn");
+    assert!(
+        !quiet.contains("INFO"),
+        "the file's filter was ignored: {quiet}"
+    );
+    let chatty = with_filter("info");
+    assert!(chatty.contains("INFO"), "{chatty}");
+    std::fs::remove_file(&file).ok();
+}
+
