@@ -54,3 +54,34 @@ async fn the_log_filter_is_a_checked_setting_the_config_file_may_give() {
     std::fs::remove_file(&file).ok();
 }
 
+/// The authentication scheme is case-insensitive (RFC 9110 §11.1): `BEARER <token>` was
+/// refused as if no token had been sent.
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_whatever_its_case() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+        let res = t
+            .http
+            .get(format!("{}/v1/partners", t.base))
+            .header("Authorization", format!("{scheme} {}", prog.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "scheme {scheme}");
+    }
+    for value in [
+        format!("Bearerx {}", prog.admin),
+        format!("Basic {}", prog.admin),
+        prog.admin.clone(),
+    ] {
+        let res = t
+            .http
+            .get(format!("{}/v1/partners", t.base))
+            .header("Authorization", value.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{value}");
+    }
+}

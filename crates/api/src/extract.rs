@@ -85,17 +85,21 @@ impl FromRequestParts<App> for Auth {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(bearer_token)
             .ok_or_else(|| {
                 ApiError::App(coalition_app::AppError::Unauthorized(
                     "a bearer access token is required".into(),
                 ))
             })?;
-        Ok(Auth(app.tokens.verify(token.trim())?))
+        Ok(Auth(app.tokens.verify(token)?))
     }
+}
+
+/// The token of `Bearer <token>`. The scheme is case-insensitive (RFC 9110 §11.1): a
+/// client that writes `BEARER` or `bearer` sends the same credentials.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The idempotency identity of a request: the caller's client, the key, and a hash of
