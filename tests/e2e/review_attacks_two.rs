@@ -3,6 +3,7 @@
 //! guards, and runs on both backends.
 
 use crate::support::*;
+use serde_json::json;
 use std::process::{Command, Output};
 
 /// A `coalition programme create` with exactly this environment (nothing inherited, so
@@ -85,3 +86,21 @@ async fn the_bearer_scheme_is_matched_whatever_its_case() {
         assert_eq!(res.status(), 401, "{value}");
     }
 }
+
+/// `POST /v1/clients` answered `Location: /v1/clients/{id}`, a URL that names nothing
+/// (404): a client cannot be read back, its secret is shown once.
+#[tokio::test]
+async fn a_created_client_points_to_no_url_that_names_nothing() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    let created = t
+        .post("/v1/clients", &prog.admin, json!({"name": "Back office"}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    if let Some(location) = created.headers.get("location") {
+        let location = location.to_str().unwrap();
+        let res = t.get(location, &prog.admin).await;
+        assert_eq!(res.status, 200, "Location {location}: {}", res.body);
+    }
+}
+

@@ -27,7 +27,6 @@ pub async fn create_client(
         partner_id: body.value.partner_id,
     };
     let c = clients::create(&app, &caller, input).await?;
-    let location = format!("/v1/clients/{}", c.id);
     let body = ClientResponse {
         id: c.id,
         client_id: c.client_id,
@@ -36,7 +35,9 @@ pub async fn create_client(
         partner_id: c.partner_id,
         scope: c.scope.as_str().into(),
     };
-    let mut response = created(location, body);
+    // No Location: a client cannot be read back (its secret is shown once, here), so
+    // there is no URL to point to.
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
