@@ -104,3 +104,51 @@ async fn a_created_client_points_to_no_url_that_names_nothing() {
     }
 }
 
+/// Every character of a URL's query may be percent-encoded, and a client library may do
+/// so: `limit=%31` is `limit=1`, and a cursor escaped character by character is the same
+/// cursor. Both were refused with 422.
+#[tokio::test]
+async fn list_queries_are_percent_decoded() {
+    let t = spawn_app().await;
+    let prog = t.programme("Coalition").await;
+    for name in ["Gym", "Shop", "Diet store"] {
+        t.partner(&prog, name, "1").await;
+    }
+    let first = t.get("/v1/partners?limit=1", &prog.admin).await.expect(200);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+
+    let escaped = t
+        .get("/v1/partners?%6Cimit=%31", &prog.admin)
+        .await
+        .expect(200);
+    assert_eq!(escaped, first);
+
+    let every_byte: String = cursor.bytes().map(|b| format!("%{b:02X}")).collect();
+    let plain = t
+        .get(
+            &format!("/v1/partners?limit=1&cursor={cursor}"),
+            &prog.admin,
+        )
+        .await
+        .expect(200);
+    let decoded = t
+        .get(
+            &format!("/v1/partners?limit=1&cursor={every_byte}"),
+            &prog.admin,
+        )
+        .await
+        .expect(200);
+    assert_eq!(decoded, plain);
+    assert_ne!(plain["data"][0]["id"], first["data"][0]["id"]);
+
+    // What does not decode to text is no cursor and no number.
+    t.get("/v1/partners?cursor=%FF", &prog.admin)
+        .await
+        .expect_problem(422, "validation_failed");
+    t.get("/v1/partners?limit=%FF", &prog.admin)
+        .await
+        .expect_problem(422, "validation_failed");
+}

@@ -157,16 +157,20 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+/// `limit` and `cursor` from a query string, each name and value form-urldecoded (a
+/// client may escape any character: `limit=%31` is `limit=1`). A value that does not
+/// decode to text is refused like any other bad value.
 pub fn list_params(
     query: Option<&str>,
 ) -> Result<coalition_app::pagination::PageRequest, ApiError> {
-    let pairs: Vec<(String, String)> = query
+    let pairs: Vec<(String, Option<String>)> = query
         .map(|q| {
             q.split('&')
                 .filter(|p| !p.is_empty())
-                .map(|p| {
+                .filter_map(|p| {
                     let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (k.to_owned(), v.to_owned())
+                    let name = form_urldecode(k.as_bytes())?;
+                    Some((name, form_urldecode(v.as_bytes())))
                 })
                 .collect()
         })
@@ -180,12 +184,48 @@ pub fn list_params(
     let limit =
         match get("limit") {
             None => None,
-            Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            Some(text) => Some(text.and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
                 validation(vec![FieldError::new("limit", "must be a whole number")])
             })?),
         };
-    Ok(coalition_app::pagination::PageRequest::new(
-        limit,
-        get("cursor"),
-    )?)
+    let cursor = match get("cursor") {
+        None => None,
+        Some(Some(text)) => Some(text),
+        Some(None) => {
+            return Err(validation(vec![FieldError::new(
+                "cursor",
+                "is not a cursor from this list",
+            )]))
+        }
+    };
+    Ok(coalition_app::pagination::PageRequest::new(limit, cursor)?)
+}
+
+/// application/x-www-form-urlencoded decoding of one value: `+` is a space, `%XX` a byte;
+/// a `%` not followed by two hex digits stays as it is (as form parsers do). Works on
+/// bytes throughout, so no input can split a character; `None` if the result is not UTF-8.
+pub(crate) fn form_urldecode(bytes: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some((&b, tail)) = rest.split_first() {
+        let escaped = match (b, tail) {
+            (b'%', [high, low, ..]) => hex_value(*high).zip(hex_value(*low)),
+            _ => None,
+        };
+        match escaped {
+            Some((high, low)) => {
+                out.push(high << 4 | low);
+                rest = &tail[2..];
+            }
+            None => {
+                out.push(if b == b'+' { b' ' } else { b });
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|d| d as u8)
 }

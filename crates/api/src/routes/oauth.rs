@@ -1,5 +1,6 @@
 //! OAuth2 token endpoint: the client-credentials grant (RFC 6749 §4.4).
 
+use crate::extract::form_urldecode;
 use crate::problem::ApiError;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -77,35 +78,6 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ma
     let id = form_urldecode(&decoded[..colon]).ok_or(MalformedBasic)?;
     let secret = form_urldecode(&decoded[colon + 1..]).ok_or(MalformedBasic)?;
     Ok(Some((id, secret)))
-}
-
-/// application/x-www-form-urlencoded decoding of one value: `+` is a space, `%XX` a byte;
-/// a `%` not followed by two hex digits stays as it is (as form parsers do). Works on
-/// bytes throughout, so no input can split a character; `None` if the result is not UTF-8.
-fn form_urldecode(bytes: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut rest = bytes;
-    while let Some((&b, tail)) = rest.split_first() {
-        let escaped = match (b, tail) {
-            (b'%', [high, low, ..]) => hex_value(*high).zip(hex_value(*low)),
-            _ => None,
-        };
-        match escaped {
-            Some((high, low)) => {
-                out.push(high << 4 | low);
-                rest = &tail[2..];
-            }
-            None => {
-                out.push(if b == b'+' { b' ' } else { b });
-                rest = tail;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    (digit as char).to_digit(16).map(|d| d as u8)
 }
 
 /// OAuth2 token endpoint (client credentials grant).
