@@ -183,18 +183,30 @@ async fn wrong_secrets_limit_their_client_id_but_not_other_clients_or_addresses(
     let gym = t.partner(&prog, "Gym", "1").await;
     let shop = t.partner(&prog, "Shop", "1").await;
     let attacker = client_from(ATTACKER);
+    // A second till of the gym whose secret nobody has used yet.
+    let (fresh_id, fresh_secret) = new_client(&t, &prog, gym.id).await;
     for _ in 0..3 {
-        let res = token_request(&attacker, &t.base, &gym.client_id, "cs_guess").await;
+        let res = token_request(&attacker, &t.base, &fresh_id, "cs_guess").await;
         expect_oauth_error(&res, 401, "invalid_client");
     }
     let hashes = t.app.token_guard.secret_hashes();
     for _ in 0..5 {
-        expect_limited(&token_request(&attacker, &t.base, &gym.client_id, "cs_guess").await);
+        expect_limited(&token_request(&attacker, &t.base, &fresh_id, "cs_guess").await);
     }
-    // While limited the id is refused whatever the secret and wherever from: a guess
-    // that happened to be right would otherwise stand out.
-    expect_limited(&token_request(&t.http, &t.base, &gym.client_id, &gym.client_secret).await);
+    // While limited the id is refused whatever the secret and wherever from, unless the
+    // secret was verified lately: a guess that happened to be right would stand out.
+    expect_limited(&token_request(&t.http, &t.base, &fresh_id, &fresh_secret).await);
     // None of the refusals hashed anything.
+    assert_eq!(t.app.token_guard.secret_hashes(), hashes);
+    // Knowing a till's client id is not enough to lock it out: a secret verified in the
+    // last hour is recognised without a hash while its id is limited.
+    for _ in 0..4 {
+        token_request(&attacker, &t.base, &gym.client_id, "cs_guess").await;
+    }
+    expect_limited(&token_request(&attacker, &t.base, &gym.client_id, "cs_guess").await);
+    let hashes = t.app.token_guard.secret_hashes();
+    let res = token_request(&t.http, &t.base, &gym.client_id, &gym.client_secret).await;
+    assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(t.app.token_guard.secret_hashes(), hashes);
     // Other clients are served, from any address, the attacker's included.
     for http in [&t.http, &attacker] {
@@ -202,8 +214,8 @@ async fn wrong_secrets_limit_their_client_id_but_not_other_clients_or_addresses(
         assert_eq!(res.status, 200, "{}", res.body);
     }
     // A standard OAuth2 client reads the refusal as an error response.
-    let limited = BasicClient::new(ClientId::new(gym.client_id.clone()))
-        .set_client_secret(ClientSecret::new(gym.client_secret.clone()))
+    let limited = BasicClient::new(ClientId::new(fresh_id.clone()))
+        .set_client_secret(ClientSecret::new(fresh_secret.clone()))
         .set_token_uri(TokenUrl::new(format!("{}/oauth/token", t.base)).unwrap());
     let http = oauth2::reqwest::Client::new();
     match limited
@@ -256,10 +268,14 @@ async fn an_address_guessing_unknown_client_ids_is_limited_before_any_hashing() 
         }
     };
     tokio::join!(attack, till);
-    // The limited address is refused even with a valid secret.
-    expect_limited(&token_request(&attacker, &t.base, &gym.client_id, &gym.client_secret).await);
+    // The limited address is refused a secret it has not verified lately, valid or not;
+    // a till behind the same address (a proxy) whose secret was verified is still served.
+    let (fresh_id, fresh_secret) = new_client(&t, &prog, gym.id).await;
+    expect_limited(&token_request(&attacker, &t.base, &fresh_id, &fresh_secret).await);
+    let res = token_request(&attacker, &t.base, &gym.client_id, &gym.client_secret).await;
+    assert_eq!(res.status, 200, "{}", res.body);
     // 20 unknown ids cost no hash, nor did the till: it was verified when `partner`
-    // asked for its token, seconds ago, and is remembered for a minute.
+    // asked for its token, seconds ago, and is remembered for an hour.
     assert_eq!(t.app.token_guard.secret_hashes(), hashes);
 }
 
@@ -378,4 +394,20 @@ async fn hanging_up_while_the_secret_is_hashed_still_counts_the_failure() {
     let unknown = format!("cl_{}", uuid::Uuid::new_v4().simple());
     let attacker = client_from(ATTACKER);
     expect_limited(&token_request(&attacker, &t.base, &unknown, "cs_guess").await);
+}
+
+/// A new API client of `partner_id`: (client id, secret), its secret not yet used.
+async fn new_client(t: &TestApp, prog: &Programme, partner_id: uuid::Uuid) -> (String, String) {
+    let created = t
+        .post(
+            "/v1/clients",
+            &prog.admin,
+            serde_json::json!({"name": "Second till", "partner_id": partner_id}),
+        )
+        .await
+        .expect(201);
+    (
+        created["client_id"].as_str().unwrap().to_owned(),
+        created["client_secret"].as_str().unwrap().to_owned(),
+    )
 }

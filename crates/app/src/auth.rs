@@ -235,8 +235,11 @@ pub fn new_credentials() -> (String, String) {
 }
 
 /// The client-credentials grant: authenticate the client, then sign a token for the
-/// requested scope (the client's own scope when none is asked). A client id or source
-/// address over its limit of failed attempts is refused before anything else.
+/// requested scope (the client's own scope when none is asked). A secret verified in the
+/// last hour is recognised without a hash and passes even while its client id or source
+/// address is over its limit: otherwise anyone who knows a client id, or shares a proxy's
+/// address with a till, could lock the till out. Any other attempt by a limited client id
+/// or address is refused before anything is hashed.
 pub async fn client_credentials_grant(
     app: &crate::App,
     client_id: &str,
@@ -247,7 +250,6 @@ pub async fn client_credentials_grant(
     use sea_orm::{ColumnTrait, QueryFilter};
     let guard = &app.token_guard;
     let counted = guard.counted(client_id, source);
-    guard.refuse_if_limited(&counted).await?;
     // No client id holds a NUL, and PostgreSQL would refuse one in the query.
     let client = if client_id.contains('\0') {
         None
@@ -257,8 +259,14 @@ pub async fn client_credentials_grant(
             .one(&app.db)
             .await?
     };
-    let verified =
-        verify_secret(guard, &counted, client.as_ref(), client_id, client_secret).await?;
+    let remembered = client
+        .as_ref()
+        .is_some_and(|c| guard.remembers(client_id, &c.secret_hash, client_secret));
+    if !remembered {
+        guard.refuse_if_limited(&counted).await?;
+    }
+    let verified = remembered
+        || verify_secret(guard, &counted, client.as_ref(), client_id, client_secret).await?;
     let Some(client) = client.filter(|_| verified) else {
         return Err(AppError::InvalidClient);
     };
@@ -270,8 +278,7 @@ pub async fn client_credentials_grant(
     app.tokens.issue(&client, &scope)
 }
 
-/// Whether `secret` is the client's: remembered from a success in the last minute, or
-/// checked by argon2 — for unknown ids too, against a dummy hash, so timing does not
+/// Whether `secret` is the client's, checked by argon2 — for unknown ids too, against a dummy hash, so timing does not
 /// reveal which ids exist. A failure is counted against `counted`.
 async fn verify_secret(
     guard: &Arc<TokenGuard>,
@@ -284,9 +291,6 @@ async fn verify_secret(
         .map(|c| c.secret_hash.clone())
         .unwrap_or_else(dummy_hash);
     let known = client.is_some();
-    if known && guard.remembers(client_id, &stored, secret) {
-        return Ok(true);
-    }
     // A task of its own, which runs to the end even when the request is dropped: hyper
     // drops a handler whose client hangs up, and a failure must be counted all the same
     // (else hanging up mid-hash would be an attack that is never limited).

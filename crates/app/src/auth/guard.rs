@@ -6,8 +6,8 @@
 //!   anything is hashed, until its one-minute window ends. Verifications take turns,
 //!   and an attempt is asked again when its turn comes, so attempts already in flight
 //!   do not get past the limit: a window costs at most `limit` hashes per process;
-//! - a verified secret is remembered for a minute, so a client asking again costs a
-//!   SHA-256 instead of a hash. Only a digest of (client id, stored hash, presented
+//! - a verified secret is remembered for an hour, so a client asking again costs a
+//!   SHA-256 instead of a hash, and is served even while its id or address is limited. Only a digest of (client id, stored hash, presented
 //!   secret) is kept: a rotated secret (another stored hash) or another presented secret
 //!   never matches it, and the secret itself is never stored.
 
@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 /// The window failed attempts are counted in.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// How long a verified secret is remembered.
-const REMEMBERED_FOR: Duration = Duration::from_secs(60);
+/// How long a verified secret is remembered: as long as a till's token usually lives, so
+/// a till asking for its next token is recognised without a hash even while an attacker
+/// keeps its client id or its (proxy's) address over the limit.
+const REMEMBERED_FOR: Duration = Duration::from_secs(3600);
 /// Remembered verifications at most (only genuine clients get in, at most one entry per
 /// client and secret in a minute); when full, the expired go, then all.
 const REMEMBERED_CAPACITY: usize = 10_000;
