@@ -5,37 +5,6 @@
 use crate::support::*;
 use serde_json::{json, Value};
 
-async fn enrol(t: &TestApp, partner: &Partner, email: &str) -> String {
-    t.post(
-        "/v1/members",
-        &partner.token,
-        json!({"name": "Bob", "email": email}),
-    )
-    .await
-    .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn bearer_card(t: &TestApp, partner: &Partner) -> String {
-    t.post("/v1/cards", &partner.token, json!({}))
-        .await
-        .expect(201)["number"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn register(t: &TestApp, partner: &Partner, card: &str, member: &str) -> Resp {
-    t.post_moving(
-        &format!("/v1/cards/{card}/register"),
-        &partner.token,
-        json!({"member_id": member}),
-    )
-    .await
-}
-
 /// The issuer of a bearer card that another partner registered may still block and
 /// replace it, but — as with `GET` — it is not told whose card it became: the block and
 /// replace answers used to carry the member's id.

@@ -5,37 +5,6 @@
 use crate::support::*;
 use serde_json::{json, Value};
 
-async fn enrol(t: &TestApp, partner: &Partner, email: &str) -> String {
-    t.post(
-        "/v1/members",
-        &partner.token,
-        json!({"name": "Bob", "email": email}),
-    )
-    .await
-    .expect(201)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn bearer_card(t: &TestApp, partner: &Partner) -> String {
-    t.post("/v1/cards", &partner.token, json!({}))
-        .await
-        .expect(201)["number"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn register(t: &TestApp, partner: &Partner, card: &str, member: &str) -> Resp {
-    t.post_moving(
-        &format!("/v1/cards/{card}/register"),
-        &partner.token,
-        json!({"member_id": member}),
-    )
-    .await
-}
-
 async fn refund(t: &TestApp, partner: &Partner, purchase: &Value, amount: &str) -> Value {
     let id = purchase["id"].as_str().unwrap();
     t.post_moving(

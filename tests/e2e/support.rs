@@ -342,24 +342,7 @@ impl Client {
 
 impl TestApp {
     pub async fn programme(&self, name: &str) -> Programme {
-        let input = coalition_app::programmes::NewProgramme {
-            name: name.into(),
-            currency: "EUR".into(),
-            point_value: "0.01".into(),
-            point_expiry_days: 730,
-        };
-        let created = coalition_app::programmes::create(&self.app.db, input)
-            .await
-            .expect("create programme");
-        let admin = self
-            .token(&created.operator.client_id, &created.operator.client_secret)
-            .await;
-        Programme {
-            id: created.programme_id,
-            admin,
-            client_id: created.operator.client_id,
-            client_secret: created.operator.client_secret,
-        }
+        self.programme_with_point_value(name, "0.01").await
     }
 }
 
@@ -671,4 +654,38 @@ pub async fn cache_comes_back(t: &Client) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Enrols a member through `partner`: its id.
+pub async fn enrol(t: &Client, partner: &Partner, email: &str) -> String {
+    t.post(
+        "/v1/members",
+        &partner.token,
+        json!({"name": "Bob", "email": email}),
+    )
+    .await
+    .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Issues a bearer card through `partner`: its number.
+pub async fn bearer_card(t: &Client, partner: &Partner) -> String {
+    t.post("/v1/cards", &partner.token, json!({}))
+        .await
+        .expect(201)["number"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Registers a bearer card to a member through `partner`.
+pub async fn register(t: &Client, partner: &Partner, card: &str, member: &str) -> Resp {
+    t.post_moving(
+        &format!("/v1/cards/{card}/register"),
+        &partner.token,
+        json!({"member_id": member}),
+    )
+    .await
 }
