@@ -115,16 +115,19 @@ async fn insert_purchases(
     purchase::Entity::insert_many(rows.iter().map(|r| r.purchase.clone()))
         .exec_without_returning(&txn)
         .await?;
-    let lots = rows.iter().zip(expiries).map(|(r, expires_at)| point_lot::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        programme_id: Set(programme.id),
-        account_id: Set(member.account_id),
-        entry_id: Set(r.entry_id),
-        points_initial: Set(points),
-        points_remaining: Set(points),
-        expires_at: Set(*expires_at),
-        created_at: Set(*expires_at - life),
-    });
+    let lots = rows
+        .iter()
+        .zip(expiries)
+        .map(|(r, expires_at)| point_lot::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            programme_id: Set(programme.id),
+            account_id: Set(member.account_id),
+            entry_id: Set(r.entry_id),
+            points_initial: Set(points),
+            points_remaining: Set(points),
+            expires_at: Set(*expires_at),
+            created_at: Set(*expires_at - life),
+        });
     point_lot::Entity::insert_many(lots)
         .exec_without_returning(&txn)
         .await?;

@@ -36,6 +36,10 @@ struct Args {
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
+    /// The database the run drops, creates and drops again (pgbench's is NAME_pgbench):
+    /// runs on one PostgreSQL at the same time need different names.
+    #[arg(long, default_value = "coalition_bench")]
+    database_name: String,
     /// The server binary (default: `coalition` next to this one, i.e. the same build).
     #[arg(long)]
     server: Option<PathBuf>,
@@ -65,7 +69,6 @@ struct Args {
     pause_for_profiler: u64,
 }
 
-const BENCH_DATABASE: &str = "coalition_bench";
 const EARN_CONCURRENCY: usize = 16;
 const READ_CONCURRENCY: usize = 50;
 
@@ -94,11 +97,21 @@ struct Row {
 }
 
 async fn run(args: Args) -> Result<bool, Error> {
+    let name = &args.database_name;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(
+            format!("--database-name {name:?}: use lowercase letters, digits and _").into(),
+        );
+    }
     let binary = match args.server.clone() {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("coalition"),
     };
-    let database_url = setup::clean_database(&args.database_url, BENCH_DATABASE).await?;
+    let database_url = setup::clean_database(&args.database_url, &args.database_name).await?;
     let env = setup::server_env(&database_url, &args.redis_url);
     let server = setup::start_server(&binary, &env).await?;
     let programme = setup::create_programme(&binary, &env, &server).await?;
@@ -142,7 +155,10 @@ async fn run(args: Args) -> Result<bool, Error> {
     drop(server);
     setup::drop_databases(
         &args.database_url,
-        &[BENCH_DATABASE, baseline::PGBENCH_DATABASE],
+        &[
+            args.database_name.as_str(),
+            pgbench_database(&args).as_str(),
+        ],
     )
     .await?;
     Ok(ok)
@@ -164,7 +180,13 @@ async fn load_scenarios(args: &Args, target: &Arc<Target>, pid: u32) -> Result<b
     };
 
     eprintln!("running pgbench");
-    let pgbench = baseline::pgbench(&args.database_url, EARN_CONCURRENCY, measure).await?;
+    let pgbench = baseline::pgbench(
+        &args.database_url,
+        &pgbench_database(args),
+        EARN_CONCURRENCY,
+        measure,
+    )
+    .await?;
     let earn = measure_scenario(
         target,
         pid,
@@ -219,6 +241,10 @@ async fn lot_scenario(target: &Target, holders: &[lots::Holder; 2], rounds: usiz
             .iter()
             .all(|x| x.errors == 0 && x.refused == 0 && x.requests > 0)
     }) && misses == reads as f64
+}
+
+fn pgbench_database(args: &Args) -> String {
+    format!("{}_pgbench", args.database_name)
 }
 
 async fn measure_scenario(target: &Arc<Target>, pid: u32, scenario: Scenario) -> Row {
