@@ -2,12 +2,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_ledger;
+mod m20261124_000001_live_lots_index;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_ledger::Migration)]
+        vec![
+            Box::new(m20261122_000001_ledger::Migration),
+            Box::new(m20261124_000001_live_lots_index::Migration),
+        ]
     }
 }

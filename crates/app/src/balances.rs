@@ -1,6 +1,7 @@
 //! A member's balance (cache first, database on a miss) and ledger history.
 
 use crate::error::{AppError, AppResult};
+use crate::ledger;
 use crate::members;
 use crate::pagination::{Page, PageRequest};
 use crate::programmes;
@@ -65,13 +66,18 @@ async fn read_balance(
         .ok_or(AppError::NotFound("points account"))?;
     let now = Utc::now();
     let horizon = now + Duration::days(EXPIRING_SOON_DAYS);
-    let lots = point_lot::Entity::find()
-        .filter(point_lot::Column::AccountId.eq(account_id))
-        .filter(point_lot::Column::PointsRemaining.gt(0))
-        .order_by_asc(point_lot::Column::ExpiresAt)
+    // Not every lot: those up to the window's edge (the view lists them) and the first
+    // one beyond. A lot further out enters the window and expires after that one does,
+    // so it cannot end the view sooner.
+    let lots = ledger::live_lots(account_id)
+        .filter(point_lot::Column::ExpiresAt.lte(horizon))
         .all(&app.db)
         .await?;
-    let ttl = view_lifetime(now, lots.iter().map(|l| l.expires_at));
+    let beyond = ledger::live_lots(account_id)
+        .filter(point_lot::Column::ExpiresAt.gt(horizon))
+        .one(&app.db)
+        .await?;
+    let ttl = view_lifetime(now, lots.iter().chain(&beyond).map(|l| l.expires_at));
     let lots = lots.into_iter().filter(|l| l.expires_at < horizon);
     let value = (Decimal::from(account.balance) * programme.point_value)
         .round_dp_with_strategy(programme.currency.minor_units(), RoundingStrategy::ToZero);
@@ -207,5 +213,40 @@ mod tests {
             view_lifetime(now, [expiring].into_iter()),
             std::time::Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn the_lots_read_on_a_miss_give_the_lifetime_all_lots_give() {
+        let now = Utc::now();
+        let horizon = now + Duration::days(EXPIRING_SOON_DAYS);
+        let minutes = Duration::minutes;
+        let moments = [
+            now - minutes(1),
+            now + minutes(1),
+            now + minutes(4),
+            now + minutes(10),
+            horizon - minutes(1),
+            horizon,
+            horizon + minutes(1),
+            horizon + minutes(3),
+            horizon + minutes(10),
+            horizon + Duration::days(400),
+        ];
+        // Every set of lots made of these expiries (duplicates aside).
+        for set in 0..1u32 << moments.len() {
+            let all: Vec<DateTime<Utc>> = (0..moments.len())
+                .filter(|i| set & (1 << i) != 0)
+                .map(|i| moments[i])
+                .collect();
+            // What read_balance reads: lots up to the window's edge, the first beyond.
+            let mut read: Vec<DateTime<Utc>> =
+                all.iter().copied().filter(|e| *e <= horizon).collect();
+            read.extend(all.iter().copied().filter(|e| *e > horizon).min());
+            assert_eq!(
+                view_lifetime(now, read.into_iter()),
+                view_lifetime(now, all.clone().into_iter()),
+                "expiries {all:?}"
+            );
+        }
     }
 }
