@@ -13,7 +13,8 @@ use coalition_domain::{AccountKind, Points};
 use coalition_store::cache::{Versioned, MAX_TTL};
 use coalition_store::entities::{journal_entry, point_account, point_lot, posting};
 use rust_decimal::{Decimal, RoundingStrategy};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::{Expr, Func, SimpleExpr};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -66,18 +67,17 @@ async fn read_balance(
         .ok_or(AppError::NotFound("points account"))?;
     let now = Utc::now();
     let horizon = now + Duration::days(EXPIRING_SOON_DAYS);
-    // Not every lot: those up to the window's edge (the view lists them) and the first
-    // one beyond. A lot further out enters the window and expires after that one does,
-    // so it cannot end the view sooner.
+    // Not every lot: those inside the window (the view lists them) and the first one
+    // beyond it (with any sharing its expiry), in one statement. A lot further out enters
+    // the window and expires after that one does, so it cannot end the view sooner.
     let lots = ledger::live_lots(account_id)
-        .filter(point_lot::Column::ExpiresAt.lte(horizon))
+        .filter(
+            Expr::col(point_lot::Column::ExpiresAt)
+                .lte(window_or_first_beyond(account_id, horizon)),
+        )
         .all(&app.db)
         .await?;
-    let beyond = ledger::live_lots(account_id)
-        .filter(point_lot::Column::ExpiresAt.gt(horizon))
-        .one(&app.db)
-        .await?;
-    let ttl = view_lifetime(now, lots.iter().chain(&beyond).map(|l| l.expires_at));
+    let ttl = view_lifetime(now, lots.iter().map(|l| l.expires_at));
     let lots = lots.into_iter().filter(|l| l.expires_at < horizon);
     let value = (Decimal::from(account.balance) * programme.point_value)
         .round_dp_with_strategy(programme.currency.minor_units(), RoundingStrategy::ToZero);
@@ -94,6 +94,19 @@ async fn read_balance(
             .collect(),
     };
     Ok((view, account.version, ttl))
+}
+
+/// The expiry of the account's first live lot beyond `horizon`, or `horizon` when none is.
+fn window_or_first_beyond(account_id: Uuid, horizon: DateTime<Utc>) -> SimpleExpr {
+    let first_beyond = ledger::live_lots(account_id)
+        .filter(point_lot::Column::ExpiresAt.gt(horizon))
+        .select_only()
+        .column(point_lot::Column::ExpiresAt)
+        .limit(1)
+        .into_query();
+    let first_beyond =
+        SimpleExpr::SubQuery(None, Box::new(first_beyond.into_sub_query_statement()));
+    Func::coalesce([first_beyond, Expr::value(horizon)]).into()
 }
 
 /// How long a balance view stays true without a write: until the next lot enters the
@@ -238,10 +251,10 @@ mod tests {
                 .filter(|i| set & (1 << i) != 0)
                 .map(|i| moments[i])
                 .collect();
-            // What read_balance reads: lots up to the window's edge, the first beyond.
-            let mut read: Vec<DateTime<Utc>> =
-                all.iter().copied().filter(|e| *e <= horizon).collect();
-            read.extend(all.iter().copied().filter(|e| *e > horizon).min());
+            // What read_balance reads: lots up to the first expiry beyond the window.
+            let edge = all.iter().copied().filter(|e| *e > horizon).min();
+            let edge = edge.unwrap_or(horizon);
+            let read: Vec<DateTime<Utc>> = all.iter().copied().filter(|e| *e <= edge).collect();
             assert_eq!(
                 view_lifetime(now, read.into_iter()),
                 view_lifetime(now, all.clone().into_iter()),
