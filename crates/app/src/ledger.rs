@@ -193,6 +193,12 @@ pub async fn consume_lots(
             })
             .collect();
         let plan = plan_partial(&chunk, left);
+        // Points left over a short chunk: the lots ran out (the guard said they would not).
+        if plan.left > 0 && chunk.len() < LOT_CHUNK as usize {
+            return Err(AppError::Internal(format!(
+                "lots of account {account_id} hold fewer than {points} points"
+            )));
+        }
         for (lot_id, take) in plan.takes {
             point_lot::Entity::update_many()
                 .col_expr(
@@ -202,11 +208,6 @@ pub async fn consume_lots(
                 .filter(point_lot::Column::Id.eq(lot_id))
                 .exec(db)
                 .await?;
-        }
-        if plan.left > 0 && chunk.len() < LOT_CHUNK as usize {
-            return Err(AppError::Internal(format!(
-                "lots of account {account_id} hold fewer than {points} points"
-            )));
         }
         left = plan.left;
     }
