@@ -3,6 +3,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_ledger;
 mod m20261124_000001_card_safety;
+mod m20261124_000001_live_lots_index;
 
 pub struct Migrator;
 
@@ -12,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_ledger::Migration),
             Box::new(m20261124_000001_card_safety::Migration),
+            Box::new(m20261124_000001_live_lots_index::Migration),
         ]
     }
 }

@@ -1,14 +1,21 @@
 //! Property test: random sequences of earn / redeem / refund / bearer-card registration /
 //! card replacement keep the ledger's invariants, checked straight against the stored
-//! journal after every operation.
+//! journal after every operation. Then a member with more lots than the ledger reads at
+//! once, over HTTP: the lots it spends and shows are the ones a plan over all its lots
+//! picks.
 
-use crate::support::fresh_database_url;
+use crate::support::{fresh_database_url, spawn_app, stored_account, test_redis_url};
+use chrono::{DateTime, Duration, Utc};
 use coalition_app::idempotency::{IdempotencyKey, StoredResponse};
+use coalition_app::ledger::LOT_CHUNK;
 use coalition_app::{cards, members, purchases, refunds, App, AppError, Caller, Scope};
+use coalition_domain::lots::{plan_consumption, Lot};
 use coalition_server::config::Config;
 use coalition_store::entities::{card, point_account, point_lot, posting, purchase};
 use proptest::prelude::*;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -301,6 +308,7 @@ async fn check_invariants(app: &App, programme_id: Uuid) {
             lots.iter().map(|l| l.points_remaining).sum::<i64>(),
             "lots hold exactly the balance"
         );
+        assert_soonest_expiry_spent_first(lots);
         total += a.balance;
     }
     // Issued minus redeemed minus clawed back (the partners' side) equals what members hold.
@@ -357,10 +365,166 @@ async fn check_cards_and_purchases(
     }
 }
 
+/// Every lot here expires a fixed time after it was written, so spending soonest expiry
+/// first leaves, in (expiry, id) order: emptied lots, at most one partly spent, then lots
+/// never touched.
+fn assert_soonest_expiry_spent_first(mut lots: Vec<point_lot::Model>) {
+    lots.sort_by_key(|l| (l.expires_at, l.id));
+    let first_live = lots.iter().position(|l| l.points_remaining > 0);
+    let after = first_live.map_or(&[][..], |i| &lots[i + 1..]);
+    assert!(
+        after.iter().all(|l| l.points_remaining == l.points_initial),
+        "a lot was spent before one expiring sooner: {lots:?}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, max_shrink_iters: 50, ..ProptestConfig::default() })]
     #[test]
     fn random_earn_redeem_refund_register_replace_sequences_keep_the_ledger_balanced(ops in proptest::collection::vec(op(), 1..18)) {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(run_ops(ops));
     }
+}
+
+/// Lots of the member below: more than one read of the ledger takes.
+const MANY_LOTS: usize = 45;
+
+/// The expiry of the `k`-th lot in consumption order: eight inside the 30-day window, one
+/// entering it in 150 s, then pairs sharing an expiry (the id decides between them).
+fn expiry(now: DateTime<Utc>, k: usize) -> DateTime<Utc> {
+    match k {
+        0..=7 => now + Duration::days(2 + k as i64),
+        8 => now + Duration::days(30) + Duration::seconds(150),
+        _ => now + Duration::days(60 + (k as i64 - 9) / 2),
+    }
+}
+
+async fn lots_of(db: &DatabaseConnection, account_id: Uuid) -> Vec<point_lot::Model> {
+    point_lot::Entity::find()
+        .filter(point_lot::Column::AccountId.eq(account_id))
+        .all(db)
+        .await
+        .unwrap()
+}
+
+/// What each lot holds after taking `points` as one plan over all the lots would.
+fn after_plan(lots: &[point_lot::Model], points: i64) -> (HashMap<Uuid, i64>, usize) {
+    let as_lots: Vec<Lot> = lots
+        .iter()
+        .map(|l| Lot {
+            id: l.id,
+            remaining: l.points_remaining,
+            expires_at: l.expires_at,
+        })
+        .collect();
+    let plan = plan_consumption(&as_lots, points).expect("the lots hold the points");
+    let mut held: HashMap<Uuid, i64> = lots.iter().map(|l| (l.id, l.points_remaining)).collect();
+    for (id, take) in &plan {
+        *held.get_mut(id).unwrap() -= take;
+    }
+    (held, plan.len())
+}
+
+fn held(lots: &[point_lot::Model]) -> HashMap<Uuid, i64> {
+    lots.iter().map(|l| (l.id, l.points_remaining)).collect()
+}
+
+/// The live lots inside the 30-day window, soonest first, as the balance view shows them.
+fn expiring_soon(lots: &[point_lot::Model], now: DateTime<Utc>) -> Vec<(i64, DateTime<Utc>)> {
+    let mut soon: Vec<&point_lot::Model> = lots
+        .iter()
+        .filter(|l| l.points_remaining > 0 && l.expires_at < now + Duration::days(30))
+        .collect();
+    soon.sort_by_key(|l| (l.expires_at, l.id));
+    soon.iter()
+        .map(|l| (l.points_remaining, l.expires_at))
+        .collect()
+}
+
+fn shown(view: &Value) -> Vec<(i64, DateTime<Utc>)> {
+    view["expiring_soon"]
+        .as_array()
+        .expect("expiring_soon")
+        .iter()
+        .map(|e| {
+            let at = e["expires_at"].as_str().unwrap().parse().unwrap();
+            (e["points"].as_i64().unwrap(), at)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_member_with_many_lots_spends_and_sees_what_one_plan_over_all_lots_gives() {
+    let t = spawn_app().await;
+    let programme = t.programme("Many lots").await;
+    let gym = t.partner(&programme, "Gym", "1").await;
+    let (member, card) = t.member_with_card(&gym, "many-lots@example.org").await;
+    let mut bought = Vec::new();
+    for _ in 0..MANY_LOTS {
+        let purchase = t.purchase(&gym, &card, "10.00", 0).await;
+        bought.push(purchase["id"].as_str().unwrap().to_owned());
+    }
+    // Expiries out of the order the lots were written in (lot j gets the (17 j mod 45)-th).
+    let account_id = stored_account(&t.app.db, &member).await.id;
+    let mut written = lots_of(&t.app.db, account_id).await;
+    written.sort_by_key(|l| l.id);
+    let now = Utc::now();
+    for (j, lot) in written.iter().enumerate() {
+        point_lot::Entity::update_many()
+            .col_expr(
+                point_lot::Column::ExpiresAt,
+                Expr::value(expiry(now, j * 17 % MANY_LOTS)),
+            )
+            .filter(point_lot::Column::Id.eq(lot.id))
+            .exec(&t.app.db)
+            .await
+            .unwrap();
+    }
+    let lots = lots_of(&t.app.db, account_id).await;
+    let balance = format!("/v1/members/{member}/balance");
+
+    // The view lists the eight lots inside the window, and lives until the ninth enters it.
+    let view = t.get(&balance, &gym.token).await.expect(200);
+    assert_eq!(shown(&view), expiring_soon(&lots, now));
+    assert_eq!(shown(&view).len(), 8);
+    if let (Some(url), Some(prefix)) = (test_redis_url(), t.redis_prefix.as_deref()) {
+        let mut redis = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(format!("{prefix}balance:{account_id}"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!((100..=150).contains(&ttl), "cached for {ttl} s");
+    }
+
+    // A redemption spanning more lots than one read takes (it earns nothing: no new lot).
+    let (expected, used) = after_plan(&lots, 355);
+    assert!(
+        used > LOT_CHUNK as usize,
+        "{used} lots span more than one read"
+    );
+    t.purchase(&gym, &card, "3.55", 355).await;
+    let lots = lots_of(&t.app.db, account_id).await;
+    assert_eq!(held(&lots), expected);
+
+    // A refund's clawback takes from the soonest-expiring lots too, not the purchase's.
+    let (expected, _) = after_plan(&lots, 10);
+    let refund = json!({"amount": {"amount": "10.00", "currency": "EUR"}});
+    t.post_moving(
+        &format!("/v1/purchases/{}/refunds", bought[0]),
+        &gym.token,
+        refund,
+    )
+    .await
+    .expect(201);
+    let lots = lots_of(&t.app.db, account_id).await;
+    assert_eq!(held(&lots), expected);
+
+    let view = t.get(&balance, &gym.token).await.expect(200);
+    assert_eq!(view["points"], json!(MANY_LOTS as i64 * 10 - 355 - 10));
+    assert_eq!(shown(&view), expiring_soon(&lots, now));
 }

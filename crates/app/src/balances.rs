@@ -1,6 +1,7 @@
 //! A member's balance (cache first, database on a miss) and ledger history.
 
 use crate::error::{AppError, AppResult};
+use crate::ledger;
 use crate::members;
 use crate::pagination::{Page, PageRequest};
 use crate::programmes;
@@ -12,7 +13,8 @@ use coalition_domain::{AccountKind, Points};
 use coalition_store::cache::{Versioned, MAX_TTL};
 use coalition_store::entities::{journal_entry, point_account, point_lot, posting};
 use rust_decimal::{Decimal, RoundingStrategy};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::sea_query::{Expr, Func, SimpleExpr};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -80,10 +82,14 @@ async fn read_balance(
         .ok_or(AppError::NotFound("points account"))?;
     let now = Utc::now();
     let horizon = now + Duration::days(EXPIRING_SOON_DAYS);
-    let lots = point_lot::Entity::find()
-        .filter(point_lot::Column::AccountId.eq(account_id))
-        .filter(point_lot::Column::PointsRemaining.gt(0))
-        .order_by_asc(point_lot::Column::ExpiresAt)
+    // Not every lot: those inside the window (the view lists them) and the first one
+    // beyond it (with any sharing its expiry), in one statement. A lot further out enters
+    // the window and expires after that one does, so it cannot end the view sooner.
+    let lots = ledger::live_lots(account_id)
+        .filter(
+            Expr::col(point_lot::Column::ExpiresAt)
+                .lte(window_or_first_beyond(account_id, horizon)),
+        )
         .all(&app.db)
         .await?;
     let ttl = view_lifetime(now, lots.iter().map(|l| l.expires_at));
@@ -104,6 +110,19 @@ async fn read_balance(
             .collect(),
     };
     Ok((view, account.version, ttl))
+}
+
+/// The expiry of the account's first live lot beyond `horizon`, or `horizon` when none is.
+fn window_or_first_beyond(account_id: Uuid, horizon: DateTime<Utc>) -> SimpleExpr {
+    let first_beyond = ledger::live_lots(account_id)
+        .filter(point_lot::Column::ExpiresAt.gt(horizon))
+        .select_only()
+        .column(point_lot::Column::ExpiresAt)
+        .limit(1)
+        .into_query();
+    let first_beyond =
+        SimpleExpr::SubQuery(None, Box::new(first_beyond.into_sub_query_statement()));
+    Func::coalesce([first_beyond, Expr::value(horizon)]).into()
 }
 
 /// How long a balance view stays true without a write: until the next lot enters the
@@ -247,5 +266,40 @@ mod tests {
             view_lifetime(now, [expiring].into_iter()),
             std::time::Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn the_lots_read_on_a_miss_give_the_lifetime_all_lots_give() {
+        let now = Utc::now();
+        let horizon = now + Duration::days(EXPIRING_SOON_DAYS);
+        let minutes = Duration::minutes;
+        let moments = [
+            now - minutes(1),
+            now + minutes(1),
+            now + minutes(4),
+            now + minutes(10),
+            horizon - minutes(1),
+            horizon,
+            horizon + minutes(1),
+            horizon + minutes(3),
+            horizon + minutes(10),
+            horizon + Duration::days(400),
+        ];
+        // Every set of lots made of these expiries (duplicates aside).
+        for set in 0..1u32 << moments.len() {
+            let all: Vec<DateTime<Utc>> = (0..moments.len())
+                .filter(|i| set & (1 << i) != 0)
+                .map(|i| moments[i])
+                .collect();
+            // What read_balance reads: lots up to the first expiry beyond the window.
+            let edge = all.iter().copied().filter(|e| *e > horizon).min();
+            let edge = edge.unwrap_or(horizon);
+            let read: Vec<DateTime<Utc>> = all.iter().copied().filter(|e| *e <= edge).collect();
+            assert_eq!(
+                view_lifetime(now, read.into_iter()),
+                view_lifetime(now, all.clone().into_iter()),
+                "expiries {all:?}"
+            );
+        }
     }
 }

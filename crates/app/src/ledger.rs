@@ -5,13 +5,13 @@ use crate::error::{AppError, AppResult};
 use chrono::{DateTime, Utc};
 use coalition_domain::earning::BreakdownLine;
 use coalition_domain::limits::MAX_BALANCE;
-use coalition_domain::lots::{plan_consumption, Lot};
+use coalition_domain::lots::{plan_partial, Lot};
 use coalition_domain::{AccountKind, JournalEntry, Points};
 use coalition_store::entities::{journal_entry, point_account, point_lot, posting};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use uuid::Uuid;
 
@@ -188,42 +188,61 @@ pub async fn add_lot(
     Ok(())
 }
 
+/// Lots read per query while consuming: one read covers nearly every purchase or refund.
+pub const LOT_CHUNK: u64 = 32;
+
+/// The account's lots that still hold points, soonest expiry first (ties by id). The
+/// literal `> 0` (not a bound value) lets PostgreSQL and SQLite use the partial index
+/// `ix_lots_live`, which leaves emptied lots out: they pile up at the soonest end.
+pub(crate) fn live_lots(account_id: Uuid) -> Select<point_lot::Entity> {
+    point_lot::Entity::find()
+        .filter(point_lot::Column::AccountId.eq(account_id))
+        .filter(Expr::col(point_lot::Column::PointsRemaining).gt(Expr::cust("0")))
+        .order_by_asc(point_lot::Column::ExpiresAt)
+        .order_by_asc(point_lot::Column::Id)
+}
+
 /// Takes `points` out of the account's lots, soonest expiry first. Call it only after the
 /// guarded balance change, which both proves the points exist and locks the account.
+/// Reads the lots a chunk at a time, so a member with thousands of lots pays for the few
+/// the points come from, not for all of them.
 pub async fn consume_lots(
     db: &impl ConnectionTrait,
     account_id: Uuid,
     points: Points,
 ) -> AppResult<()> {
-    if points == 0 {
-        return Ok(());
-    }
-    let lots: Vec<Lot> = point_lot::Entity::find()
-        .filter(point_lot::Column::AccountId.eq(account_id))
-        .filter(point_lot::Column::PointsRemaining.gt(0))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|l| Lot {
-            id: l.id,
-            remaining: l.points_remaining,
-            expires_at: l.expires_at,
-        })
-        .collect();
-    let plan = plan_consumption(&lots, points).ok_or_else(|| {
-        AppError::Internal(format!(
-            "lots of account {account_id} hold fewer than {points} points"
-        ))
-    })?;
-    for (lot_id, take) in plan {
-        point_lot::Entity::update_many()
-            .col_expr(
-                point_lot::Column::PointsRemaining,
-                Expr::col(point_lot::Column::PointsRemaining).sub(take),
-            )
-            .filter(point_lot::Column::Id.eq(lot_id))
-            .exec(db)
-            .await?;
+    let mut left = points;
+    while left > 0 {
+        // Lots emptied by the previous chunk are no longer live: this reads the next ones.
+        let chunk: Vec<Lot> = live_lots(account_id)
+            .limit(LOT_CHUNK)
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|l| Lot {
+                id: l.id,
+                remaining: l.points_remaining,
+                expires_at: l.expires_at,
+            })
+            .collect();
+        let plan = plan_partial(&chunk, left);
+        // Points left over a short chunk: the lots ran out (the guard said they would not).
+        if plan.left > 0 && chunk.len() < LOT_CHUNK as usize {
+            return Err(AppError::Internal(format!(
+                "lots of account {account_id} hold fewer than {points} points"
+            )));
+        }
+        for (lot_id, take) in plan.takes {
+            point_lot::Entity::update_many()
+                .col_expr(
+                    point_lot::Column::PointsRemaining,
+                    Expr::col(point_lot::Column::PointsRemaining).sub(take),
+                )
+                .filter(point_lot::Column::Id.eq(lot_id))
+                .exec(db)
+                .await?;
+        }
+        left = plan.left;
     }
     Ok(())
 }

@@ -5,8 +5,6 @@ use crate::setup::{clean_database, Error};
 use std::process::Command;
 use std::time::Duration;
 
-pub const PGBENCH_DATABASE: &str = "coalition_bench_pgbench";
-
 pub struct Baseline {
     pub throughput: f64,
     pub detail: String,
@@ -19,13 +17,14 @@ fn installed(tool: &str) -> bool {
 /// pgbench tpcb-like at `clients` for `duration`, on a scratch database.
 pub async fn pgbench(
     admin_url: &str,
+    database: &str,
     clients: usize,
     duration: Duration,
 ) -> Result<Option<Baseline>, Error> {
     if !installed("pgbench") {
         return Ok(None);
     }
-    let url = clean_database(admin_url, PGBENCH_DATABASE).await?;
+    let url = clean_database(admin_url, database).await?;
     let init = Command::new("pgbench")
         .args(["-i", "-q", "-s", "16", &url])
         .output()?;

@@ -29,7 +29,7 @@ pub struct Target {
     pub earners: RwLock<Vec<usize>>,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Ok,
     /// A correct "no" from the business rules (not enough points): not an error.
     Refused,
@@ -93,7 +93,7 @@ impl Target {
     }
 }
 
-fn outcome(status: std::io::Result<u16>) -> Outcome {
+pub(crate) fn outcome(status: std::io::Result<u16>) -> Outcome {
     match status {
         Ok(200 | 201) => Outcome::Ok,
         Ok(409) => Outcome::Refused,
@@ -122,7 +122,7 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn record(&mut self, outcome: Outcome, sent: Instant) {
+    pub(crate) fn record(&mut self, outcome: Outcome, sent: Instant) {
         self.requests += 1;
         match outcome {
             Outcome::Ok => {}

@@ -5,6 +5,7 @@
 mod baseline;
 mod http1;
 mod load;
+mod lots;
 mod setup;
 mod token;
 
@@ -36,6 +37,10 @@ struct Args {
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
+    /// The database the run drops, creates and drops again (pgbench's is NAME_pgbench):
+    /// runs on one PostgreSQL at the same time need different names.
+    #[arg(long, default_value = "coalition_bench")]
+    database_name: String,
     /// The server binary (default: `coalition` next to this one, i.e. the same build).
     #[arg(long)]
     server: Option<PathBuf>,
@@ -47,6 +52,15 @@ struct Args {
     /// Unmeasured seconds before each scenario (connections, cache).
     #[arg(long, default_value_t = 5)]
     warmup: u64,
+    /// Point lots of the member measured against one with a handful (the lots scenario).
+    #[arg(long, default_value_t = 10_000)]
+    lots: usize,
+    /// Rounds of redeem, balance read and refund per member in the lots scenario.
+    #[arg(long, default_value_t = 200)]
+    lot_rounds: usize,
+    /// Run only the lots scenario (no pgbench, redis-benchmark or load scenarios).
+    #[arg(long)]
+    only_lots: bool,
     /// A seconds-long run on a small programme: checks the benchmark works, measures nothing.
     #[arg(long)]
     smoke: bool,
@@ -56,7 +70,6 @@ struct Args {
     pause_for_profiler: u64,
 }
 
-const BENCH_DATABASE: &str = "coalition_bench";
 const EARN_CONCURRENCY: usize = 16;
 const READ_CONCURRENCY: usize = 50;
 
@@ -65,6 +78,7 @@ async fn main() -> ExitCode {
     let mut args = Args::parse();
     if args.smoke {
         (args.members, args.seconds, args.warmup) = (300, 2, 1);
+        (args.lots, args.lot_rounds) = (1_000, 20);
     }
     match run(args).await {
         Ok(true) => ExitCode::SUCCESS,
@@ -84,11 +98,21 @@ struct Row {
 }
 
 async fn run(args: Args) -> Result<bool, Error> {
-    let binary = match args.server {
+    let name = &args.database_name;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(
+            format!("--database-name {name:?}: use lowercase letters, digits and _").into(),
+        );
+    }
+    let binary = match args.server.clone() {
         Some(path) => path,
         None => std::env::current_exe()?.with_file_name("coalition"),
     };
-    let database_url = setup::clean_database(&args.database_url, BENCH_DATABASE).await?;
+    let database_url = setup::clean_database(&args.database_url, &args.database_name).await?;
     let env = setup::server_env(&database_url, &args.redis_url);
     let server = setup::start_server(&binary, &env).await?;
     let programme = setup::create_programme(&binary, &env, &server).await?;
@@ -100,6 +124,17 @@ async fn run(args: Args) -> Result<bool, Error> {
         seeding.elapsed().as_secs_f64(),
         binary.display()
     );
+    let seeding = Instant::now();
+    let holders = [
+        lots::seed_holder(&database_url, &programme, lots::FEW_LOTS, 10_000).await?,
+        lots::seed_holder(&database_url, &programme, args.lots, 100).await?,
+    ];
+    println!(
+        "seeded a member with {} lots and one with {} in {:.1} s",
+        lots::FEW_LOTS,
+        args.lots,
+        seeding.elapsed().as_secs_f64()
+    );
     if args.pause_for_profiler > 0 {
         println!("server pid {}", server.pid());
         tokio::time::sleep(Duration::from_secs(args.pause_for_profiler)).await;
@@ -110,6 +145,36 @@ async fn run(args: Args) -> Result<bool, Error> {
         members,
         earners: RwLock::new(Vec::new()),
     });
+    let mut ok = true;
+    if !args.only_lots {
+        ok &= load_scenarios(&args, &target, server.pid()).await?;
+        let (warmup, measure) = (
+            Duration::from_secs(args.warmup),
+            Duration::from_secs(args.seconds),
+        );
+        let tokens = token::run(&binary, &env, &server.base, warmup, measure).await?;
+        tokens.print();
+        ok &= tokens.ok();
+    }
+    ok &= lot_scenario(&target, &holders, args.lot_rounds).await;
+    if args.smoke {
+        println!("(smoke run: it checks that the benchmark works; its figures measure nothing)");
+    }
+    drop(server);
+    setup::drop_databases(
+        &args.database_url,
+        &[
+            args.database_name.as_str(),
+            pgbench_database(&args).as_str(),
+        ],
+    )
+    .await?;
+    Ok(ok)
+}
+
+/// pgbench, the HTTP load scenarios and redis-benchmark, reported against each other;
+/// whether every scenario answered without errors.
+async fn load_scenarios(args: &Args, target: &Arc<Target>, pid: u32) -> Result<bool, Error> {
     let (warmup, measure) = (
         Duration::from_secs(args.warmup),
         Duration::from_secs(args.seconds),
@@ -123,10 +188,16 @@ async fn run(args: Args) -> Result<bool, Error> {
     };
 
     eprintln!("running pgbench");
-    let pgbench = baseline::pgbench(&args.database_url, EARN_CONCURRENCY, measure).await?;
+    let pgbench = baseline::pgbench(
+        &args.database_url,
+        &pgbench_database(args),
+        EARN_CONCURRENCY,
+        measure,
+    )
+    .await?;
     let earn = measure_scenario(
-        &target,
-        server.pid(),
+        target,
+        pid,
         scenario("earn", EARN_CONCURRENCY, |_| Op::Earn),
     )
     .await;
@@ -136,16 +207,16 @@ async fn run(args: Args) -> Result<bool, Error> {
     // A network that has been running has its balances cached; reading each member once
     // gets there, and measures the cold first read on the way.
     let first_reads = load::read_each_once(target.clone(), READ_CONCURRENCY);
-    let cold = measured(server.pid(), "first reads", READ_CONCURRENCY, first_reads).await;
+    let cold = measured(pid, "first reads", READ_CONCURRENCY, first_reads).await;
     let reads = measure_scenario(
-        &target,
-        server.pid(),
+        target,
+        pid,
         scenario("balance reads", READ_CONCURRENCY, |_| Op::Read),
     )
     .await;
     let mixed = measure_scenario(
-        &target,
-        server.pid(),
+        target,
+        pid,
         scenario("mixed 80/15/5", READ_CONCURRENCY, |n| match n {
             0..=79 => Op::Read,
             80..=94 => Op::Earn,
@@ -153,24 +224,35 @@ async fn run(args: Args) -> Result<bool, Error> {
         }),
     )
     .await;
-    let cache = cache_counters(&target).await;
+    let cache = cache_counters(target).await;
     let rows = [earn, reads, mixed, cold];
     report(&rows, pgbench.as_ref(), redis.as_ref(), &cache);
-    let tokens = token::run(&binary, &env, &server.base, warmup, measure).await?;
-    tokens.print();
-    if args.smoke {
-        println!("(smoke run: it checks that the benchmark works; its figures measure nothing)");
+    Ok(rows
+        .iter()
+        .all(|r| r.figures.errors == 0 && r.figures.requests > 0))
+}
+
+/// The member with many lots against the one with a handful, reported side by side;
+/// whether every request answered and every balance read missed the cache.
+async fn lot_scenario(target: &Target, holders: &[lots::Holder; 2], rounds: usize) -> bool {
+    eprintln!("running lots: {rounds} rounds of redeem, balance read, refund per member");
+    let misses_before = metric(target, "coalition_balance_cache_misses_total").await;
+    let mut figures = Vec::new();
+    for holder in holders {
+        figures.push(lots::measure(&target.base, &target.partner_tokens, holder, rounds).await);
     }
-    drop(server);
-    setup::drop_databases(
-        &args.database_url,
-        &[BENCH_DATABASE, baseline::PGBENCH_DATABASE],
-    )
-    .await?;
-    Ok(tokens.ok()
-        && rows
+    let misses = metric(target, "coalition_balance_cache_misses_total").await - misses_before;
+    report_lots(&figures, misses);
+    let reads: usize = figures.iter().map(|f| f.read.requests).sum();
+    figures.iter().all(|f| {
+        [&f.redeem, &f.read, &f.refund]
             .iter()
-            .all(|r| r.figures.errors == 0 && r.figures.requests > 0))
+            .all(|x| x.errors == 0 && x.refused == 0 && x.requests > 0)
+    }) && misses == reads as f64
+}
+
+fn pgbench_database(args: &Args) -> String {
+    format!("{}_pgbench", args.database_name)
 }
 
 async fn measure_scenario(target: &Arc<Target>, pid: u32, scenario: Scenario) -> Row {
@@ -220,28 +302,87 @@ fn peak_rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-async fn cache_counters(target: &Target) -> String {
-    let text = match reqwest::Client::new()
+async fn metrics_text(target: &Target) -> Result<String, reqwest::Error> {
+    reqwest::Client::new()
         .get(format!("{}/metrics", target.base))
         .send()
+        .await?
+        .text()
         .await
-    {
-        Ok(res) => res.text().await.unwrap_or_default(),
+}
+
+fn metric_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+}
+
+/// One counter of the server's `/metrics`; NaN when it cannot be read.
+async fn metric(target: &Target, name: &str) -> f64 {
+    let text = metrics_text(target).await.unwrap_or_default();
+    metric_value(&text, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+async fn cache_counters(target: &Target) -> String {
+    let text = match metrics_text(target).await {
+        Ok(text) => text,
         Err(e) => return format!("(no /metrics: {e})"),
     };
-    let value = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .unwrap_or("?")
-            .to_owned()
-    };
+    let value = |name: &str| metric_value(&text, name).unwrap_or("?").to_owned();
     format!(
         "cache hits {}, misses {}, errors {}",
         value("coalition_balance_cache_hits_total"),
         value("coalition_balance_cache_misses_total"),
         value("coalition_balance_cache_errors_total")
     )
+}
+
+fn report_lots(figures: &[lots::HolderFigures], misses: f64) {
+    type Pick = fn(&lots::HolderFigures) -> &Figures;
+    let requests: [(&str, Pick); 3] = [
+        ("redeem 50 points", |f| &f.redeem),
+        ("refund with clawback", |f| &f.refund),
+        ("balance read, cache miss", |f| &f.read),
+    ];
+    println!();
+    println!(
+        "{:<25} {:>6} {:>7} {:>8} {:>8} {:>8} {:>7}",
+        "lots (one at a time)", "lots", "in 30d", "p50 ms", "p95 ms", "p99 ms", "errors"
+    );
+    for (name, pick) in requests {
+        for f in figures {
+            let r = pick(f);
+            println!(
+                "{:<25} {:>6} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>7}",
+                name,
+                f.lots,
+                f.in_window,
+                r.percentile_ms(0.50),
+                r.percentile_ms(0.95),
+                r.percentile_ms(0.99),
+                r.errors + r.refused
+            );
+        }
+    }
+    let reads: usize = figures.iter().map(|f| f.read.requests).sum();
+    println!("cache misses during the lots rounds: {misses} for {reads} balance reads");
+    if let [few, many] = figures {
+        let ratios: Vec<String> = requests
+            .iter()
+            .map(|(name, pick)| {
+                let ratio = pick(many).percentile_ms(0.5) / pick(few).percentile_ms(0.5);
+                format!("{name} {ratio:.1}x")
+            })
+            .collect();
+        println!(
+            "p50 with {} lots / with {}: {}",
+            many.lots,
+            few.lots,
+            ratios.join(", ")
+        );
+    }
 }
 
 fn report(rows: &[Row], pgbench: Option<&Baseline>, redis: Option<&Baseline>, cache: &str) {

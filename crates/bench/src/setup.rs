@@ -240,16 +240,16 @@ pub async fn seed_members(
     Ok(members)
 }
 
-struct Seeded {
-    member_id: Uuid,
-    account_id: Uuid,
-    card: String,
-    enrolled_by: Uuid,
-    email: String,
+pub(crate) struct Seeded {
+    pub(crate) member_id: Uuid,
+    pub(crate) account_id: Uuid,
+    pub(crate) card: String,
+    pub(crate) enrolled_by: Uuid,
+    pub(crate) email: String,
 }
 
 impl Seeded {
-    fn new(programme: &Programme, i: usize, random: u64) -> Self {
+    pub(crate) fn new(programme: &Programme, i: usize, random: u64) -> Self {
         Self {
             member_id: Uuid::now_v7(),
             account_id: Uuid::now_v7(),
@@ -260,7 +260,7 @@ impl Seeded {
     }
 }
 
-async fn insert_batch(
+pub(crate) async fn insert_batch(
     db: &DatabaseConnection,
     programme: &Programme,
     seeded: &[Seeded],

@@ -14,25 +14,45 @@ pub struct Lot {
 /// How many points to take from which lot to consume `points`, soonest expiry first.
 /// `None` when the lots hold fewer points than asked for.
 pub fn plan_consumption(lots: &[Lot], points: Points) -> Option<Vec<(Uuid, Points)>> {
+    let plan = plan_partial(lots, points);
+    (plan.left == 0).then_some(plan.takes)
+}
+
+/// What to take from some of an account's lots, and what is still to take from others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialPlan {
+    pub takes: Vec<(Uuid, Points)>,
+    /// Points the given lots could not cover.
+    pub left: Points,
+}
+
+/// Takes up to `points` from `lots`, soonest expiry first (ties by id).
+///
+/// The lots can be read in chunks: when each chunk holds the account's next live lots in
+/// (expiry, id) order, planning chunk after chunk with what is left gives the same takes
+/// as one plan over every lot, because something is left only when every lot of the
+/// chunk was emptied — so the next chunk starts exactly where this one ended.
+pub fn plan_partial(lots: &[Lot], points: Points) -> PartialPlan {
     let mut ordered: Vec<&Lot> = lots.iter().filter(|l| l.remaining > 0).collect();
     ordered.sort_by_key(|l| (l.expires_at, l.id));
     let mut left = points;
-    let mut plan = Vec::new();
+    let mut takes = Vec::new();
     for lot in ordered {
         if left == 0 {
             break;
         }
         let take = lot.remaining.min(left);
-        plan.push((lot.id, take));
+        takes.push((lot.id, take));
         left -= take;
     }
-    (left == 0).then_some(plan)
+    PartialPlan { takes, left }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Duration;
+    use proptest::prelude::*;
 
     #[test]
     fn oldest_expiring_lot_is_spent_first() {
@@ -51,5 +71,71 @@ mod tests {
         assert_eq!(plan, vec![(soon.id, 30), (late.id, 20)]);
         assert_eq!(plan_consumption(&[late, soon], 131), None);
         assert_eq!(plan_consumption(&[], 0), Some(vec![]));
+    }
+
+    /// Plans the way the ledger reads lots: the next `chunk` live lots in (expiry, id)
+    /// order, planned with what is left, until nothing is left or the lots run out.
+    fn plan_in_chunks(lots: &[Lot], points: Points, chunk: usize) -> Option<Vec<(Uuid, Points)>> {
+        let mut live: Vec<Lot> = lots.iter().filter(|l| l.remaining > 0).cloned().collect();
+        live.sort_by_key(|l| (l.expires_at, l.id));
+        let mut takes = Vec::new();
+        let mut left = points;
+        loop {
+            let read: Vec<Lot> = live
+                .iter()
+                .filter(|l| l.remaining > 0)
+                .take(chunk)
+                .cloned()
+                .collect();
+            let plan = plan_partial(&read, left);
+            for (id, take) in &plan.takes {
+                let lot = live.iter_mut().find(|l| l.id == *id).expect("planned lot");
+                lot.remaining -= take;
+            }
+            takes.extend(plan.takes);
+            left = plan.left;
+            if left == 0 {
+                return Some(takes);
+            }
+            if read.len() < chunk {
+                return None;
+            }
+        }
+    }
+
+    fn lot() -> impl Strategy<Value = Lot> {
+        // Few distinct expiries, so ties (broken by id) are common; some lots are empty.
+        (any::<u128>(), 0..60i64, 0..5i64).prop_map(|(id, remaining, day)| Lot {
+            id: Uuid::from_u128(id),
+            remaining,
+            expires_at: DateTime::<Utc>::UNIX_EPOCH + Duration::days(day),
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn planning_chunk_by_chunk_takes_what_one_plan_over_all_lots_takes(
+            lots in proptest::collection::vec(lot(), 0..40),
+            points in 0..1_500i64,
+            chunk in 1..8usize,
+        ) {
+            prop_assert_eq!(plan_in_chunks(&lots, points, chunk), plan_consumption(&lots, points));
+        }
+
+        #[test]
+        fn a_plan_takes_exactly_the_points_and_never_more_than_a_lot_holds(
+            lots in proptest::collection::vec(lot(), 0..40),
+            points in 0..1_500i64,
+        ) {
+            let plan = plan_partial(&lots, points);
+            let taken: Points = plan.takes.iter().map(|(_, take)| take).sum();
+            prop_assert_eq!(taken + plan.left, points);
+            let held: Points = lots.iter().map(|l| l.remaining).sum();
+            prop_assert_eq!(plan.left, (points - held).max(0));
+            for (id, take) in &plan.takes {
+                let lot = lots.iter().find(|l| l.id == *id).expect("planned lot");
+                prop_assert!(*take > 0 && *take <= lot.remaining);
+            }
+        }
     }
 }
