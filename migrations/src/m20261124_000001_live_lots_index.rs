@@ -5,7 +5,9 @@
 //! up exactly where those reads start (the soonest expiries): on `ix_lots_account_expiry`
 //! every read would step over all of them. This index leaves them out, and holds `id`
 //! too, so `ORDER BY expires_at, id LIMIT n` reads n entries and sorts nothing.
-//! `ix_lots_account_expiry` stays: moving a card's lots reads every lot of an account.
+//! It replaces `ix_lots_account_expiry`: a registration moves only an account's live
+//! lots (emptied ones stay behind, holding nothing), so no query reads every lot of an
+//! account any more, and a purchase writes one lot index entry, not two.
 
 use sea_orm_migration::prelude::*;
 
@@ -22,6 +24,7 @@ enum PointLots {
 }
 
 const INDEX: &str = "ix_lots_live";
+const REPLACED: &str = "ix_lots_account_expiry";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -36,10 +39,26 @@ impl MigrationTrait for Migration {
                 .and_where(Expr::col(PointLots::PointsRemaining).gt(0))
                 .to_owned(),
         )
+        .await?;
+        m.drop_index(
+            Index::drop()
+                .name(REPLACED)
+                .table(PointLots::Table)
+                .to_owned(),
+        )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_index(
+            Index::create()
+                .name(REPLACED)
+                .table(PointLots::Table)
+                .col(PointLots::AccountId)
+                .col(PointLots::ExpiresAt)
+                .to_owned(),
+        )
+        .await?;
         m.drop_index(Index::drop().name(INDEX).table(PointLots::Table).to_owned())
             .await
     }

@@ -441,9 +441,31 @@ impl TestApp {
     }
 }
 
+/// A purchase's card is on a live account — where a refund finds the points — which is
+/// the account the purchase was made on, or the member's that one was merged into.
+pub fn assert_refund_reaches_the_points(
+    p: &coalition_store::entities::purchase::Model,
+    card: &coalition_store::entities::card::Model,
+    accounts: &[coalition_store::entities::point_account::Model],
+) {
+    let account_of = |id| accounts.iter().find(|a| a.id == id).unwrap();
+    let now = account_of(card.account_id);
+    assert_eq!(
+        now.merged_into_account_id, None,
+        "purchase {}: its card is on a merged account",
+        p.id
+    );
+    let then = account_of(p.account_id);
+    assert!(
+        then.id == now.id || then.merged_into_account_id == Some(now.id),
+        "purchase {}: its points are not where its card is",
+        p.id
+    );
+}
+
 /// What must hold for every points account of a programme, read straight from the
 /// database: its lots hold exactly its balance, points always sit behind a usable card,
-/// and every purchase belongs to the account its card is on now.
+/// and every purchase's points are where its card is.
 pub async fn assert_accounts_consistent(db: &sea_orm::DatabaseConnection, programme_id: Uuid) {
     use coalition_store::entities::{card, point_account, point_lot, purchase};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -485,11 +507,7 @@ pub async fn assert_accounts_consistent(db: &sea_orm::DatabaseConnection, progra
         .unwrap();
     for p in purchases {
         let card = cards.iter().find(|c| c.number == p.card_number).unwrap();
-        assert_eq!(
-            p.account_id, card.account_id,
-            "purchase {} is on its card's account",
-            p.id
-        );
+        assert_refund_reaches_the_points(&p, card, &accounts);
     }
 }
 

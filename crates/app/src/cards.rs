@@ -22,7 +22,7 @@ use crate::members;
 use crate::{App, Caller, Scope};
 use coalition_domain::card_number;
 use coalition_domain::ledger::{AccountRef, EntryKind, JournalEntry};
-use coalition_store::entities::{card, point_account, point_lot, purchase};
+use coalition_store::entities::{card, point_account, point_lot};
 use rand::RngCore;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -370,8 +370,9 @@ async fn merge_accounts(
     Ok(vec![emptied.into(), filled])
 }
 
-/// Lots, cards and purchases follow the points: a later refund of a purchase made with
-/// the bearer card works on the member's account.
+/// The live lots and the cards follow the points (emptied lots stay behind, holding
+/// nothing). Purchases keep the account they were made on: a refund finds the points
+/// through the purchase's card, which is on the member's account from now on.
 async fn move_to_account(
     txn: &DatabaseTransaction,
     from: Uuid,
@@ -381,17 +382,14 @@ async fn move_to_account(
     point_lot::Entity::update_many()
         .col_expr(point_lot::Column::AccountId, Expr::value(to))
         .filter(point_lot::Column::AccountId.eq(from))
+        // A literal, so both databases use the partial index of live lots.
+        .filter(Expr::col(point_lot::Column::PointsRemaining).gt(Expr::cust("0")))
         .exec(txn)
         .await?;
     card::Entity::update_many()
         .col_expr(card::Column::AccountId, Expr::value(to))
         .col_expr(card::Column::MemberId, Expr::value(Some(member_id)))
         .filter(card::Column::AccountId.eq(from))
-        .exec(txn)
-        .await?;
-    purchase::Entity::update_many()
-        .col_expr(purchase::Column::AccountId, Expr::value(to))
-        .filter(purchase::Column::AccountId.eq(from))
         .exec(txn)
         .await?;
     Ok(())

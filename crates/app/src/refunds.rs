@@ -53,26 +53,29 @@ pub async fn refund(
     Ok(response)
 }
 
-/// The purchase, read with its points account locked. The purchase is read again under
-/// the lock: a refund of the same purchase that held the lock meanwhile has changed its
-/// refunded total (a copy read before the lock would fail the compare-and-set below), and
-/// a registration may have moved the purchase to a member's account (the lock then finds
-/// the old account merged, and the purchase's new account is locked instead).
-/// Registrations lock the account before moving purchases, so once the purchase is read
-/// on the account this transaction holds, it stays there.
+/// The purchase, and the points account its card is on now, locked. A registration
+/// moves a bearer card (not its purchases) to the member's account, so a purchase's points
+/// are where its card is. The purchase is read again under the lock: a refund of the same
+/// purchase that held the lock meanwhile changed its refunded total (a copy read before
+/// would fail the compare-and-set below). A registration that committed while this waited
+/// leaves the old account merged: the card is read again. Registrations lock the account
+/// before moving cards, so once the card is read on the account held here, it stays.
 async fn purchase_with_locked_account(
     txn: &DatabaseTransaction,
     caller: &Caller,
     purchase_id: Uuid,
-) -> AppResult<purchase::Model> {
-    let mut account_id = find_own(txn, caller, purchase_id).await?.account_id;
+) -> AppResult<(purchase::Model, Uuid)> {
+    let number = find_own(txn, caller, purchase_id).await?.card_number;
+    let mut account_id = crate::cards::find(txn, caller.programme_id, &number)
+        .await?
+        .account_id;
     for _ in 0..3 {
         let account = ledger::lock_account(txn, account_id).await?;
-        let bought = find_own(txn, caller, purchase_id).await?;
-        if account.merged_into_account_id.is_none() && bought.account_id == account_id {
-            return Ok(bought);
+        let card = crate::cards::find(txn, caller.programme_id, &number).await?;
+        if account.merged_into_account_id.is_none() && card.account_id == account_id {
+            return Ok((find_own(txn, caller, purchase_id).await?, account_id));
         }
-        account_id = bought.account_id;
+        account_id = card.account_id;
     }
     Err(AppError::AccountMerged)
 }
@@ -84,7 +87,7 @@ async fn refund_in(
     purchase_id: Uuid,
     amount: Money,
 ) -> AppResult<(Refunded, AccountState)> {
-    let bought = purchase_with_locked_account(txn, caller, purchase_id).await?;
+    let (bought, account_id) = purchase_with_locked_account(txn, caller, purchase_id).await?;
     let already_refunded = parse_stored(&bought.refunded_amount)?;
     let record = PurchaseRecord {
         amount: parse_stored(&bought.amount)?,
@@ -115,7 +118,6 @@ async fn refund_in(
             "another refund of this purchase was recorded at the same time; retry".into(),
         ));
     }
-    let account_id = bought.account_id;
     let now = chrono::Utc::now();
     let mut state = ledger::change_balance(txn, account_id, share.points_returned).await?;
     let (clawed, shortfall) = clawback_within_balance(
