@@ -14,15 +14,7 @@ async fn committed_openapi_matches_the_code_and_the_server() {
         "openapi/openapi.json is out of date: regenerate it with `cargo run -p coalition-server -- openapi > openapi/openapi.json`"
     );
     let t = spawn_app().await;
-    let served: serde_json::Value = t
-        .http
-        .get(format!("{}/openapi.json", t.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = t.served_openapi().await;
     assert_eq!(
         served,
         serde_json::from_str::<serde_json::Value>(&generated).unwrap()

@@ -243,6 +243,18 @@ impl Client {
             .await
     }
 
+    /// The OpenAPI document the server serves at `/openapi.json`.
+    pub async fn served_openapi(&self) -> Value {
+        self.http
+            .get(format!("{}/openapi.json", self.base))
+            .send()
+            .await
+            .expect("openapi.json")
+            .json()
+            .await
+            .expect("openapi.json is JSON")
+    }
+
     /// `GET /health/ready` as JSON.
     pub async fn ready(&self) -> Value {
         self.http

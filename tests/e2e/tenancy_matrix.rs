@@ -415,15 +415,7 @@ fn leaked<'a>(text: &str, secrets: &'a [(Secret, String)], shown: &[Secret]) -> 
 #[tokio::test]
 async fn no_operation_shows_a_programmes_resources_to_callers_who_may_not_see_them() {
     let t = spawn_app().await;
-    let doc: Value = t
-        .http
-        .get(format!("{}/openapi.json", t.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = t.served_openapi().await;
     let prog_a = t.programme("A").await;
     let prog_b = t.programme("B").await;
     let a = world_a(&t, &prog_a).await;
