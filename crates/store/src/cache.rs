@@ -306,6 +306,16 @@ impl RedisCache {
     /// malformed URL is an error: a Redis that does not answer yet leaves the cache off
     /// until the probe reaches it, so a server can start during a Redis outage.
     pub async fn connect(url: &str, prefix: &str) -> Result<Arc<Self>, redis::RedisError> {
+        let cache = Self::connect_without_probe(url, prefix).await?;
+        tokio::spawn(probe(Arc::downgrade(&cache)));
+        Ok(cache)
+    }
+
+    /// The cache with no recovery probe: once off, it stays off (tests hold it there).
+    async fn connect_without_probe(
+        url: &str,
+        prefix: &str,
+    ) -> Result<Arc<Self>, redis::RedisError> {
         let cache = Arc::new(Self {
             client: redis::Client::open(url)?,
             connection: OnceLock::new(),
@@ -321,7 +331,6 @@ impl RedisCache {
             cache.answering.store(false, Ordering::Release);
             cache.failed("not reachable at start");
         }
-        tokio::spawn(probe(Arc::downgrade(&cache)));
         Ok(cache)
     }
 
@@ -812,11 +821,15 @@ mod tests {
 
     #[tokio::test]
     async fn redis_a_process_that_considers_the_cache_unavailable_still_marks_its_changes() {
-        let Some((writer, prefix)) = redis_cache().await else {
+        let Some((peer, prefix)) = redis_cache().await else {
             return;
         };
         let url = std::env::var("TEST_REDIS_URL").unwrap();
-        let peer = RedisCache::connect(&url, &prefix).await.unwrap();
+        // No probe: the writer must stay "not recovered yet" for the whole test, which a
+        // probe every 250 ms would end at any moment.
+        let writer = RedisCache::connect_without_probe(&url, &prefix)
+            .await
+            .unwrap();
         let [x] = accounts();
         // The peer has recovered and caches version 1; the writer has not recovered yet
         // (its probe has not flushed), though Redis answers it.
