@@ -188,7 +188,7 @@ async fn write_all(
         .map_err(|e| duplicate_or(e, row))?
     else {
         // The guard refused: nothing was written. Say why (merged, or over the limit).
-        return Err(ledger::refusal(db, row.account_id, 0).await?);
+        return Err(ledger::refusal(db, row.account_id, 0, row.points_earned).await?);
     };
     Ok(AccountState {
         account_id: row.account_id,

@@ -120,15 +120,19 @@ pub async fn spend_and_earn(
         .await?;
     match updated.into_iter().next() {
         Some(row) => Ok(row.into()),
-        None => Err(refusal(db, account_id, spend).await?),
+        None => Err(refusal(db, account_id, spend, earn).await?),
     }
 }
 
-/// Why a guarded balance change found no row to change.
+/// Why a guarded balance change of `-spend + earn` found no row to change. The account
+/// is read again after the refusal, so a change committed in between may have moved its
+/// balance: the limit is blamed only when the balance read now is over it too, and
+/// otherwise the balance did not cover `spend` when the guard looked.
 pub async fn refusal(
     db: &impl ConnectionTrait,
     account_id: Uuid,
     spend: Points,
+    earn: Points,
 ) -> AppResult<AppError> {
     let account = point_account::Entity::find_by_id(account_id)
         .one(db)
@@ -136,13 +140,13 @@ pub async fn refusal(
         .ok_or(AppError::NotFound("points account"))?;
     Ok(if account.merged_into_account_id.is_some() {
         AppError::AccountMerged
-    } else if account.balance < spend {
+    } else if account.balance > MAX_BALANCE - earn + spend {
+        AppError::BalanceLimit { max: MAX_BALANCE }
+    } else {
         AppError::InsufficientPoints {
             available: account.balance,
             requested: spend,
         }
-    } else {
-        AppError::BalanceLimit { max: MAX_BALANCE }
     })
 }
 
