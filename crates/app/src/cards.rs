@@ -189,13 +189,9 @@ pub async fn managed(
     }
 }
 
-/// Locks the card row until the transaction ends, then checks who may act on it.
-async fn managed_locked(
-    txn: &DatabaseTransaction,
-    caller: &Caller,
-    number: &str,
-) -> AppResult<card::Model> {
-    let card = managed(txn, caller, number).await?;
+/// Locks the card row until the transaction ends (`FOR UPDATE` on PostgreSQL) and
+/// answers it as it is under the lock.
+async fn locked(txn: &DatabaseTransaction, card: card::Model) -> AppResult<card::Model> {
     card::Entity::find_by_id(card.id)
         .lock_exclusive()
         .one(txn)
@@ -268,12 +264,7 @@ async fn register_in(
     caller.require(&[Scope::Admin, Scope::Partner])?;
     // The card is the credential here: any partner may register a bearer card presented
     // at its till. The lock keeps a concurrent block, replace or registration out.
-    let card = find(txn, caller.programme_id, number).await?;
-    let card = card::Entity::find_by_id(card.id)
-        .lock_exclusive()
-        .one(txn)
-        .await?
-        .ok_or(AppError::NotFound("card"))?;
+    let card = locked(txn, find(txn, caller.programme_id, number).await?).await?;
     ensure_active(&card)?;
     if card.member_id.is_some() {
         return Err(AppError::CardAlreadyRegistered);
@@ -433,7 +424,7 @@ pub async fn replace(
     render: impl FnOnce(&card::Model) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
     let (response, _) = idempotency::run(app, key, |txn| async move {
-        let old = managed_locked(&txn, caller, number).await?;
+        let old = locked(&txn, managed(&txn, caller, number).await?).await?;
         if old.status == REPLACED {
             return Err(AppError::CardReplaced);
         }

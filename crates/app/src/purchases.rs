@@ -160,9 +160,9 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
     Ok(priced)
 }
 
-/// How often a purchase follows its card to a new account when a registration merged
-/// the old one meanwhile; a card is registered once, so one retry is all it ever needs.
-const MERGE_RETRIES: usize = 3;
+/// How often a purchase or refund follows its card to a new account when a registration
+/// merged the old one meanwhile; a card is registered once, so one retry is all it needs.
+pub(crate) const MERGE_RETRIES: usize = 3;
 
 pub async fn record(
     app: &App,

@@ -69,7 +69,7 @@ async fn purchase_with_locked_account(
     let mut account_id = crate::cards::find(txn, caller.programme_id, &number)
         .await?
         .account_id;
-    for _ in 0..3 {
+    for _ in 0..crate::purchases::MERGE_RETRIES {
         let account = ledger::lock_account(txn, account_id).await?;
         let card = crate::cards::find(txn, caller.programme_id, &number).await?;
         if account.merged_into_account_id.is_none() && card.account_id == account_id {
