@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_ledger;
 mod m20261124_000001_card_safety;
 mod m20261124_000001_live_lots_index;
+mod m20261125_000001_terms_and_outbox;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_ledger::Migration),
             Box::new(m20261124_000001_card_safety::Migration),
             Box::new(m20261124_000001_live_lots_index::Migration),
+            Box::new(m20261125_000001_terms_and_outbox::Migration),
         ]
     }
 }

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod immutable;
 pub mod ledger;
 pub mod members;
+pub mod outbox;
 pub mod pagination;
 pub mod partners;
 pub mod programmes;

@@ -87,6 +87,7 @@ pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<C
         point_value: Set(point_value.to_string()),
         point_expiry_days: Set(input.point_expiry_days),
         created_at: Set(chrono::Utc::now()),
+        terms_version: Set(0),
     })
     .exec_without_returning(&txn)
     .await?;

@@ -13,6 +13,8 @@ pub mod programme {
         pub point_value: String,
         pub point_expiry_days: i32,
         pub created_at: DateTimeUtc,
+        /// Bumped with every change to partner terms, rules or tiers (see `app::terms`).
+        pub terms_version: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -324,6 +326,28 @@ pub mod idempotency_key {
         pub response_body: String,
         pub location: Option<String>,
         pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod outbox_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub event_type: String,
+        #[sea_orm(column_type = "Text")]
+        pub payload: String,
+        pub created_at: DateTimeUtc,
+        pub delivered_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
