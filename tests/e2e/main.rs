@@ -9,6 +9,7 @@ mod ledger_props;
 mod money;
 mod multi_process;
 mod oauth;
+mod partner_terms;
 mod openapi;
 mod review_attacks;
 mod review_attacks_two;
