@@ -6,7 +6,7 @@ mod cache_outage;
 mod concurrency;
 mod idempotency;
 mod ledger_props;
-mod migrations;
+mod operations;
 mod money;
 mod multi_process;
 mod oauth;

@@ -1,4 +1,4 @@
-//! Migrating: any number of processes may migrate one PostgreSQL database at once.
+//! Running the binary: migrating (any number of processes at once), its version.
 
 use crate::support::*;
 
@@ -33,4 +33,12 @@ async fn three_migrate_commands_started_at_once_all_succeed() {
         let server = start_server(&env).await;
         spawn_client(&server.base).ready().await;
     }
+}
+
+#[test]
+fn the_binary_says_its_version() {
+    let out = coalition(&[]).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim(), format!("coalition {}", env!("CARGO_PKG_VERSION")));
 }
