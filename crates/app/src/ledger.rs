@@ -186,6 +186,7 @@ pub async fn add_lot(
         points_remaining: Set(points),
         expires_at: Set(expires_at),
         created_at: Set(now),
+        reminder_stage: NotSet,
     })
     .exec_without_returning(db)
     .await?;
