@@ -172,12 +172,10 @@ async fn spawn_app_with(redis_url: Option<String>, extra: &[(&str, &str)]) -> Te
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().unwrap());
     let served = app.clone();
-    tokio::spawn(
-        async move {
-            let jobs = config.jobs_interval;
-            coalition_server::serve(served, listener, jobs, std::future::pending()).await
-        },
-    );
+    tokio::spawn(async move {
+        let jobs = config.jobs_interval;
+        coalition_server::serve(served, listener, jobs, std::future::pending()).await
+    });
     TestApp {
         client: spawn_client(&base),
         app,

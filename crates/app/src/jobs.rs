@@ -479,7 +479,10 @@ async fn remind_account(app: &App, account_id: Uuid, now: DateTime<Utc>) -> AppR
     let mut sent = Vec::new();
     for reminder in REMINDERS {
         let raised = point_lot::Entity::update_many()
-            .col_expr(point_lot::Column::ReminderStage, Expr::value(reminder.stage))
+            .col_expr(
+                point_lot::Column::ReminderStage,
+                Expr::value(reminder.stage),
+            )
             .filter(point_lot::Column::AccountId.eq(account_id))
             .filter(Expr::col(point_lot::Column::PointsRemaining).gt(Expr::cust("0")))
             .filter(point_lot::Column::ReminderStage.lt(reminder.stage))
@@ -511,7 +514,9 @@ async fn remind_account(app: &App, account_id: Uuid, now: DateTime<Utc>) -> AppR
 fn by_expiry_day(lots: Vec<point_lot::Model>) -> BTreeMap<NaiveDate, Vec<point_lot::Model>> {
     let mut days: BTreeMap<NaiveDate, Vec<point_lot::Model>> = BTreeMap::new();
     for lot in lots {
-        days.entry(lot.expires_at.date_naive()).or_default().push(lot);
+        days.entry(lot.expires_at.date_naive())
+            .or_default()
+            .push(lot);
     }
     days
 }
