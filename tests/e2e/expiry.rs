@@ -576,3 +576,53 @@ async fn the_cli_names_its_jobs_and_refuses_a_bad_moment() {
         json!({"accounts": 0, "lots": 0, "points": 0, "failed_accounts": 0})
     );
 }
+
+#[tokio::test]
+async fn serve_stops_its_scheduler_when_it_shuts_down() {
+    let settings = HashMap::from([
+        ("DATABASE_URL".to_owned(), fresh_database_url().await),
+        ("COALITION_JOBS_INTERVAL_SECONDS".to_owned(), "1".to_owned()),
+    ]);
+    let config = coalition_server::config::Config::from_map(&settings).unwrap();
+    let app = coalition_server::build_app(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let jobs = config.jobs_interval;
+    let served = tokio::spawn(coalition_server::serve(
+        app.clone(),
+        listener,
+        jobs,
+        shutdown,
+    ));
+    let t = TestApp {
+        client: spawn_client(&base),
+        app,
+        redis_prefix: None,
+    };
+    let db = &t.app.db;
+    let prog = t.programme_with_expiry(30).await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (first, first_card) = t.member_with_card(&gym, "first@example.org").await;
+    let (second, second_card) = t.member_with_card(&gym, "second@example.org").await;
+    t.purchase(&gym, &first_card, "10.00", 0).await;
+    t.purchase(&gym, &second_card, "10.00", 0).await;
+    // While it serves, the scheduler expires what expired.
+    backdate_lots(db, &first, 31).await;
+    let mut waited = 0;
+    while stored_account(db, &first).await.balance > 0 {
+        assert!(waited < 100, "the scheduler did not run within 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    stop.send(()).unwrap();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(5), served).await;
+    done.expect("serve returned").unwrap().unwrap();
+    // Once it has returned, no round runs any more.
+    backdate_lots(db, &second, 31).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(stored_account(db, &second).await.balance, 10);
+}
