@@ -221,19 +221,34 @@ fn lock_key(job: &str) -> i64 {
 
 /// Accounts a run could not do, left out of its later passes (and retried next run).
 #[derive(Default)]
-struct Failed(Vec<Uuid>);
+struct Failed {
+    accounts: Vec<Uuid>,
+    /// Accounts found due that had nothing to do (another process did it first). One
+    /// found due again in the same run would be a bug making the run loop: it fails.
+    idle: std::collections::HashSet<Uuid>,
+}
 
 impl Failed {
     fn record(&mut self, job: &str, account_id: Uuid, error: &AppError) -> AppResult<()> {
         tracing::warn!(job, %account_id, error = %error, "account left for the next run");
-        self.0.push(account_id);
-        if self.0.len() >= MAX_FAILED_ACCOUNTS {
+        self.accounts.push(account_id);
+        if self.accounts.len() >= MAX_FAILED_ACCOUNTS {
             return Err(AppError::Internal(format!(
                 "{job}: {} accounts failed in one run, the last with: {error}",
-                self.0.len()
+                self.accounts.len()
             )));
         }
         Ok(())
+    }
+
+    /// An account found due had nothing to do; fails it if that happened before.
+    fn idle(&mut self, job: &str, account_id: Uuid) -> AppResult<bool> {
+        if self.idle.insert(account_id) {
+            return Ok(false);
+        }
+        let error = AppError::Internal("found due again with nothing to do".into());
+        self.record(job, account_id, &error)?;
+        Ok(true)
     }
 }
 
@@ -247,8 +262,8 @@ async fn accounts_with(
     let mut lots = due(point_lot::Entity::find())
         // A literal, so both databases use the partial index `ix_lots_due`.
         .filter(Expr::col(point_lot::Column::PointsRemaining).gt(Expr::cust("0")));
-    if !failed.0.is_empty() {
-        lots = lots.filter(point_lot::Column::AccountId.is_not_in(failed.0.clone()));
+    if !failed.accounts.is_empty() {
+        lots = lots.filter(point_lot::Column::AccountId.is_not_in(failed.accounts.clone()));
     }
     let mut accounts: Vec<Uuid> = lots
         .select_only()
@@ -296,7 +311,11 @@ pub async fn expire_points(app: &App, now: DateTime<Utc>) -> AppResult<ExpiryRep
                 }
                 // Another process expired them first, or they moved with a registration
                 // (the account they moved to comes up in a later pass).
-                Ok(None) => {}
+                Ok(None) => {
+                    if failed.idle("expire", account_id)? {
+                        report.failed_accounts += 1;
+                    }
+                }
                 Err(e) => {
                     report.failed_accounts += 1;
                     failed.record("expire", account_id, &e)?;
@@ -432,7 +451,11 @@ pub async fn send_expiry_reminders(app: &App, now: DateTime<Utc>) -> AppResult<R
         }
         for account_id in accounts {
             match remind_account(app, account_id, now).await {
-                Ok(sent) if sent.is_empty() => {}
+                Ok(sent) if sent.is_empty() => {
+                    if failed.idle("remind", account_id)? {
+                        report.failed_accounts += 1;
+                    }
+                }
                 Ok(sent) => {
                     report.accounts += 1;
                     report.reminders += sent.len() as u64;
