@@ -158,6 +158,8 @@ async fn spawn_app_with(redis_url: Option<String>, extra: &[(&str, &str)]) -> Te
         prefix
     });
     settings.insert("COALITION_DB_MAX_CONNECTIONS".to_owned(), "60".to_owned());
+    // Tests run the jobs when and as of when they choose (`coalition_app::jobs`).
+    settings.insert("COALITION_JOBS_INTERVAL_SECONDS".to_owned(), "0".to_owned());
     for (name, value) in extra {
         settings.insert((*name).to_owned(), (*value).to_owned());
     }
@@ -170,9 +172,10 @@ async fn spawn_app_with(redis_url: Option<String>, extra: &[(&str, &str)]) -> Te
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().unwrap());
     let served = app.clone();
-    tokio::spawn(
-        async move { coalition_server::serve(served, listener, std::future::pending()).await },
-    );
+    tokio::spawn(async move {
+        let jobs = config.jobs_interval;
+        coalition_server::serve(served, listener, jobs, std::future::pending()).await
+    });
     TestApp {
         client: spawn_client(&base),
         app,
@@ -592,6 +595,7 @@ pub fn server_env(
         ("REDIS_URL", redis_url.to_owned()),
         ("COALITION_REDIS_PREFIX", prefix.to_owned()),
         ("COALITION_DB_MAX_CONNECTIONS", "20".to_owned()),
+        ("COALITION_JOBS_INTERVAL_SECONDS", "0".to_owned()),
     ]
 }
 

@@ -184,6 +184,7 @@ fn movement(entry_kind: &str, points: Points) -> &'static str {
         ("refund", false) => "clawed_back",
         ("card_transfer", true) => "card_transfer_in",
         ("card_transfer", false) => "card_transfer_out",
+        ("expiry", false) => "expired",
         _ => "adjustment",
     }
 }

@@ -186,6 +186,7 @@ pub async fn add_lot(
         points_remaining: Set(points),
         expires_at: Set(expires_at),
         created_at: Set(now),
+        reminder_stage: NotSet,
     })
     .exec_without_returning(db)
     .await?;
@@ -257,10 +258,16 @@ pub async fn posted_balance(
     kind: AccountKind,
     owner: Uuid,
 ) -> AppResult<Points> {
+    use sea_orm::sea_query::{Alias, Func, SimpleExpr};
     use sea_orm::QuerySelect;
+    // PostgreSQL sums bigints as numeric; the cast brings it back (SQLite: a no-op).
+    let total = Func::cast_as(
+        Func::sum(Expr::col(posting::Column::Amount)),
+        Alias::new("BIGINT"),
+    );
     let sum: Option<Option<i64>> = posting::Entity::find()
         .select_only()
-        .column_as(posting::Column::Amount.sum(), "total")
+        .column_as(SimpleExpr::from(total), "total")
         .filter(posting::Column::AccountKind.eq(kind.as_str()))
         .filter(posting::Column::AccountId.eq(owner))
         .into_tuple()

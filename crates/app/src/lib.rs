@@ -10,6 +10,7 @@ mod earn_statement;
 pub mod error;
 pub mod idempotency;
 pub mod immutable;
+pub mod jobs;
 pub mod ledger;
 pub mod members;
 pub mod outbox;

@@ -127,6 +127,7 @@ async fn insert_purchases(
             points_remaining: Set(points),
             expires_at: Set(*expires_at),
             created_at: Set(*expires_at - life),
+            reminder_stage: NotSet,
         });
     point_lot::Entity::insert_many(lots)
         .exec_without_returning(&txn)

@@ -66,6 +66,13 @@ impl AccountRef {
             owner: partner_id,
         }
     }
+    /// Where expired points go: the operator's breakage, one account per programme.
+    pub fn operator_breakage(programme_id: Uuid) -> Self {
+        Self {
+            kind: AccountKind::OperatorBreakage,
+            owner: programme_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +86,7 @@ pub enum EntryKind {
     Purchase,
     Refund,
     CardTransfer,
+    Expiry,
 }
 
 impl EntryKind {
@@ -87,6 +95,7 @@ impl EntryKind {
             EntryKind::Purchase => "purchase",
             EntryKind::Refund => "refund",
             EntryKind::CardTransfer => "card_transfer",
+            EntryKind::Expiry => "expiry",
         }
     }
 }
@@ -183,6 +192,21 @@ pub fn refund_entry(
         .balanced()
 }
 
+/// Points that outlived their lots leave the member for the operator's breakage.
+pub fn expiry_entry(
+    programme: Uuid,
+    member_account: Uuid,
+    expired: Points,
+) -> Result<JournalEntry, LedgerError> {
+    JournalEntry::new(EntryKind::Expiry)
+        .transfer(
+            AccountRef::member(member_account),
+            AccountRef::operator_breakage(programme),
+            expired,
+        )
+        .balanced()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +219,15 @@ mod tests {
         assert_eq!(e.net_for(AccountRef::member(m)), -1_920);
         assert_eq!(e.net_for(AccountRef::partner_issued(p)), -80);
         assert_eq!(e.net_for(AccountRef::partner_redeemed(p)), 2_000);
+    }
+
+    #[test]
+    fn expired_points_move_from_the_member_to_breakage() {
+        let (programme, m) = (Uuid::new_v4(), Uuid::new_v4());
+        let e = expiry_entry(programme, m, 70).unwrap();
+        assert_eq!(e.kind.as_str(), "expiry");
+        assert_eq!(e.net_for(AccountRef::member(m)), -70);
+        assert_eq!(e.net_for(AccountRef::operator_breakage(programme)), 70);
     }
 
     #[test]

@@ -48,6 +48,41 @@ pub fn plan_partial(lots: &[Lot], points: Points) -> PartialPlan {
     PartialPlan { takes, left }
 }
 
+/// One "your points expire on D" reminder: sent `days_before` days before the expiry
+/// day, and recorded on each lot it announced by raising the lot's reminder stage to
+/// `stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reminder {
+    pub stage: i32,
+    pub days_before: i64,
+}
+
+/// The reminders, most urgent first: a lot first seen 5 days before its expiry gets the
+/// 7-day reminder only, never a late 30-day one.
+pub const REMINDERS: [Reminder; 2] = [
+    Reminder {
+        stage: 2,
+        days_before: 7,
+    },
+    Reminder {
+        stage: 1,
+        days_before: 30,
+    },
+];
+
+/// Every reminder stage a lot can be at: none yet, then each reminder's.
+pub const REMINDER_STAGES: [i32; 3] = [0, 1, 2];
+
+impl Reminder {
+    /// Lots expiring before this moment are due for the reminder at `now`: it is sent on
+    /// the UTC day `days_before` days before their expiry day, for every lot of that day
+    /// at once (so one member hears once per day, not once per lot's time of day).
+    pub fn due_before(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let today = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+        today + chrono::Duration::days(self.days_before + 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +136,23 @@ mod tests {
                 return None;
             }
         }
+    }
+
+    #[test]
+    fn a_reminder_is_due_from_the_start_of_its_day_for_the_whole_expiry_day() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let thirty = REMINDERS[1];
+        assert_eq!(thirty.days_before, 30);
+        // At any time on 1 Nov, lots expiring on 1 Dec (any hour) are due, 2 Dec ones not.
+        for now in ["2026-11-01T00:00:00Z", "2026-11-01T23:59:59Z"] {
+            assert_eq!(thirty.due_before(at(now)), at("2026-12-02T00:00:00Z"));
+        }
+        let seven = REMINDERS[0];
+        assert_eq!(
+            seven.due_before(at("2026-11-01T12:00:00Z")),
+            at("2026-11-09T00:00:00Z")
+        );
+        assert!(REMINDERS.iter().all(|r| REMINDER_STAGES.contains(&r.stage)));
     }
 
     fn lot() -> impl Strategy<Value = Lot> {

@@ -20,6 +20,9 @@ pub struct Config {
     pub token_failures: coalition_app::auth::FailureLimits,
     /// The log filter (tracing `EnvFilter` directives), checked here like every setting.
     pub log_filter: String,
+    /// How often `serve` runs the background jobs (`coalition_app::jobs`); `None` when
+    /// `COALITION_JOBS_INTERVAL_SECONDS` is 0 (another process runs them, or nobody).
+    pub jobs_interval: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,13 +115,17 @@ impl Config {
                 format!("'{log_filter}' is not a log filter: {e}"),
             ));
         }
+        let jobs_interval = number("COALITION_JOBS_INTERVAL_SECONDS", 60, 0..=86_400)?;
+        // Migrating and the scheduler each hold one connection for an advisory lock
+        // while their work runs on another (SQLite has one connection and no such lock).
+        let db_max_connections = number("COALITION_DB_MAX_CONNECTIONS", 20, 2..=500)? as u32;
         Ok(Config {
             database_url,
             redis_url,
             addr,
             jwt_secret,
             token_ttl_seconds: number("COALITION_TOKEN_TTL_SECONDS", 3600, 60..=86_400)?,
-            db_max_connections: number("COALITION_DB_MAX_CONNECTIONS", 20, 2..=500)? as u32,
+            db_max_connections,
             redis_prefix: get("COALITION_REDIS_PREFIX").unwrap_or_else(|| "coalition:".into()),
             token_failures: coalition_app::auth::FailureLimits {
                 per_client: number("COALITION_TOKEN_FAILURES_PER_MINUTE", 10, 1..=10_000)? as u64,
@@ -129,6 +136,8 @@ impl Config {
                 )? as u64,
             },
             log_filter,
+            jobs_interval: (jobs_interval > 0)
+                .then(|| std::time::Duration::from_secs(jobs_interval as u64)),
         })
     }
 }
@@ -155,6 +164,17 @@ mod tests {
             (10, 30)
         );
         assert_eq!(c.log_filter, "info");
+        assert_eq!(c.jobs_interval, Some(std::time::Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn jobs_can_be_turned_off_and_the_pool_has_two_connections_at_least() {
+        let off = Config::from_map(&map(&[("COALITION_JOBS_INTERVAL_SECONDS", "0")])).unwrap();
+        assert_eq!(off.jobs_interval, None);
+        let one = ("COALITION_DB_MAX_CONNECTIONS", "1");
+        let err = Config::from_map(&map(&[one])).unwrap_err();
+        assert_eq!(err.setting, "COALITION_DB_MAX_CONNECTIONS");
+        assert!(Config::from_map(&map(&[("COALITION_DB_MAX_CONNECTIONS", "2")])).is_ok());
     }
 
     #[test]
@@ -168,6 +188,8 @@ mod tests {
             ("COALITION_TOKEN_FAILURES_PER_MINUTE", "0"),
             ("COALITION_TOKEN_ADDRESS_FAILURES_PER_MINUTE", "-1"),
             ("COALITION_LOG", "info,[{"),
+            ("COALITION_JOBS_INTERVAL_SECONDS", "-1"),
+            ("COALITION_JOBS_INTERVAL_SECONDS", "86401"),
         ] {
             let err = Config::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.setting, k);

@@ -52,17 +52,25 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
     })
 }
 
-/// Serves the API on `listener` until `shutdown` resolves. Handlers see the peer's
-/// address (`ConnectInfo`): the token endpoint counts failed attempts per address.
+/// Serves the API on `listener` until `shutdown` resolves, running the background jobs
+/// every `jobs_interval` (`Config::jobs_interval`; `None`: no jobs) meanwhile. Handlers
+/// see the peer's address (`ConnectInfo`): the token endpoint counts failed attempts per
+/// address. The jobs stop with the server.
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
+    jobs_interval: Option<std::time::Duration>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let jobs = jobs_interval.map(|every| coalition_app::jobs::spawn_scheduler(app.clone(), every));
     let service = coalition_api::router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    if let Some(jobs) = jobs {
+        jobs.stop().await;
+    }
+    served
 }
 
 /// Logging to stderr with `filter` (`Config::log_filter`, checked when the configuration

@@ -1,5 +1,5 @@
-//! `coalition`: serve the API, migrate the database, create programmes, print the
-//! OpenAPI document.
+//! `coalition`: serve the API, migrate the database, create programmes, run a background
+//! job, print the OpenAPI document.
 
 use clap::{Parser, Subcommand};
 use coalition_server::config::Config;
@@ -30,6 +30,31 @@ enum Command {
     },
     /// Print the OpenAPI document (the committed openapi/openapi.json).
     Openapi,
+    /// Run one background job once and print its report as JSON (`serve` runs them all
+    /// every COALITION_JOBS_INTERVAL_SECONDS; running one by hand next to it is safe).
+    Jobs {
+        /// The job.
+        #[arg(value_parser = job_names())]
+        job: String,
+        /// The moment the job runs as of (RFC 3339), instead of now: e.g. to catch up,
+        /// or to see what a later run would do.
+        #[arg(long, value_parser = rfc3339)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+/// Every job of `coalition_app::jobs::JOBS`, with its description for `--help`.
+fn job_names() -> clap::builder::PossibleValuesParser {
+    let names = coalition_app::jobs::JOBS
+        .iter()
+        .map(|job| clap::builder::PossibleValue::new(job.name).help(job.about));
+    clap::builder::PossibleValuesParser::new(names)
+}
+
+fn rfc3339(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.to_utc())
+        .map_err(|e| format!("not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z): {e}"))
 }
 
 #[derive(Subcommand)]
@@ -80,7 +105,7 @@ async fn run(command: Command) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("COALITION_ADDR {}: {e}", config.addr))?;
             tracing::info!(addr = %config.addr, "coalition listening");
-            coalition_server::serve(app, listener, stop_requested())
+            coalition_server::serve(app, listener, config.jobs_interval, stop_requested())
                 .await
                 .map_err(|e| e.to_string())
         }
@@ -126,6 +151,15 @@ async fn run(command: Command) -> Result<(), String> {
                 "client_secret": created.operator.client_secret,
             });
             println!("{out}");
+            Ok(())
+        }
+        Command::Jobs { job, now } => {
+            let app = coalition_server::build_app(&config).await?;
+            let now = now.unwrap_or_else(chrono::Utc::now);
+            let report = coalition_app::jobs::run(&app, &job, now)
+                .await
+                .map_err(|e| format!("job {job}: {e}"))?;
+            println!("{report}");
             Ok(())
         }
         Command::Openapi => unreachable!("handled above"),

@@ -244,6 +244,8 @@ pub mod point_lot {
         pub points_remaining: i64,
         pub expires_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
+        /// Expiry reminders the lot has had: 0 none, 1 the 30-day one, 2 the 7-day one.
+        pub reminder_stage: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -193,7 +193,8 @@ pub struct BalanceResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TransactionResponse {
     pub entry_id: Uuid,
-    /// `earned`, `redeemed`, `returned`, `clawed_back`, `card_transfer_in`, `card_transfer_out`.
+    /// `earned`, `redeemed`, `returned`, `clawed_back`, `card_transfer_in`, `card_transfer_out`,
+    /// `expired` (what was left of lots past their expiry, moved to the operator's breakage).
     pub kind: String,
     /// Signed change of the member's points.
     pub points: i64,
