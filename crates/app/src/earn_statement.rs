@@ -100,7 +100,7 @@ async fn write_all(
         "WITH account AS (\
            UPDATE point_accounts SET balance = balance + {earned}::bigint, version = version + 1 \
            WHERE id = {account} AND balance <= {} - {earned}::bigint AND merged_into_account_id IS NULL \
-           RETURNING balance, version), \
+           RETURNING balance, held, version), \
          entry AS (\
            INSERT INTO journal_entries (id, programme_id, kind, reason, partner_id, purchase_id, refund_id, breakdown, created_at) \
            SELECT {entry}, {programme}, {}, {}, {}, {}, NULL, {}, {now} FROM account)",
@@ -180,7 +180,7 @@ async fn write_all(
         b.add(placeholder.to_owned()),
         b.add(answer.location.clone()),
     );
-    sql += " SELECT balance, version FROM account";
+    sql += " SELECT balance, held, version FROM account";
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, b.0);
     let Some(changed) = db
         .query_one(statement)
@@ -193,6 +193,7 @@ async fn write_all(
     Ok(AccountState {
         account_id: row.account_id,
         balance: changed.try_get("", "balance")?,
+        held: changed.try_get("", "held")?,
         version: changed.try_get("", "version")?,
     })
 }

@@ -8,6 +8,7 @@ pub mod clients;
 pub mod directory;
 mod earn_statement;
 pub mod error;
+pub mod holds;
 pub mod idempotency;
 pub mod immutable;
 pub mod ledger;
@@ -38,6 +39,8 @@ pub struct App {
     pub programmes: Arc<immutable::Remembered<programmes::Programme>>,
     /// Partner terms with the programme they belong to.
     pub partners: Arc<immutable::Remembered<(Uuid, partners::Partner)>>,
+    /// How long a POS hold reserves its points unless captured or voided first.
+    pub hold_ttl: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,6 +20,8 @@ pub struct Config {
     pub token_failures: coalition_app::auth::FailureLimits,
     /// The log filter (tracing `EnvFilter` directives), checked here like every setting.
     pub log_filter: String,
+    /// How long a POS hold reserves points unless captured or voided (default 15 minutes).
+    pub hold_ttl_seconds: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +131,7 @@ impl Config {
                 )? as u64,
             },
             log_filter,
+            hold_ttl_seconds: number("COALITION_HOLD_TTL_SECONDS", 900, 1..=86_400)?,
         })
     }
 }
@@ -155,6 +158,7 @@ mod tests {
             (10, 30)
         );
         assert_eq!(c.log_filter, "info");
+        assert_eq!(c.hold_ttl_seconds, 15 * 60);
     }
 
     #[test]
@@ -168,6 +172,8 @@ mod tests {
             ("COALITION_TOKEN_FAILURES_PER_MINUTE", "0"),
             ("COALITION_TOKEN_ADDRESS_FAILURES_PER_MINUTE", "-1"),
             ("COALITION_LOG", "info,[{"),
+            ("COALITION_HOLD_TTL_SECONDS", "0"),
+            ("COALITION_HOLD_TTL_SECONDS", "soon"),
         ] {
             let err = Config::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.setting, k);
