@@ -4,6 +4,7 @@
 mod bad_input;
 mod cache_outage;
 mod concurrency;
+mod holds;
 mod idempotency;
 mod ledger_props;
 mod money;

@@ -168,10 +168,11 @@ fn own_purchases_and_refunds(partner_id: Uuid) -> sea_orm::sea_query::SimpleExpr
                     .equals((posting::Entity, posting::Column::EntryId)),
             )
             .and_where(Expr::col((entry.clone(), journal_entry::Column::PartnerId)).eq(partner_id))
-            .and_where(
-                Expr::col((entry, journal_entry::Column::Kind))
-                    .is_in(["purchase", "refund", "redemption"]),
-            )
+            .and_where(Expr::col((entry, journal_entry::Column::Kind)).is_in([
+                "purchase",
+                "refund",
+                "redemption",
+            ]))
             .to_owned(),
     )
 }

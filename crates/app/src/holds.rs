@@ -176,8 +176,7 @@ async fn reserve(
     };
     let guard = || {
         Expr::expr(
-            Expr::col(point_account::Column::Balance)
-                .sub(Expr::col(point_account::Column::Held)),
+            Expr::col(point_account::Column::Balance).sub(Expr::col(point_account::Column::Held)),
         )
         .gte(points)
     };
@@ -395,7 +394,10 @@ async fn capture_in(
         ));
     }
     hold::Entity::update_many()
-        .col_expr(hold::Column::PurchaseId, Expr::value(Some(recorded.purchase.id)))
+        .col_expr(
+            hold::Column::PurchaseId,
+            Expr::value(Some(recorded.purchase.id)),
+        )
         .filter(hold::Column::Id.eq(hold.id))
         .exec(txn)
         .await?;

@@ -116,7 +116,7 @@ pub async fn spend_and_earn(
         Expr::col(point_account::Column::Balance).sub(Expr::col(point_account::Column::Held)),
     )
     .gte(spend)
-        .and(Expr::col(point_account::Column::Balance).lte(MAX_BALANCE - earn + spend));
+    .and(Expr::col(point_account::Column::Balance).lte(MAX_BALANCE - earn + spend));
     if let Some(state) = guarded_change(db, account_id, change, guard.clone()).await? {
         return Ok(state);
     }
