@@ -5,6 +5,7 @@ mod bad_input;
 mod cache_outage;
 mod concurrency;
 mod holds;
+mod holds_props;
 mod idempotency;
 mod ledger_props;
 mod money;
