@@ -106,8 +106,10 @@ fn euros(cents: i64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
+/// A purchase's answer; it shows the balance, as every purchase answer must (on
+/// PostgreSQL a purchase that redeems nothing fills it in inside its one statement).
 fn purchase_json(r: &purchases::Recorded) -> Value {
-    json!({"id": r.purchase.id, "earned": r.purchase.points_earned})
+    json!({"id": r.purchase.id, "earned": r.purchase.points_earned, "balance": r.priced.balance})
 }
 
 fn answer(body: Value) -> StoredResponse {
