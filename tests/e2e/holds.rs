@@ -555,3 +555,37 @@ async fn capture_and_void_of_one_hold_at_once_exactly_one_wins() {
     }
     assert_holds_consistent(&s.db, prog.id).await;
 }
+
+#[tokio::test]
+async fn coalition_jobs_release_holds_releases_lapsed_holds_once() {
+    let database_url = fresh_database_url().await;
+    let mut env = vec![("DATABASE_URL", database_url.clone())];
+    env.push(("COALITION_HOLD_TTL_SECONDS", "1".to_owned()));
+    let server = start_server(&env).await;
+    let t = spawn_client(&server.base);
+    let prog = create_programme(&env, &t).await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "cli@example.org").await;
+    t.purchase(&shop, &card, "100.00", 0).await;
+    hold(&t, &shop, &card, 70).await.expect(201);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let run = || {
+        let out = coalition(&env)
+            .args(["jobs", "release-holds"])
+            .output()
+            .expect("coalition jobs release-holds");
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<Value>(&out.stdout).expect("one JSON object on stdout")
+    };
+    assert_eq!(run(), json!({"released": 1}));
+    assert_eq!(run(), json!({"released": 0}));
+    let db = sea_orm::Database::connect(&database_url).await.unwrap();
+    let account = stored_account(&db, &member).await;
+    let row = point_account::Entity::find_by_id(account.id)
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.balance, row.held), (100, 0));
+    assert_holds_consistent(&db, prog.id).await;
+}

@@ -51,6 +51,14 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
     })
 }
 
+/// `coalition jobs release-holds`: POS holds whose time passed give their points back;
+/// answers how many were released.
+pub async fn release_lapsed_holds(app: &App) -> Result<u64, String> {
+    coalition_app::holds::release_lapsed(app, chrono::Utc::now())
+        .await
+        .map_err(|e| format!("releasing lapsed holds: {e}"))
+}
+
 /// Serves the API on `listener` until `shutdown` resolves. Handlers see the peer's
 /// address (`ConnectInfo`): the token endpoint counts failed attempts per address.
 pub async fn serve(

@@ -30,6 +30,17 @@ enum Command {
     },
     /// Print the OpenAPI document (the committed openapi/openapi.json).
     Openapi,
+    /// Background work, run once (the server's scheduler runs it too).
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Release the points of POS holds whose time passed; prints `{"released": n}`.
+    ReleaseHolds,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +137,14 @@ async fn run(command: Command) -> Result<(), String> {
                 "client_secret": created.operator.client_secret,
             });
             println!("{out}");
+            Ok(())
+        }
+        Command::Jobs {
+            command: JobsCommand::ReleaseHolds,
+        } => {
+            let app = coalition_server::build_app(&config).await?;
+            let released = coalition_server::release_lapsed_holds(&app).await?;
+            println!("{}", serde_json::json!({ "released": released }));
             Ok(())
         }
         Command::Openapi => unreachable!("handled above"),
