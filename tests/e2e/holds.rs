@@ -143,12 +143,34 @@ async fn a_hold_reserves_points_and_a_capture_takes_them_as_a_reward() {
         (Some(300), Some(700))
     );
 
+    // A purchase's answer says what is held too (on PostgreSQL, from inside its statement).
+    let bought = t.purchase(&w.shop, &w.card, "10.00", 0).await;
+    let earned = bought["points_earned"].as_i64().unwrap();
+    let members = |b: &Value| {
+        (
+            b["balance"].as_i64(),
+            b["held_points"].as_i64(),
+            b["available_points"].as_i64(),
+        )
+    };
+    assert_eq!(
+        members(&bought),
+        (Some(1000 + earned), Some(300), Some(700 + earned))
+    );
+
     let captured = capture(&t, &w.shop, &id(&held), json!({}))
         .await
         .expect(200);
     assert_eq!(captured["status"], "captured");
-    assert_eq!(captured["available_points"], 700);
-    assert_eq!(balance(&t, &w.prog.admin, &w.member).await, (700, 0, 700));
+    assert_eq!(
+        members(&captured),
+        (Some(700 + earned), Some(0), Some(700 + earned))
+    );
+    let after = 700 + earned;
+    assert_eq!(
+        balance(&t, &w.prog.admin, &w.member).await,
+        (after, 0, after)
+    );
     let history = t
         .get(
             &format!("/v1/members/{}/transactions", w.member),

@@ -106,10 +106,22 @@ fn euros(cents: i64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
-/// A purchase's answer; it shows the balance, as every purchase answer must (on
-/// PostgreSQL a purchase that redeems nothing fills it in inside its one statement).
-fn purchase_json(r: &purchases::Recorded) -> Value {
-    json!({"id": r.purchase.id, "earned": r.purchase.points_earned, "balance": r.priced.balance})
+/// A purchase's answer, as text: it shows the balance members in the order every
+/// purchase answer must (on PostgreSQL a purchase that redeems nothing fills them in
+/// inside its one statement).
+fn purchase_answer(r: &purchases::Recorded) -> StoredResponse {
+    let (balance, held) = (r.priced.balance, r.priced.held);
+    let text = format!(
+        r#"{{"id":"{}","earned":{},"balance":{balance},"held_points":{held},"available_points":{}}}"#,
+        r.purchase.id,
+        r.purchase.points_earned,
+        balance - held
+    );
+    StoredResponse {
+        status: 200,
+        body: text,
+        location: None,
+    }
 }
 
 fn answer(body: Value) -> StoredResponse {
@@ -208,7 +220,7 @@ async fn buy(w: &World, cents: i64, redeem: i64) -> Result<Value, AppError> {
         store_ref: None,
         staff_ref: None,
     };
-    let r = purchases::record(&w.app, &w.shop, input, &key(), |r| answer(purchase_json(r))).await?;
+    let r = purchases::record(&w.app, &w.shop, input, &key(), purchase_answer).await?;
     Ok(parsed(&r))
 }
 

@@ -51,6 +51,8 @@ pub struct Priced {
     pub outcome: PurchaseOutcome,
     /// The member's points after the purchase.
     pub balance: Points,
+    /// Of those, the points reserved by POS holds (`balance - held` is spendable).
+    pub held: Points,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +138,7 @@ pub(crate) async fn price(
         amount: req.amount.clone(),
         outcome,
         balance: 0,
+        held: 0,
     })
 }
 
@@ -150,8 +153,14 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
         .await?
         .ok_or(AppError::NotFound("points account"))?;
     let out = &priced.outcome;
-    // Points reserved by POS holds are not spendable.
-    let available = account.balance - account.held;
+    // Points reserved by live POS holds are not spendable (a purchase would release
+    // lapsed ones, so the quote does not count them).
+    let (held, _) = if account.held > 0 {
+        crate::holds::live_on(&app.db, account.id, chrono::Utc::now()).await?
+    } else {
+        (0, None)
+    };
+    let available = account.balance - held;
     if available < out.points_redeemed {
         return Err(AppError::InsufficientPoints {
             available,
@@ -159,6 +168,7 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
         });
     }
     priced.balance = account.balance - out.points_redeemed + out.points_earned;
+    priced.held = held;
     Ok(priced)
 }
 
@@ -201,7 +211,7 @@ async fn record_once(
         let mut priced = price(app, &txn, caller, programme, req).await?;
         let write = plan(app, caller, programme, &priced, req)?;
         let state = write_step_by_step(&txn, &write, PaidFrom::Balance).await?;
-        priced.balance = state.balance;
+        (priced.balance, priced.held) = (state.balance, state.held);
         let recorded = Recorded {
             purchase: write.row,
             priced,
@@ -381,7 +391,7 @@ pub(crate) async fn record_paid_by_hold(
     }
     let write = plan(app, caller, programme, &priced, &req)?;
     let state = write_step_by_step(txn, &write, PaidFrom::Hold).await?;
-    priced.balance = state.balance;
+    (priced.balance, priced.held) = (state.balance, state.held);
     let recorded = Recorded {
         purchase: write.row,
         priced,
