@@ -5,6 +5,8 @@ mod bad_input;
 mod cache_outage;
 mod concurrency;
 mod expiry;
+mod holds;
+mod holds_props;
 mod idempotency;
 mod ledger_props;
 mod operations;

@@ -63,6 +63,11 @@ const VISIBLE: &[(&str, Caller, &[Secret])] = &[
     // shown it (Ann's card is registered already, and the answer says only that).
     ("POST /v1/purchases/quote", Stranger, &[Card]),
     ("POST /v1/purchases/quote", Neighbour, &[Card]),
+    // A hold at the till takes any card of the programme, like a purchase; the answer
+    // shows the card's last digits and points, never whose card it is. Only the partner
+    // that made a hold sees, captures or voids it (strict below).
+    ("POST /v1/redemptions", Stranger, &[]),
+    ("POST /v1/redemptions", Neighbour, &[]),
     ("GET /v1/cards/{number}/balance", Stranger, &[]),
     ("GET /v1/cards/{number}/balance", Neighbour, &[]),
     ("POST /v1/cards/{number}/register", Stranger, &[Card]),
@@ -92,6 +97,8 @@ struct Targets {
     partner: String,
     purchase: String,
     card: String,
+    /// A POS hold A Gym made on Ann's card.
+    redemption: String,
 }
 
 impl Targets {
@@ -102,6 +109,7 @@ impl Targets {
             partner: Uuid::new_v4().to_string(),
             purchase: Uuid::new_v4().to_string(),
             card: coalition_domain::card_number::from_random_digits(rand::random()),
+            redemption: Uuid::new_v4().to_string(),
         }
     }
 
@@ -117,6 +125,7 @@ impl Targets {
             "partners" => self.partner.clone(),
             "purchases" => self.purchase.clone(),
             "cards" => self.card.clone(),
+            "redemptions" => self.redemption.clone(),
             _ => panic!(
                 "{path}: no value of A for {{{param}}} after /{collection}/: add one to the matrix"
             ),
@@ -338,6 +347,17 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .as_str()
         .unwrap()
         .to_owned();
+    let redemption = t
+        .post_moving(
+            "/v1/redemptions",
+            &gym.token,
+            json!({"card_number": cards[0], "points": 1}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let secrets = vec![
         (MemberId, ann.clone()),
         (MemberContact, name),
@@ -348,6 +368,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         (OthersSales, purchase.clone()),
         (OthersSales, refund),
         (OthersSales, receipt),
+        (OthersSales, redemption.clone()),
     ];
     WorldA {
         admin: programme.admin.clone(),
@@ -356,6 +377,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
             partner: gym.id.to_string(),
             purchase,
             card: cards[0].clone(),
+            redemption,
         },
         gym,
         other_card: cards[1].clone(),

@@ -123,6 +123,17 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "refund_exceeds_remaining",
             "Refund above what is left",
         ),
+        HoldNotHeld { .. } => (
+            StatusCode::CONFLICT,
+            "hold_not_held",
+            "The hold was captured or voided",
+        ),
+        HoldExpired => (StatusCode::CONFLICT, "hold_expired", "The hold expired"),
+        HoldsPending => (
+            StatusCode::CONFLICT,
+            "holds_pending",
+            "Points are held at a till",
+        ),
         CurrencyMismatch { .. } => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "currency_mismatch",

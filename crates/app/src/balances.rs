@@ -32,6 +32,10 @@ pub struct ExpiringLot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalanceView {
     pub points: Points,
+    /// Points reserved by live POS holds.
+    pub held_points: Points,
+    /// What can be spent now: `points - held_points`.
+    pub available_points: Points,
     /// Money value of the points, as a decimal string in `currency`.
     pub value: String,
     pub currency: String,
@@ -92,7 +96,16 @@ async fn read_balance(
         )
         .all(&app.db)
         .await?;
-    let ttl = view_lifetime(now, lots.iter().map(|l| l.expires_at));
+    let mut ttl = view_lifetime(now, lots.iter().map(|l| l.expires_at));
+    // Lapsed holds reserve nothing, released or not; the view ends when the next lapses.
+    let (held, next_lapse) = if account.held > 0 {
+        crate::holds::live_on(&app.db, account_id, now).await?
+    } else {
+        (0, None)
+    };
+    if let Some(until) = next_lapse.and_then(|at| (at - now).to_std().ok()) {
+        ttl = ttl.min(until);
+    }
     let lots = lots.into_iter().filter(|l| l.expires_at < horizon);
     let value = Decimal::from(account.balance)
         .checked_mul(programme.point_value)
@@ -100,6 +113,8 @@ async fn read_balance(
         .round_dp_with_strategy(programme.currency.minor_units(), RoundingStrategy::ToZero);
     let view = BalanceView {
         points: account.balance,
+        held_points: held,
+        available_points: account.balance - held,
         value: format_amount(value, &programme.currency),
         currency: programme.currency.to_string(),
         expiring_soon: lots
@@ -139,8 +154,8 @@ fn view_lifetime(
         .map_or(MAX_TTL, |until| until.min(MAX_TTL))
 }
 
-/// A partner's view of a member's history holds only its own purchases and refunds:
-/// postings whose entry is a purchase or refund recorded by that partner.
+/// A partner's view of a member's history holds only its own purchases, refunds and
+/// rewards: postings whose entry is a purchase, refund or redemption by that partner.
 fn own_purchases_and_refunds(partner_id: Uuid) -> sea_orm::sea_query::SimpleExpr {
     use sea_orm::sea_query::{Alias, Expr, Query};
     let entry = Alias::new("own_entry");
@@ -153,9 +168,11 @@ fn own_purchases_and_refunds(partner_id: Uuid) -> sea_orm::sea_query::SimpleExpr
                     .equals((posting::Entity, posting::Column::EntryId)),
             )
             .and_where(Expr::col((entry.clone(), journal_entry::Column::PartnerId)).eq(partner_id))
-            .and_where(
-                Expr::col((entry, journal_entry::Column::Kind)).is_in(["purchase", "refund"]),
-            )
+            .and_where(Expr::col((entry, journal_entry::Column::Kind)).is_in([
+                "purchase",
+                "refund",
+                "redemption",
+            ]))
             .to_owned(),
     )
 }
@@ -180,6 +197,7 @@ fn movement(entry_kind: &str, points: Points) -> &'static str {
     match (entry_kind, points >= 0) {
         ("purchase", true) => "earned",
         ("purchase", false) => "redeemed",
+        ("redemption", false) => "redeemed",
         ("refund", true) => "returned",
         ("refund", false) => "clawed_back",
         ("card_transfer", true) => "card_transfer_in",

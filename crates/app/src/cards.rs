@@ -151,6 +151,7 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
                 balance: Set(0),
                 version: Set(0),
                 merged_into_account_id: Set(None),
+                held: Set(0),
                 created_at: Set(chrono::Utc::now()),
             })
             .exec_without_returning(&txn)
@@ -311,11 +312,13 @@ async fn register_in(
 
 /// Locks both accounts in id order (two registrations can never deadlock) and answers
 /// the bearer account's points, read under its lock so no purchase can change them
-/// before the move.
+/// before the move. Points a till holds on the bearer account stay there: the card is
+/// not registered while a hold is live (`holds_pending`), so a hold never has to follow
+/// its points to another account; lapsed holds are released first.
 async fn lock_pair(txn: &DatabaseTransaction, from: Uuid, to: Uuid) -> AppResult<i64> {
     let mut ids = [from, to];
     ids.sort();
-    let mut points = 0;
+    let (mut points, mut held) = (0, 0);
     for id in ids {
         let account = ledger::lock_account(txn, id).await?;
         if account.merged_into_account_id.is_some() {
@@ -324,7 +327,14 @@ async fn lock_pair(txn: &DatabaseTransaction, from: Uuid, to: Uuid) -> AppResult
             )));
         }
         if id == from {
-            points = account.balance;
+            (points, held) = (account.balance, account.held);
+        }
+    }
+    if held > 0 {
+        let now = chrono::Utc::now();
+        let released = crate::holds::release_lapsed_in(txn, from, now).await?;
+        if released.map_or(held, |state| state.held) > 0 {
+            return Err(AppError::HoldsPending);
         }
     }
     Ok(points)
@@ -351,6 +361,7 @@ async fn merge_accounts(
         )
         .filter(point_account::Column::Id.eq(from))
         .filter(point_account::Column::Balance.eq(points))
+        .filter(point_account::Column::Held.eq(0i64))
         .exec_with_returning(txn)
         .await?;
     let emptied = emptied

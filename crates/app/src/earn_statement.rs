@@ -8,9 +8,10 @@
 //!
 //! The stored answer holds the new balance, known only inside the statement: it is
 //! rendered with a placeholder balance, which the statement replaces. The placeholder is
-//! the whole `"balance":<i64::MIN>` member, quotes included: a caller's text (an
-//! external reference, say) is a JSON string, whose quotes are always escaped, so it can
-//! never contain it.
+//! the whole run of members `"balance":<i64::MIN>,"held_points":0,"available_points":
+//! <i64::MIN>` (the points POS holds reserve are read in the same UPDATE), quotes
+//! included: a caller's text (an external reference, say) is a JSON string, whose quotes
+//! are always escaped, so it can never contain it.
 
 use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, IdempotencyKey, StoredResponse};
@@ -24,9 +25,10 @@ use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
 /// Stands for the new balance in the rendered answer; no real balance is negative.
 const BALANCE_PLACEHOLDER: i64 = i64::MIN;
 
-/// The rendered answer's balance member, as the placeholder balance shows it.
-fn balance_member(balance: &str) -> String {
-    format!("\"balance\":{balance}")
+/// The rendered answer's balance members, as the placeholder balance shows them.
+fn balance_members(balance: i64, held: i64) -> String {
+    let available = balance.wrapping_sub(held);
+    format!("\"balance\":{balance},\"held_points\":{held},\"available_points\":{available}")
 }
 
 pub(crate) async fn record(
@@ -47,9 +49,9 @@ pub(crate) async fn record(
         purchase: write.row.clone(),
         priced,
     };
-    recorded.priced.balance = BALANCE_PLACEHOLDER;
+    (recorded.priced.balance, recorded.priced.held) = (BALANCE_PLACEHOLDER, 0);
     let template = render(&recorded);
-    let placeholder = balance_member(&BALANCE_PLACEHOLDER.to_string());
+    let placeholder = balance_members(BALANCE_PLACEHOLDER, 0);
     if template.body.matches(&placeholder).count() != 1 {
         return Err(AppError::Internal(
             "the purchase answer must show the balance exactly once".into(),
@@ -63,7 +65,7 @@ pub(crate) async fn record(
     Ok(StoredResponse {
         body: template
             .body
-            .replace(&placeholder, &balance_member(&state.balance.to_string())),
+            .replace(&placeholder, &balance_members(state.balance, state.held)),
         ..template
     })
 }
@@ -100,7 +102,7 @@ async fn write_all(
         "WITH account AS (\
            UPDATE point_accounts SET balance = balance + {earned}::bigint, version = version + 1 \
            WHERE id = {account} AND balance <= {} - {earned}::bigint AND merged_into_account_id IS NULL \
-           RETURNING balance, version), \
+           RETURNING balance, held, version), \
          entry AS (\
            INSERT INTO journal_entries (id, programme_id, kind, reason, partner_id, purchase_id, refund_id, breakdown, created_at) \
            SELECT {entry}, {programme}, {}, {}, {}, {}, NULL, {}, {now} FROM account)",
@@ -171,7 +173,8 @@ async fn write_all(
     sql += &format!(
         ", idempotency AS (\
            INSERT INTO idempotency_keys (client_id, key, request_hash, status_code, response_body, location, created_at) \
-           SELECT {}, {}, {}, {}, replace({}, {}, '\"balance\":' || balance::text), {}, {now} FROM account)",
+           SELECT {}, {}, {}, {}, replace({}, {}, '\"balance\":' || balance::text || ',\"held_points\":' || held::text \
+             || ',\"available_points\":' || (balance - held)::text), {}, {now} FROM account)",
         b.add(key.client_id.clone()),
         b.add(key.key.clone()),
         b.add(key.request_hash.clone()),
@@ -180,7 +183,7 @@ async fn write_all(
         b.add(placeholder.to_owned()),
         b.add(answer.location.clone()),
     );
-    sql += " SELECT balance, version FROM account";
+    sql += " SELECT balance, held, version FROM account";
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, b.0);
     let Some(changed) = db
         .query_one(statement)
@@ -193,6 +196,7 @@ async fn write_all(
     Ok(AccountState {
         account_id: row.account_id,
         balance: changed.try_get("", "balance")?,
+        held: changed.try_get("", "held")?,
         version: changed.try_get("", "version")?,
     })
 }

@@ -58,6 +58,15 @@ pub enum AppError {
     AccountMerged,
     #[error("{0}")]
     RefundExceedsRemaining(String),
+    /// A capture or void of a POS hold that was captured or voided already.
+    #[error("the hold is {status}, no longer held")]
+    HoldNotHeld { status: String },
+    #[error("the hold expired; its points are free again")]
+    HoldExpired,
+    /// A bearer card whose points are reserved by a live hold is not registered (merged)
+    /// until the hold is captured, voided or lapses.
+    #[error("points of this card are held at a till; capture or void the hold first")]
+    HoldsPending,
     #[error("the amount is in {got}, the programme runs in {expected}")]
     CurrencyMismatch { expected: String, got: String },
     #[error("a purchase with external_ref '{0}' was already recorded by this partner")]

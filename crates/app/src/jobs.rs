@@ -68,6 +68,13 @@ macro_rules! job {
 
 /// Every job, in the order the scheduler runs them.
 pub const JOBS: &[Job] = &[
+    // First: a lapsed hold's points may be expiring ones, which expiry leaves alone
+    // while they are held.
+    job!(
+        "release-holds",
+        "give back the points of POS holds whose time passed",
+        release_lapsed_holds
+    ),
     job!(
         "expire",
         "move what is left of expired lots to the operator's breakage",
@@ -79,6 +86,16 @@ pub const JOBS: &[Job] = &[
         send_expiry_reminders
     ),
 ];
+
+#[derive(Serialize)]
+struct ReleasedHolds {
+    released: u64,
+}
+
+async fn release_lapsed_holds(app: &App, now: DateTime<Utc>) -> AppResult<ReleasedHolds> {
+    let released = crate::holds::release_lapsed(app, now).await?;
+    Ok(ReleasedHolds { released })
+}
 
 fn as_json(report: impl Serialize) -> AppResult<serde_json::Value> {
     serde_json::to_value(report).map_err(|e| AppError::Internal(e.to_string()))
@@ -354,8 +371,14 @@ async fn expire_account(
     if lots.is_empty() {
         return Ok(None);
     }
-    let points: Points = lots.iter().map(|l| l.points_remaining).sum();
-    empty_lots(&txn, &lots).await?;
+    // Points a POS hold reserves stay until the hold is captured, voided or lapses:
+    // expiry takes only what is not held (soonest lots first) and the next run the rest.
+    let due: Points = lots.iter().map(|l| l.points_remaining).sum();
+    let points = due.min(account.balance - account.held).max(0);
+    if points == 0 {
+        return Ok(None);
+    }
+    let lots = take_expired(&txn, &lots, points).await?;
     let state = ledger::spend_and_earn(&txn, account_id, points, 0).await?;
     let entry_id = Uuid::now_v7();
     let entry = expiry_entry(account.programme_id, account_id, points)?;
@@ -386,13 +409,34 @@ async fn expire_account(
     }))
 }
 
-/// Empties the lots read, each only if it still holds exactly what was read: a lot that
-/// changed since (which the account lock rules out) fails the whole account, so no
-/// points are ever taken twice or taken from a lot that someone else emptied.
-async fn empty_lots(txn: &DatabaseTransaction, lots: &[point_lot::Model]) -> AppResult<()> {
-    for chunk in lots.chunks(LOTS_PER_STATEMENT) {
+/// Takes `points` from the expired lots read, soonest first: the lots it empties in
+/// batches, and the one it may take only part of on its own. Each lot changes only if
+/// it still holds exactly what was read: a lot that changed since (which the account
+/// lock rules out) fails the whole account, so no points are ever taken twice or taken
+/// from a lot that someone else emptied. Answers the lots taken from.
+async fn take_expired(
+    txn: &DatabaseTransaction,
+    lots: &[point_lot::Model],
+    points: Points,
+) -> AppResult<Vec<point_lot::Model>> {
+    let mut left = points;
+    let mut emptied = Vec::new();
+    let mut partly = None;
+    for lot in lots {
+        if left == 0 {
+            break;
+        }
+        if lot.points_remaining <= left {
+            left -= lot.points_remaining;
+            emptied.push(lot.clone());
+        } else {
+            partly = Some((lot.clone(), left));
+            left = 0;
+        }
+    }
+    for chunk in emptied.chunks(LOTS_PER_STATEMENT) {
         let as_read = chunk.iter().map(|l| (l.id, l.points_remaining));
-        let emptied = point_lot::Entity::update_many()
+        let changed = point_lot::Entity::update_many()
             .col_expr(point_lot::Column::PointsRemaining, Expr::value(0i64))
             .filter(
                 Expr::tuple([
@@ -403,15 +447,30 @@ async fn empty_lots(txn: &DatabaseTransaction, lots: &[point_lot::Model]) -> App
             )
             .exec(txn)
             .await?;
-        if emptied.rows_affected != chunk.len() as u64 {
-            return Err(AppError::Internal(format!(
-                "{} of {} expired lots changed while being expired",
-                chunk.len() as u64 - emptied.rows_affected,
-                chunk.len()
-            )));
+        if changed.rows_affected != chunk.len() as u64 {
+            return Err(lots_changed());
         }
     }
-    Ok(())
+    if let Some((lot, take)) = partly {
+        let changed = point_lot::Entity::update_many()
+            .col_expr(
+                point_lot::Column::PointsRemaining,
+                Expr::value(lot.points_remaining - take),
+            )
+            .filter(point_lot::Column::Id.eq(lot.id))
+            .filter(point_lot::Column::PointsRemaining.eq(lot.points_remaining))
+            .exec(txn)
+            .await?;
+        if changed.rows_affected != 1 {
+            return Err(lots_changed());
+        }
+        emptied.push(lot);
+    }
+    Ok(emptied)
+}
+
+fn lots_changed() -> AppError {
+    AppError::Internal("expired lots changed while being expired".into())
 }
 
 async fn changed(app: &App, state: AccountState) {

@@ -8,7 +8,7 @@ use coalition_domain::limits::MAX_BALANCE;
 use coalition_domain::lots::{plan_partial, Lot};
 use coalition_domain::{AccountKind, JournalEntry, Points};
 use coalition_store::entities::{journal_entry, point_account, point_lot, posting};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
@@ -25,11 +25,13 @@ pub struct EntryContext {
     pub breakdown: Vec<BreakdownLine>,
 }
 
-/// A member account after a guarded change: its new balance and version (for the cache).
+/// A member account after a guarded change: its new balance, the part of it reserved by
+/// POS holds, and its version (for the cache).
 #[derive(Debug, Clone, Copy)]
 pub struct AccountState {
     pub account_id: Uuid,
     pub balance: Points,
+    pub held: Points,
     pub version: i64,
 }
 
@@ -38,6 +40,7 @@ impl From<point_account::Model> for AccountState {
         Self {
             account_id: row.id,
             balance: row.balance,
+            held: row.held,
             version: row.version,
         }
     }
@@ -92,34 +95,98 @@ pub async fn change_balance(
 }
 
 /// Takes `spend` points from a member balance and adds `earn`, in one statement, refusing
-/// when the balance does not cover `spend`, when it would pass `MAX_BALANCE`, or when the
-/// account was merged into a member's by a card registration. The guard is in the UPDATE
-/// itself, so it holds across server processes sharing the database; on PostgreSQL the
-/// row stays locked until commit, which also serialises lot changes, and a statement that
-/// waited for a registration re-checks the guard against the merged row.
+/// when the points not reserved by POS holds (`balance - held`) do not cover `spend`,
+/// when the balance would pass `MAX_BALANCE`, or when the account was merged into a
+/// member's by a card registration. The guard is in the UPDATE itself, so it holds across
+/// server processes sharing the database; on PostgreSQL the row stays locked until
+/// commit, which also serialises lot changes, and a statement that waited for a
+/// registration re-checks the guard against the merged row. A refusal while the account
+/// has lapsed holds releases them (`holds::release_lapsed_in`) and tries once more.
 pub async fn spend_and_earn(
     db: &impl ConnectionTrait,
     account_id: Uuid,
     spend: Points,
     earn: Points,
 ) -> AppResult<AccountState> {
+    let change = Change {
+        balance: earn - spend,
+        held: 0,
+    };
+    let guard = Expr::expr(
+        Expr::col(point_account::Column::Balance).sub(Expr::col(point_account::Column::Held)),
+    )
+    .gte(spend)
+    .and(Expr::col(point_account::Column::Balance).lte(MAX_BALANCE - earn + spend));
+    if let Some(state) = guarded_change(db, account_id, change, guard.clone()).await? {
+        return Ok(state);
+    }
+    if spend > 0
+        && crate::holds::release_lapsed_in(db, account_id, Utc::now())
+            .await?
+            .is_some()
+    {
+        if let Some(state) = guarded_change(db, account_id, change, guard).await? {
+            return Ok(state);
+        }
+    }
+    Err(refusal(db, account_id, spend, earn).await?)
+}
+
+/// How a guarded change moves an account's balance and its reserved points.
+#[derive(Debug, Clone, Copy)]
+pub struct Change {
+    pub balance: Points,
+    pub held: Points,
+}
+
+/// Applies `change` to a live (not merged) account where `guard` holds, in one UPDATE
+/// that also bumps the version (cached views of the account are then out of date).
+/// `None`: the guard refused and nothing changed.
+pub async fn guarded_change(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    change: Change,
+    guard: SimpleExpr,
+) -> AppResult<Option<AccountState>> {
     let updated = point_account::Entity::update_many()
         .col_expr(
             point_account::Column::Balance,
-            Expr::col(point_account::Column::Balance).add(earn - spend),
+            Expr::col(point_account::Column::Balance).add(change.balance),
+        )
+        .col_expr(
+            point_account::Column::Held,
+            Expr::col(point_account::Column::Held).add(change.held),
         )
         .col_expr(
             point_account::Column::Version,
             Expr::col(point_account::Column::Version).add(1),
         )
         .filter(point_account::Column::Id.eq(account_id))
-        .filter(Expr::col(point_account::Column::Balance).gte(spend))
-        .filter(Expr::col(point_account::Column::Balance).lte(MAX_BALANCE - earn + spend))
+        .filter(guard)
         .filter(point_account::Column::MergedIntoAccountId.is_null())
         .exec_with_returning(db)
         .await?;
-    match updated.into_iter().next() {
-        Some(row) => Ok(row.into()),
+    Ok(updated.into_iter().next().map(AccountState::from))
+}
+
+/// Spends `spend` points a POS hold reserved and adds `earn`: the balance and the
+/// reserved points drop together, so what is spendable is unchanged by the spend.
+pub async fn spend_held_and_earn(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    spend: Points,
+    earn: Points,
+) -> AppResult<AccountState> {
+    let change = Change {
+        balance: earn - spend,
+        held: -spend,
+    };
+    let guard = Expr::col(point_account::Column::Held)
+        .gte(spend)
+        .and(Expr::col(point_account::Column::Balance).gte(spend))
+        .and(Expr::col(point_account::Column::Balance).lte(MAX_BALANCE - earn + spend));
+    match guarded_change(db, account_id, change, guard).await? {
+        Some(state) => Ok(state),
         None => Err(refusal(db, account_id, spend, earn).await?),
     }
 }
@@ -144,7 +211,7 @@ pub async fn refusal(
         AppError::BalanceLimit { max: MAX_BALANCE }
     } else {
         AppError::InsufficientPoints {
-            available: account.balance,
+            available: account.balance - account.held,
             requested: spend,
         }
     })

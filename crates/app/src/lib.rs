@@ -8,6 +8,7 @@ pub mod clients;
 pub mod directory;
 mod earn_statement;
 pub mod error;
+pub mod holds;
 pub mod idempotency;
 pub mod immutable;
 pub mod jobs;
@@ -40,6 +41,8 @@ pub struct App {
     pub programmes: Arc<immutable::Remembered<programmes::Programme>>,
     /// Partner terms (and, with them, what else every purchase reads), per programme.
     pub terms: Arc<terms::TermsCache>,
+    /// How long a POS hold reserves its points unless captured or voided first.
+    pub hold_ttl: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

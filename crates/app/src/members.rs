@@ -75,6 +75,7 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
         balance: Set(0),
         version: Set(0),
         merged_into_account_id: Set(None),
+        held: Set(0),
         created_at: Set(now),
     })
     .exec_without_returning(&txn)

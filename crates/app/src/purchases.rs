@@ -51,6 +51,8 @@ pub struct Priced {
     pub outcome: PurchaseOutcome,
     /// The member's points after the purchase.
     pub balance: Points,
+    /// Of those, the points reserved by POS holds (`balance - held` is spendable).
+    pub held: Points,
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +139,7 @@ pub(crate) async fn price(
         amount: req.amount.clone(),
         outcome,
         balance: 0,
+        held: 0,
     })
 }
 
@@ -151,13 +154,22 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
         .await?
         .ok_or(AppError::NotFound("points account"))?;
     let out = &priced.outcome;
-    if account.balance < out.points_redeemed {
+    // Points reserved by live POS holds are not spendable (a purchase would release
+    // lapsed ones, so the quote does not count them).
+    let (held, _) = if account.held > 0 {
+        crate::holds::live_on(&app.db, account.id, chrono::Utc::now()).await?
+    } else {
+        (0, None)
+    };
+    let available = account.balance - held;
+    if available < out.points_redeemed {
         return Err(AppError::InsufficientPoints {
-            available: account.balance,
+            available,
             requested: out.points_redeemed,
         });
     }
     priced.balance = account.balance - out.points_redeemed + out.points_earned;
+    priced.held = held;
     Ok(priced)
 }
 
@@ -199,8 +211,8 @@ async fn record_once(
     let (response, changed) = idempotency::run(app, key, |txn| async move {
         let mut priced = price(app, &txn, caller, programme, req).await?;
         let write = plan(app, caller, programme, &priced, req)?;
-        let state = write_step_by_step(&txn, &write).await?;
-        priced.balance = state.balance;
+        let state = write_step_by_step(&txn, &write, PaidFrom::Balance).await?;
+        (priced.balance, priced.held) = (state.balance, state.held);
         let recorded = Recorded {
             purchase: write.row,
             priced,
@@ -317,16 +329,34 @@ pub(crate) fn duplicate_or(err: sea_orm::DbErr, row: &purchase::Model) -> AppErr
     }
 }
 
+/// Where a purchase's redeemed points come from: the member's spendable points, or the
+/// points a POS hold reserved for it (see `record_paid_by_hold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PaidFrom {
+    Balance,
+    Hold,
+}
+
 /// The portable way: guarded balance change, lots, entry, purchase, link, one by one.
 async fn write_step_by_step(
     txn: &DatabaseTransaction,
     write: &PurchaseWrite,
+    paid_from: PaidFrom,
 ) -> AppResult<AccountState> {
     let row = &write.row;
     let (account_id, programme_id, now) = (row.account_id, row.programme_id, row.created_at);
     let (points_redeemed, entry_id) = (row.points_redeemed, row.entry_id);
-    // The guard: the balance must cover the redeemed points before anything is earned.
-    let state = ledger::spend_and_earn(txn, account_id, points_redeemed, row.points_earned).await?;
+    let earned = row.points_earned;
+    // The guard: the spendable points (or the hold's) must cover the redeemed points
+    // before anything is earned.
+    let state = match paid_from {
+        PaidFrom::Balance => {
+            ledger::spend_and_earn(txn, account_id, points_redeemed, earned).await?
+        }
+        PaidFrom::Hold => {
+            ledger::spend_held_and_earn(txn, account_id, points_redeemed, earned).await?
+        }
+    };
     ledger::consume_lots(txn, account_id, points_redeemed).await?;
     ledger::write_entry(txn, entry_id, &write.entry, &write.ctx, now).await?;
     let lot = (row.points_earned, write.lot_expires_at);
@@ -339,6 +369,35 @@ async fn write_step_by_step(
         members::link_partner(txn, programme_id, member_id, row.partner_id).await?;
     }
     Ok(state)
+}
+
+/// The hook of POS holds (`crate::holds::capture`): the purchase a captured hold pays
+/// for, recorded by the same pipeline as `record`, inside the capture's transaction, with
+/// the hold's points as `redeem_points`. Only where the points come from differs: out of
+/// the hold's reservation, so `held` drops with the balance.
+pub(crate) async fn record_paid_by_hold(
+    app: &App,
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    programme: &Programme,
+    input: NewPurchase,
+    hold_account_id: Uuid,
+) -> AppResult<(Recorded, AccountState)> {
+    let req = check(input, programme)?;
+    let mut priced = price(app, txn, caller, programme, &req).await?;
+    if priced.card.account_id != hold_account_id {
+        return Err(AppError::Internal(
+            "the hold's card is on another account than the hold".into(),
+        ));
+    }
+    let write = plan(app, caller, programme, &priced, &req)?;
+    let state = write_step_by_step(txn, &write, PaidFrom::Hold).await?;
+    (priced.balance, priced.held) = (state.balance, state.held);
+    let recorded = Recorded {
+        purchase: write.row,
+        priced,
+    };
+    Ok((recorded, state))
 }
 
 /// A purchase with its refunds, as the recording partner (or an operator) sees it.

@@ -120,8 +120,14 @@ async fn refund_in(
     }
     let now = chrono::Utc::now();
     let mut state = ledger::change_balance(txn, account_id, share.points_returned).await?;
+    // Points reserved by POS holds are not clawed back; lapsed holds reserve nothing.
+    if state.held > 0 {
+        if let Some(released) = crate::holds::release_lapsed_in(txn, account_id, now).await? {
+            state = released;
+        }
+    }
     let (clawed, shortfall) = clawback_within_balance(
-        state.balance - share.points_returned,
+        state.balance - state.held - share.points_returned,
         share.points_returned,
         share.clawback_due,
     );

@@ -275,6 +275,7 @@ pub(crate) async fn insert_batch(
             balance: 0,
             version: 0,
             merged_into_account_id: None,
+            held: 0,
             created_at: now,
         })
     }))

@@ -87,6 +87,8 @@ pub enum EntryKind {
     Refund,
     CardTransfer,
     Expiry,
+    /// Points taken alone at a partner (a reward), by capturing a POS hold.
+    Redemption,
 }
 
 impl EntryKind {
@@ -96,6 +98,7 @@ impl EntryKind {
             EntryKind::Refund => "refund",
             EntryKind::CardTransfer => "card_transfer",
             EntryKind::Expiry => "expiry",
+            EntryKind::Redemption => "redemption",
         }
     }
 }
@@ -177,6 +180,22 @@ pub fn purchase_entry(
         .balanced()
 }
 
+/// A reward at `partner`: the member pays `points` to the partner's redeemed account,
+/// with no purchase to earn on.
+pub fn redemption_entry(
+    partner: Uuid,
+    member_account: Uuid,
+    points: Points,
+) -> Result<JournalEntry, LedgerError> {
+    JournalEntry::new(EntryKind::Redemption)
+        .transfer(
+            AccountRef::member(member_account),
+            AccountRef::partner_redeemed(partner),
+            points,
+        )
+        .balanced()
+}
+
 /// A refund reverses a share of a purchase: spent points go back to the member, clawed
 /// back points go back to the issuing partner.
 pub fn refund_entry(
@@ -228,6 +247,16 @@ mod tests {
         assert_eq!(e.kind.as_str(), "expiry");
         assert_eq!(e.net_for(AccountRef::member(m)), -70);
         assert_eq!(e.net_for(AccountRef::operator_breakage(programme)), 70);
+    }
+
+    #[test]
+    fn a_reward_moves_points_from_the_member_to_the_partners_redeemed_account() {
+        let (p, m) = (Uuid::new_v4(), Uuid::new_v4());
+        let e = redemption_entry(p, m, 700).unwrap();
+        assert_eq!(e.kind.as_str(), "redemption");
+        assert_eq!(e.net_for(AccountRef::member(m)), -700);
+        assert_eq!(e.net_for(AccountRef::partner_redeemed(p)), 700);
+        assert_eq!(e.postings.len(), 2);
     }
 
     #[test]

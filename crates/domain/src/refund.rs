@@ -73,9 +73,15 @@ pub fn refund_share(
 
 /// The clawback actually taken when the member may have spent the points meanwhile: a
 /// balance never goes below zero, and what cannot be taken is the shortfall, recorded
-/// (never silently forgiven into new points). Returned points count first.
-pub fn clawback_within_balance(balance: Points, returned: Points, due: Points) -> (Points, Points) {
-    let available = balance + returned;
+/// (never silently forgiven into new points). Returned points count first. `spendable`
+/// is the member's points before the refund less those reserved by POS holds: a
+/// clawback never takes points a till was promised.
+pub fn clawback_within_balance(
+    spendable: Points,
+    returned: Points,
+    due: Points,
+) -> (Points, Points) {
+    let available = spendable + returned;
     let taken = due.min(available).max(0);
     (taken, due - taken)
 }

@@ -23,6 +23,8 @@ pub struct Config {
     /// How often `serve` runs the background jobs (`coalition_app::jobs`); `None` when
     /// `COALITION_JOBS_INTERVAL_SECONDS` is 0 (another process runs them, or nobody).
     pub jobs_interval: Option<std::time::Duration>,
+    /// How long a POS hold reserves points unless captured or voided (default 15 minutes).
+    pub hold_ttl_seconds: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +140,7 @@ impl Config {
             log_filter,
             jobs_interval: (jobs_interval > 0)
                 .then(|| std::time::Duration::from_secs(jobs_interval as u64)),
+            hold_ttl_seconds: number("COALITION_HOLD_TTL_SECONDS", 900, 1..=86_400)?,
         })
     }
 }
@@ -165,6 +168,7 @@ mod tests {
         );
         assert_eq!(c.log_filter, "info");
         assert_eq!(c.jobs_interval, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(c.hold_ttl_seconds, 15 * 60);
     }
 
     #[test]
@@ -190,6 +194,8 @@ mod tests {
             ("COALITION_LOG", "info,[{"),
             ("COALITION_JOBS_INTERVAL_SECONDS", "-1"),
             ("COALITION_JOBS_INTERVAL_SECONDS", "86401"),
+            ("COALITION_HOLD_TTL_SECONDS", "0"),
+            ("COALITION_HOLD_TTL_SECONDS", "soon"),
         ] {
             let err = Config::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.setting, k);

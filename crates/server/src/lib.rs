@@ -49,6 +49,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         directory: Arc::default(),
         programmes: Arc::default(),
         terms,
+        hold_ttl: std::time::Duration::from_secs(config.hold_ttl_seconds.unsigned_abs()),
     })
 }
 

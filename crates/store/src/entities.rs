@@ -149,6 +149,8 @@ pub mod point_account {
         /// Set when a registration moved this (bearer) account's points to a member's.
         pub merged_into_account_id: Option<Uuid>,
         pub created_at: DateTimeUtc,
+        /// Points reserved by the account's live POS holds: `balance - held` is spendable.
+        pub held: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -350,6 +352,35 @@ pub mod outbox_event {
         pub payload: String,
         pub created_at: DateTimeUtc,
         pub delivered_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod hold {
+    use sea_orm::entity::prelude::*;
+
+    /// A POS hold: points reserved at a partner's till (see `app::holds`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "holds")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub partner_id: Uuid,
+        pub account_id: Uuid,
+        pub card_number: String,
+        pub points: i64,
+        /// `held`, `captured`, `voided` or `expired`.
+        pub status: String,
+        pub expires_at: DateTimeUtc,
+        /// The purchase a capture recorded, when the points paid for one.
+        pub purchase_id: Option<Uuid>,
+        pub created_at: DateTimeUtc,
+        pub resolved_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

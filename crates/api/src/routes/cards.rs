@@ -68,6 +68,8 @@ pub async fn card_balance(
     let view = balances::card_balance(&app, &caller, &number).await?;
     Ok(Json(CardBalanceResponse {
         points: view.points,
+        held_points: view.held_points,
+        available_points: view.available_points,
         value: MoneyDto::new(view.value, &view.currency),
         pending_points: 0,
         expiring_soon: super::members::expiring_soon(view.expiring_soon),
@@ -168,6 +170,10 @@ pub struct CardResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CardBalanceResponse {
     pub points: i64,
+    /// Points reserved by live POS holds (`POST /v1/redemptions`).
+    pub held_points: i64,
+    /// Points that can be spent now: `points - held_points`.
+    pub available_points: i64,
     /// Money value of the points at the programme's point value.
     pub value: MoneyDto,
     /// Points shown but not yet spendable (card-linked bank authorizations); none until

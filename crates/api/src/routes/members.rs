@@ -93,6 +93,8 @@ pub async fn member_balance(
     Ok(Json(BalanceResponse {
         member_id,
         points: view.points,
+        held_points: view.held_points,
+        available_points: view.available_points,
         value: MoneyDto::new(view.value, &view.currency),
         expiring_soon: expiring_soon(view.expiring_soon),
     }))
@@ -184,6 +186,10 @@ pub struct ExpiringPoints {
 pub struct BalanceResponse {
     pub member_id: Uuid,
     pub points: i64,
+    /// Points reserved by live POS holds (`POST /v1/redemptions`).
+    pub held_points: i64,
+    /// Points that can be spent now: `points - held_points`.
+    pub available_points: i64,
     /// Money value of the points at the programme's point value.
     pub value: MoneyDto,
     /// Lots expiring within 30 days, soonest first.

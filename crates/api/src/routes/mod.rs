@@ -9,6 +9,7 @@ pub mod members;
 pub mod oauth;
 pub mod partners;
 pub mod purchases;
+pub mod redemptions;
 pub mod service;
 
 use crate::problem::ApiError;

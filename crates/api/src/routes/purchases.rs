@@ -47,6 +47,8 @@ pub async fn quote_purchase(
         points_redeemed: p.outcome.points_redeemed,
         breakdown: breakdown(&p.outcome.breakdown),
         balance: p.balance,
+        held_points: p.held,
+        available_points: p.balance - p.held,
     }))
 }
 
@@ -78,6 +80,8 @@ pub async fn record_purchase(
             points_redeemed: p.points_redeemed,
             breakdown: breakdown(&priced.outcome.breakdown),
             balance: priced.balance,
+            held_points: priced.held,
+            available_points: priced.balance - priced.held,
             created_at: p.created_at,
         };
         stored(
@@ -211,6 +215,10 @@ pub struct QuoteResponse {
     pub breakdown: Vec<BreakdownLineDto>,
     /// The member's points after the purchase.
     pub balance: i64,
+    /// Of those, the points reserved by live POS holds.
+    pub held_points: i64,
+    /// Spendable after the purchase: `balance - held_points`.
+    pub available_points: i64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -226,7 +234,13 @@ pub struct PurchaseResponse {
     pub points_earned: i64,
     pub points_redeemed: i64,
     pub breakdown: Vec<BreakdownLineDto>,
+    /// The member's points after the purchase.
     pub balance: i64,
+    /// Of those, the points reserved by POS holds. `balance`, `held_points` and
+    /// `available_points` stay together in this order (PostgreSQL fills them in).
+    pub held_points: i64,
+    /// Spendable after the purchase: `balance - held_points`.
+    pub available_points: i64,
     pub created_at: DateTime<Utc>,
 }
 
