@@ -626,3 +626,39 @@ async fn serve_stops_its_scheduler_when_it_shuts_down() {
     tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
     assert_eq!(stored_account(db, &second).await.balance, 10);
 }
+
+/// Points a POS hold reserves do not expire under it: expiry takes what is not held,
+/// and the rest once the hold ends.
+#[tokio::test]
+async fn held_points_wait_for_their_hold_before_they_expire() {
+    let t = spawn_app().await;
+    let db = &t.app.db;
+    let prog = t.programme_with_expiry(10).await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (member, card) = t.member_with_card(&gym, "held@example.org").await;
+    t.purchase(&gym, &card, "100.00", 0).await;
+    let hold = t
+        .post_moving(
+            "/v1/redemptions",
+            &gym.token,
+            json!({"card_number": card, "points": 60}),
+        )
+        .await
+        .expect(201);
+    let due = lots_of(db, &member).await[0].expires_at;
+
+    let report = expire(&t, due).await;
+    assert_eq!((report.accounts, report.points), (1, 40), "{report:?}");
+    let account = stored_account(db, &member).await;
+    assert_eq!(account.balance, 60, "the held points stay");
+    assert_eq!(breakage(db, prog.id).await, 40);
+    assert_eq!(expire(&t, due).await.points, 0, "nothing more while held");
+
+    let void = format!("/v1/redemptions/{}/void", hold["id"].as_str().unwrap());
+    t.post_moving(&void, &gym.token, json!({})).await.expect(200);
+    assert_eq!(expire(&t, due).await.points, 60);
+    assert_eq!(stored_account(db, &member).await.balance, 0);
+    assert_eq!(breakage(db, prog.id).await, 100);
+    assert_eq!(expiry_entries(db, prog.id).await, 2);
+    assert_accounts_consistent(db, prog.id).await;
+}
