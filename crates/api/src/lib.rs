@@ -69,6 +69,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::members::router())
         .merge(routes::cards::router())
         .merge(routes::purchases::router())
+        .merge(routes::rules::router())
         .merge(routes::service::router())
 }
 
