@@ -46,6 +46,8 @@ enum Secret {
     Card,
     /// A Gym's partner id, purchase, refund and receipt reference.
     OthersSales,
+    /// A's earning rule: its id and name.
+    Rules,
 }
 
 use Caller::*;
@@ -92,6 +94,7 @@ struct Targets {
     partner: String,
     purchase: String,
     card: String,
+    rule: String,
 }
 
 impl Targets {
@@ -102,6 +105,7 @@ impl Targets {
             partner: Uuid::new_v4().to_string(),
             purchase: Uuid::new_v4().to_string(),
             card: coalition_domain::card_number::from_random_digits(rand::random()),
+            rule: Uuid::new_v4().to_string(),
         }
     }
 
@@ -117,6 +121,9 @@ impl Targets {
             "partners" => self.partner.clone(),
             "purchases" => self.purchase.clone(),
             "cards" => self.card.clone(),
+            "rules" => self.rule.clone(),
+            // A rule's versions are numbered from 1: the rule in the path decides.
+            "versions" => "1".to_owned(),
             _ => panic!(
                 "{path}: no value of A for {{{param}}} after /{collection}/: add one to the matrix"
             ),
@@ -338,7 +345,24 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .as_str()
         .unwrap()
         .to_owned();
+    // A rule of A that none of the other callers' purchases match (it names A Gym), so
+    // no answer they get may name it.
+    let rule_name = format!("Gym rule {tag}");
+    let rule = t
+        .post(
+            "/v1/rules",
+            &programme.admin,
+            json!({"name": rule_name, "effect": {"kind": "bonus_points", "value": "5"},
+                   "conditions": {"partner_ids": [gym.id]}}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let secrets = vec![
+        (Rules, rule.clone()),
+        (Rules, rule_name),
         (MemberId, ann.clone()),
         (MemberContact, name),
         (MemberContact, email),
@@ -356,6 +380,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
             partner: gym.id.to_string(),
             purchase,
             card: cards[0].clone(),
+            rule,
         },
         gym,
         other_card: cards[1].clone(),
