@@ -13,6 +13,7 @@ mod openapi;
 mod review_attacks;
 mod review_attacks_two;
 mod review_fixes;
+mod rules;
 mod story;
 mod support;
 mod tenancy;
