@@ -77,6 +77,25 @@ async fn the_seed_cashback_credits_250_worth_of_points_that_are_spent_at_another
         json!(gym.id)
     );
     assert_eq!(bought["payable"], eur("5000.00"));
+    // The award is recorded for caps, on either purchase path (on PostgreSQL this one
+    // took the one-statement path: its rule needs no history).
+    {
+        use coalition_store::entities::rule_award;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let rule_id: Uuid = cashback["id"].as_str().unwrap().parse().unwrap();
+        let awards = rule_award::Entity::find()
+            .filter(rule_award::Column::RuleId.eq(rule_id))
+            .all(&t.app.db)
+            .await
+            .unwrap();
+        assert_eq!(
+            awards
+                .iter()
+                .map(|a| (a.points, a.rule_version))
+                .collect::<Vec<_>>(),
+            vec![(25_000, 1)]
+        );
+    }
     let balance = t
         .get(&format!("/v1/members/{member}/balance"), &gym.token)
         .await

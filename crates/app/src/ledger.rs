@@ -260,7 +260,8 @@ pub async fn posted_balance(
     use sea_orm::QuerySelect;
     let sum: Option<Option<i64>> = posting::Entity::find()
         .select_only()
-        .column_as(posting::Column::Amount.sum(), "total")
+        // SUM of a bigint is a NUMERIC on PostgreSQL: cast back to read it as an i64.
+        .column_as(Expr::cust("CAST(SUM(amount) AS BIGINT)"), "total")
         .filter(posting::Column::AccountKind.eq(kind.as_str()))
         .filter(posting::Column::AccountId.eq(owner))
         .into_tuple()

@@ -84,7 +84,7 @@ pub struct StoredRule {
 pub async fn create(app: &App, caller: &Caller, fields: RuleFields) -> AppResult<StoredRule> {
     caller.require(&[Scope::Admin])?;
     let programme = programmes::load(app, caller.programme_id).await?;
-    let now = Utc::now();
+    let now = now();
     let mut v = Validator::default();
     v.require("name", fields.name.is_some(), "is required");
     v.require("effect", fields.effect.is_some(), "is required");
@@ -155,7 +155,7 @@ pub async fn update(
         .await?
         .ok_or(AppError::NotFound("rule"))?;
     next.version = locked.version + 1;
-    let now = Utc::now();
+    let now = now();
     rule::Entity::update_many()
         .col_expr(rule::Column::Version, Expr::value(next.version))
         .col_expr(rule::Column::Active, Expr::value(next.active))
@@ -259,6 +259,12 @@ fn stored(row: rule::Model, currency: &str) -> AppResult<StoredRule> {
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
+}
+
+/// Now, to the microsecond: what PostgreSQL keeps of a timestamp, so a rule read back
+/// shows the times it was answered with.
+fn now() -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
 }
 
 fn definition(rule: &Rule) -> AppResult<String> {
