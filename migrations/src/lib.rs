@@ -5,6 +5,7 @@ mod m20261122_000001_ledger;
 mod m20261124_000001_card_safety;
 mod m20261124_000001_live_lots_index;
 mod m20261125_000001_terms_and_outbox;
+mod m20261125_000010_rules;
 mod m20261125_000030_lot_reminders;
 mod m20261125_000040_holds;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_card_safety::Migration),
             Box::new(m20261124_000001_live_lots_index::Migration),
             Box::new(m20261125_000001_terms_and_outbox::Migration),
+            Box::new(m20261125_000010_rules::Migration),
             Box::new(m20261125_000030_lot_reminders::Migration),
             Box::new(m20261125_000040_holds::Migration),
         ]

@@ -219,6 +219,7 @@ async fn buy(w: &World, cents: i64, redeem: i64) -> Result<Value, AppError> {
         redeem_points: Some(redeem),
         store_ref: None,
         staff_ref: None,
+        categories: None,
     };
     let r = purchases::record(&w.app, &w.shop, input, &key(), purchase_answer).await?;
     Ok(parsed(&r))
@@ -396,6 +397,7 @@ async fn resolve(w: &World, o: &mut Oracle, index: usize, how: Resolution) {
                 external_ref: Uuid::new_v4().to_string(),
                 store_ref: None,
                 staff_ref: None,
+                categories: None,
             };
             let done = holds::capture(&w.app, &w.shop, id, Some(purchase), &key(), render).await;
             if let Ok(r) = &done {

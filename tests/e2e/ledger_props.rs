@@ -159,6 +159,7 @@ async fn run_ops(ops: Vec<Op>) {
             redeem_points: Some(redeem),
             store_ref: None,
             staff_ref: None,
+            categories: None,
         };
         let render = |r: &purchases::Recorded| StoredResponse {
             status: 201,

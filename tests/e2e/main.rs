@@ -18,6 +18,7 @@ mod openapi;
 mod review_attacks;
 mod review_attacks_two;
 mod review_fixes;
+mod rules;
 mod story;
 mod support;
 mod tenancy;

@@ -46,6 +46,8 @@ enum Secret {
     Card,
     /// A Gym's partner id, purchase, refund and receipt reference.
     OthersSales,
+    /// A's earning rule: its id and name.
+    Rules,
 }
 
 use Caller::*;
@@ -99,6 +101,7 @@ struct Targets {
     card: String,
     /// A POS hold A Gym made on Ann's card.
     redemption: String,
+    rule: String,
 }
 
 impl Targets {
@@ -110,6 +113,7 @@ impl Targets {
             purchase: Uuid::new_v4().to_string(),
             card: coalition_domain::card_number::from_random_digits(rand::random()),
             redemption: Uuid::new_v4().to_string(),
+            rule: Uuid::new_v4().to_string(),
         }
     }
 
@@ -126,6 +130,9 @@ impl Targets {
             "purchases" => self.purchase.clone(),
             "cards" => self.card.clone(),
             "redemptions" => self.redemption.clone(),
+            "rules" => self.rule.clone(),
+            // A rule's versions are numbered from 1: the rule in the path decides.
+            "versions" => "1".to_owned(),
             _ => panic!(
                 "{path}: no value of A for {{{param}}} after /{collection}/: add one to the matrix"
             ),
@@ -358,7 +365,24 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .as_str()
         .unwrap()
         .to_owned();
+    // A rule of A that none of the other callers' purchases match (it names A Gym), so
+    // no answer they get may name it.
+    let rule_name = format!("Gym rule {tag}");
+    let rule = t
+        .post(
+            "/v1/rules",
+            &programme.admin,
+            json!({"name": rule_name, "effect": {"kind": "bonus_points", "value": "5"},
+                   "conditions": {"partner_ids": [gym.id]}}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let secrets = vec![
+        (Rules, rule.clone()),
+        (Rules, rule_name),
         (MemberId, ann.clone()),
         (MemberContact, name),
         (MemberContact, email),
@@ -378,6 +402,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
             purchase,
             card: cards[0].clone(),
             redemption,
+            rule,
         },
         gym,
         other_card: cards[1].clone(),

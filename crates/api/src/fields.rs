@@ -45,6 +45,25 @@ pub fn name() -> RefOr<Schema> {
     text(200, false)
 }
 
+/// `EffectKind::parse`.
+pub fn effect_kind() -> RefOr<Schema> {
+    string(false)
+        .enum_values(Some([
+            "points_per_unit",
+            "cashback_percent",
+            "bonus_points",
+            "multiplier",
+        ]))
+        .into()
+}
+
+/// `rules::funder`'s kinds.
+pub fn funder_kind() -> RefOr<Schema> {
+    string(false)
+        .enum_values(Some(["partner", "bank", "operator"]))
+        .into()
+}
+
 pub fn category() -> RefOr<Schema> {
     text(100, false)
 }

@@ -71,6 +71,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::cards::router())
         .merge(routes::purchases::router())
         .merge(routes::redemptions::router())
+        .merge(routes::rules::router())
         .merge(routes::service::router())
 }
 

@@ -6,6 +6,10 @@
 //! path (`purchases::write_step_by_step`), which SQLite and redemptions use; both run
 //! under the same end-to-end tests on PostgreSQL.
 //!
+//! What each rule awarded (`rule_awards`) is one more CTE. Purchases whose rules need
+//! the member's history (a first-purchase condition, a cap per member) do not come here:
+//! they read it under the account lock, in a transaction (`purchases::record_once`).
+//!
 //! The stored answer holds the new balance, known only inside the statement: it is
 //! rendered with a placeholder balance, which the statement replaces. The placeholder is
 //! the whole run of members `"balance":<i64::MIN>,"held_points":0,"available_points":
@@ -17,7 +21,7 @@ use crate::error::{AppError, AppResult};
 use crate::idempotency::{self, IdempotencyKey, StoredResponse};
 use crate::ledger::{self, AccountState};
 use crate::programmes::Programme;
-use crate::purchases::{self, duplicate_or, Checked, PurchaseWrite, Recorded};
+use crate::purchases::{self, duplicate_or, Checked, Context, PurchaseWrite, Recorded};
 use crate::{App, Caller};
 use coalition_domain::limits::MAX_BALANCE;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
@@ -36,10 +40,14 @@ pub(crate) async fn record(
     caller: &Caller,
     programme: &Programme,
     req: &Checked,
+    ctx: Context,
     key: &IdempotencyKey,
     render: &impl Fn(&Recorded) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
-    let priced = match purchases::price(app, &app.db, caller, programme, req).await {
+    // No rule that may apply needs the member's history (the caller checked): the facts
+    // are the tier alone, read without the account lock.
+    let facts = purchases::member_facts(&app.db, &ctx, req).await?;
+    let priced = match purchases::price_with(programme, req, ctx, &facts) {
         Ok(priced) => priced,
         Err(e) => return idempotency::replay_or(app, key, e).await,
     };
@@ -162,6 +170,28 @@ async fn write_all(
         b.add(row.points_clawed_back),
         b.add(row.points_returned),
     );
+    if !write.awards.is_empty() {
+        let rows: Vec<String> = write
+            .awards
+            .iter()
+            .map(|a| {
+                format!(
+                    "({}::uuid, {}::uuid, {}::integer, {}::bigint)",
+                    b.add(a.id),
+                    b.add(a.rule_id),
+                    b.add(a.rule_version),
+                    b.add(a.points)
+                )
+            })
+            .collect();
+        sql += &format!(
+            ", awards AS (\
+               INSERT INTO rule_awards (id, programme_id, rule_id, rule_version, account_id, entry_id, points, created_at) \
+               SELECT a.id, {programme}, a.rule_id, a.rule_version, {account}, {entry}, a.points, {now} \
+               FROM account, (VALUES {}) AS a(id, rule_id, rule_version, points))",
+            rows.join(", ")
+        );
+    }
     if let Some(member_id) = write.link_member {
         sql += &format!(
             ", link AS (\

@@ -55,6 +55,7 @@ pub struct CapturePurchase {
     pub external_ref: String,
     pub store_ref: Option<String>,
     pub staff_ref: Option<String>,
+    pub categories: Option<Vec<String>>,
 }
 
 /// A hold after a change, with its account as the change left it.
@@ -385,6 +386,7 @@ async fn capture_in(
         redeem_points: Some(hold.points),
         store_ref: p.store_ref,
         staff_ref: p.staff_ref,
+        categories: p.categories,
     };
     let (recorded, account) =
         purchases::record_paid_by_hold(app, txn, caller, programme, new, hold.account_id).await?;

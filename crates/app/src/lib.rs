@@ -21,6 +21,7 @@ pub mod programmes;
 pub mod purchases;
 pub mod refunds;
 pub mod terms;
+pub mod rules;
 
 pub use error::{AppError, AppResult, FieldError};
 

@@ -8,14 +8,22 @@ use crate::members;
 use crate::partners::Partner;
 use crate::programmes::{self, Programme};
 use crate::{App, Caller};
-use coalition_domain::earning::{price_purchase, EarningError, PurchaseOutcome, PurchaseTerms};
+use chrono::{DateTime, Datelike, Utc};
+use coalition_domain::earning::{
+    price_purchase, EarningError, MemberFacts, PurchaseOutcome, PurchaseTerms, Seller,
+};
 use coalition_domain::ledger::purchase_entry;
 use coalition_domain::limits;
 use coalition_domain::money::Money;
-use coalition_domain::{JournalEntry, Points};
-use coalition_store::entities::{card, point_account, purchase, refund};
+use coalition_domain::rules::{self as rule_terms, Occasion, Rule};
+use coalition_domain::tiers::TierTerms;
+use coalition_domain::{AccountKind, AccountRef, JournalEntry, Points};
+use coalition_store::entities::{
+    card, journal_entry, point_account, posting, purchase, refund, rule_award,
+};
 use coalition_store::is_unique_violation;
 use rust_decimal::Decimal;
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     QueryOrder,
@@ -30,7 +38,13 @@ pub struct NewPurchase {
     pub redeem_points: Option<Points>,
     pub store_ref: Option<String>,
     pub staff_ref: Option<String>,
+    /// Category tags of what was bought, for category rules.
+    pub categories: Option<Vec<String>>,
 }
+
+/// The most category tags one purchase may carry, and the longest tag.
+pub const MAX_PURCHASE_CATEGORIES: usize = 20;
+pub const MAX_CATEGORY_CHARS: usize = 100;
 
 /// A validated purchase request.
 pub(crate) struct Checked {
@@ -40,6 +54,7 @@ pub(crate) struct Checked {
     redeem_points: Points,
     store_ref: Option<String>,
     staff_ref: Option<String>,
+    categories: Vec<String>,
 }
 
 /// A purchase as priced (a quote) or as recorded.
@@ -53,6 +68,8 @@ pub struct Priced {
     pub balance: Points,
     /// Of those, the points reserved by POS holds (`balance - held` is spendable).
     pub held: Points,
+    /// When it was priced: the time the rules saw, and the purchase's time.
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +107,17 @@ fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
     };
     let store_ref = optional(&mut v, "store_ref", input.store_ref);
     let staff_ref = optional(&mut v, "staff_ref", input.staff_ref);
+    let categories = input.categories.unwrap_or_default();
+    v.require(
+        "categories",
+        categories.len() <= MAX_PURCHASE_CATEGORIES,
+        &format!("must have at most {MAX_PURCHASE_CATEGORIES} entries"),
+    );
+    let categories = categories
+        .iter()
+        .take(MAX_PURCHASE_CATEGORIES)
+        .map(|c| text_field(&mut v, "categories", c, MAX_CATEGORY_CHARS))
+        .collect();
     v.finish()?;
     let amount = amount.expect("validated");
     programme.ensure_currency(&amount)?;
@@ -100,29 +128,177 @@ fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
         redeem_points,
         store_ref,
         staff_ref,
+        categories,
     })
 }
 
-pub(crate) async fn price(
+/// What pricing reads before it knows the member's history.
+pub(crate) struct Context {
+    partner: Partner,
+    card: card::Model,
+    rules: Vec<Rule>,
+    tier: Option<TierTerms>,
+    at: DateTime<Utc>,
+}
+
+impl Context {
+    fn occasion<'a>(&'a self, req: &'a Checked) -> Occasion<'a> {
+        Occasion {
+            partner_id: self.partner.id,
+            partner_category: &self.partner.category,
+            amount: req.amount.amount,
+            categories: &req.categories,
+            at: self.at,
+            tier: self.tier.as_ref(),
+        }
+    }
+
+    /// Whether a rule that may apply needs the member's history (a first-purchase
+    /// condition or a cap per member): then the purchase takes the account lock first.
+    pub(crate) fn needs_history(&self, req: &Checked) -> bool {
+        rule_terms::needs_history(&self.rules, &self.occasion(req))
+    }
+}
+
+pub(crate) async fn context(
     app: &App,
     db: &impl ConnectionTrait,
     caller: &Caller,
-    programme: &Programme,
     req: &Checked,
-) -> AppResult<Priced> {
+) -> AppResult<Context> {
     let partner =
         crate::terms::partner(app, db, caller.programme_id, caller.acting_partner()?).await?;
     let card = cards::find(db, caller.programme_id, &req.card_number).await?;
     cards::ensure_active(&card)?;
+    let rules = crate::rules::active(db, caller.programme_id).await?;
+    let tier = member_tier(db, card.member_id).await?;
+    Ok(Context {
+        partner,
+        card,
+        rules,
+        tier,
+        at: Utc::now(),
+    })
+}
+
+/// The member's tier, for its discount, its multiplier and tier conditions: the one
+/// place a purchase looks it up.
+// TODO(tiers): return the member's current tier (the tiers helper's `member_tier`);
+// until tiers land no member has one.
+async fn member_tier(
+    _db: &impl ConnectionTrait,
+    _member_id: Option<Uuid>,
+) -> AppResult<Option<TierTerms>> {
+    Ok(None)
+}
+
+/// What pricing needs of the member's history, when a rule needs it: whether this is
+/// the first purchase at the partner, and what each capped rule already awarded today
+/// and this month (UTC). Read it under the account lock when the purchase is recorded,
+/// so concurrent purchases of one member see each other's awards.
+pub(crate) async fn member_facts(
+    db: &impl ConnectionTrait,
+    ctx: &Context,
+    req: &Checked,
+) -> AppResult<MemberFacts> {
+    let mut facts = MemberFacts {
+        tier: ctx.tier.clone(),
+        ..Default::default()
+    };
+    if !ctx.needs_history(req) {
+        return Ok(facts);
+    }
+    let account_id = ctx.card.account_id;
+    facts.first_purchase_at_partner = !bought_at(db, account_id, ctx.partner.id).await?;
+    let capped: Vec<Uuid> = ctx
+        .rules
+        .iter()
+        .filter(|r| r.caps.per_member())
+        .map(|r| r.id)
+        .collect();
+    if capped.is_empty() {
+        return Ok(facts);
+    }
+    let (day_start, month_start) = day_and_month_start(ctx.at);
+    let awards = rule_award::Entity::find()
+        .filter(rule_award::Column::AccountId.eq(account_id))
+        .filter(rule_award::Column::RuleId.is_in(capped))
+        .filter(rule_award::Column::CreatedAt.gte(month_start))
+        .all(db)
+        .await?;
+    for a in awards {
+        *facts.awarded_this_month.entry(a.rule_id).or_insert(0) += a.points;
+        if a.created_at >= day_start {
+            *facts.awarded_today.entry(a.rule_id).or_insert(0) += a.points;
+        }
+    }
+    Ok(facts)
+}
+
+/// The start of `at`'s UTC day and of its UTC calendar month.
+fn day_and_month_start(at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let day = at.date_naive();
+    let month = day.with_day(1).unwrap_or(day);
+    let midnight = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+    (midnight(day), midnight(month))
+}
+
+/// Whether the account earned or redeemed at the partner before: one of its postings
+/// belongs to a purchase entry of that partner. Read through the account's postings
+/// (indexed), so the purchase path needs no index of purchases by account. A purchase
+/// that moved no points leaves no posting and does not count; purchases made on a bearer
+/// card before it was registered stay on the bearer card's account and do not count.
+async fn bought_at(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    partner_id: Uuid,
+) -> AppResult<bool> {
+    let query = Query::select()
+        .column((posting::Entity, posting::Column::Seq))
+        .from(posting::Entity)
+        .inner_join(
+            journal_entry::Entity,
+            Expr::col((journal_entry::Entity, journal_entry::Column::Id))
+                .equals((posting::Entity, posting::Column::EntryId)),
+        )
+        .and_where(
+            Expr::col((posting::Entity, posting::Column::AccountKind))
+                .eq(AccountKind::Member.as_str()),
+        )
+        .and_where(Expr::col((posting::Entity, posting::Column::AccountId)).eq(account_id))
+        .and_where(Expr::col((journal_entry::Entity, journal_entry::Column::Kind)).eq("purchase"))
+        .and_where(
+            Expr::col((journal_entry::Entity, journal_entry::Column::PartnerId)).eq(partner_id),
+        )
+        .limit(1)
+        .to_owned();
+    let statement = db.get_database_backend().build(&query);
+    Ok(db.query_one(statement).await?.is_some())
+}
+
+/// Prices the purchase with the domain's one pricing function: quotes and purchases
+/// both come here.
+pub(crate) fn price_with(
+    programme: &Programme,
+    req: &Checked,
+    ctx: Context,
+    facts: &MemberFacts,
+) -> AppResult<Priced> {
     let terms = PurchaseTerms {
         amount: req.amount.amount,
         currency: programme.currency.clone(),
         point_value: programme.point_value,
-        earn_points_per_unit: partner.earn_points_per_unit,
+        seller: Seller {
+            id: ctx.partner.id,
+            name: ctx.partner.name.clone(),
+            category: ctx.partner.category.clone(),
+            earn_points_per_unit: ctx.partner.earn_points_per_unit,
+        },
+        categories: req.categories.clone(),
+        at: ctx.at,
         redeem_points: req.redeem_points,
-        partner_name: partner.name.clone(),
     };
-    let outcome = price_purchase(&terms).map_err(|e| match e {
+    let outcome = price_purchase(&terms, facts, &ctx.rules).map_err(|e| match e {
         EarningError::RedemptionExceedsAmount { .. } => {
             AppError::RedemptionExceedsAmount(e.to_string())
         }
@@ -134,12 +310,13 @@ pub(crate) async fn price(
         }
     })?;
     Ok(Priced {
-        card,
-        partner,
+        card: ctx.card,
+        partner: ctx.partner,
         amount: req.amount.clone(),
         outcome,
         balance: 0,
         held: 0,
+        at: ctx.at,
     })
 }
 
@@ -148,7 +325,9 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
     caller.acting_partner()?;
     let programme = programmes::load(app, caller.programme_id).await?;
     let req = check(input, &programme)?;
-    let mut priced = price(app, &app.db, caller, &programme, &req).await?;
+    let ctx = context(app, &app.db, caller, &req).await?;
+    let facts = member_facts(&app.db, &ctx, &req).await?;
+    let mut priced = price_with(&programme, &req, ctx, &facts)?;
     let account = point_account::Entity::find_by_id(priced.card.account_id)
         .one(&app.db)
         .await?
@@ -206,10 +385,24 @@ async fn record_once(
     render: &impl Fn(&Recorded) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
     if app.db.get_database_backend() == DbBackend::Postgres && req.redeem_points == 0 {
-        return crate::earn_statement::record(app, caller, programme, req, key, render).await;
+        // The one-statement path, unless a rule needs the member's history: that is read
+        // under the account lock, in a transaction.
+        let ctx = match context(app, &app.db, caller, req).await {
+            Ok(ctx) => ctx,
+            Err(e) => return idempotency::replay_or(app, key, e).await,
+        };
+        if !ctx.needs_history(req) {
+            return crate::earn_statement::record(app, caller, programme, req, ctx, key, render)
+                .await;
+        }
     }
     let (response, changed) = idempotency::run(app, key, |txn| async move {
-        let mut priced = price(app, &txn, caller, programme, req).await?;
+        let ctx = context(app, &txn, caller, req).await?;
+        if ctx.needs_history(req) {
+            locked_unmerged(&txn, ctx.card.account_id).await?;
+        }
+        let facts = member_facts(&txn, &ctx, req).await?;
+        let mut priced = price_with(programme, req, ctx, &facts)?;
         let write = plan(app, caller, programme, &priced, req)?;
         let state = write_step_by_step(&txn, &write, PaidFrom::Balance).await?;
         (priced.balance, priced.held) = (state.balance, state.held);
@@ -225,6 +418,16 @@ async fn record_once(
         after_commit(app, caller, state, member_id).await;
     }
     Ok(response)
+}
+
+/// Locks the member's account for the rest of the transaction; one merged into another
+/// by a registration meanwhile sends the purchase round again on the card's new account.
+async fn locked_unmerged(txn: &DatabaseTransaction, account_id: Uuid) -> AppResult<()> {
+    let account = ledger::lock_account(txn, account_id).await?;
+    match account.merged_into_account_id {
+        Some(_) => Err(AppError::AccountMerged),
+        None => Ok(()),
+    }
 }
 
 /// Once the purchase is committed: the cached balance is out of date, and the partner
@@ -251,6 +454,8 @@ pub(crate) struct PurchaseWrite {
     pub lot_expires_at: chrono::DateTime<chrono::Utc>,
     /// The member to link to the partner, unless the link is known to exist.
     pub link_member: Option<Uuid>,
+    /// What each rule gave, for the caps of later purchases.
+    pub awards: Vec<rule_award::Model>,
 }
 
 /// Decides every row a priced purchase writes.
@@ -263,14 +468,38 @@ pub(crate) fn plan(
 ) -> AppResult<PurchaseWrite> {
     let out = &priced.outcome;
     let account_id = priced.card.account_id;
-    let now = chrono::Utc::now();
+    let now = priced.at;
     let (purchase_id, entry_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let entry = purchase_entry(
-        priced.partner.id,
-        account_id,
-        out.points_earned,
-        out.points_redeemed,
-    )?;
+    let seller = priced.partner.id;
+    let funded: Vec<(AccountRef, Points)> = out
+        .breakdown
+        .iter()
+        .map(|l| {
+            let funder = l
+                .funder
+                .unwrap_or(coalition_domain::rules::Funder::SellingPartner);
+            (
+                AccountRef::funding(funder, caller.programme_id, seller),
+                l.points,
+            )
+        })
+        .collect();
+    let entry = purchase_entry(seller, account_id, &funded, out.points_redeemed)?;
+    let awards = out
+        .breakdown
+        .iter()
+        .filter_map(|l| Some((l.rule_id?, l.rule_version?, l.points)))
+        .map(|(rule_id, rule_version, points)| rule_award::Model {
+            id: Uuid::now_v7(),
+            programme_id: caller.programme_id,
+            rule_id,
+            rule_version,
+            account_id,
+            entry_id,
+            points,
+            created_at: now,
+        })
+        .collect();
     let ctx = EntryContext {
         programme_id: caller.programme_id,
         reason: format!(
@@ -317,6 +546,7 @@ pub(crate) fn plan(
         row,
         lot_expires_at: programme.lot_expiry(now),
         link_member,
+        awards,
     })
 }
 
@@ -359,6 +589,16 @@ async fn write_step_by_step(
     };
     ledger::consume_lots(txn, account_id, points_redeemed).await?;
     ledger::write_entry(txn, entry_id, &write.entry, &write.ctx, now).await?;
+    if !write.awards.is_empty() {
+        let rows = write
+            .awards
+            .iter()
+            .cloned()
+            .map(rule_award::ActiveModel::from);
+        rule_award::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+    }
     let lot = (row.points_earned, write.lot_expires_at);
     ledger::add_lot(txn, programme_id, account_id, entry_id, lot.0, lot.1, now).await?;
     purchase::Entity::insert(purchase::ActiveModel::from(row.clone()))
@@ -384,7 +624,10 @@ pub(crate) async fn record_paid_by_hold(
     hold_account_id: Uuid,
 ) -> AppResult<(Recorded, AccountState)> {
     let req = check(input, programme)?;
-    let mut priced = price(app, txn, caller, programme, &req).await?;
+    // The capture locked the account already: the member's history is read under it.
+    let ctx = context(app, txn, caller, &req).await?;
+    let facts = member_facts(txn, &ctx, &req).await?;
+    let mut priced = price_with(programme, &req, ctx, &facts)?;
     if priced.card.account_id != hold_account_id {
         return Err(AppError::Internal(
             "the hold's card is on another account than the hold".into(),

@@ -11,11 +11,12 @@ use crate::{App, Caller};
 use coalition_domain::ledger::refund_entry;
 use coalition_domain::money::Money;
 use coalition_domain::refund::{
-    clawback_within_balance, refund_share, PurchaseRecord, RefundError,
+    clawback_within_balance, refund_share, split_proportionally, PurchaseRecord, RefundError,
 };
-use coalition_store::entities::{purchase, refund};
+use coalition_domain::{AccountKind, AccountRef, Points};
+use coalition_store::entities::{posting, purchase, refund};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -132,7 +133,19 @@ async fn refund_in(
         share.clawback_due,
     );
     let refund_id = Uuid::now_v7();
-    let entry = refund_entry(bought.partner_id, account_id, clawed, share.points_returned)?;
+    let funders = funders_of(txn, bought.entry_id, bought.partner_id).await?;
+    let weights: Vec<_> = funders.iter().map(|(_, points)| *points).collect();
+    let clawbacks: Vec<_> = funders
+        .iter()
+        .map(|(account, _)| *account)
+        .zip(split_proportionally(clawed, &weights))
+        .collect();
+    let entry = refund_entry(
+        bought.partner_id,
+        account_id,
+        &clawbacks,
+        share.points_returned,
+    )?;
     let ctx = EntryContext {
         programme_id: caller.programme_id,
         reason: format!(
@@ -199,6 +212,39 @@ async fn refund_in(
         },
         state,
     ))
+}
+
+/// The accounts that funded a purchase's earned points, with how many each gave, in the
+/// order of the purchase's postings: the selling partner alone when nothing was earned.
+async fn funders_of(
+    txn: &DatabaseTransaction,
+    entry_id: Uuid,
+    seller: Uuid,
+) -> AppResult<Vec<(AccountRef, Points)>> {
+    let funding = [AccountKind::PartnerIssued, AccountKind::OperatorFunding].map(|k| k.as_str());
+    let rows = posting::Entity::find()
+        .filter(posting::Column::EntryId.eq(entry_id))
+        .filter(posting::Column::AccountKind.is_in(funding))
+        .filter(posting::Column::Amount.lt(0))
+        .order_by_asc(posting::Column::Seq)
+        .all(txn)
+        .await?;
+    let mut funders = Vec::with_capacity(rows.len());
+    for row in rows {
+        let kind = AccountKind::parse(&row.account_kind)
+            .ok_or_else(|| AppError::Internal("corrupt posting account kind".into()))?;
+        funders.push((
+            AccountRef {
+                kind,
+                owner: row.account_id,
+            },
+            -row.amount,
+        ));
+    }
+    if funders.is_empty() {
+        funders.push((AccountRef::partner_issued(seller), 0));
+    }
+    Ok(funders)
 }
 
 pub use refund::Model as RefundRow;

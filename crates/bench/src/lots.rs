@@ -8,6 +8,7 @@ use crate::load::{outcome, Figures};
 use crate::setup::{insert_batch, Error, Member, Programme, Seeded};
 use chrono::{DateTime, Duration, Utc};
 use coalition_domain::ledger::purchase_entry;
+use coalition_domain::AccountRef;
 use coalition_store::entities::{journal_entry, point_account, point_lot, posting, purchase};
 use rand::Rng;
 use sea_orm::sea_query::Expr;
@@ -155,7 +156,12 @@ impl Rows {
     ) -> Result<Self, Error> {
         let (purchase_id, entry_id) = (Uuid::now_v7(), Uuid::now_v7());
         let amount = format!("{points}.00");
-        let entry = purchase_entry(partner, member.account_id, points, 0)?;
+        let entry = purchase_entry(
+            partner,
+            member.account_id,
+            &[(AccountRef::partner_issued(partner), points)],
+            0,
+        )?;
         let postings = entry
             .postings
             .iter()

@@ -1,6 +1,7 @@
 //! Double-entry journal in points. Every entry's postings sum to zero; the journal is
 //! append-only, and a correction is a new entry.
 
+use crate::rules::Funder;
 use crate::Points;
 use uuid::Uuid;
 
@@ -71,6 +72,24 @@ impl AccountRef {
         Self {
             kind: AccountKind::OperatorBreakage,
             owner: programme_id,
+        }
+    }
+
+    /// What the operator funds (rules it pays for), owned by the programme.
+    pub fn operator_funding(programme_id: Uuid) -> Self {
+        Self {
+            kind: AccountKind::OperatorFunding,
+            owner: programme_id,
+        }
+    }
+
+    /// The account a rule's points come from: a partner's or a bank's issued account,
+    /// or the operator's funding account.
+    pub fn funding(funder: Funder, programme_id: Uuid, seller: Uuid) -> Self {
+        match funder {
+            Funder::SellingPartner => Self::partner_issued(seller),
+            Funder::Partner(id) | Funder::Bank(id) => Self::partner_issued(id),
+            Funder::Operator => Self::operator_funding(programme_id),
         }
     }
 }
@@ -166,18 +185,37 @@ impl JournalEntry {
 }
 
 /// A purchase at `partner`: the member pays `redeemed` points to the partner's redeemed
-/// account and earns `earned` from the partner's issued account.
+/// account and earns each of `earned` from the account that funds it (the partner's
+/// issued account for its base rate; a rule's funder for the rule's points). Moves from
+/// one funder are merged into one posting pair.
 pub fn purchase_entry(
     partner: Uuid,
     member_account: Uuid,
-    earned: Points,
+    earned: &[(AccountRef, Points)],
     redeemed: Points,
 ) -> Result<JournalEntry, LedgerError> {
     let member = AccountRef::member(member_account);
-    JournalEntry::new(EntryKind::Purchase)
-        .transfer(member, AccountRef::partner_redeemed(partner), redeemed)
-        .transfer(AccountRef::partner_issued(partner), member, earned)
-        .balanced()
+    let mut entry = JournalEntry::new(EntryKind::Purchase).transfer(
+        member,
+        AccountRef::partner_redeemed(partner),
+        redeemed,
+    );
+    for (funder, points) in merged(earned)? {
+        entry = entry.transfer(funder, member, points);
+    }
+    entry.balanced()
+}
+
+/// Sums the points per account, in the order each account first appears.
+fn merged(moves: &[(AccountRef, Points)]) -> Result<Vec<(AccountRef, Points)>, LedgerError> {
+    let mut out: Vec<(AccountRef, Points)> = Vec::new();
+    for (account, points) in moves {
+        match out.iter_mut().find(|(a, _)| a == account) {
+            Some((_, sum)) => *sum = sum.checked_add(*points).ok_or(LedgerError::Overflow)?,
+            None => out.push((*account, *points)),
+        }
+    }
+    Ok(out)
 }
 
 /// A reward at `partner`: the member pays `points` to the partner's redeemed account,
@@ -197,18 +235,23 @@ pub fn redemption_entry(
 }
 
 /// A refund reverses a share of a purchase: spent points go back to the member, clawed
-/// back points go back to the issuing partner.
+/// back points go back to the accounts that funded them.
 pub fn refund_entry(
     partner: Uuid,
     member_account: Uuid,
-    clawed_back: Points,
+    clawed_back: &[(AccountRef, Points)],
     returned: Points,
 ) -> Result<JournalEntry, LedgerError> {
     let member = AccountRef::member(member_account);
-    JournalEntry::new(EntryKind::Refund)
-        .transfer(AccountRef::partner_redeemed(partner), member, returned)
-        .transfer(member, AccountRef::partner_issued(partner), clawed_back)
-        .balanced()
+    let mut entry = JournalEntry::new(EntryKind::Refund).transfer(
+        AccountRef::partner_redeemed(partner),
+        member,
+        returned,
+    );
+    for (funder, points) in merged(clawed_back)? {
+        entry = entry.transfer(member, funder, points);
+    }
+    entry.balanced()
 }
 
 /// Points that outlived their lots leave the member for the operator's breakage.
@@ -233,7 +276,7 @@ mod tests {
     #[test]
     fn purchase_postings_balance_and_net_on_the_member() {
         let (p, m) = (Uuid::new_v4(), Uuid::new_v4());
-        let e = purchase_entry(p, m, 80, 2_000).unwrap();
+        let e = purchase_entry(p, m, &[(AccountRef::partner_issued(p), 80)], 2_000).unwrap();
         assert_eq!(e.postings.len(), 4);
         assert_eq!(e.net_for(AccountRef::member(m)), -1_920);
         assert_eq!(e.net_for(AccountRef::partner_issued(p)), -80);
@@ -260,8 +303,31 @@ mod tests {
     }
 
     #[test]
+    fn rule_points_come_from_their_funders() {
+        let (seller, bank, programme, m) = (
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+            Uuid::now_v7(),
+        );
+        let funding = |f| AccountRef::funding(f, programme, seller);
+        let earned = [
+            (funding(Funder::SellingPartner), 10),
+            (funding(Funder::Operator), 25),
+            (funding(Funder::Bank(bank)), 5),
+            (funding(Funder::Partner(seller)), 3),
+        ];
+        let e = purchase_entry(seller, m, &earned, 0).unwrap();
+        assert_eq!(e.postings.len(), 6, "the seller's two moves are one");
+        assert_eq!(e.net_for(AccountRef::member(m)), 43);
+        assert_eq!(e.net_for(AccountRef::partner_issued(seller)), -13);
+        assert_eq!(e.net_for(AccountRef::operator_funding(programme)), -25);
+        assert_eq!(e.net_for(AccountRef::partner_issued(bank)), -5);
+    }
+
+    #[test]
     fn zero_moves_leave_no_postings() {
-        let e = refund_entry(Uuid::new_v4(), Uuid::new_v4(), 0, 0).unwrap();
+        let e = refund_entry(Uuid::new_v4(), Uuid::new_v4(), &[], 0).unwrap();
         assert!(e.postings.is_empty());
     }
 

@@ -8,6 +8,7 @@ pub mod limits;
 pub mod lots;
 pub mod money;
 pub mod refund;
+pub mod rules;
 pub mod tiers;
 
 pub use ledger::{AccountKind, AccountRef, EntryKind, JournalEntry, LedgerError, Posting};

@@ -71,6 +71,37 @@ pub fn refund_share(
     })
 }
 
+/// Splits `total` points over `weights` in proportion, in whole points that add up to
+/// `total` exactly (largest remainder; the earlier weight first on a tie). Used to give
+/// clawed-back points back to the accounts that funded them. All zero weights: the first
+/// takes everything.
+pub fn split_proportionally(total: Points, weights: &[Points]) -> Vec<Points> {
+    let sum: i128 = weights.iter().map(|w| i128::from((*w).max(0))).sum();
+    if weights.is_empty() {
+        return vec![];
+    }
+    if sum == 0 {
+        let mut shares = vec![0; weights.len()];
+        shares[0] = total;
+        return shares;
+    }
+    let exact: Vec<(i128, i128)> = weights
+        .iter()
+        .map(|w| {
+            let n = i128::from(total) * i128::from((*w).max(0));
+            (n / sum, n % sum)
+        })
+        .collect();
+    let mut shares: Vec<Points> = exact.iter().map(|(q, _)| *q as Points).collect();
+    let left = total - shares.iter().sum::<Points>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|a, b| exact[*b].1.cmp(&exact[*a].1).then(a.cmp(b)));
+    for i in order.into_iter().take(left.max(0) as usize) {
+        shares[i] += 1;
+    }
+    shares
+}
+
 /// The clawback actually taken when the member may have spent the points meanwhile: a
 /// balance never goes below zero, and what cannot be taken is the shortfall, recorded
 /// (never silently forgiven into new points). Returned points count first. `spendable`
@@ -90,6 +121,29 @@ pub fn clawback_within_balance(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn clawbacks_split_by_what_each_funder_gave() {
+        assert_eq!(split_proportionally(10, &[30, 70]), vec![3, 7]);
+        assert_eq!(split_proportionally(1, &[50, 50]), vec![1, 0]);
+        assert_eq!(split_proportionally(5, &[0, 0]), vec![5, 0]);
+        assert_eq!(split_proportionally(7, &[1, 1, 1]), vec![3, 2, 2]);
+    }
+
+    proptest! {
+        #[test]
+        fn a_split_adds_up_and_stays_within_each_weight(
+            weights in proptest::collection::vec(0i64..1_000_000, 1..6), part in 0u32..=100,
+        ) {
+            let whole: i64 = weights.iter().sum();
+            let total = whole * i64::from(part) / 100;
+            let shares = split_proportionally(total, &weights);
+            prop_assert_eq!(shares.iter().sum::<i64>(), total);
+            for (s, w) in shares.iter().zip(&weights) {
+                prop_assert!(*s >= 0 && (whole == 0 || *s <= *w));
+            }
+        }
+    }
 
     fn purchase(amount: i64, earned: Points, redeemed: Points) -> PurchaseRecord {
         PurchaseRecord {

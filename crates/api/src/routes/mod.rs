@@ -10,6 +10,7 @@ pub mod oauth;
 pub mod partners;
 pub mod purchases;
 pub mod redemptions;
+pub mod rules;
 pub mod service;
 
 use crate::problem::ApiError;
@@ -45,12 +46,23 @@ impl MoneyDto {
     }
 }
 
+/// One line of "why these points". Lines add up to the points earned: fractions are
+/// summed exactly and rounded down once per purchase, and shared out by largest remainder.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BreakdownLineDto {
-    /// The rule, e.g. `base_rate`.
+    /// `base_rate`, `tier_multiplier`, or the earning rule's name.
     pub rule: String,
+    /// The earning rule (absent for the base rate and the tier multiplier).
+    pub rule_id: Option<uuid::Uuid>,
+    /// The rule's version that gave the points: `GET /v1/rules/{rule_id}/versions/{rule_version}`.
+    pub rule_version: Option<i32>,
+    /// `base_rate`, `tier_multiplier`, or the rule's effect kind.
+    pub kind: String,
     pub description: String,
     pub points: i64,
+    /// Who pays for these points (absent on lines recorded before rules existed: the
+    /// selling partner).
+    pub funder: Option<rules::FunderDto>,
 }
 
 pub(crate) fn created<T: Serialize>(location: String, body: T) -> Response {
@@ -106,8 +118,16 @@ pub(crate) fn breakdown(
         .iter()
         .map(|l| BreakdownLineDto {
             rule: l.rule.clone(),
+            rule_id: l.rule_id,
+            rule_version: l.rule_version,
+            kind: if l.kind.is_empty() {
+                l.rule.clone()
+            } else {
+                l.kind.clone()
+            },
             description: l.description.clone(),
             points: l.points,
+            funder: l.funder.as_ref().map(rules::funder_dto),
         })
         .collect()
 }

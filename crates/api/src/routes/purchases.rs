@@ -25,6 +25,17 @@ fn new_purchase(b: PurchaseRequest) -> purchases::NewPurchase {
         redeem_points: b.redeem_points,
         store_ref: b.store_ref,
         staff_ref: b.staff_ref,
+        categories: b.categories,
+    }
+}
+
+/// The money a priced purchase takes off the bill, in the answer's shape.
+fn bill(o: &coalition_domain::earning::PurchaseOutcome, currency: &str) -> Bill {
+    Bill {
+        tier_discount: money(o.tier_discount, currency),
+        points_discount: money(o.points_discount, currency),
+        discount: money(o.discount, currency),
+        payable: money(o.payable, currency),
     }
 }
 
@@ -41,8 +52,7 @@ pub async fn quote_purchase(
     Ok(Json(QuoteResponse {
         card_number: p.card.number.clone(),
         amount: money(p.amount.amount, &currency),
-        discount: money(p.outcome.discount, &currency),
-        payable: money(p.outcome.payable, &currency),
+        bill: bill(&p.outcome, &currency),
         points_earned: p.outcome.points_earned,
         points_redeemed: p.outcome.points_redeemed,
         breakdown: breakdown(&p.outcome.breakdown),
@@ -74,8 +84,7 @@ pub async fn record_purchase(
             member_id: priced.card.member_id,
             external_ref: p.external_ref.clone(),
             amount: money(priced.amount.amount, &p.currency),
-            discount: money(priced.outcome.discount, &p.currency),
-            payable: money(priced.outcome.payable, &p.currency),
+            bill: bill(&priced.outcome, &p.currency),
             points_earned: p.points_earned,
             points_redeemed: p.points_redeemed,
             breakdown: breakdown(&priced.outcome.breakdown),
@@ -201,15 +210,30 @@ pub struct PurchaseRequest {
     pub store_ref: Option<String>,
     #[schema(schema_with = crate::fields::optional_reference)]
     pub staff_ref: Option<String>,
+    /// Category tags of what was bought (at most 20, each 1 to 100 characters), for
+    /// earning rules with `purchase_categories`.
+    #[schema(max_items = 20)]
+    pub categories: Option<Vec<String>>,
+}
+
+/// What comes off the bill. `tier_discount`: the member's tier's percent of the amount,
+/// rounded half away from zero to the currency's minor unit; `points_discount`: what the
+/// redeemed points are worth; `discount`: their sum; `payable`: amount − discount, what
+/// the member pays and what earns points.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Bill {
+    pub tier_discount: MoneyDto,
+    pub points_discount: MoneyDto,
+    pub discount: MoneyDto,
+    pub payable: MoneyDto,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QuoteResponse {
     pub card_number: String,
     pub amount: MoneyDto,
-    pub discount: MoneyDto,
-    /// What the member still pays after the points discount.
-    pub payable: MoneyDto,
+    #[serde(flatten)]
+    pub bill: Bill,
     pub points_earned: i64,
     pub points_redeemed: i64,
     pub breakdown: Vec<BreakdownLineDto>,
@@ -229,8 +253,8 @@ pub struct PurchaseResponse {
     pub member_id: Option<Uuid>,
     pub external_ref: String,
     pub amount: MoneyDto,
-    pub discount: MoneyDto,
-    pub payable: MoneyDto,
+    #[serde(flatten)]
+    pub bill: Bill,
     pub points_earned: i64,
     pub points_redeemed: i64,
     pub breakdown: Vec<BreakdownLineDto>,

@@ -122,6 +122,7 @@ pub async fn capture_hold(
         external_ref: p.external_ref,
         store_ref: p.store_ref,
         staff_ref: p.staff_ref,
+        categories: p.categories,
     });
     let answer = holds::capture(&app, &caller, hold_id, purchase, &key, |held| {
         stored(StatusCode::OK, &changed_response(held), None)
@@ -181,6 +182,10 @@ pub struct CapturePurchaseRequest {
     pub store_ref: Option<String>,
     #[schema(schema_with = crate::fields::optional_reference)]
     pub staff_ref: Option<String>,
+    /// Category tags of what was bought (at most 20, each 1 to 100 characters), for
+    /// earning rules with `purchase_categories`.
+    #[schema(max_items = 20)]
+    pub categories: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
