@@ -611,3 +611,44 @@ async fn coalition_jobs_release_holds_releases_lapsed_holds_once() {
     assert_eq!((row.balance, row.held), (100, 0));
     assert_holds_consistent(&db, prog.id).await;
 }
+
+#[tokio::test]
+async fn concurrent_holds_and_redemptions_never_promise_more_than_the_balance() {
+    let (s, prog) = servers().await;
+    let shop = s.a.partner(&prog, "Shop", "1").await;
+    let (member, card) = s.a.member_with_card(&shop, "crowd@example.org").await;
+    s.a.purchase(&shop, &card, "1000.00", 0).await;
+    // 30 requests for 100 points each, half holds and half purchases paying with points,
+    // spread over both servers: at most ten can have the points.
+    let requests = (0..30).map(|n| {
+        let server = if n % 2 == 0 { &s.a } else { &s.b };
+        let (shop, card) = (&shop, &card);
+        async move {
+            let r = if n % 3 == 0 {
+                let body = json!({"card_number": card, "amount": {"amount": "5.00", "currency": "EUR"}, "external_ref": format!("crowd-{n}"), "redeem_points": 100});
+                server.post_moving("/v1/purchases", &shop.token, body).await
+            } else {
+                hold(server, shop, card, 100).await
+            };
+            match r.status.as_u16() {
+                201 => (1, r.body["points_earned"].as_i64().unwrap_or(0)),
+                _ => {
+                    assert_eq!(r.code(), "insufficient_points", "{}", r.body);
+                    (0, 0)
+                }
+            }
+        }
+    });
+    let outcomes = futures::future::join_all(requests).await;
+    let granted: i64 = outcomes.iter().map(|o| o.0).sum();
+    let earned: i64 = outcomes.iter().map(|o| o.1).sum();
+    // Earned points (on what the purchases left to pay) may pay for further requests.
+    assert!(granted >= 10, "only {granted} of 30 got points");
+    assert!(
+        granted * 100 <= 1000 + earned,
+        "{granted} requests shared 1000 + {earned} points"
+    );
+    let (points, held, available) = balance(&s.a, &prog.admin, &member).await;
+    assert!(available >= 0 && held + available == points);
+    assert_holds_consistent(&s.db, prog.id).await;
+}
