@@ -568,6 +568,11 @@ async fn capture_and_void_of_one_hold_at_once_exactly_one_wins() {
         };
         assert_eq!(status["status"], expected);
     }
+    // Both outcomes happened: the two requests really met (about half and half here).
+    assert!(
+        0 < captured && captured < rounds,
+        "capture won {captured} of {rounds}"
+    );
     let expected = 1000 - 10 * captured;
     for client in [&s.a, &s.b] {
         assert_eq!(
