@@ -204,6 +204,20 @@ async fn a_capture_with_a_purchase_pays_with_the_held_points_and_earns_on_the_re
         .await
         .expect(200);
     let earned_on_all = plain["points_earned"].as_i64().unwrap();
+    // A refused purchase leaves the hold held: nothing of the capture happened.
+    let bad = json!({"purchase": {"amount": {"amount": "-1.00", "currency": "EUR"}, "external_ref": "till-0"}});
+    let refused = capture(&t, &w.shop, &id(&held), bad)
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(refused["errors"][0]["field"], "purchase.amount.amount");
+    let small = json!({"purchase": {"amount": {"amount": "2.00", "currency": "EUR"}, "external_ref": "till-0"}});
+    capture(&t, &w.shop, &id(&held), small)
+        .await
+        .expect_problem(422, "redemption_exceeds_amount");
+    assert_eq!(
+        balance(&t, &w.prog.admin, &w.member).await,
+        (1000, 500, 500)
+    );
     let purchase = json!({"purchase": {"amount": {"amount": "20.00", "currency": "EUR"}, "external_ref": "till-1"}});
     let captured = capture(&t, &w.shop, &id(&held), purchase).await.expect(200);
     let p = &captured["purchase"];
