@@ -12,6 +12,8 @@ mod money;
 mod multi_process;
 mod oauth;
 mod openapi;
+mod operations;
+mod partner_terms;
 mod review_attacks;
 mod review_attacks_two;
 mod review_fixes;

@@ -26,7 +26,7 @@ use crate::idempotency::{self, IdempotencyKey, StoredResponse};
 use crate::ledger::{self, AccountState, Change, EntryContext};
 use crate::programmes::{self, Programme};
 use crate::purchases::{self, NewPurchase, Recorded};
-use crate::{cards, partners, App, Caller, Scope};
+use crate::{cards, App, Caller, Scope};
 use chrono::{DateTime, Utc};
 use coalition_domain::ledger::redemption_entry;
 use coalition_domain::{limits, Points};
@@ -440,7 +440,7 @@ async fn take_reward(
 ) -> AppResult<AccountState> {
     let card = cards::find(txn, caller.programme_id, &hold.card_number).await?;
     cards::ensure_active(&card)?;
-    let partner = partners::terms(app, txn, caller.programme_id, hold.partner_id).await?;
+    let partner = crate::terms::partner(app, txn, caller.programme_id, hold.partner_id).await?;
     let account = ledger::spend_held_and_earn(txn, hold.account_id, hold.points, 0).await?;
     ledger::consume_lots(txn, hold.account_id, hold.points).await?;
     let entry = redemption_entry(hold.partner_id, hold.account_id, hold.points)?;

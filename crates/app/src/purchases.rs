@@ -5,7 +5,7 @@ use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::idempotency::{self, IdempotencyKey, StoredResponse};
 use crate::ledger::{self, AccountState, EntryContext};
 use crate::members;
-use crate::partners::{self, Partner};
+use crate::partners::Partner;
 use crate::programmes::{self, Programme};
 use crate::{App, Caller};
 use coalition_domain::earning::{price_purchase, EarningError, PurchaseOutcome, PurchaseTerms};
@@ -110,7 +110,8 @@ pub(crate) async fn price(
     programme: &Programme,
     req: &Checked,
 ) -> AppResult<Priced> {
-    let partner = partners::terms(app, db, caller.programme_id, caller.acting_partner()?).await?;
+    let partner =
+        crate::terms::partner(app, db, caller.programme_id, caller.acting_partner()?).await?;
     let card = cards::find(db, caller.programme_id, &req.card_number).await?;
     cards::ensure_active(&card)?;
     let terms = PurchaseTerms {
