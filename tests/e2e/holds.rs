@@ -204,6 +204,20 @@ async fn a_capture_with_a_purchase_pays_with_the_held_points_and_earns_on_the_re
         .await
         .expect(200);
     let earned_on_all = plain["points_earned"].as_i64().unwrap();
+    // A refused purchase leaves the hold held: nothing of the capture happened.
+    let bad = json!({"purchase": {"amount": {"amount": "-1.00", "currency": "EUR"}, "external_ref": "till-0"}});
+    let refused = capture(&t, &w.shop, &id(&held), bad)
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(refused["errors"][0]["field"], "purchase.amount.amount");
+    let small = json!({"purchase": {"amount": {"amount": "2.00", "currency": "EUR"}, "external_ref": "till-0"}});
+    capture(&t, &w.shop, &id(&held), small)
+        .await
+        .expect_problem(422, "redemption_exceeds_amount");
+    assert_eq!(
+        balance(&t, &w.prog.admin, &w.member).await,
+        (1000, 500, 500)
+    );
     let purchase = json!({"purchase": {"amount": {"amount": "20.00", "currency": "EUR"}, "external_ref": "till-1"}});
     let captured = capture(&t, &w.shop, &id(&held), purchase).await.expect(200);
     let p = &captured["purchase"];
@@ -568,6 +582,11 @@ async fn capture_and_void_of_one_hold_at_once_exactly_one_wins() {
         };
         assert_eq!(status["status"], expected);
     }
+    // Both outcomes happened: the two requests really met (about half and half here).
+    assert!(
+        0 < captured && captured < rounds,
+        "capture won {captured} of {rounds}"
+    );
     let expected = 1000 - 10 * captured;
     for client in [&s.a, &s.b] {
         assert_eq!(
@@ -610,4 +629,45 @@ async fn coalition_jobs_release_holds_releases_lapsed_holds_once() {
         .unwrap();
     assert_eq!((row.balance, row.held), (100, 0));
     assert_holds_consistent(&db, prog.id).await;
+}
+
+#[tokio::test]
+async fn concurrent_holds_and_redemptions_never_promise_more_than_the_balance() {
+    let (s, prog) = servers().await;
+    let shop = s.a.partner(&prog, "Shop", "1").await;
+    let (member, card) = s.a.member_with_card(&shop, "crowd@example.org").await;
+    s.a.purchase(&shop, &card, "1000.00", 0).await;
+    // 30 requests for 100 points each, half holds and half purchases paying with points,
+    // spread over both servers: at most ten can have the points.
+    let requests = (0..30).map(|n| {
+        let server = if n % 2 == 0 { &s.a } else { &s.b };
+        let (shop, card) = (&shop, &card);
+        async move {
+            let r = if n % 3 == 0 {
+                let body = json!({"card_number": card, "amount": {"amount": "5.00", "currency": "EUR"}, "external_ref": format!("crowd-{n}"), "redeem_points": 100});
+                server.post_moving("/v1/purchases", &shop.token, body).await
+            } else {
+                hold(server, shop, card, 100).await
+            };
+            match r.status.as_u16() {
+                201 => (1, r.body["points_earned"].as_i64().unwrap_or(0)),
+                _ => {
+                    assert_eq!(r.code(), "insufficient_points", "{}", r.body);
+                    (0, 0)
+                }
+            }
+        }
+    });
+    let outcomes = futures::future::join_all(requests).await;
+    let granted: i64 = outcomes.iter().map(|o| o.0).sum();
+    let earned: i64 = outcomes.iter().map(|o| o.1).sum();
+    // Earned points (on what the purchases left to pay) may pay for further requests.
+    assert!(granted >= 10, "only {granted} of 30 got points");
+    assert!(
+        granted * 100 <= 1000 + earned,
+        "{granted} requests shared 1000 + {earned} points"
+    );
+    let (points, held, available) = balance(&s.a, &prog.admin, &member).await;
+    assert!(available >= 0 && held + available == points);
+    assert_holds_consistent(&s.db, prog.id).await;
 }

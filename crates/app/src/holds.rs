@@ -389,7 +389,9 @@ async fn capture_in(
         categories: p.categories,
     };
     let (recorded, account) =
-        purchases::record_paid_by_hold(app, txn, caller, programme, new, hold.account_id).await?;
+        purchases::record_paid_by_hold(app, txn, caller, programme, new, hold.account_id)
+            .await
+            .map_err(fields_of_the_capture)?;
     if recorded.purchase.points_redeemed != hold.points {
         return Err(AppError::Internal(
             "the purchase did not redeem the hold's points".into(),
@@ -409,6 +411,24 @@ async fn capture_in(
         account,
         purchase: Some(recorded),
     })
+}
+
+/// Validation errors of the purchase named as the capture's request names its fields:
+/// `purchase.amount.amount`, and `points` (the hold's) for what the purchase calls
+/// `redeem_points`.
+fn fields_of_the_capture(err: AppError) -> AppError {
+    match err {
+        AppError::Validation(fields) => AppError::Validation(
+            fields
+                .into_iter()
+                .map(|f| match f.field.as_str() {
+                    "redeem_points" => crate::FieldError::new("points", f.message),
+                    other => crate::FieldError::new(&format!("purchase.{other}"), f.message),
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// The hold's points taken alone, as a reward: out of the balance and the reservation,
