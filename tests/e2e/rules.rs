@@ -640,3 +640,62 @@ async fn a_daily_cap_holds_under_fifty_concurrent_purchases() {
     );
     assert_accounts_consistent(&db, prog.id).await;
 }
+
+/// Two processes on one database: a rule created, changed or deactivated through one
+/// prices the other's purchases within a second, though the other holds the terms in
+/// memory.
+#[tokio::test]
+async fn a_rule_changed_through_one_process_prices_purchases_through_the_other() {
+    let (Some(redis_url), "postgres") = (test_redis_url(), backend_name()) else {
+        eprintln!("needs PostgreSQL and Redis: runs in the PostgreSQL + Redis pass of .ci/run");
+        return;
+    };
+    let database_url = fresh_database_url().await;
+    let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
+    let env = server_env(&database_url, &redis_url, &prefix);
+    let a = start_server(&env).await;
+    let b = start_server(&env).await;
+    let (ta, tb) = (spawn_client(&a.base), spawn_client(&b.base));
+    let prog = create_programme(&env, &ta).await;
+    let gym = ta.partner(&prog, "Gym", "1").await;
+    let (_, card) = ta.member_with_card(&gym, "ann@example.org").await;
+    // Process b reads the programme's terms and keeps them.
+    assert_eq!(
+        tb.purchase(&gym, &card, "10.00", 0).await["points_earned"],
+        10
+    );
+
+    let bonus = rule(
+        &ta,
+        &prog.admin,
+        json!({"name": "Bonus", "effect": {"kind": "bonus_points", "value": "5"}}),
+    )
+    .await;
+    let path = format!("/v1/rules/{}", bonus["id"].as_str().unwrap());
+    let second = std::time::Duration::from_secs(1);
+    tokio::time::sleep(second).await;
+    assert_eq!(
+        tb.purchase(&gym, &card, "10.00", 0).await["points_earned"],
+        15
+    );
+    patch(
+        &ta,
+        &prog.admin,
+        &path,
+        json!({"effect": {"kind": "bonus_points", "value": "8"}}),
+    )
+    .await
+    .expect(200);
+    tokio::time::sleep(second).await;
+    let changed = tb.purchase(&gym, &card, "10.00", 0).await;
+    assert_eq!(changed["points_earned"], 18);
+    assert_eq!(changed["breakdown"][1]["rule_version"], 2);
+    patch(&ta, &prog.admin, &path, json!({"active": false}))
+        .await
+        .expect(200);
+    tokio::time::sleep(second).await;
+    assert_eq!(
+        tb.purchase(&gym, &card, "10.00", 0).await["points_earned"],
+        10
+    );
+}

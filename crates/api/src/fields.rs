@@ -8,7 +8,7 @@
 //! the flavours disagree on what white space is).
 
 use utoipa::openapi::schema::{AdditionalProperties, SchemaType};
-use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
+use utoipa::openapi::{ArrayBuilder, ObjectBuilder, RefOr, Schema, Type};
 
 /// Exactly what Rust's `char::is_control` treats as a control character (Unicode Cc).
 const CONTROL: &str = r"\x00-\x1F\x7F-\x9F";
@@ -66,6 +66,31 @@ pub fn funder_kind() -> RefOr<Schema> {
 
 pub fn category() -> RefOr<Schema> {
     text(100, false)
+}
+
+/// A list of category tags, each as `category`.
+fn categories(min_items: usize, max_items: usize, nullable: bool) -> RefOr<Schema> {
+    let ty = if nullable {
+        SchemaType::from_iter([Type::Array, Type::Null])
+    } else {
+        SchemaType::Type(Type::Array)
+    };
+    ArrayBuilder::new()
+        .schema_type(ty)
+        .items(category())
+        .min_items(Some(min_items))
+        .max_items(Some(max_items))
+        .into()
+}
+
+/// A purchase's `categories`: up to 20 tags.
+pub fn purchase_categories() -> RefOr<Schema> {
+    categories(0, 20, true)
+}
+
+/// A rule condition's category list: 1 to 100 tags (omit it for no condition).
+pub fn condition_categories() -> RefOr<Schema> {
+    categories(1, 100, true)
 }
 
 /// A field of a partial update: absent or `null` leaves the value as it is.

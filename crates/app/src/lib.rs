@@ -20,8 +20,8 @@ pub mod partners;
 pub mod programmes;
 pub mod purchases;
 pub mod refunds;
-pub mod terms;
 pub mod rules;
+pub mod terms;
 
 pub use error::{AppError, AppResult, FieldError};
 

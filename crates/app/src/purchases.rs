@@ -7,6 +7,7 @@ use crate::ledger::{self, AccountState, EntryContext};
 use crate::members;
 use crate::partners::Partner;
 use crate::programmes::{self, Programme};
+use crate::terms::ProgrammeTerms;
 use crate::{App, Caller};
 use chrono::{DateTime, Datelike, Utc};
 use coalition_domain::earning::{
@@ -15,7 +16,7 @@ use coalition_domain::earning::{
 use coalition_domain::ledger::purchase_entry;
 use coalition_domain::limits;
 use coalition_domain::money::Money;
-use coalition_domain::rules::{self as rule_terms, Occasion, Rule};
+use coalition_domain::rules::{self as rule_terms, Occasion};
 use coalition_domain::tiers::TierTerms;
 use coalition_domain::{AccountKind, AccountRef, JournalEntry, Points};
 use coalition_store::entities::{
@@ -28,6 +29,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     QueryOrder,
 };
+use std::sync::Arc;
 use uuid::Uuid;
 
 pub struct NewPurchase {
@@ -136,7 +138,8 @@ fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
 pub(crate) struct Context {
     partner: Partner,
     card: card::Model,
-    rules: Vec<Rule>,
+    /// The programme's terms; its earning rules price the purchase.
+    terms: Arc<ProgrammeTerms>,
     tier: Option<TierTerms>,
     at: DateTime<Utc>,
 }
@@ -156,7 +159,7 @@ impl Context {
     /// Whether a rule that may apply needs the member's history (a first-purchase
     /// condition or a cap per member): then the purchase takes the account lock first.
     pub(crate) fn needs_history(&self, req: &Checked) -> bool {
-        rule_terms::needs_history(&self.rules, &self.occasion(req))
+        rule_terms::needs_history(&self.terms.rules, &self.occasion(req))
     }
 }
 
@@ -168,14 +171,15 @@ pub(crate) async fn context(
 ) -> AppResult<Context> {
     let partner =
         crate::terms::partner(app, db, caller.programme_id, caller.acting_partner()?).await?;
+    // The snapshot the partner came from (read again above when the partner is new).
+    let terms = crate::terms::of_programme(app, db, caller.programme_id).await?;
     let card = cards::find(db, caller.programme_id, &req.card_number).await?;
     cards::ensure_active(&card)?;
-    let rules = crate::rules::active(db, caller.programme_id).await?;
     let tier = member_tier(db, card.member_id).await?;
     Ok(Context {
         partner,
         card,
-        rules,
+        terms,
         tier,
         at: Utc::now(),
     })
@@ -211,6 +215,7 @@ pub(crate) async fn member_facts(
     let account_id = ctx.card.account_id;
     facts.first_purchase_at_partner = !bought_at(db, account_id, ctx.partner.id).await?;
     let capped: Vec<Uuid> = ctx
+        .terms
         .rules
         .iter()
         .filter(|r| r.caps.per_member())
@@ -298,7 +303,7 @@ pub(crate) fn price_with(
         at: ctx.at,
         redeem_points: req.redeem_points,
     };
-    let outcome = price_purchase(&terms, facts, &ctx.rules).map_err(|e| match e {
+    let outcome = price_purchase(&terms, facts, &ctx.terms.rules).map_err(|e| match e {
         EarningError::RedemptionExceedsAmount { .. } => {
             AppError::RedemptionExceedsAmount(e.to_string())
         }

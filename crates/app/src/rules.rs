@@ -1,11 +1,14 @@
 //! Earning rules of a programme (admin): create, list, read, change. A rule is never
 //! deleted — it is deactivated (`active: false`) or ended (`valid_to`) — and every
 //! create and change writes a new version row, so an award names the rule as it was.
+//! A change bumps the programme's terms version: every server process prices with it
+//! within a second (`terms.rs`).
 
 use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::pagination::{Page, PageRequest};
 use crate::partners::PartnerKind;
 use crate::programmes::{self, Programme};
+use crate::terms;
 use crate::{App, Caller, Scope};
 use chrono::{DateTime, Utc};
 use coalition_domain::limits::{self, MAX_POINTS_PER_ENTRY};
@@ -119,8 +122,9 @@ pub async fn create(app: &App, caller: &Caller, fields: RuleFields) -> AppResult
     .exec_without_returning(&txn)
     .await?;
     write_version(&txn, programme.id, &rule, now).await?;
-    bump_terms(&txn, programme.id).await?;
+    let version = terms::bump(&txn, programme.id).await?;
     txn.commit().await?;
+    app.terms.changed(programme.id, version);
     Ok(StoredRule {
         rule,
         currency: programme.currency.to_string(),
@@ -138,22 +142,17 @@ pub async fn update(
 ) -> AppResult<StoredRule> {
     caller.require(&[Scope::Admin])?;
     let programme = programmes::load(app, caller.programme_id).await?;
-    let current = find(&app.db, programme.id, id).await?;
-    let mut next = apply(
-        &app.db,
-        &programme,
-        current.rule,
-        fields,
-        Validator::default(),
-    )
-    .await?;
     let txn = app.db.begin().await?;
-    // The row lock orders concurrent changes: each writes the version after the other's.
+    // The row lock orders concurrent changes: each applies its fields to the version the
+    // other wrote, and writes the next one.
     let locked = rule::Entity::find_by_id(id)
+        .filter(rule::Column::ProgrammeId.eq(programme.id))
         .lock_exclusive()
         .one(&txn)
         .await?
         .ok_or(AppError::NotFound("rule"))?;
+    let current = parse(&locked.definition)?;
+    let mut next = apply(&txn, &programme, current, fields, Validator::default()).await?;
     next.version = locked.version + 1;
     let now = now();
     rule::Entity::update_many()
@@ -165,8 +164,9 @@ pub async fn update(
         .exec(&txn)
         .await?;
     write_version(&txn, programme.id, &next, now).await?;
-    bump_terms(&txn, programme.id).await?;
+    let version = terms::bump(&txn, programme.id).await?;
     txn.commit().await?;
+    app.terms.changed(programme.id, version);
     Ok(StoredRule {
         rule: next,
         currency: programme.currency.to_string(),
@@ -222,10 +222,8 @@ pub async fn list(app: &App, caller: &Caller, page: PageRequest) -> AppResult<Pa
     Ok(page.page(rules, |r| r.rule.id.to_string(), |r| r))
 }
 
-/// The programme's active rules, for pricing a purchase (the domain checks validity
-/// windows and conditions).
-// TODO(terms): read them from the programme's terms snapshot (crates/app/src/terms.rs)
-// once it is on main, instead of a query per purchase.
+/// The programme's active rules, for the terms snapshot purchases are priced with
+/// (`terms.rs`; the domain checks validity windows and conditions).
 pub async fn active(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Vec<Rule>> {
     rule::Entity::find()
         .filter(rule::Column::ProgrammeId.eq(programme_id))
@@ -291,22 +289,6 @@ async fn write_version(
     })
     .exec_without_returning(db)
     .await?;
-    Ok(())
-}
-
-/// Tells every server process that the programme's terms changed.
-// TODO(terms): call crate::terms::bump(&txn, programme_id) and, after commit,
-// app.terms.forget(programme_id) once crates/app/src/terms.rs is on main; this is the
-// same UPDATE.
-async fn bump_terms(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<()> {
-    programme::Entity::update_many()
-        .col_expr(
-            programme::Column::TermsVersion,
-            Expr::col(programme::Column::TermsVersion).add(1),
-        )
-        .filter(programme::Column::Id.eq(programme_id))
-        .exec(db)
-        .await?;
     Ok(())
 }
 

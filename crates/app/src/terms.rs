@@ -14,6 +14,7 @@
 
 use crate::error::{AppError, AppResult};
 use crate::partners::Partner;
+use coalition_domain::rules::Rule;
 use crate::App;
 use coalition_store::entities::{partner, programme};
 use sea_orm::sea_query::Expr;
@@ -34,6 +35,8 @@ pub const POLL_EVERY: Duration = Duration::from_millis(250);
 pub struct ProgrammeTerms {
     pub version: i64,
     pub partners: HashMap<Uuid, Partner>,
+    /// The programme's active earning rules (the domain checks windows and conditions).
+    pub rules: Vec<Rule>,
 }
 
 impl ProgrammeTerms {
@@ -151,7 +154,12 @@ async fn load(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Progra
         .into_iter()
         .map(|row| Partner::try_from(row).map(|p| (p.id, p)))
         .collect::<AppResult<HashMap<_, _>>>()?;
-    Ok(ProgrammeTerms { version, partners })
+    let rules = crate::rules::active(db, programme_id).await?;
+    Ok(ProgrammeTerms {
+        version,
+        partners,
+        rules,
+    })
 }
 
 /// Records a change to the programme's terms; call it in the change's transaction, and
@@ -215,6 +223,7 @@ mod tests {
         Arc::new(ProgrammeTerms {
             version,
             partners: HashMap::new(),
+            rules: vec![],
         })
     }
 

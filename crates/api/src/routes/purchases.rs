@@ -212,7 +212,7 @@ pub struct PurchaseRequest {
     pub staff_ref: Option<String>,
     /// Category tags of what was bought (at most 20, each 1 to 100 characters), for
     /// earning rules with `purchase_categories`.
-    #[schema(max_items = 20)]
+    #[schema(schema_with = crate::fields::purchase_categories)]
     pub categories: Option<Vec<String>>,
 }
 

@@ -285,7 +285,7 @@ pub struct ConditionsDto {
     pub partner_ids: Option<Vec<Uuid>>,
     /// The selling partner's category is one of these.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(schema_with = crate::fields::condition_categories)]
     pub partner_categories: Option<Vec<String>>,
     /// The purchase amount (before discounts) is at least this.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -306,7 +306,7 @@ pub struct ConditionsDto {
     pub hours: Option<HoursDto>,
     /// At least one of these is among the purchase's `categories`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(schema_with = crate::fields::condition_categories)]
     pub purchase_categories: Option<Vec<String>>,
 }
 
