@@ -5,6 +5,7 @@ mod m20261122_000001_ledger;
 mod m20261124_000001_card_safety;
 mod m20261124_000001_live_lots_index;
 mod m20261125_000001_terms_and_outbox;
+mod m20261125_000020_tiers;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_card_safety::Migration),
             Box::new(m20261124_000001_live_lots_index::Migration),
             Box::new(m20261125_000001_terms_and_outbox::Migration),
+            Box::new(m20261125_000020_tiers::Migration),
         ]
     }
 }

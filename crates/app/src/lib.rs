@@ -18,6 +18,7 @@ pub mod partners;
 pub mod programmes;
 pub mod purchases;
 pub mod refunds;
+pub mod tiers;
 
 pub use error::{AppError, AppResult, FieldError};
 

@@ -192,13 +192,23 @@ async fn record_once(
     key: &IdempotencyKey,
     render: &impl Fn(&Recorded) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
-    if app.db.get_database_backend() == DbBackend::Postgres && req.redeem_points == 0 {
+    // A purchase that may move its member's tier needs the transactional path.
+    if app.db.get_database_backend() == DbBackend::Postgres
+        && req.redeem_points == 0
+        && !crate::tiers::has_ladder(&app.db, caller.programme_id).await?
+    {
         return crate::earn_statement::record(app, caller, programme, req, key, render).await;
     }
     let (response, changed) = idempotency::run(app, key, |txn| async move {
         let mut priced = price(app, &txn, caller, programme, req).await?;
         let write = plan(app, caller, programme, &priced, req)?;
         let state = write_step_by_step(&txn, &write).await?;
+        // After pricing: this purchase is priced with the tier the member had before it.
+        if let Some(member_id) = priced.card.member_id {
+            let spend = crate::tiers::spend_of(&req.amount)?;
+            let at = write.row.created_at;
+            crate::tiers::record_spend(&txn, caller.programme_id, member_id, spend, at).await?;
+        }
         priced.balance = state.balance;
         let recorded = Recorded {
             purchase: write.row,
