@@ -28,7 +28,7 @@ use utoipa_swagger_ui::SwaggerUi;
     tags(
         (name = "auth", description = "OAuth2 client credentials"),
         (name = "partners"), (name = "clients"), (name = "members"), (name = "cards"),
-        (name = "purchases"), (name = "service", description = "Health and documentation")
+        (name = "purchases"), (name = "tiers", description = "The tier ladder and members' tiers"), (name = "service", description = "Health and documentation")
     )
 )]
 struct ApiDoc;
@@ -69,6 +69,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::members::router())
         .merge(routes::cards::router())
         .merge(routes::purchases::router())
+        .merge(routes::tiers::router())
         .merge(routes::service::router())
 }
 

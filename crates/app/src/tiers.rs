@@ -279,7 +279,7 @@ pub async fn create(app: &App, caller: &Caller, input: NewTier) -> AppResult<Tie
     caller.require(&[Scope::Admin])?;
     let programme = programmes::load(app, caller.programme_id).await?;
     let mut v = Validator::default();
-    let name = text_field(&mut v, "name", &input.name, 100);
+    let name = text_field(&mut v, "name", &input.name, 200);
     let rank = check_rank(&mut v, input.rank);
     let spend = check_spend(&mut v, &input.qualifying_spend, &programme);
     let discount = check_term(&mut v, "discount_percent", &input.discount_percent, 0, 100);
@@ -353,7 +353,7 @@ pub async fn update(app: &App, caller: &Caller, id: Uuid, patch: TierPatch) -> A
     caller.require(&[Scope::Admin])?;
     let programme = programmes::load(app, caller.programme_id).await?;
     let mut v = Validator::default();
-    let name = patch.name.map(|n| text_field(&mut v, "name", &n, 100));
+    let name = patch.name.map(|n| text_field(&mut v, "name", &n, 200));
     let rank = patch.rank.map(|r| check_rank(&mut v, r));
     let spend = patch
         .qualifying_spend

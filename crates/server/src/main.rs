@@ -30,6 +30,22 @@ enum Command {
     },
     /// Print the OpenAPI document (the committed openapi/openapi.json).
     Openapi,
+    /// Run a background job once and print what it did as JSON.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Move members' qualified tiers to what their rolling 12-month spend earns (down as
+    /// well as up) and record floors that ended. Safe beside other replicas doing it.
+    Requalify {
+        /// Requalify as of this time (RFC 3339) instead of now.
+        #[arg(long)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -126,6 +142,17 @@ async fn run(command: Command) -> Result<(), String> {
                 "client_secret": created.operator.client_secret,
             });
             println!("{out}");
+            Ok(())
+        }
+        Command::Jobs {
+            command: JobsCommand::Requalify { now },
+        } => {
+            let app = coalition_server::build_app(&config).await?;
+            let now = now.unwrap_or_else(chrono::Utc::now);
+            let report = coalition_app::tiers::requalify(&app.db, now)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", serde_json::json!({"job": "requalify", "now": now, "report": report}));
             Ok(())
         }
         Command::Openapi => unreachable!("handled above"),

@@ -10,6 +10,7 @@ pub mod oauth;
 pub mod partners;
 pub mod purchases;
 pub mod service;
+pub mod tiers;
 
 use crate::problem::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
