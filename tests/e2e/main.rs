@@ -17,3 +17,4 @@ mod story;
 mod support;
 mod tenancy;
 mod tenancy_matrix;
+mod tiers;

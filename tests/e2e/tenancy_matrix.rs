@@ -46,6 +46,9 @@ enum Secret {
     Card,
     /// A Gym's partner id, purchase, refund and receipt reference.
     OthersSales,
+    /// A's tier ladder: A's own partners may see it (a member's profile names the next
+    /// tier up), another programme may not.
+    Ladder,
 }
 
 use Caller::*;
@@ -77,6 +80,7 @@ const VISIBLE: &[(&str, Caller, &[Secret])] = &[
     ),
     ("GET /v1/members/{id}/balance", Neighbour, &[MemberId]),
     ("GET /v1/members/{id}/transactions", Neighbour, &[MemberId]),
+    ("GET /v1/members/{id}/tiers", Neighbour, &[MemberId]),
 ];
 
 fn may_show(operation: &str, caller: Caller) -> Option<&'static [Secret]> {
@@ -92,6 +96,7 @@ struct Targets {
     partner: String,
     purchase: String,
     card: String,
+    tier: String,
 }
 
 impl Targets {
@@ -102,6 +107,7 @@ impl Targets {
             partner: Uuid::new_v4().to_string(),
             purchase: Uuid::new_v4().to_string(),
             card: coalition_domain::card_number::from_random_digits(rand::random()),
+            tier: Uuid::new_v4().to_string(),
         }
     }
 
@@ -117,6 +123,7 @@ impl Targets {
             "partners" => self.partner.clone(),
             "purchases" => self.purchase.clone(),
             "cards" => self.card.clone(),
+            "tiers" => self.tier.clone(),
             _ => panic!(
                 "{path}: no value of A for {{{param}}} after /{collection}/: add one to the matrix"
             ),
@@ -130,6 +137,7 @@ impl Targets {
             "partner_id" => Some(self.partner.clone()),
             "purchase_id" => Some(self.purchase.clone()),
             "card_number" => Some(self.card.clone()),
+            "tier_id" => Some(self.tier.clone()),
             _ => None,
         }
     }
@@ -338,6 +346,18 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .as_str()
         .unwrap()
         .to_owned();
+    let tier = t
+        .post(
+            "/v1/tiers",
+            &programme.admin,
+            json!({"name": format!("A Gold {tag}"), "rank": 5000, "qualifying_spend": {"amount": "100.00", "currency": "EUR"},
+                "discount_percent": "15", "earn_multiplier": "1.5"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let secrets = vec![
         (MemberId, ann.clone()),
         (MemberContact, name),
@@ -348,6 +368,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         (OthersSales, purchase.clone()),
         (OthersSales, refund),
         (OthersSales, receipt),
+        (Ladder, tier.clone()),
     ];
     WorldA {
         admin: programme.admin.clone(),
@@ -356,6 +377,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
             partner: gym.id.to_string(),
             purchase,
             card: cards[0].clone(),
+            tier,
         },
         gym,
         other_card: cards[1].clone(),
@@ -429,8 +451,11 @@ async fn no_operation_shows_a_programmes_resources_to_callers_who_may_not_see_th
             let label = op.label();
             let token = token_of(&t, caller, &a, &prog_a, &prog_b.admin, &b_partner.token).await;
             let answer = call(&t, &doc, op, &token, &a.targets).await;
-            let shown = may_show(&label, caller).unwrap_or(&[]);
-            let leaks = leaked(&answer.text, &a.secrets, shown);
+            let mut shown = may_show(&label, caller).unwrap_or(&[]).to_vec();
+            if matches!(caller, Stranger | Neighbour) {
+                shown.push(Ladder);
+            }
+            let leaks = leaked(&answer.text, &a.secrets, &shown);
             if !leaks.is_empty() {
                 failures.push(format!(
                     "{label} as {caller:?}: {} shows {leaks:?}: {}",

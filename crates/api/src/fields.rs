@@ -176,20 +176,44 @@ fn term(whole: &str, top: &str, description: &str, example: &str, nullable: bool
 
 /// A tier's discount: 0 to 100 percent.
 pub fn percent() -> RefOr<Schema> {
-    term("[0-9]{1,2}", "100", "Percent from 0 to 100, decimal string with at most 4 decimals", "15", false)
+    term(
+        "[0-9]{1,2}",
+        "100",
+        "Percent from 0 to 100, decimal string with at most 4 decimals",
+        "15",
+        false,
+    )
 }
 
 pub fn optional_percent() -> RefOr<Schema> {
-    term("[0-9]{1,2}", "100", "Percent from 0 to 100, decimal string with at most 4 decimals", "15", true)
+    term(
+        "[0-9]{1,2}",
+        "100",
+        "Percent from 0 to 100, decimal string with at most 4 decimals",
+        "15",
+        true,
+    )
 }
 
 /// A tier's earn multiplier: 1 to 100.
 pub fn multiplier() -> RefOr<Schema> {
-    term("[1-9][0-9]?", "100", "From 1 to 100, decimal string with at most 4 decimals", "1.5", false)
+    term(
+        "[1-9][0-9]?",
+        "100",
+        "From 1 to 100, decimal string with at most 4 decimals",
+        "1.5",
+        false,
+    )
 }
 
 pub fn optional_multiplier() -> RefOr<Schema> {
-    term("[1-9][0-9]?", "100", "From 1 to 100, decimal string with at most 4 decimals", "1.5", true)
+    term(
+        "[1-9][0-9]?",
+        "100",
+        "From 1 to 100, decimal string with at most 4 decimals",
+        "1.5",
+        true,
+    )
 }
 
 /// A qualifying spend: money from zero to 10^12 in the programme's currency.
@@ -214,7 +238,9 @@ fn spend_schema(nullable: bool) -> RefOr<Schema> {
         .required("amount")
         .required("currency")
         .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        .description(Some(r#"Spend over 12 months, `{"amount": "1000.00", "currency": "EUR"}`"#))
+        .description(Some(
+            r#"Spend over 12 months, `{"amount": "1000.00", "currency": "EUR"}`"#,
+        ))
         .into()
 }
 

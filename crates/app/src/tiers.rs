@@ -240,9 +240,7 @@ fn check_spend(
     v.require(
         field,
         ok,
-        &format!(
-            "must be from 0 to {MAX_QUALIFYING_SPEND_UNITS} with at most {units} decimals"
-        ),
+        &format!("must be from 0 to {MAX_QUALIFYING_SPEND_UNITS} with at most {units} decimals"),
     );
     if ok {
         minor
@@ -324,7 +322,10 @@ async fn find(db: &impl ConnectionTrait, programme_id: Uuid, id: Uuid) -> AppRes
 pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<TierRow> {
     caller.require(&[Scope::Admin])?;
     let programme = programmes::load(app, caller.programme_id).await?;
-    tier_row(find(&app.db, caller.programme_id, id).await?, &programme.currency)
+    tier_row(
+        find(&app.db, caller.programme_id, id).await?,
+        &programme.currency,
+    )
 }
 
 /// The ladder, lowest rank first.
@@ -361,9 +362,9 @@ pub async fn update(app: &App, caller: &Caller, id: Uuid, patch: TierPatch) -> A
     let discount = patch
         .discount_percent
         .map(|d| check_term(&mut v, "discount_percent", &d, 0, 100));
-    let multiplier = patch.earn_multiplier.map(|m| {
-        check_term(&mut v, "earn_multiplier", &m, 1, MAX_EARN_MULTIPLIER)
-    });
+    let multiplier = patch
+        .earn_multiplier
+        .map(|m| check_term(&mut v, "earn_multiplier", &m, 1, MAX_EARN_MULTIPLIER));
     v.finish()?;
     let txn = app.db.begin().await?;
     let mut row = find(&txn, caller.programme_id, id).await?;
@@ -485,9 +486,12 @@ async fn add_spend(
         amount: Set(delta),
     })
     .on_conflict(
-        OnConflict::columns([tier_spend_day::Column::MemberId, tier_spend_day::Column::Day])
-            .value(amount, summed)
-            .to_owned(),
+        OnConflict::columns([
+            tier_spend_day::Column::MemberId,
+            tier_spend_day::Column::Day,
+        ])
+        .value(amount, summed)
+        .to_owned(),
     )
     .exec_without_returning(db)
     .await?;
@@ -706,8 +710,14 @@ pub async fn set_floor(
     let before = effective_of(&ladder, &row, now);
     member::Entity::update_many()
         .col_expr(member::Column::FloorTierId, Expr::value(Some(tier.id)))
-        .col_expr(member::Column::FloorReason, Expr::value(Some(reason.clone())))
-        .col_expr(member::Column::FloorEndsAt, Expr::value(Some(input.ends_at)))
+        .col_expr(
+            member::Column::FloorReason,
+            Expr::value(Some(reason.clone())),
+        )
+        .col_expr(
+            member::Column::FloorEndsAt,
+            Expr::value(Some(input.ends_at)),
+        )
         .filter(member::Column::Id.eq(member_id))
         .exec(&txn)
         .await?;
@@ -911,8 +921,14 @@ async fn end_floors(
             continue;
         };
         member::Entity::update_many()
-            .col_expr(member::Column::FloorTierId, Expr::value(Option::<Uuid>::None))
-            .col_expr(member::Column::FloorReason, Expr::value(Option::<String>::None))
+            .col_expr(
+                member::Column::FloorTierId,
+                Expr::value(Option::<Uuid>::None),
+            )
+            .col_expr(
+                member::Column::FloorReason,
+                Expr::value(Option::<String>::None),
+            )
             .col_expr(
                 member::Column::FloorEndsAt,
                 Expr::value(Option::<DateTime<Utc>>::None),

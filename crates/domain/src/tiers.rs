@@ -83,7 +83,9 @@ impl Ladder {
 
     /// The next tier above `rank` (above nothing: the lowest), if any.
     pub fn next_above(&self, rank: Option<i32>) -> Option<&Tier> {
-        self.0.iter().find(|t| rank.is_none_or(|r| t.terms.rank > r))
+        self.0
+            .iter()
+            .find(|t| rank.is_none_or(|r| t.terms.rank > r))
     }
 }
 

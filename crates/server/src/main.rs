@@ -152,7 +152,10 @@ async fn run(command: Command) -> Result<(), String> {
             let report = coalition_app::tiers::requalify(&app.db, now)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("{}", serde_json::json!({"job": "requalify", "now": now, "report": report}));
+            println!(
+                "{}",
+                serde_json::json!({"job": "requalify", "now": now, "report": report})
+            );
             Ok(())
         }
         Command::Openapi => unreachable!("handled above"),

@@ -25,7 +25,11 @@ fn member_response(m: members::Member) -> MemberResponse {
         phone: row.phone,
         consent_marketing: row.consent_marketing,
         consent_data_sharing: row.consent_data_sharing,
-        tier: m.tier.effective.as_ref().map(|(t, _)| super::tiers::summary(t)),
+        tier: m
+            .tier
+            .effective
+            .as_ref()
+            .map(|(t, _)| super::tiers::summary(t)),
         tier_status: super::tiers::status_response(&m.tier),
         points: m.points,
         erased: row.erased_at.is_some(),
