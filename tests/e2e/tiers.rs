@@ -565,3 +565,30 @@ async fn a_manual_floor_lifts_the_tier_until_it_ends() {
         (Some(gold.as_str()), Some("qualified"))
     );
 }
+
+#[tokio::test]
+async fn spend_before_the_ladder_existed_counts_and_requalification_upgrades_on_it() {
+    // On PostgreSQL these purchases take the one-statement path (no tiers yet), which
+    // records the spend as the step-by-step path does.
+    let t = spawn_app().await;
+    let p = t.programme("Coalition").await;
+    let gym = t.partner(&p, "Gym", "1").await;
+    let (ann, card) = t.member_with_card(&gym, "ann@example.org").await;
+    t.purchase(&gym, &card, "100.00", 0).await;
+    t.purchase(&gym, &card, "50.25", 0).await;
+    let before = member(&t, &p.admin, &ann).await;
+    assert_eq!(before["tier"], Value::Null, "no ladder, no tier");
+    assert_eq!(before["tier_status"]["qualifying_spend"]["amount"], "0.00");
+
+    let (_, gold, _) = ladder(&t, &p).await;
+    let profile = member(&t, &p.admin, &ann).await;
+    assert_eq!(profile["tier_status"]["qualifying_spend"]["amount"], "150.25");
+    assert_eq!(tier_name(&profile), "Basic", "qualifying spend alone moves nobody");
+    assert_eq!(profile["tier_status"]["spend_to_next_tier"]["amount"], "0.00");
+
+    let report = coalition_app::tiers::requalify(&t.app.db, Utc::now()).await.unwrap();
+    assert_eq!((report.upgraded, report.downgraded), (1, 0), "{report:?}");
+    let profile = member(&t, &p.admin, &ann).await;
+    assert_eq!(profile["tier"]["id"].as_str(), Some(gold.as_str()));
+    assert_eq!(history(&t, &p.admin, &ann).await[0]["kind"], "requalified");
+}
