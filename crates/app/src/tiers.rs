@@ -401,6 +401,8 @@ pub async fn ladder(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<
 }
 
 /// Whether the programme has any tier (purchases then need the transactional path).
+// TODO(merge): from the terms snapshot: this read is one more round trip on the
+// PostgreSQL one-statement purchase until then.
 pub async fn has_ladder(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<bool> {
     Ok(tier::Entity::find()
         .select_only()
@@ -670,13 +672,6 @@ pub async fn standing(
         window_start: window_start(today),
         next,
     })
-}
-
-/// The standing of a member the caller may see.
-pub async fn member_standing(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Standing> {
-    let row = members::visible(&app.db, caller, member_id).await?;
-    let programme = programmes::load(app, caller.programme_id).await?;
-    standing(&app.db, &programme, &row, Utc::now()).await
 }
 
 /// Sets a floor: the member has at least `tier` until `ends_at` (admin).
