@@ -51,7 +51,7 @@ async fn history(t: &TestApp, token: &str, id: &str) -> Vec<Value> {
 
 async fn effective(t: &TestApp, p: &Programme, member_id: &str) -> Option<String> {
     let id: Uuid = member_id.parse().unwrap();
-    coalition_app::tiers::member_tier(&t.app.db, p.id, Some(id), Utc::now())
+    coalition_app::tiers::member_tier(&t.app, &t.app.db, p.id, Some(id), Utc::now())
         .await
         .unwrap()
         .map(|terms| terms.name)
@@ -311,7 +311,7 @@ async fn the_purchase_that_crosses_a_threshold_upgrades_the_member_for_the_next_
     // A bearer card has no member, so no tier; its spend counts for nobody.
     let bearer = bearer_card(&t, &gym).await;
     t.purchase(&gym, &bearer, "5000.00", 0).await;
-    let none = coalition_app::tiers::member_tier(&t.app.db, p.id, None, Utc::now())
+    let none = coalition_app::tiers::member_tier(&t.app, &t.app.db, p.id, None, Utc::now())
         .await
         .unwrap();
     assert_eq!(none, None);
@@ -582,11 +582,23 @@ async fn spend_before_the_ladder_existed_counts_and_requalification_upgrades_on_
 
     let (_, gold, _) = ladder(&t, &p).await;
     let profile = member(&t, &p.admin, &ann).await;
-    assert_eq!(profile["tier_status"]["qualifying_spend"]["amount"], "150.25");
-    assert_eq!(tier_name(&profile), "Basic", "qualifying spend alone moves nobody");
-    assert_eq!(profile["tier_status"]["spend_to_next_tier"]["amount"], "0.00");
+    assert_eq!(
+        profile["tier_status"]["qualifying_spend"]["amount"],
+        "150.25"
+    );
+    assert_eq!(
+        tier_name(&profile),
+        "Basic",
+        "qualifying spend alone moves nobody"
+    );
+    assert_eq!(
+        profile["tier_status"]["spend_to_next_tier"]["amount"],
+        "0.00"
+    );
 
-    let report = coalition_app::tiers::requalify(&t.app.db, Utc::now()).await.unwrap();
+    let report = coalition_app::tiers::requalify(&t.app.db, Utc::now())
+        .await
+        .unwrap();
     assert_eq!((report.upgraded, report.downgraded), (1, 0), "{report:?}");
     let profile = member(&t, &p.admin, &ann).await;
     assert_eq!(profile["tier"]["id"].as_str(), Some(gold.as_str()));

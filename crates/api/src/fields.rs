@@ -49,6 +49,15 @@ pub fn category() -> RefOr<Schema> {
     text(100, false)
 }
 
+/// A field of a partial update: absent or `null` leaves the value as it is.
+pub fn optional_name() -> RefOr<Schema> {
+    text(200, true)
+}
+
+pub fn optional_category() -> RefOr<Schema> {
+    text(100, true)
+}
+
 /// A partner's own reference (receipt, store, staff).
 pub fn reference() -> RefOr<Schema> {
     text(128, false)
@@ -123,7 +132,15 @@ pub fn positive_amount() -> RefOr<Schema> {
 
 /// `parse_rate`: a decimal string from zero to 1,000,000, at most 28 characters.
 pub fn rate() -> RefOr<Schema> {
-    string(false)
+    rate_schema(false)
+}
+
+pub fn optional_rate() -> RefOr<Schema> {
+    rate_schema(true)
+}
+
+fn rate_schema(nullable: bool) -> RefOr<Schema> {
+    string(nullable)
         .max_length(Some(28))
         .pattern(Some(r"^0*([0-9]{1,6}(\.[0-9]+)?|1000000(\.0+)?)$"))
         .description(Some(
@@ -149,10 +166,6 @@ pub fn amount() -> RefOr<Schema> {
         .additional_properties(Some(AdditionalProperties::FreeForm(false)))
         .description(Some(r#"`{"amount": "12.50", "currency": "EUR"}`"#))
         .into()
-}
-
-pub fn optional_name() -> RefOr<Schema> {
-    text(200, true)
 }
 
 /// Why an operator did something by hand.

@@ -1,6 +1,7 @@
-//! Rows that nothing updates once written (programme terms, partner terms), kept per
-//! process after the first read so hot paths skip a round trip. Whoever adds an update
-//! for one of them must bring invalidation across processes too.
+//! Rows that nothing updates once written (a programme's currency, point value and
+//! expiry), kept per process after the first read so hot paths skip a round trip.
+//! Whoever adds an update for one of them must move it to `terms`, which sees changes
+//! across processes.
 
 use std::collections::HashMap;
 use std::future::Future;

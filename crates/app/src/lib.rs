@@ -18,6 +18,7 @@ pub mod partners;
 pub mod programmes;
 pub mod purchases;
 pub mod refunds;
+pub mod terms;
 pub mod tiers;
 
 pub use error::{AppError, AppResult, FieldError};
@@ -37,8 +38,8 @@ pub struct App {
     pub token_guard: Arc<auth::TokenGuard>,
     pub directory: Arc<directory::MemberDirectory>,
     pub programmes: Arc<immutable::Remembered<programmes::Programme>>,
-    /// Partner terms with the programme they belong to.
-    pub partners: Arc<immutable::Remembered<(Uuid, partners::Partner)>>,
+    /// Partner terms (and, with them, what else every purchase reads), per programme.
+    pub terms: Arc<terms::TermsCache>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

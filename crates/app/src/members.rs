@@ -233,7 +233,9 @@ pub async fn get(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Membe
         .await?
         .ok_or(AppError::NotFound("points account"))?;
     let programme = crate::programmes::load(app, caller.programme_id).await?;
-    let tier = crate::tiers::standing(&app.db, &programme, &row, chrono::Utc::now()).await?;
+    let terms = crate::terms::of_programme(app, &app.db, caller.programme_id).await?;
+    let now = chrono::Utc::now();
+    let tier = crate::tiers::standing(&app.db, &terms.ladder, &programme, &row, now).await?;
     Ok(Member {
         row,
         points: account.balance,

@@ -6,9 +6,10 @@ use crate::{App, Caller, Scope};
 use coalition_domain::money::parse_rate;
 use coalition_store::entities::partner;
 use rust_decimal::Decimal;
+use crate::terms;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -107,6 +108,7 @@ pub async fn create(app: &App, caller: &Caller, input: NewPartner) -> AppResult<
         redemption_value_per_point: redeem.expect("validated"),
         created_at: chrono::Utc::now(),
     };
+    let txn = app.db.begin().await?;
     partner::Entity::insert(partner::ActiveModel {
         id: Set(partner.id),
         programme_id: Set(caller.programme_id),
@@ -118,9 +120,72 @@ pub async fn create(app: &App, caller: &Caller, input: NewPartner) -> AppResult<
         redemption_value_per_point: Set(partner.redemption_value_per_point.to_string()),
         created_at: Set(partner.created_at),
     })
-    .exec_without_returning(&app.db)
+    .exec_without_returning(&txn)
     .await?;
+    let version = terms::bump(&txn, caller.programme_id).await?;
+    txn.commit().await?;
+    app.terms.changed(caller.programme_id, version);
     Ok(partner)
+}
+
+/// A change to a partner's name, category, rates or prices; absent fields stay.
+#[derive(Debug, Default)]
+pub struct PartnerChange {
+    pub name: Option<String>,
+    pub category: Option<String>,
+    pub earn_points_per_unit: Option<String>,
+    pub issue_price_per_point: Option<String>,
+    pub redemption_value_per_point: Option<String>,
+}
+
+/// Changes a partner's terms. Every server process prices purchases with the new terms
+/// within a second (`terms`); a purchase already being priced finishes on the old ones.
+pub async fn update(
+    app: &App,
+    caller: &Caller,
+    id: Uuid,
+    change: PartnerChange,
+) -> AppResult<Partner> {
+    caller.require(&[Scope::Admin])?;
+    let mut v = Validator::default();
+    let name = change.name.map(|n| text_field(&mut v, "name", &n, 200));
+    let category = change.category.map(|c| text_field(&mut v, "category", &c, 100));
+    let mut rate = |field: &str, text: Option<String>| {
+        text.and_then(|t| v.check(field, parse_rate(&t)).map(|r: Decimal| r.to_string()))
+    };
+    let earn = rate("earn_points_per_unit", change.earn_points_per_unit);
+    let issue = rate("issue_price_per_point", change.issue_price_per_point);
+    let redeem = rate("redemption_value_per_point", change.redemption_value_per_point);
+    v.finish()?;
+    let txn = app.db.begin().await?;
+    let current = partner::Entity::find_by_id(id)
+        .filter(partner::Column::ProgrammeId.eq(caller.programme_id))
+        .lock_exclusive()
+        .one(&txn)
+        .await?
+        .ok_or(AppError::NotFound("partner"))?;
+    let mut row: partner::ActiveModel = current.clone().into();
+    let changes = [
+        (partner::Column::Name, name),
+        (partner::Column::Category, category),
+        (partner::Column::EarnPointsPerUnit, earn),
+        (partner::Column::IssuePricePerPoint, issue),
+        (partner::Column::RedemptionValuePerPoint, redeem),
+    ];
+    for (column, value) in changes {
+        if let Some(value) = value {
+            row.set(column, value.into());
+        }
+    }
+    if !row.is_changed() {
+        txn.commit().await?;
+        return current.try_into();
+    }
+    let updated = row.update(&txn).await?;
+    let version = terms::bump(&txn, caller.programme_id).await?;
+    txn.commit().await?;
+    app.terms.changed(caller.programme_id, version);
+    updated.try_into()
 }
 
 /// A partner of the programme; another programme's partner is simply not found.
@@ -131,24 +196,6 @@ pub async fn find(db: &impl ConnectionTrait, programme_id: Uuid, id: Uuid) -> Ap
         .await?
         .ok_or(AppError::NotFound("partner"))?
         .try_into()
-}
-
-/// A partner's terms, from memory after the first read (nothing updates them).
-/// `db` reads on a miss: inside a transaction it must be the transaction (SQLite has
-/// one connection).
-pub async fn terms(
-    app: &App,
-    db: &impl ConnectionTrait,
-    programme_id: Uuid,
-    id: Uuid,
-) -> AppResult<Partner> {
-    let in_programme = async { find(db, programme_id, id).await.map(|p| (programme_id, p)) };
-    let (programme, partner) = app.partners.get_or_load(id, in_programme).await?;
-    if programme == programme_id {
-        Ok(partner)
-    } else {
-        Err(AppError::NotFound("partner"))
-    }
 }
 
 /// Operators see every partner; a partner sees only itself.

@@ -5,7 +5,7 @@ use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::idempotency::{self, IdempotencyKey, StoredResponse};
 use crate::ledger::{self, AccountState, EntryContext};
 use crate::members;
-use crate::partners::{self, Partner};
+use crate::partners::Partner;
 use crate::programmes::{self, Programme};
 use crate::{App, Caller};
 use coalition_domain::earning::{price_purchase, EarningError, PurchaseOutcome, PurchaseTerms};
@@ -108,7 +108,8 @@ pub(crate) async fn price(
     programme: &Programme,
     req: &Checked,
 ) -> AppResult<Priced> {
-    let partner = partners::terms(app, db, caller.programme_id, caller.acting_partner()?).await?;
+    let partner =
+        crate::terms::partner(app, db, caller.programme_id, caller.acting_partner()?).await?;
     let card = cards::find(db, caller.programme_id, &req.card_number).await?;
     cards::ensure_active(&card)?;
     let terms = PurchaseTerms {
@@ -195,7 +196,7 @@ async fn record_once(
     // A purchase that may move its member's tier needs the transactional path.
     if app.db.get_database_backend() == DbBackend::Postgres
         && req.redeem_points == 0
-        && !crate::tiers::has_ladder(&app.db, caller.programme_id).await?
+        && !crate::tiers::has_ladder(app, caller.programme_id).await?
     {
         return crate::earn_statement::record(app, caller, programme, req, key, render).await;
     }
@@ -207,7 +208,8 @@ async fn record_once(
         if let Some(member_id) = priced.card.member_id {
             let spend = crate::tiers::spend_of(&req.amount)?;
             let at = write.row.created_at;
-            crate::tiers::record_spend(&txn, caller.programme_id, member_id, spend, at).await?;
+            crate::tiers::record_spend(app, &txn, caller.programme_id, member_id, spend, at)
+                .await?;
         }
         priced.balance = state.balance;
         let recorded = Recorded {

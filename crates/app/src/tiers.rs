@@ -33,14 +33,14 @@
 use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::pagination::{Page, PageRequest};
 use crate::programmes::{self, Programme};
-use crate::{members, outbox, App, Caller, Scope};
+use crate::{members, outbox, terms, App, Caller, Scope};
 use chrono::{DateTime, NaiveDate, Utc};
 use coalition_domain::money::{parse_decimal, Currency};
 use coalition_domain::tiers::{
     effective, from_minor, ranks_above, to_minor, window_start, Floor, Ladder, Source, Tier,
     TierTerms, MAX_EARN_MULTIPLIER, MAX_QUALIFYING_SPEND_UNITS, MAX_RANK, MAX_TERM_DECIMALS,
 };
-use coalition_store::entities::{member, programme, tier, tier_history, tier_spend_day};
+use coalition_store::entities::{member, tier, tier_history, tier_spend_day};
 use coalition_store::is_unique_violation;
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{Alias, Expr, OnConflict};
@@ -249,22 +249,6 @@ fn check_spend(
     }
 }
 
-/// Tells every process that the programme's terms changed (see `programmes.terms_version`).
-/// Call it in the transaction that changes them.
-// TODO(merge): the lead's `crate::terms::bump` replaces this, with `app.terms.forget`
-// after commit.
-async fn terms_changed(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<()> {
-    programme::Entity::update_many()
-        .col_expr(
-            programme::Column::TermsVersion,
-            Expr::col(programme::Column::TermsVersion).add(1),
-        )
-        .filter(programme::Column::Id.eq(programme_id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
 fn rank_taken(err: sea_orm::DbErr, rank: i32) -> AppError {
     if is_unique_violation(&err) {
         AppError::TierRankTaken(rank)
@@ -306,8 +290,9 @@ pub async fn create(app: &App, caller: &Caller, input: NewTier) -> AppResult<Tie
         .exec_without_returning(&txn)
         .await
         .map_err(|e| rank_taken(e, rank))?;
-    terms_changed(&txn, caller.programme_id).await?;
+    let version = terms::bump(&txn, caller.programme_id).await?;
     txn.commit().await?;
+    app.terms.changed(caller.programme_id, version);
     tier_row(row, &programme.currency)
 }
 
@@ -383,13 +368,14 @@ pub async fn update(app: &App, caller: &Caller, id: Uuid, patch: TierPatch) -> A
         .exec(&txn)
         .await
         .map_err(|e| rank_taken(e, rank))?;
-    terms_changed(&txn, caller.programme_id).await?;
+    let version = terms::bump(&txn, caller.programme_id).await?;
     txn.commit().await?;
+    app.terms.changed(caller.programme_id, version);
     tier_row(row, &programme.currency)
 }
 
-/// The programme's ladder, read from the database.
-// TODO(merge): read it from the terms snapshot (`crate::terms`) once that exists.
+/// The programme's ladder, read from the database (purchases read it from the terms
+/// snapshot, `terms::of_programme`, which loads it with this).
 pub async fn ladder(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Ladder> {
     let rows = tier::Entity::find()
         .filter(tier::Column::ProgrammeId.eq(programme_id))
@@ -400,18 +386,11 @@ pub async fn ladder(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<
     Ok(Ladder::new(tiers))
 }
 
-/// Whether the programme has any tier (purchases then need the transactional path).
-// TODO(merge): from the terms snapshot: this read is one more round trip on the
-// PostgreSQL one-statement purchase until then.
-pub async fn has_ladder(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<bool> {
-    Ok(tier::Entity::find()
-        .select_only()
-        .column(tier::Column::Id)
-        .filter(tier::Column::ProgrammeId.eq(programme_id))
-        .into_tuple::<Uuid>()
-        .one(db)
-        .await?
-        .is_some())
+/// Whether the programme has any tier (purchases then need the transactional path),
+/// from the terms snapshot.
+pub async fn has_ladder(app: &App, programme_id: Uuid) -> AppResult<bool> {
+    let terms = terms::of_programme(app, &app.db, programme_id).await?;
+    Ok(!terms.ladder.is_empty())
 }
 
 // ---------------------------------------------------------------- members' tiers
@@ -428,7 +407,10 @@ fn effective_of(ladder: &Ladder, row: &member::Model, now: DateTime<Utc>) -> Opt
 }
 
 /// The member's effective tier, what pricing needs; a bearer card (no member) has none.
+/// The ladder comes from the terms snapshot; `db` must be the transaction when called
+/// inside one (SQLite has one connection).
 pub async fn member_tier(
+    app: &App,
     db: &impl ConnectionTrait,
     programme_id: Uuid,
     member_id: Option<Uuid>,
@@ -437,7 +419,8 @@ pub async fn member_tier(
     let Some(member_id) = member_id else {
         return Ok(None);
     };
-    let ladder = ladder(db, programme_id).await?;
+    let terms = terms::of_programme(app, db, programme_id).await?;
+    let ladder = &terms.ladder;
     if ladder.is_empty() {
         return Ok(None);
     }
@@ -446,7 +429,7 @@ pub async fn member_tier(
         .one(db)
         .await?
         .ok_or(AppError::NotFound("member"))?;
-    Ok(effective_of(&ladder, &row, now))
+    Ok(effective_of(ladder, &row, now))
 }
 
 /// Spend over the rolling window ending on `today`, net of refunds, in minor units.
@@ -520,6 +503,7 @@ async fn lock_member(db: &impl ConnectionTrait, member_id: Uuid) -> AppResult<me
 /// qualified one that the rolling spend now reaches, upgrades the member at once: history
 /// and `tier.changed` in the same transaction. Never downgrades.
 pub async fn record_spend(
+    app: &App,
     db: &impl ConnectionTrait,
     programme_id: Uuid,
     member_id: Uuid,
@@ -530,7 +514,8 @@ pub async fn record_spend(
     if delta_minor <= 0 {
         return Ok(None);
     }
-    let ladder = ladder(db, programme_id).await?;
+    let terms = terms::of_programme(app, db, programme_id).await?;
+    let ladder = &terms.ladder;
     if ladder.is_empty() {
         return Ok(None);
     }
@@ -540,7 +525,7 @@ pub async fn record_spend(
     if !ranks_above(target, ladder.qualified(row.tier_id)) {
         return Ok(None);
     }
-    let change = requalified(db, &ladder, row, target, ChangeKind::Qualified, now).await?;
+    let change = requalified(db, ladder, row, target, ChangeKind::Qualified, now).await?;
     Ok(Some(change))
 }
 
@@ -636,11 +621,11 @@ async fn requalified(
 /// The member's standing for its profile.
 pub async fn standing(
     db: &impl ConnectionTrait,
+    ladder: &Ladder,
     programme: &Programme,
     row: &member::Model,
     now: DateTime<Utc>,
 ) -> AppResult<Standing> {
-    let ladder = ladder(db, programme.id).await?;
     let units = programme.currency.minor_units();
     let today = now.date_naive();
     let spend = if ladder.is_empty() {
@@ -648,7 +633,7 @@ pub async fn standing(
     } else {
         rolling_spend(db, row.id, today).await?
     };
-    let effective = effective(&ladder, row.tier_id, floor_of(row), now);
+    let effective = effective(ladder, row.tier_id, floor_of(row), now);
     let floor = floor_of(row)
         .filter(|f| f.live(now))
         .and_then(|f| ladder.get(f.tier_id))
@@ -734,7 +719,7 @@ pub async fn set_floor(
         at: now,
     };
     remember(&txn, caller.programme_id, &change).await?;
-    let standing = standing(&txn, &programme, &after, now).await?;
+    let standing = standing(&txn, &ladder, &programme, &after, now).await?;
     txn.commit().await?;
     Ok(standing)
 }

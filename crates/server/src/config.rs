@@ -118,7 +118,7 @@ impl Config {
             addr,
             jwt_secret,
             token_ttl_seconds: number("COALITION_TOKEN_TTL_SECONDS", 3600, 60..=86_400)?,
-            db_max_connections: number("COALITION_DB_MAX_CONNECTIONS", 20, 1..=500)? as u32,
+            db_max_connections: number("COALITION_DB_MAX_CONNECTIONS", 20, 2..=500)? as u32,
             redis_prefix: get("COALITION_REDIS_PREFIX").unwrap_or_else(|| "coalition:".into()),
             token_failures: coalition_app::auth::FailureLimits {
                 per_client: number("COALITION_TOKEN_FAILURES_PER_MINUTE", 10, 1..=10_000)? as u64,

@@ -39,6 +39,8 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         TokenKeys::load_or_generate(&db, config.jwt_secret.as_deref(), config.token_ttl_seconds)
             .await
             .map_err(|e| format!("loading the token signing key: {e}"))?;
+    let terms = Arc::default();
+    coalition_app::terms::spawn_watcher(db.clone(), &terms);
     Ok(App {
         db,
         cache,
@@ -46,7 +48,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         token_guard: Arc::new(TokenGuard::new(failures, config.token_failures)),
         directory: Arc::default(),
         programmes: Arc::default(),
-        partners: Arc::default(),
+        terms,
     })
 }
 

@@ -39,9 +39,39 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     Ok(db)
 }
 
+/// Applies the migrations. On PostgreSQL any number of processes may start at once
+/// (replicas rolling out, or `coalition migrate` beside `serve`): without a lock two of
+/// them create the same table at the same moment and one fails (`duplicate key value
+/// violates unique constraint "pg_type_typname_nsp_index"`). A session advisory lock,
+/// held on one pooled connection while the migrations run on others, lets one process
+/// migrate while the rest wait and then find nothing left to do.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    migration::Migrator::up(db, None).await
+    if db.get_database_backend() != DbBackend::Postgres {
+        return migration::Migrator::up(db, None).await;
+    }
+    let mut holder = db
+        .get_postgres_connection_pool()
+        .acquire()
+        .await
+        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e)))?;
+    let lock = |sql: &'static str| sea_orm::sqlx::query(sql).bind(MIGRATION_LOCK);
+    lock("SELECT pg_advisory_lock($1)")
+        .execute(&mut *holder)
+        .await
+        .map_err(|e| DbErr::Exec(sea_orm::RuntimeErr::SqlxError(e)))?;
+    let migrated = migration::Migrator::up(db, None).await;
+    let unlocked = lock("SELECT pg_advisory_unlock($1)")
+        .execute(&mut *holder)
+        .await;
+    if unlocked.is_err() {
+        // The connection is unusable; closing it ends the session and its lock.
+        holder.detach();
+    }
+    migrated
 }
+
+/// The advisory lock key of migrating (any constant; this one spells "coalMIGR").
+const MIGRATION_LOCK: i64 = 0x636f_616c_4d49_4752;
 
 /// Is this error a unique-constraint violation (a concurrent duplicate)?
 pub fn is_unique_violation(err: &DbErr) -> bool {

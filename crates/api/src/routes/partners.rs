@@ -79,6 +79,48 @@ pub async fn get_partner(
     Ok(Json(partner_response(partner)))
 }
 
+/// Change a partner's name, category, rates or prices (admin). Absent fields stay as
+/// they are; `kind` cannot change. Every server process prices purchases with the new
+/// terms within one second.
+#[utoipa::path(patch, path = "/v1/partners/{id}", tag = "partners", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body = PartnerChangeRequest,
+    responses((status = 200, body = PartnerResponse), (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn update_partner(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    PathText(id): PathText,
+    body: JsonBody<PartnerChangeRequest>,
+) -> ApiResult<Json<PartnerResponse>> {
+    let id = path_id(&id, "partner")?;
+    let b = body.value;
+    let change = partners::PartnerChange {
+        name: b.name,
+        category: b.category,
+        earn_points_per_unit: b.earn_points_per_unit,
+        issue_price_per_point: b.issue_price_per_point,
+        redemption_value_per_point: b.redemption_value_per_point,
+    };
+    let partner = partners::update(&app, &caller, id, change).await?;
+    Ok(Json(partner_response(partner)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerChangeRequest {
+    #[schema(schema_with = crate::fields::optional_name)]
+    pub name: Option<String>,
+    #[schema(schema_with = crate::fields::optional_category)]
+    pub category: Option<String>,
+    /// Points per unit of currency, decimal string.
+    #[schema(schema_with = crate::fields::optional_rate)]
+    pub earn_points_per_unit: Option<String>,
+    #[schema(schema_with = crate::fields::optional_rate)]
+    pub issue_price_per_point: Option<String>,
+    #[schema(schema_with = crate::fields::optional_rate)]
+    pub redemption_value_per_point: Option<String>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPartnerRequest {
@@ -121,5 +163,5 @@ pub struct PartnerList {
 pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(create_partner, list_partners))
-        .routes(routes!(get_partner))
+        .routes(routes!(get_partner, update_partner))
 }
