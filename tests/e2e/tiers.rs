@@ -604,3 +604,92 @@ async fn spend_before_the_ladder_existed_counts_and_requalification_upgrades_on_
     assert_eq!(profile["tier"]["id"].as_str(), Some(gold.as_str()));
     assert_eq!(history(&t, &p.admin, &ann).await[0]["kind"], "requalified");
 }
+
+/// For each member, the qualified tier's history is one unbroken chain (each change
+/// starts where the one before ended, starting from the entry tier) ending at the tier
+/// stored now: no change was made twice or on a stale reading.
+async fn assert_history_chains(t: &TestApp, p: &Programme, member_id: &str, entry: &str) {
+    let mut rows = Vec::new();
+    let mut path = format!("/v1/members/{member_id}/tiers?limit=100");
+    loop {
+        let page = t.get(&path, &p.admin).await.expect(200);
+        rows.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/members/{member_id}/tiers?limit=100&cursor={c}"),
+            None => break,
+        }
+    }
+    rows.reverse();
+    let mut at = entry.to_owned();
+    for row in rows
+        .iter()
+        .filter(|r| r["kind"] != "manual" && r["kind"] != "floor_ended")
+    {
+        let id = |side: &str| row[side]["id"].as_str().unwrap_or("none").to_owned();
+        assert_eq!(id("from_tier"), at, "broken chain at {row}");
+        assert_ne!(id("to_tier"), at, "a change to the same tier: {row}");
+        at = id("to_tier");
+    }
+    let stored = member(t, &p.admin, member_id).await["tier_status"]["qualified_tier"]["id"]
+        .as_str()
+        .unwrap_or("none")
+        .to_owned();
+    assert_eq!(stored, at, "the history ends at the stored tier");
+}
+
+#[tokio::test]
+async fn purchases_refunds_and_requalification_racing_keep_one_consistent_history() {
+    let t = spawn_app().await;
+    let p = t.programme("Coalition").await;
+    let gym = t.partner(&p, "Gym", "1").await;
+    let (basic, _, _) = ladder(&t, &p).await;
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(t.member_with_card(&gym, &format!("m{i}@example.org")).await);
+    }
+    let shoppers = members.iter().map(|(_, card)| {
+        let (t, gym) = (&t, &gym);
+        async move {
+            for round in 0..6 {
+                let bought = t.purchase(gym, card, "400.00", 0).await;
+                if round % 2 == 1 {
+                    let refund = json!({"amount": {"amount": "400.00", "currency": "EUR"}});
+                    let path = format!("/v1/purchases/{}/refunds", bought["id"].as_str().unwrap());
+                    t.post_moving(&path, &gym.token, refund).await.expect(201);
+                }
+            }
+        }
+    });
+    let jobs = (0..3).map(|_| async {
+        for _ in 0..5 {
+            coalition_app::tiers::requalify(&t.app.db, Utc::now())
+                .await
+                .unwrap();
+        }
+    });
+    tokio::join!(
+        futures::future::join_all(shoppers),
+        futures::future::join_all(jobs)
+    );
+    // 3 × 400.00 stays: VIP (from 1000.00) once requalified.
+    coalition_app::tiers::requalify(&t.app.db, Utc::now())
+        .await
+        .unwrap();
+    for (id, _) in &members {
+        let profile = member(&t, &p.admin, id).await;
+        assert_eq!(
+            profile["tier_status"]["qualifying_spend"]["amount"],
+            "1200.00"
+        );
+        assert_eq!(tier_name(&profile), "VIP");
+        assert_history_chains(&t, &p, id, &basic).await;
+    }
+    let events = tier_events(&t, &p).await.len() as u64;
+    let rows = tier_history::Entity::find()
+        .filter(tier_history::Column::ProgrammeId.eq(p.id))
+        .count(&t.app.db)
+        .await
+        .unwrap();
+    assert_eq!(events, rows, "one outbox event per history row");
+    assert_accounts_consistent(&t.app.db, p.id).await;
+}

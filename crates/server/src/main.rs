@@ -11,7 +11,11 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "coalition", version, about = "Coalition loyalty network backend")]
+#[command(
+    name = "coalition",
+    version,
+    about = "Coalition loyalty network backend"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
