@@ -40,8 +40,5 @@ fn the_binary_says_its_version() {
     let out = coalition(&[]).arg("--version").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(
-        text.trim(),
-        format!("coalition {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(text.trim(), format!("coalition {}", env!("CARGO_PKG_VERSION")));
 }

@@ -2,14 +2,14 @@
 
 use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::pagination::{Page, PageRequest};
-use crate::terms;
 use crate::{App, Caller, Scope};
 use coalition_domain::money::parse_rate;
 use coalition_store::entities::partner;
 use rust_decimal::Decimal;
+use crate::terms;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -149,21 +149,13 @@ pub async fn update(
     caller.require(&[Scope::Admin])?;
     let mut v = Validator::default();
     let name = change.name.map(|n| text_field(&mut v, "name", &n, 200));
-    let category = change
-        .category
-        .map(|c| text_field(&mut v, "category", &c, 100));
+    let category = change.category.map(|c| text_field(&mut v, "category", &c, 100));
     let mut rate = |field: &str, text: Option<String>| {
-        text.and_then(|t| {
-            v.check(field, parse_rate(&t))
-                .map(|r: Decimal| r.to_string())
-        })
+        text.and_then(|t| v.check(field, parse_rate(&t)).map(|r: Decimal| r.to_string()))
     };
     let earn = rate("earn_points_per_unit", change.earn_points_per_unit);
     let issue = rate("issue_price_per_point", change.issue_price_per_point);
-    let redeem = rate(
-        "redemption_value_per_point",
-        change.redemption_value_per_point,
-    );
+    let redeem = rate("redemption_value_per_point", change.redemption_value_per_point);
     v.finish()?;
     let txn = app.db.begin().await?;
     let current = partner::Entity::find_by_id(id)

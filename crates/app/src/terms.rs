@@ -18,9 +18,7 @@ use crate::App;
 use coalition_domain::tiers::Ladder;
 use coalition_store::entities::{partner, programme};
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -234,10 +232,7 @@ mod tests {
         cache.keep(programme, terms(3));
         assert_eq!(cache.cached(programme).unwrap().version, 3);
         cache.changed(programme, 3);
-        assert!(
-            cache.cached(programme).is_some(),
-            "same version: still good"
-        );
+        assert!(cache.cached(programme).is_some(), "same version: still good");
         cache.changed(programme, 4);
         assert!(cache.cached(programme).is_none());
         // A purchase that began loading before the change must not put version 3 back.

@@ -11,11 +11,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(
-    name = "coalition",
-    version,
-    about = "Coalition loyalty network backend"
-)]
+#[command(name = "coalition", version, about = "Coalition loyalty network backend")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
