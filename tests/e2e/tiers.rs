@@ -217,7 +217,7 @@ async fn the_ladder_is_managed_validated_and_kept_to_its_programme() {
     usd["qualifying_spend"]["currency"] = json!("USD");
     t.post("/v1/tiers", &p.admin, usd)
         .await
-        .expect_problem(422, "validation_failed");
+        .expect_problem(422, "currency_mismatch");
     let list = t.get("/v1/tiers", &p.admin).await.expect(200);
     assert_eq!(list["data"].as_array().unwrap().len(), 3);
 

@@ -226,11 +226,7 @@ fn check_spend(
     programme: &Programme,
 ) -> Option<i64> {
     let field = "qualifying_spend.amount";
-    v.require(
-        "qualifying_spend.currency",
-        *currency == programme.currency.code(),
-        &format!("must be the programme's currency, {}", programme.currency),
-    );
+    v.check("qualifying_spend.currency", Currency::parse(currency));
     let value = v.check(field, parse_decimal(amount))?;
     let units = programme.currency.minor_units();
     let minor = to_minor(value, units);
@@ -246,6 +242,18 @@ fn check_spend(
         minor
     } else {
         None
+    }
+}
+
+/// Money is in the programme's currency: there is no conversion (`currency_mismatch`).
+fn ensure_currency(currency: &str, programme: &Programme) -> AppResult<()> {
+    if currency == programme.currency.code() {
+        Ok(())
+    } else {
+        Err(AppError::CurrencyMismatch {
+            expected: programme.currency.to_string(),
+            got: currency.to_owned(),
+        })
     }
 }
 
@@ -273,6 +281,7 @@ pub async fn create(app: &App, caller: &Caller, input: NewTier) -> AppResult<Tie
         MAX_EARN_MULTIPLIER,
     );
     v.finish()?;
+    ensure_currency(&input.qualifying_spend.1, &programme)?;
     let now = Utc::now();
     let row = tier::Model {
         id: Uuid::now_v7(),
@@ -341,6 +350,7 @@ pub async fn update(app: &App, caller: &Caller, id: Uuid, patch: TierPatch) -> A
     let mut v = Validator::default();
     let name = patch.name.map(|n| text_field(&mut v, "name", &n, 200));
     let rank = patch.rank.map(|r| check_rank(&mut v, r));
+    let patch_currency = patch.qualifying_spend.clone();
     let spend = patch
         .qualifying_spend
         .map(|s| check_spend(&mut v, &s, &programme));
@@ -351,6 +361,9 @@ pub async fn update(app: &App, caller: &Caller, id: Uuid, patch: TierPatch) -> A
         .earn_multiplier
         .map(|m| check_term(&mut v, "earn_multiplier", &m, 1, MAX_EARN_MULTIPLIER));
     v.finish()?;
+    if let Some((_, currency)) = &patch_currency {
+        ensure_currency(currency, &programme)?;
+    }
     let txn = app.db.begin().await?;
     let mut row = find(&txn, caller.programme_id, id).await?;
     row.name = name.unwrap_or(row.name);

@@ -68,7 +68,7 @@ pub(crate) fn status_response(s: &Standing) -> TierStatus {
 /// Add a tier to the ladder (admin).
 #[utoipa::path(post, path = "/v1/tiers", tag = "tiers", security(("bearer" = [])), request_body = NewTierRequest,
     responses((status = 201, body = TierResponse), (status = 409, body = Problem, description = "tier_rank_taken: the programme has a tier of this rank"),
-        (status = 422, body = Problem)))]
+        (status = 422, body = Problem, description = "validation_failed, currency_mismatch")))]
 pub async fn create_tier(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -120,7 +120,7 @@ pub async fn get_tier(
 /// requalification (up or down).
 #[utoipa::path(patch, path = "/v1/tiers/{id}", tag = "tiers", security(("bearer" = [])), params(("id" = String, Path)), request_body = TierPatchRequest,
     responses((status = 200, body = TierResponse), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "tier_rank_taken: the programme has a tier of this rank"), (status = 422, body = Problem)))]
+        (status = 409, body = Problem, description = "tier_rank_taken: the programme has a tier of this rank"), (status = 422, body = Problem, description = "validation_failed, currency_mismatch")))]
 pub async fn update_tier(
     State(app): State<App>,
     Auth(caller): Auth,
