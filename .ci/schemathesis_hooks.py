@@ -12,8 +12,10 @@ request may still be refused for these, and only these, problem codes:
   a point is the programme's);
 - `validation_failed` naming only `amount.amount` (decimals beyond the programme
   currency's minor unit, or points beyond what a purchase can earn at the partner's rate)
-  or only `cursor` (a cursor is an opaque value only the server hands out, like an id;
-  an unknown id is a 404, an unknown cursor a 422).
+  or only `qualifying_spend.amount` (a tier's spend, likewise in the currency's minor
+  unit) or only `cursor` (a cursor is an opaque value only the server hands out, like an
+  id; an unknown id is a 404, an unknown cursor a 422) or only `ends_at` (a floor on a
+  member's tier must end in the future: it depends on the clock).
 
 Any other refusal of schema-valid data still fails the run.
 """
@@ -22,7 +24,7 @@ import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 STATEFUL_CODES = {"currency_mismatch", "idempotency_key_reused", "redemption_exceeds_amount"}
-STATEFUL_FIELDS = {"amount.amount", "cursor"}
+STATEFUL_FIELDS = {"amount.amount", "qualifying_spend.amount", "cursor", "ends_at"}
 
 
 def refused_for_state(response) -> bool:

@@ -6,6 +6,7 @@ mod m20261124_000001_card_safety;
 mod m20261124_000001_live_lots_index;
 mod m20261125_000001_terms_and_outbox;
 mod m20261125_000010_rules;
+mod m20261125_000020_tiers;
 mod m20261125_000030_lot_reminders;
 mod m20261125_000040_holds;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_live_lots_index::Migration),
             Box::new(m20261125_000001_terms_and_outbox::Migration),
             Box::new(m20261125_000010_rules::Migration),
+            Box::new(m20261125_000020_tiers::Migration),
             Box::new(m20261125_000030_lot_reminders::Migration),
             Box::new(m20261125_000040_holds::Migration),
         ]

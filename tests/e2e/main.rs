@@ -23,3 +23,4 @@ mod story;
 mod support;
 mod tenancy;
 mod tenancy_matrix;
+mod tiers;

@@ -48,6 +48,9 @@ enum Secret {
     OthersSales,
     /// A's earning rule: its id and name.
     Rules,
+    /// A's tier ladder: A's own partners may see it (a member's profile names the next
+    /// tier up), another programme may not.
+    Ladder,
 }
 
 use Caller::*;
@@ -84,6 +87,7 @@ const VISIBLE: &[(&str, Caller, &[Secret])] = &[
     ),
     ("GET /v1/members/{id}/balance", Neighbour, &[MemberId]),
     ("GET /v1/members/{id}/transactions", Neighbour, &[MemberId]),
+    ("GET /v1/members/{id}/tiers", Neighbour, &[MemberId]),
 ];
 
 fn may_show(operation: &str, caller: Caller) -> Option<&'static [Secret]> {
@@ -102,6 +106,7 @@ struct Targets {
     /// A POS hold A Gym made on Ann's card.
     redemption: String,
     rule: String,
+    tier: String,
 }
 
 impl Targets {
@@ -114,6 +119,7 @@ impl Targets {
             card: coalition_domain::card_number::from_random_digits(rand::random()),
             redemption: Uuid::new_v4().to_string(),
             rule: Uuid::new_v4().to_string(),
+            tier: Uuid::new_v4().to_string(),
         }
     }
 
@@ -133,6 +139,7 @@ impl Targets {
             "rules" => self.rule.clone(),
             // A rule's versions are numbered from 1: the rule in the path decides.
             "versions" => "1".to_owned(),
+            "tiers" => self.tier.clone(),
             _ => panic!(
                 "{path}: no value of A for {{{param}}} after /{collection}/: add one to the matrix"
             ),
@@ -146,6 +153,7 @@ impl Targets {
             "partner_id" => Some(self.partner.clone()),
             "purchase_id" => Some(self.purchase.clone()),
             "card_number" => Some(self.card.clone()),
+            "tier_id" => Some(self.tier.clone()),
             _ => None,
         }
     }
@@ -380,6 +388,18 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .as_str()
         .unwrap()
         .to_owned();
+    let tier = t
+        .post(
+            "/v1/tiers",
+            &programme.admin,
+            json!({"name": format!("A Gold {tag}"), "rank": 5000, "qualifying_spend": {"amount": "100.00", "currency": "EUR"},
+                "discount_percent": "15", "earn_multiplier": "1.5"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let secrets = vec![
         (Rules, rule.clone()),
         (Rules, rule_name),
@@ -393,6 +413,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         (OthersSales, refund),
         (OthersSales, receipt),
         (OthersSales, redemption.clone()),
+        (Ladder, tier.clone()),
     ];
     WorldA {
         admin: programme.admin.clone(),
@@ -403,6 +424,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
             card: cards[0].clone(),
             redemption,
             rule,
+            tier,
         },
         gym,
         other_card: cards[1].clone(),
@@ -476,8 +498,11 @@ async fn no_operation_shows_a_programmes_resources_to_callers_who_may_not_see_th
             let label = op.label();
             let token = token_of(&t, caller, &a, &prog_a, &prog_b.admin, &b_partner.token).await;
             let answer = call(&t, &doc, op, &token, &a.targets).await;
-            let shown = may_show(&label, caller).unwrap_or(&[]);
-            let leaks = leaked(&answer.text, &a.secrets, shown);
+            let mut shown = may_show(&label, caller).unwrap_or(&[]).to_vec();
+            if matches!(caller, Stranger | Neighbour) {
+                shown.push(Ladder);
+            }
+            let leaks = leaked(&answer.text, &a.secrets, &shown);
             if !leaks.is_empty() {
                 failures.push(format!(
                     "{label} as {caller:?}: {} shows {leaks:?}: {}",

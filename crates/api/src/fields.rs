@@ -211,3 +211,100 @@ pub fn amount() -> RefOr<Schema> {
         .description(Some(r#"`{"amount": "12.50", "currency": "EUR"}`"#))
         .into()
 }
+
+/// Why an operator did something by hand.
+pub fn reason() -> RefOr<Schema> {
+    text(500, false)
+}
+
+/// An unsigned decimal with at most four decimals (trailing zeros aside), as
+/// `tiers::check_term` takes it; `whole` is the pattern of the whole part within range,
+/// `top` the top of the range.
+fn term(whole: &str, top: &str, description: &str, example: &str, nullable: bool) -> RefOr<Schema> {
+    string(nullable)
+        .max_length(Some(28))
+        .pattern(Some(format!(
+            r"^0*({whole}(\.[0-9]{{1,4}}0*)?|{top}(\.0+)?)$"
+        )))
+        .description(Some(description))
+        .examples([example])
+        .into()
+}
+
+/// A tier's discount: 0 to 100 percent.
+pub fn percent() -> RefOr<Schema> {
+    term(
+        "[0-9]{1,2}",
+        "100",
+        "Percent from 0 to 100, decimal string with at most 4 decimals",
+        "15",
+        false,
+    )
+}
+
+pub fn optional_percent() -> RefOr<Schema> {
+    term(
+        "[0-9]{1,2}",
+        "100",
+        "Percent from 0 to 100, decimal string with at most 4 decimals",
+        "15",
+        true,
+    )
+}
+
+/// A tier's earn multiplier: 1 to 100.
+pub fn multiplier() -> RefOr<Schema> {
+    term(
+        "[1-9][0-9]?",
+        "100",
+        "From 1 to 100, decimal string with at most 4 decimals",
+        "1.5",
+        false,
+    )
+}
+
+pub fn optional_multiplier() -> RefOr<Schema> {
+    term(
+        "[1-9][0-9]?",
+        "100",
+        "From 1 to 100, decimal string with at most 4 decimals",
+        "1.5",
+        true,
+    )
+}
+
+/// A qualifying spend: money from zero to 10^12 in the programme's currency.
+fn spend_schema(nullable: bool) -> RefOr<Schema> {
+    let amount = string(false)
+        .max_length(Some(28))
+        .pattern(Some(r"^0*([0-9]{1,12}(\.[0-9]+)?|1000000000000(\.0+)?)$"))
+        .description(Some(
+            "A decimal string from 0 to 1000000000000 (`1000.00`), at most 28 characters, \
+             with no more decimals than the currency's minor unit",
+        ))
+        .examples(["1000.00"]);
+    let ty = if nullable {
+        SchemaType::from_iter([Type::Object, Type::Null])
+    } else {
+        SchemaType::Type(Type::Object)
+    };
+    ObjectBuilder::new()
+        .schema_type(ty)
+        .property("amount", amount)
+        .property("currency", currency())
+        .required("amount")
+        .required("currency")
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .description(Some(
+            r#"Spend over 12 months, `{"amount": "1000.00", "currency": "EUR"}`"#,
+        ))
+        .into()
+}
+
+pub fn spend() -> RefOr<Schema> {
+    spend_schema(false)
+}
+
+pub fn optional_spend() -> RefOr<Schema> {
+    spend_schema(true)
+}

@@ -29,6 +29,7 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "auth", description = "OAuth2 client credentials"),
         (name = "partners"), (name = "clients"), (name = "members"), (name = "cards"),
         (name = "purchases"), (name = "redemptions", description = "POS holds: points reserved at the till, then captured or voided"),
+        (name = "tiers", description = "The tier ladder and members' tiers"),
         (name = "service", description = "Health and documentation")
     )
 )]
@@ -72,6 +73,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::purchases::router())
         .merge(routes::redemptions::router())
         .merge(routes::rules::router())
+        .merge(routes::tiers::router())
         .merge(routes::service::router())
 }
 

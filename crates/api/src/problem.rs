@@ -149,6 +149,7 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "email_taken",
             "Email already enrolled",
         ),
+        TierRankTaken(_) => (StatusCode::CONFLICT, "tier_rank_taken", "Tier rank taken"),
         IdempotencyKeyReused => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",

@@ -53,6 +53,10 @@ pub(crate) async fn record(
     };
     let write = purchases::plan(app, caller, programme, &priced, req)?;
     let member_id = priced.card.member_id;
+    let spend = match member_id {
+        Some(member) => Some((member, crate::tiers::spend_of(&priced.amount)?)),
+        None => None,
+    };
     let mut recorded = Recorded {
         purchase: write.row.clone(),
         priced,
@@ -65,7 +69,7 @@ pub(crate) async fn record(
             "the purchase answer must show the balance exactly once".into(),
         ));
     }
-    let state = match write_all(&app.db, &write, key, &template, &placeholder).await {
+    let state = match write_all(&app.db, &write, spend, key, &template, &placeholder).await {
         Ok(state) => state,
         Err(e) => return idempotency::replay_or(app, key, e).await,
     };
@@ -92,6 +96,7 @@ impl Binds {
 async fn write_all(
     db: &impl ConnectionTrait,
     write: &PurchaseWrite,
+    spend: Option<(uuid::Uuid, i64)>,
     key: &IdempotencyKey,
     answer: &StoredResponse,
     placeholder: &str,
@@ -198,6 +203,19 @@ async fn write_all(
                INSERT INTO member_partners (member_id, partner_id, programme_id, created_at) \
                SELECT {}, {partner}, {programme}, {now} FROM account ON CONFLICT DO NOTHING)",
             b.add(member_id)
+        );
+    }
+    // The member's qualifying spend (`tiers`): this path runs only when the programme
+    // has no tiers, so no tier can change here.
+    if let Some((member_id, minor)) = spend {
+        sql += &format!(
+            ", spend AS (\
+               INSERT INTO tier_spend_days (member_id, day, programme_id, amount) \
+               SELECT {}, {}, {programme}, {} FROM account \
+               ON CONFLICT (member_id, day) DO UPDATE SET amount = tier_spend_days.amount + EXCLUDED.amount)",
+            b.add(member_id),
+            b.add(row.created_at.date_naive()),
+            b.add(minor),
         );
     }
     sql += &format!(

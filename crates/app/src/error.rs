@@ -73,6 +73,8 @@ pub enum AppError {
     DuplicateExternalRef(String),
     #[error("a member with this email is already enrolled")]
     EmailTaken,
+    #[error("the programme already has a tier of rank {0}")]
+    TierRankTaken(i32),
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
     #[error("internal error: {0}")]

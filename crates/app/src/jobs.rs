@@ -81,6 +81,11 @@ pub const JOBS: &[Job] = &[
         expire_points
     ),
     job!(
+        "requalify",
+        "move members' tiers to what their rolling 12-month spend earns, down as well as up",
+        requalify_tiers
+    ),
+    job!(
         "remind",
         "announce points expiring in 30 and in 7 days (outbox: points.expiring)",
         send_expiry_reminders
@@ -95,6 +100,10 @@ struct ReleasedHolds {
 async fn release_lapsed_holds(app: &App, now: DateTime<Utc>) -> AppResult<ReleasedHolds> {
     let released = crate::holds::release_lapsed(app, now).await?;
     Ok(ReleasedHolds { released })
+}
+
+async fn requalify_tiers(app: &App, now: DateTime<Utc>) -> AppResult<crate::tiers::RequalifyReport> {
+    crate::tiers::requalify(&app.db, now).await
 }
 
 fn as_json(report: impl Serialize) -> AppResult<serde_json::Value> {

@@ -22,6 +22,7 @@ pub mod purchases;
 pub mod refunds;
 pub mod rules;
 pub mod terms;
+pub mod tiers;
 
 pub use error::{AppError, AppResult, FieldError};
 

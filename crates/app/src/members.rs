@@ -23,6 +23,8 @@ pub struct NewMember {
 pub struct Member {
     pub row: member::Model,
     pub points: i64,
+    /// Effective tier and progress towards the next (`tiers`).
+    pub tier: crate::tiers::Standing,
 }
 
 fn valid_email(email: &str) -> bool {
@@ -92,6 +94,10 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
         enrolled_by_partner_id: Set(caller.partner_id),
         erased_at: Set(None),
         created_at: Set(now),
+        tier_id: Set(None),
+        floor_tier_id: Set(None),
+        floor_reason: Set(None),
+        floor_ends_at: Set(None),
     };
     match member::Entity::insert(row)
         .exec_without_returning(&txn)
@@ -227,9 +233,14 @@ pub async fn get(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Membe
         .one(&app.db)
         .await?
         .ok_or(AppError::NotFound("points account"))?;
+    let programme = crate::programmes::load(app, caller.programme_id).await?;
+    let terms = crate::terms::of_programme(app, &app.db, caller.programme_id).await?;
+    let now = chrono::Utc::now();
+    let tier = crate::tiers::standing(&app.db, &terms.ladder, &programme, &row, now).await?;
     Ok(Member {
         row,
         points: account.balance,
+        tier,
     })
 }
 

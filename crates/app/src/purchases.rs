@@ -175,25 +175,27 @@ pub(crate) async fn context(
     let terms = crate::terms::of_programme(app, db, caller.programme_id).await?;
     let card = cards::find(db, caller.programme_id, &req.card_number).await?;
     cards::ensure_active(&card)?;
-    let tier = member_tier(db, card.member_id).await?;
+    let at = Utc::now();
+    let tier = member_tier(app, db, caller.programme_id, card.member_id, at).await?;
     Ok(Context {
         partner,
         card,
         terms,
         tier,
-        at: Utc::now(),
+        at,
     })
 }
 
 /// The member's tier, for its discount, its multiplier and tier conditions: the one
 /// place a purchase looks it up.
-// TODO(tiers): return the member's current tier (the tiers helper's `member_tier`);
-// until tiers land no member has one.
 async fn member_tier(
-    _db: &impl ConnectionTrait,
-    _member_id: Option<Uuid>,
+    app: &App,
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    member_id: Option<Uuid>,
+    at: DateTime<Utc>,
 ) -> AppResult<Option<TierTerms>> {
-    Ok(None)
+    crate::tiers::member_tier(app, db, programme_id, member_id, at).await
 }
 
 /// What pricing needs of the member's history, when a rule needs it: whether this is
@@ -390,13 +392,13 @@ async fn record_once(
     render: &impl Fn(&Recorded) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
     if app.db.get_database_backend() == DbBackend::Postgres && req.redeem_points == 0 {
-        // The one-statement path, unless a rule needs the member's history: that is read
-        // under the account lock, in a transaction.
+        // The one-statement path, unless a rule needs the member's history (read under
+        // the account lock, in a transaction) or the purchase may move the member's tier.
         let ctx = match context(app, &app.db, caller, req).await {
             Ok(ctx) => ctx,
             Err(e) => return idempotency::replay_or(app, key, e).await,
         };
-        if !ctx.needs_history(req) {
+        if !ctx.needs_history(req) && ctx.terms.ladder.is_empty() {
             return crate::earn_statement::record(app, caller, programme, req, ctx, key, render)
                 .await;
         }
@@ -410,6 +412,7 @@ async fn record_once(
         let mut priced = price_with(programme, req, ctx, &facts)?;
         let write = plan(app, caller, programme, &priced, req)?;
         let state = write_step_by_step(&txn, &write, PaidFrom::Balance).await?;
+        record_spend(app, &txn, caller, &priced, req, &write).await?;
         (priced.balance, priced.held) = (state.balance, state.held);
         let recorded = Recorded {
             purchase: write.row,
@@ -423,6 +426,24 @@ async fn record_once(
         after_commit(app, caller, state, member_id).await;
     }
     Ok(response)
+}
+
+/// Counts the purchase's amount toward its member's tier, after pricing: the purchase
+/// is priced with the tier the member had before it, and may upgrade the member.
+async fn record_spend(
+    app: &App,
+    txn: &DatabaseTransaction,
+    caller: &Caller,
+    priced: &Priced,
+    req: &Checked,
+    write: &PurchaseWrite,
+) -> AppResult<()> {
+    if let Some(member_id) = priced.card.member_id {
+        let spend = crate::tiers::spend_of(&req.amount)?;
+        let at = write.row.created_at;
+        crate::tiers::record_spend(app, txn, caller.programme_id, member_id, spend, at).await?;
+    }
+    Ok(())
 }
 
 /// Locks the member's account for the rest of the transaction; one merged into another
@@ -640,6 +661,7 @@ pub(crate) async fn record_paid_by_hold(
     }
     let write = plan(app, caller, programme, &priced, &req)?;
     let state = write_step_by_step(txn, &write, PaidFrom::Hold).await?;
+    record_spend(app, txn, caller, &priced, &req, &write).await?;
     (priced.balance, priced.held) = (state.balance, state.held);
     let recorded = Recorded {
         purchase: write.row,

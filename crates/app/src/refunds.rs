@@ -14,7 +14,7 @@ use coalition_domain::refund::{
     clawback_within_balance, refund_share, split_proportionally, PurchaseRecord, RefundError,
 };
 use coalition_domain::{AccountKind, AccountRef, Points};
-use coalition_store::entities::{posting, purchase, refund};
+use coalition_store::entities::{point_account, posting, purchase, refund};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder};
 use uuid::Uuid;
@@ -204,6 +204,7 @@ async fn refund_in(
         .filter(purchase::Column::Id.eq(bought.id))
         .exec(txn)
         .await?;
+    refund_spend(txn, caller.programme_id, &bought, &amount).await?;
     Ok((
         Refunded {
             refund: row,
@@ -245,6 +246,24 @@ async fn funders_of(
         funders.push((AccountRef::partner_issued(seller), 0));
     }
     Ok(funders)
+}
+
+/// Takes the refunded amount off the qualifying spend of the member whose account the
+/// purchase was made on (`tiers`); a bearer account's purchases never counted.
+async fn refund_spend(
+    txn: &DatabaseTransaction,
+    programme_id: Uuid,
+    bought: &purchase::Model,
+    amount: &Money,
+) -> AppResult<()> {
+    let account = point_account::Entity::find_by_id(bought.account_id)
+        .one(txn)
+        .await?;
+    if let Some(member_id) = account.and_then(|a| a.member_id) {
+        let minor = crate::tiers::spend_of(amount)?;
+        crate::tiers::record_refund(txn, programme_id, member_id, minor, bought.created_at).await?;
+    }
+    Ok(())
 }
 
 pub use refund::Model as RefundRow;

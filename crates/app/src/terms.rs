@@ -16,6 +16,7 @@ use crate::error::{AppError, AppResult};
 use crate::partners::Partner;
 use coalition_domain::rules::Rule;
 use crate::App;
+use coalition_domain::tiers::Ladder;
 use coalition_store::entities::{partner, programme};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -37,6 +38,8 @@ pub struct ProgrammeTerms {
     pub partners: HashMap<Uuid, Partner>,
     /// The programme's active earning rules (the domain checks windows and conditions).
     pub rules: Vec<Rule>,
+    /// The tier ladder (`tiers`).
+    pub ladder: Ladder,
 }
 
 impl ProgrammeTerms {
@@ -155,10 +158,12 @@ async fn load(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Progra
         .map(|row| Partner::try_from(row).map(|p| (p.id, p)))
         .collect::<AppResult<HashMap<_, _>>>()?;
     let rules = crate::rules::active(db, programme_id).await?;
+    let ladder = crate::tiers::ladder(db, programme_id).await?;
     Ok(ProgrammeTerms {
         version,
         partners,
         rules,
+        ladder,
     })
 }
 
@@ -224,6 +229,7 @@ mod tests {
             version,
             partners: HashMap::new(),
             rules: vec![],
+            ladder: Ladder::default(),
         })
     }
 

@@ -294,6 +294,10 @@ pub(crate) async fn insert_batch(
             enrolled_by_partner_id: Some(s.enrolled_by),
             erased_at: None,
             created_at: now,
+            tier_id: None,
+            floor_tier_id: None,
+            floor_reason: None,
+            floor_ends_at: None,
         })
     }))
     .exec_without_returning(&txn)

@@ -106,6 +106,13 @@ pub mod member {
         pub enrolled_by_partner_id: Option<Uuid>,
         pub erased_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
+        /// The tier qualified for by spend (see `app::tiers`); NULL: none.
+        pub tier_id: Option<Uuid>,
+        /// A tier set by hand, effective (if higher) until `floor_ends_at`.
+        pub floor_tier_id: Option<Uuid>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub floor_reason: Option<String>,
+        pub floor_ends_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -450,6 +457,79 @@ pub mod rule_award {
         pub entry_id: Uuid,
         pub points: i64,
         pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod tier {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tiers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub name: String,
+        pub rank: i32,
+        /// In minor units of the programme's currency.
+        pub qualifying_spend: i64,
+        pub discount_percent: String,
+        pub earn_multiplier: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod tier_history {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tier_history")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub member_id: Uuid,
+        pub kind: String,
+        pub from_tier_id: Option<Uuid>,
+        pub to_tier_id: Option<Uuid>,
+        pub effective_tier_id: Option<Uuid>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub reason: Option<String>,
+        pub ends_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod tier_spend_day {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tier_spend_days")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub member_id: Uuid,
+        /// A UTC day.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: Date,
+        pub programme_id: Uuid,
+        /// Spend that day in minor units, net of refunds of that day's purchases.
+        pub amount: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

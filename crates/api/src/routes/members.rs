@@ -25,7 +25,12 @@ fn member_response(m: members::Member) -> MemberResponse {
         phone: row.phone,
         consent_marketing: row.consent_marketing,
         consent_data_sharing: row.consent_data_sharing,
-        tier: None,
+        tier: m
+            .tier
+            .effective
+            .as_ref()
+            .map(|(t, _)| super::tiers::summary(t)),
+        tier_status: super::tiers::status_response(&m.tier),
         points: m.points,
         erased: row.erased_at.is_some(),
         created_at: row.created_at,
@@ -169,8 +174,10 @@ pub struct MemberResponse {
     pub phone: Option<String>,
     pub consent_marketing: bool,
     pub consent_data_sharing: bool,
-    /// The member's tier; tiers come with the tier ladder.
-    pub tier: Option<String>,
+    /// The member's effective tier (none when the ladder has none for them).
+    pub tier: Option<super::tiers::TierSummary>,
+    /// How the tier came about and what the next one takes.
+    pub tier_status: super::tiers::TierStatus,
     pub points: i64,
     pub erased: bool,
     pub created_at: DateTime<Utc>,

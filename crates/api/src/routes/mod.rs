@@ -12,6 +12,7 @@ pub mod purchases;
 pub mod redemptions;
 pub mod rules;
 pub mod service;
+pub mod tiers;
 
 use crate::problem::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
