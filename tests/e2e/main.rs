@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cache_outage;
+mod economics;
 mod concurrency;
 mod expiry;
 mod holds;

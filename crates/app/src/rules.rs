@@ -15,7 +15,7 @@ use coalition_domain::limits::{self, MAX_POINTS_PER_ENTRY};
 use coalition_domain::money::{parse_rate, Money};
 use coalition_domain::rules::{Caps, Conditions, Effect, EffectKind, Funder, Hours, Rule};
 use coalition_domain::Points;
-use coalition_store::entities::{partner, programme, rule, rule_version};
+use coalition_store::entities::{partner, programme, rule, rule_version, tier};
 use rust_decimal::Decimal;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -369,8 +369,20 @@ async fn conditions(
     }
     if let Some(ids) = &c.tier_ids {
         bounded(v, "tier_ids", ids.len());
-        // TODO(tiers): refuse ids that name no tier of the programme once the tiers
-        // table is on main (the tiers helper's `tiers` module).
+        let known: Vec<Uuid> = tier::Entity::find()
+            .select_only()
+            .column(tier::Column::Id)
+            .filter(tier::Column::ProgrammeId.eq(programme.id))
+            .filter(tier::Column::Id.is_in(ids.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        let unknown: Vec<&Uuid> = ids.iter().filter(|id| !known.contains(id)).collect();
+        v.require(
+            &field("tier_ids"),
+            unknown.is_empty(),
+            &format!("no tier of this programme has the ids {unknown:?}"),
+        );
     }
     let categories = |v: &mut Validator, name: &str, list: Option<Vec<String>>| {
         list.map(|list| {
