@@ -52,6 +52,7 @@ async fn tiers_and_rules_price_purchases_together() {
         "/v1/rules",
         &p.admin,
         json!({"name": "Gold welcome at the diet store", "effect": {"kind": "bonus_points", "value": "50"},
+               "funder": {"kind": "operator"},
                "conditions": {"tier_ids": [gold["id"]], "partner_ids": [diet.id]}}),
     )
     .await
@@ -76,11 +77,13 @@ async fn tiers_and_rules_price_purchases_together() {
         assert_eq!(answer["tier_discount"], eur("15.00"), "{answer}");
         assert_eq!(answer["payable"], eur("85.00"));
         assert_eq!(answer["points_earned"], 177);
-        let kinds: Vec<String> = lines(answer).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(kinds.len(), 3, "{answer}");
-        assert_eq!(lines(answer).iter().map(|(_, p)| p).sum::<i64>(), 177);
+        let expected = [("base_rate", 85), ("tier_multiplier", 42), ("bonus_points", 50)];
+        let expected: Vec<(String, i64)> =
+            expected.iter().map(|(k, p)| (k.to_string(), *p)).collect();
+        assert_eq!(lines(answer), expected, "{answer}");
     }
     assert_eq!(lines(&quote), lines(&second), "the quote showed what the purchase did");
+    assert_eq!(second["breakdown"][2]["funder"]["kind"], "operator", "{second}");
     assert_eq!(t.points(&gym.token, &member).await, 95 + 177);
 
     // Paying 100 points (1.00) at the gym: 15 % off 10.00 is 1.50, the points 1.00, so
