@@ -7,9 +7,9 @@
 //! row change a job makes is exactly-once by itself: a job locks the member's account
 //! (as every change to an account and its lots does, `ledger::lock_account`) and changes
 //! lots only with guarded UPDATEs, so two runs over the same lots change them once.
-//! A job works one account per transaction, a bounded batch of accounts per pass: a big
-//! backlog never becomes one huge transaction, and stopping a job half-way leaves every
-//! account either done or untouched.
+//! A job works one account per transaction (a few accounts at once), a bounded batch of
+//! accounts per pass: a big backlog never becomes one huge transaction, and stopping a
+//! job half-way leaves every account either done or untouched.
 //!
 //! Adding a job: write `async fn(&App, DateTime<Utc>) -> AppResult<impl Serialize>` in
 //! its own module and add one `job!` line to [`JOBS`].
