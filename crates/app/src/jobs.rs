@@ -7,9 +7,9 @@
 //! row change a job makes is exactly-once by itself: a job locks the member's account
 //! (as every change to an account and its lots does, `ledger::lock_account`) and changes
 //! lots only with guarded UPDATEs, so two runs over the same lots change them once.
-//! A job works one account per transaction, a bounded batch of accounts per pass: a big
-//! backlog never becomes one huge transaction, and stopping a job half-way leaves every
-//! account either done or untouched.
+//! A job works one account per transaction (a few accounts at once), a bounded batch of
+//! accounts per pass: a big backlog never becomes one huge transaction, and stopping a
+//! job half-way leaves every account either done or untouched.
 //!
 //! Adding a job: write `async fn(&App, DateTime<Utc>) -> AppResult<impl Serialize>` in
 //! its own module and add one `job!` line to [`JOBS`].
@@ -38,6 +38,10 @@ use uuid::Uuid;
 
 /// Accounts a job reads per pass; each is then done in its own transaction.
 pub const ACCOUNTS_PER_PASS: u64 = 500;
+/// Accounts a job works on at once (each holds a pool connection meanwhile): a job's
+/// transactions are short and mostly wait on round trips and commits, so a few at once
+/// go several times faster than one by one, without taking the pool from requests.
+const ACCOUNTS_AT_ONCE: usize = 4;
 /// Lots emptied per UPDATE when an account has a backlog of expired lots.
 const LOTS_PER_STATEMENT: usize = 500;
 /// A run gives up when this many accounts failed in it: something is wrong beyond one
@@ -303,6 +307,37 @@ async fn accounts_with(
     Ok(accounts)
 }
 
+/// Runs `work` on every account, [`ACCOUNTS_AT_ONCE`] at a time, each answer with its
+/// account. Dropping the future (the server stopping) aborts those in flight, whose
+/// transactions roll back.
+async fn each_account<T, Work, Done>(
+    app: &App,
+    accounts: Vec<Uuid>,
+    work: Work,
+) -> AppResult<Vec<(Uuid, AppResult<T>)>>
+where
+    T: Send + 'static,
+    Work: Fn(App, Uuid) -> Done,
+    Done: Future<Output = AppResult<T>> + Send + 'static,
+{
+    let mut answers = Vec::with_capacity(accounts.len());
+    let mut running = tokio::task::JoinSet::new();
+    for account_id in accounts {
+        if running.len() >= ACCOUNTS_AT_ONCE {
+            answers.extend(running.join_next().await);
+        }
+        let done = work(app.clone(), account_id);
+        running.spawn(async move { (account_id, done.await) });
+    }
+    while let Some(joined) = running.join_next().await {
+        answers.push(joined);
+    }
+    answers
+        .into_iter()
+        .map(|joined| joined.map_err(|e| AppError::Internal(format!("a job's task: {e}"))))
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------
 // Expiry.
 
@@ -328,8 +363,9 @@ pub async fn expire_points(app: &App, now: DateTime<Utc>) -> AppResult<ExpiryRep
         if accounts.is_empty() {
             return Ok(report);
         }
-        for account_id in accounts {
-            match expire_account(app, account_id, now).await {
+        let work = |app: App, id| async move { expire_account(&app, id, now).await };
+        for (account_id, outcome) in each_account(app, accounts, work).await? {
+            match outcome {
                 Ok(Some(done)) => {
                     report.accounts += 1;
                     report.lots += done.lots;
@@ -517,8 +553,9 @@ pub async fn send_expiry_reminders(app: &App, now: DateTime<Utc>) -> AppResult<R
         if accounts.is_empty() {
             return Ok(report);
         }
-        for account_id in accounts {
-            match remind_account(app, account_id, now).await {
+        let work = |app: App, id| async move { remind_account(&app, id, now).await };
+        for (account_id, outcome) in each_account(app, accounts, work).await? {
+            match outcome {
                 Ok(sent) if sent.is_empty() => {
                     if failed.idle("remind", account_id)? {
                         report.failed_accounts += 1;
