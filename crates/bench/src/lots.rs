@@ -240,7 +240,10 @@ pub async fn measure(
         refund: Figures::default(),
         read: Figures::default(),
     };
-    let value = format!("{}.{:02}", REDEEM_POINTS / 100, REDEEM_POINTS % 100);
+    // Twice what the points are worth: a tier's discount (`--economics`) still leaves
+    // the points something to pay for.
+    let paid = 2 * REDEEM_POINTS;
+    let value = format!("{}.{:02}", paid / 100, paid % 100);
     for round in 0..rounds {
         let body = json!({
             "card_number": holder.member.card,

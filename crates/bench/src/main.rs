@@ -61,6 +61,10 @@ struct Args {
     /// Run only the lots scenario (no pgbench, redis-benchmark or load scenarios).
     #[arg(long)]
     only_lots: bool,
+    /// Give the programme a tier ladder and earning rules (one capped per member per
+    /// day) before the load, so purchases take the full economics path.
+    #[arg(long)]
+    economics: bool,
     /// A seconds-long run on a small programme: checks the benchmark works, measures nothing.
     #[arg(long)]
     smoke: bool,
@@ -116,6 +120,10 @@ async fn run(args: Args) -> Result<bool, Error> {
     let env = setup::server_env(&database_url, &args.redis_url);
     let server = setup::start_server(&binary, &env).await?;
     let programme = setup::create_programme(&binary, &env, &server).await?;
+    if args.economics {
+        setup::configure_economics(&server, &programme).await?;
+        println!("economics: 3 tiers, 3 earning rules (one capped per member per day)");
+    }
     let seeding = Instant::now();
     let members = setup::seed_members(&database_url, &programme, args.members).await?;
     println!(

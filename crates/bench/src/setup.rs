@@ -109,6 +109,8 @@ pub async fn start_server(binary: &Path, env: &[(&str, String)]) -> Result<Serve
 /// The programme as the load sees it.
 pub struct Programme {
     pub id: Uuid,
+    /// The operator's bearer token.
+    pub admin: String,
     /// (partner id, bearer token) of each partner's POS client.
     pub partners: Vec<(Uuid, String)>,
 }
@@ -164,12 +166,44 @@ pub async fn create_programme(
         partners.push((id, token(&http, &server.base, &client).await?));
     }
     Ok(Programme {
+        admin,
         id: created["programme_id"]
             .as_str()
             .ok_or("programme id")?
             .parse()?,
         partners,
     })
+}
+
+/// A programme that uses the economics: a three-tier ladder (so every purchase reads the
+/// member's tier and counts its spend) and three earning rules — cashback at the gym, a
+/// category bonus and a daily-capped bonus at the diet store (caps read the member's
+/// awards under the account lock).
+pub async fn configure_economics(server: &Server, programme: &Programme) -> Result<(), Error> {
+    let http = reqwest::Client::new();
+    let eur = |amount: &str| json!({"amount": amount, "currency": "EUR"});
+    for (name, rank, spend, discount, multiplier) in [
+        ("Basic", 1, "0", "5", "1"),
+        ("Gold", 2, "500.00", "10", "1.25"),
+        ("VIP", 3, "5000.00", "20", "1.5"),
+    ] {
+        let body = json!({"name": name, "rank": rank, "qualifying_spend": eur(spend),
+                          "discount_percent": discount, "earn_multiplier": multiplier});
+        post(&http, &server.base, "/v1/tiers", &programme.admin, body).await?;
+    }
+    let (gym, diet) = (programme.partners[0].0, programme.partners[2].0);
+    let rules = [
+        json!({"name": "Gym cashback", "effect": {"kind": "cashback_percent", "value": "2"},
+               "conditions": {"partner_ids": [gym]}}),
+        json!({"name": "Protein week", "effect": {"kind": "multiplier", "value": "2"},
+               "conditions": {"purchase_categories": ["protein"]}}),
+        json!({"name": "Diet store daily bonus", "effect": {"kind": "bonus_points", "value": "20"},
+               "conditions": {"partner_ids": [diet]}, "caps": {"per_member_day": 40}}),
+    ];
+    for rule in rules {
+        post(&http, &server.base, "/v1/rules", &programme.admin, rule).await?;
+    }
+    Ok(())
 }
 
 async fn token(http: &reqwest::Client, base: &str, client: &Value) -> Result<String, Error> {
