@@ -47,11 +47,13 @@ pub(crate) async fn record(
     // No rule that may apply needs the member's history (the caller checked): the facts
     // are the tier alone, read without the account lock.
     let facts = purchases::member_facts(&app.db, &ctx, req).await?;
+    let terms_ladder_empty = ctx.terms.ladder.is_empty();
     let priced = match purchases::price_with(programme, req, ctx, &facts) {
         Ok(priced) => priced,
         Err(e) => return idempotency::replay_or(app, key, e).await,
     };
     let write = purchases::plan(app, caller, programme, &priced, req)?;
+    let created_at = write.row.created_at;
     let member_id = priced.card.member_id;
     let spend = match member_id {
         Some(member) => Some((member, crate::tiers::spend_of(&priced.amount)?)),
@@ -74,6 +76,10 @@ pub(crate) async fn record(
         Err(e) => return idempotency::replay_or(app, key, e).await,
     };
     purchases::after_commit(app, caller, state, member_id).await;
+    if let (Some(member_id), false) = (member_id, terms_ladder_empty) {
+        crate::tiers::promote_after_purchase(app, caller.programme_id, member_id, created_at)
+            .await?;
+    }
     Ok(StoredResponse {
         body: template
             .body
@@ -205,8 +211,8 @@ async fn write_all(
             b.add(member_id)
         );
     }
-    // The member's qualifying spend (`tiers`): this path runs only when the programme
-    // has no tiers, so no tier can change here.
+    // The member's qualifying spend (`tiers`); an upgrade it earns follows the commit
+    // (`tiers::promote_after_purchase`).
     if let Some((member_id, minor)) = spend {
         sql += &format!(
             ", spend AS (\

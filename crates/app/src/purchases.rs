@@ -139,7 +139,7 @@ pub(crate) struct Context {
     partner: Partner,
     card: card::Model,
     /// The programme's terms; its earning rules price the purchase.
-    terms: Arc<ProgrammeTerms>,
+    pub(crate) terms: Arc<ProgrammeTerms>,
     tier: Option<TierTerms>,
     at: DateTime<Utc>,
 }
@@ -393,12 +393,12 @@ async fn record_once(
 ) -> AppResult<StoredResponse> {
     if app.db.get_database_backend() == DbBackend::Postgres && req.redeem_points == 0 {
         // The one-statement path, unless a rule needs the member's history (read under
-        // the account lock, in a transaction) or the purchase may move the member's tier.
+        // the account lock, in a transaction).
         let ctx = match context(app, &app.db, caller, req).await {
             Ok(ctx) => ctx,
             Err(e) => return idempotency::replay_or(app, key, e).await,
         };
-        if !ctx.needs_history(req) && ctx.terms.ladder.is_empty() {
+        if !ctx.needs_history(req) {
             return crate::earn_statement::record(app, caller, programme, req, ctx, key, render)
                 .await;
         }

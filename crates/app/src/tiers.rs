@@ -532,6 +532,17 @@ pub async fn record_spend(
     if ladder.is_empty() {
         return Ok(None);
     }
+    promote_locked(db, ladder, member_id, now).await
+}
+
+/// Upgrades the member when their rolling spend reaches a higher tier, deciding under
+/// the member's row lock (so two purchases crossing at once upgrade once).
+async fn promote_locked(
+    db: &impl ConnectionTrait,
+    ladder: &Ladder,
+    member_id: Uuid,
+    now: DateTime<Utc>,
+) -> AppResult<Option<TierChange>> {
     let row = lock_member(db, member_id).await?;
     let spend = rolling_spend(db, member_id, now.date_naive()).await?;
     let target = ladder.qualified_for(spend);
@@ -540,6 +551,40 @@ pub async fn record_spend(
     }
     let change = requalified(db, ladder, row, target, ChangeKind::Qualified, now).await?;
     Ok(Some(change))
+}
+
+/// After a purchase recorded in one statement (PostgreSQL, `earn_statement`), which
+/// counted its spend: the upgrade it may have earned, in a transaction of its own right
+/// after. The spend is read first without a lock, so a purchase that crosses nothing
+/// (nearly all of them) costs one indexed read. Should this process stop between the
+/// purchase and the upgrade, the member's next purchase or the requalification job
+/// upgrades them.
+pub async fn promote_after_purchase(
+    app: &App,
+    programme_id: Uuid,
+    member_id: Uuid,
+    now: DateTime<Utc>,
+) -> AppResult<Option<TierChange>> {
+    let terms = terms::of_programme(app, &app.db, programme_id).await?;
+    let ladder = &terms.ladder;
+    if ladder.is_empty() {
+        return Ok(None);
+    }
+    let spend = rolling_spend(&app.db, member_id, now.date_naive()).await?;
+    let qualified: Option<Uuid> = member::Entity::find_by_id(member_id)
+        .select_only()
+        .column(member::Column::TierId)
+        .into_tuple()
+        .one(&app.db)
+        .await?
+        .flatten();
+    if !ranks_above(ladder.qualified_for(spend), ladder.qualified(qualified)) {
+        return Ok(None);
+    }
+    let txn = app.db.begin().await?;
+    let change = promote_locked(&txn, ladder, member_id, now).await?;
+    txn.commit().await?;
+    Ok(change)
 }
 
 /// A refund's share of spend comes off the day of the purchase it refunds; qualifying
