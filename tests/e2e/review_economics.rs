@@ -64,3 +64,81 @@ async fn partial_refunds_claw_back_from_each_funder_what_it_gave() {
     );
     assert_accounts_consistent(&t.app.db, prog.id).await;
 }
+
+/// A replayed purchase answers what the first one did, even after the rule that priced
+/// it changed; the ledger keeps naming the version that gave the points, and that
+/// version still reads as it was. (Checked, not broken: both purchase paths.)
+#[tokio::test]
+async fn a_replay_after_a_rule_change_answers_the_first_price_and_names_the_old_version() {
+    use reqwest::Method;
+    let t = spawn_app().await;
+    let prog = t.programme("Replay").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let rule = t
+        .post(
+            "/v1/rules",
+            &prog.admin,
+            json!({"name": "Bonus", "effect": {"kind": "bonus_points", "value": "10"}}),
+        )
+        .await
+        .expect(201);
+    let rule_path = format!("/v1/rules/{}", rule["id"].as_str().unwrap());
+    let (member, card) = t.member_with_card(&gym, "replay@example.org").await;
+    let body = json!({"card_number": card, "amount": eur("1.00"), "external_ref": "r-1"});
+    let buy = |key: &'static str| {
+        let body = body.clone();
+        let t = &t;
+        let token = gym.token.clone();
+        async move {
+            t.call(
+                Method::POST,
+                "/v1/purchases",
+                Some(&token),
+                Some(body),
+                Some(key),
+            )
+            .await
+        }
+    };
+    let first = buy("k-1").await.expect(201);
+    assert_eq!(first["points_earned"], 11);
+    assert_eq!(first["breakdown"][1]["rule_version"], 1);
+    t.call(
+        Method::PATCH,
+        &rule_path,
+        Some(&prog.admin),
+        Some(json!({"effect": {"kind": "bonus_points", "value": "20"}})),
+        None,
+    )
+    .await
+    .expect(200);
+    let again = buy("k-1").await.expect(201);
+    assert_eq!(again, first, "a replay answers the first price");
+    let next = t.purchase(&gym, &card, "1.00", 0).await;
+    assert_eq!(
+        (
+            &next["points_earned"],
+            &next["breakdown"][1]["rule_version"]
+        ),
+        (&json!(21), &json!(2))
+    );
+    let history = t
+        .get(&format!("/v1/members/{member}/transactions"), &prog.admin)
+        .await
+        .expect(200);
+    let versions: Vec<Value> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["breakdown"].as_array())
+        .flat_map(|b| b.iter().filter_map(|l| l.get("rule_version").cloned()))
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(versions, vec![json!(2), json!(1)], "{history}");
+    let v1 = t
+        .get(&format!("{rule_path}/versions/1"), &prog.admin)
+        .await
+        .expect(200);
+    assert_eq!(v1["effect"]["value"], "10");
+    assert_eq!(t.points(&prog.admin, &member).await, 32);
+}
