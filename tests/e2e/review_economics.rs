@@ -142,3 +142,50 @@ async fn a_replay_after_a_rule_change_answers_the_first_price_and_names_the_old_
     assert_eq!(v1["effect"]["value"], "10");
     assert_eq!(t.points(&prog.admin, &member).await, 32);
 }
+
+/// Twenty purchases of one member that each cross Gold's threshold at once: one upgrade,
+/// one history row, one outbox event; every purchase is priced with the tier it saw.
+/// (Checked, not broken: the spend row and the member row serialise the crossing.)
+#[tokio::test]
+async fn purchases_crossing_a_threshold_at_once_upgrade_once() {
+    use coalition_store::entities::{outbox_event, tier_history};
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let t = spawn_app().await;
+    let prog = t.programme("Crossing").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    for (name, rank, spend) in [("Basic", 1, "0"), ("Gold", 2, "100.00")] {
+        t.post(
+            "/v1/tiers",
+            &prog.admin,
+            json!({"name": name, "rank": rank, "qualifying_spend": eur(spend),
+                   "discount_percent": "0", "earn_multiplier": "1"}),
+        )
+        .await
+        .expect(201);
+    }
+    let (member, card) = t.member_with_card(&gym, "crossing@example.org").await;
+    let buys = (0..20).map(|_| t.purchase(&gym, &card, "150.00", 0));
+    futures::future::join_all(buys).await;
+    let rows = tier_history::Entity::find()
+        .filter(tier_history::Column::ProgrammeId.eq(prog.id))
+        .count(&t.app.db)
+        .await
+        .unwrap();
+    let events = outbox_event::Entity::find()
+        .filter(outbox_event::Column::ProgrammeId.eq(prog.id))
+        .filter(outbox_event::Column::EventType.eq("tier.changed"))
+        .count(&t.app.db)
+        .await
+        .unwrap();
+    assert_eq!((rows, events), (1, 1));
+    let profile = t
+        .get(&format!("/v1/members/{member}"), &prog.admin)
+        .await
+        .expect(200);
+    assert_eq!(profile["tier"]["name"], "Gold");
+    assert_eq!(
+        profile["tier_status"]["qualifying_spend"]["amount"],
+        "3000.00"
+    );
+    assert_accounts_consistent(&t.app.db, prog.id).await;
+}
