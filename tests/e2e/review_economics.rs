@@ -189,3 +189,125 @@ async fn purchases_crossing_a_threshold_at_once_upgrade_once() {
     );
     assert_accounts_consistent(&t.app.db, prog.id).await;
 }
+
+/// Odd and hostile inputs to the economics' routes: each is refused with a problem (or,
+/// where it is valid, accepted), never a 500; another programme's ids are never taken.
+#[tokio::test]
+async fn odd_inputs_to_rules_tiers_floors_and_partners_are_refused_cleanly() {
+    use reqwest::Method;
+    let t = spawn_app().await;
+    let prog = t.programme("Odd").await;
+    let other = t.programme("Other").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let foreign = t.partner(&other, "Foreign", "1").await;
+    let foreign_tier = t
+        .post(
+            "/v1/tiers",
+            &other.admin,
+            json!({"name": "Theirs", "rank": 1, "qualifying_spend": eur("0"),
+                   "discount_percent": "0", "earn_multiplier": "1"}),
+        )
+        .await
+        .expect(201);
+    let (member, _) = t.member_with_card(&gym, "odd@example.org").await;
+    let bonus = json!({"kind": "bonus_points", "value": "1"});
+    let many: Vec<Uuid> = (0..101).map(|_| gym.id).collect();
+    let refused_rules = [
+        json!({"name": "x", "effect": {"kind": "bonus_points", "value": "1e3"}}),
+        json!({"name": "x", "effect": {"kind": "bonus_points", "value": " 5"}}),
+        json!({"name": "x", "effect": {"kind": "bonus_points", "value": "-5"}}),
+        json!({"name": "x", "effect": {"kind": "points_per_unit", "value": "1000001"}}),
+        json!({"name": "x", "effect": {"kind": "cashback_percent", "value": "100.0000000000000000000000001"}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"days_of_week": [0]}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"days_of_week": [8]}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"days_of_week": [4294967299i64]}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"hours": {"from": "22:00", "to": "22:00"}}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"hours": {"from": "24:00", "to": "02:00"}}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"partner_ids": many}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"partner_ids": [foreign.id]}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"tier_ids": [foreign_tier["id"]]}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"min_amount": eur("-1")}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"min_amount": eur("1000000000.01")}}),
+        json!({"name": "x", "effect": bonus, "conditions": {"min_amount": {"amount": "1", "currency": "USD"}}}),
+        json!({"name": "x", "effect": bonus, "caps": {"per_purchase": -1}}),
+        json!({"name": "x", "effect": bonus, "caps": {"per_member_day": 1_000_000_000_001i64}}),
+        json!({"name": "x", "effect": bonus, "caps": {"per_member_month": 1.5}}),
+        json!({"name": "x", "effect": bonus, "priority": 2147483648i64}),
+        json!({"name": "x", "effect": bonus, "funder": {"kind": "partner", "partner_id": foreign.id}}),
+        json!({"name": "x", "effect": bonus, "funder": {"kind": "bank", "partner_id": gym.id}}),
+        json!({"name": "x", "effect": bonus, "valid_from": "2026-02-01T00:00:00Z", "valid_to": "2026-01-31T23:59:59Z"}),
+        json!({"name": "x", "effect": bonus, "valid_from": "+275760-09-13T00:00:00Z"}),
+    ];
+    for body in refused_rules {
+        let r = t.post("/v1/rules", &prog.admin, body.clone()).await;
+        assert!(
+            r.status.is_client_error(),
+            "{body} answered {} {}",
+            r.status,
+            r.body
+        );
+    }
+    // A partner's token may not touch the operator's economics.
+    let rule_body = json!({"name": "x", "effect": bonus});
+    t.post("/v1/rules", &gym.token, rule_body)
+        .await
+        .expect_problem(403, "insufficient_scope");
+    let patch_self = t
+        .call(
+            Method::PATCH,
+            &format!("/v1/partners/{}", gym.id),
+            Some(&gym.token),
+            Some(json!({"earn_points_per_unit": "1000"})),
+            None,
+        )
+        .await;
+    assert_eq!(patch_self.status, 403, "{}", patch_self.body);
+    let floor =
+        json!({"tier_id": foreign_tier["id"], "reason": "vip", "ends_at": "2030-01-01T00:00:00Z"});
+    let path = format!("/v1/members/{member}/tier");
+    t.post(&path, &gym.token, floor.clone())
+        .await
+        .expect_problem(403, "insufficient_scope");
+    // Another programme's tier is no tier of this one; a floor must end in the future.
+    t.post(&path, &prog.admin, floor)
+        .await
+        .expect_problem(404, "not_found");
+    let mine = t
+        .post(
+            "/v1/tiers",
+            &prog.admin,
+            json!({"name": "Gold", "rank": 1, "qualifying_spend": eur("10"),
+                   "discount_percent": "10", "earn_multiplier": "2"}),
+        )
+        .await
+        .expect(201);
+    for ends_at in ["2000-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+        let body = json!({"tier_id": mine["id"], "reason": "vip", "ends_at": ends_at});
+        t.post(&path, &prog.admin, body)
+            .await
+            .expect_problem(422, "validation_failed");
+    }
+    // Another programme's member has no tiers here.
+    let (theirs, _) = t.member_with_card(&foreign, "theirs@example.org").await;
+    t.get(&format!("/v1/members/{theirs}/tiers"), &prog.admin)
+        .await
+        .expect_problem(404, "not_found");
+    for (spend, discount, multiplier) in [
+        ("-1", "0", "1"),
+        ("0.001", "0", "1"),
+        ("1e3", "0", "1"),
+        ("0", "100.00001", "1"),
+        ("0", "0", "0.5"),
+        ("0", "0", "101"),
+    ] {
+        let body = json!({"name": "T", "rank": 7, "qualifying_spend": eur(spend),
+                          "discount_percent": discount, "earn_multiplier": multiplier});
+        let r = t.post("/v1/tiers", &prog.admin, body.clone()).await;
+        assert!(
+            r.status.is_client_error(),
+            "{body}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+}
