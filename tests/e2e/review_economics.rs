@@ -311,3 +311,56 @@ async fn odd_inputs_to_rules_tiers_floors_and_partners_are_refused_cleanly() {
         );
     }
 }
+
+/// A database upgraded to tiers holds purchases whose spend was never counted (there was
+/// no `tier_spend_days` yet). Refunding one takes its amount off all the same, so the
+/// member's net spend goes below zero. That qualified for "no tier" while the member's
+/// stored "no tier" reads as the entry tier: every requalification run saw them out of
+/// date and wrote another `requalified` history row and `tier.changed` event, forever
+/// (every minute with the scheduler). Net spend counts as never below zero.
+#[tokio::test]
+async fn a_refund_of_spend_never_counted_does_not_make_requalification_churn() {
+    use chrono::Utc;
+    use coalition_store::entities::{tier_history, tier_spend_day};
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let t = spawn_app().await;
+    let prog = t.programme("Upgraded").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (member, card) = t.member_with_card(&gym, "upgraded@example.org").await;
+    let bought = t.purchase(&gym, &card, "50.00", 0).await;
+    // As if bought before the tiers migration: its spend was never recorded.
+    let member_id: Uuid = member.parse().unwrap();
+    tier_spend_day::Entity::delete_many()
+        .filter(tier_spend_day::Column::MemberId.eq(member_id))
+        .exec(&t.app.db)
+        .await
+        .unwrap();
+    for (name, rank, spend) in [("Basic", 1, "0"), ("Gold", 2, "100.00")] {
+        t.post(
+            "/v1/tiers",
+            &prog.admin,
+            json!({"name": name, "rank": rank, "qualifying_spend": eur(spend),
+                   "discount_percent": "5", "earn_multiplier": "1"}),
+        )
+        .await
+        .expect(201);
+    }
+    refund(&t, &gym, &bought, "50.00").await;
+    for _ in 0..3 {
+        coalition_app::tiers::requalify(&t.app.db, Utc::now())
+            .await
+            .unwrap();
+    }
+    let rows = tier_history::Entity::find()
+        .filter(tier_history::Column::MemberId.eq(member_id))
+        .count(&t.app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing about the member's tier changed");
+    let profile = t
+        .get(&format!("/v1/members/{member}"), &prog.admin)
+        .await
+        .expect(200);
+    assert_eq!(profile["tier"]["name"], "Basic");
+    assert_eq!(profile["tier_status"]["qualifying_spend"]["amount"], "0.00");
+}
