@@ -22,7 +22,12 @@ fn lines(answer: &Value) -> Vec<(String, i64)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["kind"].as_str().unwrap().to_owned(), l["points"].as_i64().unwrap()))
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_owned(),
+                l["points"].as_i64().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -36,7 +41,11 @@ async fn tiers_and_rules_price_purchases_together() {
         .await
         .expect(201);
     let gold = t
-        .post("/v1/tiers", &p.admin, tier("Gold", 2, "100.00", "15", "1.5"))
+        .post(
+            "/v1/tiers",
+            &p.admin,
+            tier("Gold", 2, "100.00", "15", "1.5"),
+        )
         .await
         .expect(201);
     // A rule may only name tiers of the programme.
@@ -71,19 +80,33 @@ async fn tiers_and_rules_price_purchases_together() {
     // Gold from the next purchase: 15 % off, ×1.5 on the base, and the Gold-only rule at
     // the diet store. 85 + 42.5 + 50 = 177.5, rounded down once to 177.
     let body = json!({"card_number": card, "amount": eur("100.00"), "external_ref": "d-1"});
-    let quote = t.post("/v1/purchases/quote", &diet.token, body).await.expect(200);
+    let quote = t
+        .post("/v1/purchases/quote", &diet.token, body)
+        .await
+        .expect(200);
     let second = t.purchase(&diet, &card, "100.00", 0).await;
     for answer in [&quote, &second] {
         assert_eq!(answer["tier_discount"], eur("15.00"), "{answer}");
         assert_eq!(answer["payable"], eur("85.00"));
         assert_eq!(answer["points_earned"], 177);
-        let expected = [("base_rate", 85), ("tier_multiplier", 42), ("bonus_points", 50)];
+        let expected = [
+            ("base_rate", 85),
+            ("tier_multiplier", 42),
+            ("bonus_points", 50),
+        ];
         let expected: Vec<(String, i64)> =
             expected.iter().map(|(k, p)| (k.to_string(), *p)).collect();
         assert_eq!(lines(answer), expected, "{answer}");
     }
-    assert_eq!(lines(&quote), lines(&second), "the quote showed what the purchase did");
-    assert_eq!(second["breakdown"][2]["funder"]["kind"], "operator", "{second}");
+    assert_eq!(
+        lines(&quote),
+        lines(&second),
+        "the quote showed what the purchase did"
+    );
+    assert_eq!(
+        second["breakdown"][2]["funder"]["kind"], "operator",
+        "{second}"
+    );
     assert_eq!(t.points(&gym.token, &member).await, 95 + 177);
 
     // Paying 100 points (1.00) at the gym: 15 % off 10.00 is 1.50, the points 1.00, so

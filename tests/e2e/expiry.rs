@@ -655,7 +655,9 @@ async fn held_points_wait_for_their_hold_before_they_expire() {
     assert_eq!(expire(&t, due).await.points, 0, "nothing more while held");
 
     let void = format!("/v1/redemptions/{}/void", hold["id"].as_str().unwrap());
-    t.post_moving(&void, &gym.token, json!({})).await.expect(200);
+    t.post_moving(&void, &gym.token, json!({}))
+        .await
+        .expect(200);
     assert_eq!(expire(&t, due).await.points, 60);
     assert_eq!(stored_account(db, &member).await.balance, 0);
     assert_eq!(breakage(db, prog.id).await, 100);

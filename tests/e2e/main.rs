@@ -3,8 +3,8 @@
 
 mod bad_input;
 mod cache_outage;
-mod economics;
 mod concurrency;
+mod economics;
 mod expiry;
 mod holds;
 mod holds_props;
@@ -18,6 +18,7 @@ mod operations;
 mod partner_terms;
 mod review_attacks;
 mod review_attacks_two;
+mod review_economics;
 mod review_fixes;
 mod rules;
 mod story;

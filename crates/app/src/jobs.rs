@@ -106,7 +106,10 @@ async fn release_lapsed_holds(app: &App, now: DateTime<Utc>) -> AppResult<Releas
     Ok(ReleasedHolds { released })
 }
 
-async fn requalify_tiers(app: &App, now: DateTime<Utc>) -> AppResult<crate::tiers::RequalifyReport> {
+async fn requalify_tiers(
+    app: &App,
+    now: DateTime<Utc>,
+) -> AppResult<crate::tiers::RequalifyReport> {
     crate::tiers::requalify(&app.db, now).await
 }
 

@@ -133,7 +133,7 @@ async fn refund_in(
         share.clawback_due,
     );
     let refund_id = Uuid::now_v7();
-    let funders = funders_of(txn, bought.entry_id, bought.partner_id).await?;
+    let funders = funders_of(txn, &bought).await?;
     let weights: Vec<_> = funders.iter().map(|(_, points)| *points).collect();
     let clawbacks: Vec<_> = funders
         .iter()
@@ -215,35 +215,60 @@ async fn refund_in(
     ))
 }
 
-/// The accounts that funded a purchase's earned points, with how many each gave, in the
-/// order of the purchase's postings: the selling partner alone when nothing was earned.
+/// The accounts that funded a purchase's earned points, each with what it still has to
+/// get back (what it gave, less what earlier refunds of the purchase clawed back to it),
+/// in the order of the purchase's postings: the selling partner alone when nothing was
+/// earned. Splitting a clawback by what is still owed (never by what was given) keeps
+/// each funder within what it gave, so partial refunds that add up to a full one give
+/// every funder back exactly its points, whichever funder each rounding favoured.
 async fn funders_of(
     txn: &DatabaseTransaction,
-    entry_id: Uuid,
-    seller: Uuid,
+    bought: &purchase::Model,
 ) -> AppResult<Vec<(AccountRef, Points)>> {
     let funding = [AccountKind::PartnerIssued, AccountKind::OperatorFunding].map(|k| k.as_str());
     let rows = posting::Entity::find()
-        .filter(posting::Column::EntryId.eq(entry_id))
+        .filter(posting::Column::EntryId.eq(bought.entry_id))
         .filter(posting::Column::AccountKind.is_in(funding))
         .filter(posting::Column::Amount.lt(0))
         .order_by_asc(posting::Column::Seq)
         .all(txn)
         .await?;
+    let earlier: Vec<Uuid> = refund::Entity::find()
+        .filter(refund::Column::PurchaseId.eq(bought.id))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|r| r.entry_id)
+        .collect();
+    let clawed_back = if earlier.is_empty() {
+        vec![]
+    } else {
+        posting::Entity::find()
+            .filter(posting::Column::EntryId.is_in(earlier))
+            .filter(posting::Column::AccountKind.is_in(funding))
+            .filter(posting::Column::Amount.gt(0))
+            .all(txn)
+            .await?
+    };
     let mut funders = Vec::with_capacity(rows.len());
     for row in rows {
         let kind = AccountKind::parse(&row.account_kind)
             .ok_or_else(|| AppError::Internal("corrupt posting account kind".into()))?;
+        let returned: Points = clawed_back
+            .iter()
+            .filter(|c| c.account_kind == row.account_kind && c.account_id == row.account_id)
+            .map(|c| c.amount)
+            .sum();
         funders.push((
             AccountRef {
                 kind,
                 owner: row.account_id,
             },
-            -row.amount,
+            (-row.amount - returned).max(0),
         ));
     }
     if funders.is_empty() {
-        funders.push((AccountRef::partner_issued(seller), 0));
+        funders.push((AccountRef::partner_issued(bought.partner_id), 0));
     }
     Ok(funders)
 }

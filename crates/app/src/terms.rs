@@ -14,8 +14,8 @@
 
 use crate::error::{AppError, AppResult};
 use crate::partners::Partner;
-use coalition_domain::rules::Rule;
 use crate::App;
+use coalition_domain::rules::Rule;
 use coalition_domain::tiers::Ladder;
 use coalition_store::entities::{partner, programme};
 use sea_orm::sea_query::Expr;

@@ -445,7 +445,11 @@ pub async fn member_tier(
     Ok(effective_of(ladder, &row, now))
 }
 
-/// Spend over the rolling window ending on `today`, net of refunds, in minor units.
+/// Spend over the rolling window ending on `today`, net of refunds, in minor units,
+/// never below zero: a refund of a purchase whose spend was never counted (made before
+/// spend was recorded) takes its amount off all the same, and a member below zero would
+/// qualify for no tier while "no tier" stands for the entry tier — requalification would
+/// then "change" them on every run.
 async fn rolling_spend(
     db: &impl ConnectionTrait,
     member_id: Uuid,
@@ -463,7 +467,7 @@ async fn rolling_spend(
         .into_tuple::<i64>()
         .one(db)
         .await?;
-    Ok(spend.unwrap_or(0))
+    Ok(spend.unwrap_or(0).max(0))
 }
 
 /// Adds `delta` minor units to the member's spend on `day` (one upsert).
@@ -887,7 +891,8 @@ async fn out_of_date(
         members.insert(id, (tier, 0));
     }
     for (id, spend) in spends {
-        members.entry(id).or_insert((None, 0)).1 = spend;
+        // Never below zero, as `rolling_spend` decides it under the lock.
+        members.entry(id).or_insert((None, 0)).1 = spend.max(0);
     }
     let mut stale: Vec<Uuid> = members
         .into_iter()
