@@ -199,7 +199,8 @@ pub fn price_purchase(
         at: terms.at,
         tier: member.tier.as_ref(),
     };
-    for rule in rules::select(rules, &occasion, member.first_purchase_at_partner) {
+    let open = |rule: &Rule| cap_left(rule, member) > Decimal::ZERO;
+    for rule in rules::select(rules, &occasion, member.first_purchase_at_partner, open) {
         lines.push(rule_line(rule, terms, payable, base, member)?);
     }
     let (points_earned, breakdown) = round_once(lines)?;
@@ -590,6 +591,24 @@ mod tests {
         assert_eq!(earned(&m), 200);
         let out = price_purchase(&t, &m, &[r.clone()]).unwrap();
         assert!(out.breakdown[0].description.contains("capped at 200"));
+    }
+
+    #[test]
+    fn an_exclusive_rule_whose_cap_is_used_up_no_longer_blocks_the_others() {
+        let t = terms("100.00", "0", 0);
+        let mut exclusive = rule(EffectKind::BonusPoints, "300");
+        exclusive.stackable = false;
+        exclusive.priority = 10;
+        exclusive.caps.per_member_day = Some(300);
+        let stackable = rule(EffectKind::BonusPoints, "20");
+        let rules = [exclusive.clone(), stackable.clone()];
+        let mut m = MemberFacts::default();
+        let out = price_purchase(&t, &m, &rules).unwrap();
+        assert_eq!(out.points_earned, 300, "the exclusive rule alone");
+        m.awarded_today.insert(exclusive.id, 300);
+        let out = price_purchase(&t, &m, &rules).unwrap();
+        assert_eq!(out.points_earned, 20, "its fill had, the others apply");
+        assert_eq!(out.breakdown[0].rule_id, Some(stackable.id));
     }
 
     #[test]

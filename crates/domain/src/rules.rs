@@ -210,15 +210,18 @@ impl Rule {
 
 /// The rules that apply, in the order they are listed: matching rules by priority
 /// (higher first, ties by id); the first one alone if it is exclusive, otherwise every
-/// matching stackable rule (exclusive ones are skipped).
+/// matching stackable rule (exclusive ones are skipped). A rule that is not `open` (its
+/// caps are used up for this member) does not match: an exclusive promotion the member
+/// has had its fill of must not keep blocking the other rules.
 pub fn select<'r>(
     rules: &'r [Rule],
     occasion: &Occasion,
     first_purchase_at_partner: bool,
+    open: impl Fn(&Rule) -> bool,
 ) -> Vec<&'r Rule> {
     let mut matching: Vec<&Rule> = rules
         .iter()
-        .filter(|r| r.matches(occasion, first_purchase_at_partner))
+        .filter(|r| r.matches(occasion, first_purchase_at_partner) && open(r))
         .collect();
     matching.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
     match matching.first() {
@@ -370,12 +373,12 @@ mod tests {
         b.stackable = false;
         let rules = vec![a.clone(), b.clone(), c.clone()];
         let ids = |s: Vec<&Rule>| s.iter().map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!(ids(select(&rules, &o, false)), vec![b.id]);
+        assert_eq!(ids(select(&rules, &o, false, |_| true)), vec![b.id]);
         b.priority = 3;
         let rules = vec![a.clone(), b.clone(), c.clone()];
-        assert_eq!(ids(select(&rules, &o, false)), vec![a.id, c.id]);
+        assert_eq!(ids(select(&rules, &o, false, |_| true)), vec![a.id, c.id]);
         c.priority = 5; // tie with a: by id, a was made first
         let rules = vec![c.clone(), a.clone()];
-        assert_eq!(ids(select(&rules, &o, false)), vec![a.id, c.id]);
+        assert_eq!(ids(select(&rules, &o, false, |_| true)), vec![a.id, c.id]);
     }
 }
