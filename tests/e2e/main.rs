@@ -19,6 +19,7 @@ mod partner_terms;
 mod review_attacks;
 mod review_attacks_two;
 mod review_fixes;
+mod review_holds_expiry;
 mod rules;
 mod story;
 mod support;

@@ -416,10 +416,12 @@ async fn expire_account(
     if lots.is_empty() {
         return Ok(None);
     }
-    // Points a POS hold reserves stay until the hold is captured, voided or lapses:
-    // expiry takes only what is not held (soonest lots first) and the next run the rest.
+    // Points a POS hold reserves stay until the hold is captured, voided or lapses. A
+    // capture spends the soonest-expiring lots first, and these expired lots are the
+    // soonest: the held points are theirs, so expiry takes only what of them is beyond
+    // the holds (soonest lots first) and a later run the rest.
     let due: Points = lots.iter().map(|l| l.points_remaining).sum();
-    let points = due.min(account.balance - account.held).max(0);
+    let points = (due - account.held).max(0);
     if points == 0 {
         return Ok(None);
     }
