@@ -148,7 +148,7 @@ async fn expiry_takes_the_expired_points_beyond_a_hold_and_the_rest_after_a_void
         member_with_an_early_and_a_late_lot(&t, &prog, "beyond@example.org").await;
     let held = hold(&t, &gym, &card, 20).await.expect(201);
     let report = jobs::expire_points(&t.app, first_expiry).await.unwrap();
-    assert_eq!(report.points, 30, "{report:?}");
+    assert_eq!((report.points, report.failed_accounts), (30, 0), "{report:?}");
     assert_eq!(stored_account(db, &member).await.balance, 70);
     t.post_moving(
         &format!("/v1/redemptions/{}/void", id(&held)),
@@ -161,5 +161,29 @@ async fn expiry_takes_the_expired_points_beyond_a_hold_and_the_rest_after_a_void
     assert_eq!(report.points, 20, "{report:?}");
     assert_eq!(stored_account(db, &member).await.balance, 50);
     assert_eq!(breakage(db, prog.id).await, 50);
+    assert_holds_consistent(db, prog.id).await;
+}
+
+/// An account whose expired points are all reserved by a hold is waiting, not failing:
+/// the run reports no failed account and logs no failure for it.
+#[tokio::test]
+async fn an_account_whose_expired_points_are_held_is_not_a_failed_account() {
+    let t = spawn_app().await;
+    let db = &t.app.db;
+    let prog = programme_with_expiry(&t, 10).await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let mut expiry = None;
+    for n in 0..3 {
+        let (member, card) = t.member_with_card(&gym, &format!("held{n}@example.org")).await;
+        t.purchase(&gym, &card, "100.00", 0).await;
+        hold(&t, &gym, &card, 100).await.expect(201);
+        expiry = Some(lots_of(db, &member).await[0].expires_at);
+    }
+    let report = jobs::expire_points(&t.app, expiry.unwrap()).await.unwrap();
+    assert_eq!(
+        (report.accounts, report.points, report.failed_accounts),
+        (0, 0, 0),
+        "{report:?}"
+    );
     assert_holds_consistent(db, prog.id).await;
 }

@@ -253,6 +253,9 @@ fn lock_key(job: &str) -> i64 {
 #[derive(Default)]
 struct Failed {
     accounts: Vec<Uuid>,
+    /// Accounts with nothing to do until something else happens (expired points all
+    /// reserved by POS holds): left out of later passes too, but not failures.
+    waiting: Vec<Uuid>,
     /// Accounts found due that had nothing to do (another process did it first). One
     /// found due again in the same run would be a bug making the run loop: it fails.
     idle: std::collections::HashSet<Uuid>,
@@ -294,6 +297,9 @@ async fn accounts_with(
         .filter(Expr::col(point_lot::Column::PointsRemaining).gt(Expr::cust("0")));
     if !failed.accounts.is_empty() {
         lots = lots.filter(point_lot::Column::AccountId.is_not_in(failed.accounts.clone()));
+    }
+    if !failed.waiting.is_empty() {
+        lots = lots.filter(point_lot::Column::AccountId.is_not_in(failed.waiting.clone()));
     }
     let mut accounts: Vec<Uuid> = lots
         .select_only()
@@ -366,11 +372,13 @@ pub async fn expire_points(app: &App, now: DateTime<Utc>) -> AppResult<ExpiryRep
         let work = |app: App, id| async move { expire_account(&app, id, now).await };
         for (account_id, outcome) in each_account(app, accounts, work).await? {
             match outcome {
-                Ok(Some(done)) => {
+                Ok(Some(done)) if done.points > 0 => {
                     report.accounts += 1;
                     report.lots += done.lots;
                     report.points += done.points;
                 }
+                // Its expired points are all held: they wait for the holds to end.
+                Ok(Some(_)) => failed.waiting.push(account_id),
                 // Another process expired them first, or they moved with a registration
                 // (the account they moved to comes up in a later pass).
                 Ok(None) => {
@@ -399,10 +407,12 @@ fn expired(
 
 struct Expired {
     lots: u64,
+    /// 0: every expired point is reserved by a POS hold, and nothing was done.
     points: Points,
 }
 
 /// Expires one account's expired lots in one transaction, under the account's lock.
+/// `None`: it had no expired lot left (another process was first).
 async fn expire_account(
     app: &App,
     account_id: Uuid,
@@ -423,7 +433,7 @@ async fn expire_account(
     let due: Points = lots.iter().map(|l| l.points_remaining).sum();
     let points = (due - account.held).max(0);
     if points == 0 {
-        return Ok(None);
+        return Ok(Some(Expired { lots: 0, points }));
     }
     let lots = take_expired(&txn, &lots, points).await?;
     let state = ledger::spend_and_earn(&txn, account_id, points, 0).await?;
