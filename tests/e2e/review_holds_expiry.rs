@@ -187,3 +187,289 @@ async fn an_account_whose_expired_points_are_held_is_not_a_failed_account() {
     );
     assert_holds_consistent(db, prog.id).await;
 }
+
+/// The member's (points, held, available) as the API shows them (the cache first).
+async fn shown(t: &Client, token: &str, member: &str) -> (i64, i64, i64) {
+    let b = t
+        .get(&format!("/v1/members/{member}/balance"), token)
+        .await
+        .expect(200);
+    let field = |name: &str| b[name].as_i64().unwrap();
+    (
+        field("points"),
+        field("held_points"),
+        field("available_points"),
+    )
+}
+
+async fn hold_status(t: &Client, partner: &Partner, hold_id: &str) -> String {
+    t.get(&format!("/v1/redemptions/{hold_id}"), &partner.token)
+        .await
+        .expect(200)["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Every way a capture's purchase can be wrong leaves the hold held and moves nothing:
+/// too small for the held points, zero, over the limit, another currency, an external
+/// reference taken already (also by a purchase of the same partner).
+#[tokio::test]
+async fn a_refused_capture_leaves_the_hold_held_and_moves_nothing() {
+    let t = spawn_app().await;
+    let db = &t.app.db;
+    let prog = t.programme("Refused captures").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "refused@example.org").await;
+    let taken = json!({"card_number": card, "amount": {"amount": "1000.00", "currency": "EUR"}, "external_ref": "taken-ref", "redeem_points": 0});
+    t.post_moving("/v1/purchases", &shop.token, taken)
+        .await
+        .expect(201);
+    let held = hold(&t, &shop, &card, 500).await.expect(201);
+    let before = shown(&t, &prog.admin, &member).await;
+    assert_eq!(before, (1000, 500, 500));
+    let purchase = |amount: &str, currency: &str, reference: &str| {
+        json!({"purchase": {"amount": {"amount": amount, "currency": currency}, "external_ref": reference}})
+    };
+    let attempts = [
+        (purchase("4.99", "EUR", "r1"), 422, "redemption_exceeds_amount"),
+        (purchase("0", "EUR", "r2"), 422, "validation_failed"),
+        (purchase("0.00", "EUR", "r2"), 422, "validation_failed"),
+        (purchase("1000000000.01", "EUR", "r3"), 422, "validation_failed"),
+        (purchase("99999999999999999999", "EUR", "r3"), 422, "validation_failed"),
+        (purchase("10.00", "USD", "r4"), 422, "currency_mismatch"),
+        (purchase("10.001", "EUR", "r5"), 422, "validation_failed"),
+        (purchase("10.00", "EUR", "taken-ref"), 409, "duplicate_external_ref"),
+    ];
+    for (body, status, code) in attempts {
+        let answer = capture(&t, &shop, &id(&held), body.clone()).await;
+        assert_eq!(
+            (answer.status.as_u16(), answer.code()),
+            (status, code),
+            "{body}: {}",
+            answer.body
+        );
+        assert_eq!(hold_status(&t, &shop, &id(&held)).await, "held", "{body}");
+        assert_eq!(shown(&t, &prog.admin, &member).await, before, "{body}");
+        assert_holds_consistent(db, prog.id).await;
+    }
+    // Still capturable, once.
+    capture(&t, &shop, &id(&held), purchase("10.00", "EUR", "good"))
+        .await
+        .expect(200);
+    capture(&t, &shop, &id(&held), purchase("10.00", "EUR", "again"))
+        .await
+        .expect_problem(409, "hold_not_held");
+    assert_holds_consistent(db, prog.id).await;
+}
+
+/// One Idempotency-Key is one request: reused on another hold, for a void after a
+/// capture, or for a capture with another body, it is refused and moves nothing.
+#[tokio::test]
+async fn one_idempotency_key_across_holds_and_operations_is_refused() {
+    let t = spawn_app().await;
+    let db = &t.app.db;
+    let prog = t.programme("Keys").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "keys@example.org").await;
+    t.purchase(&shop, &card, "1000.00", 0).await;
+    let first = id(&hold(&t, &shop, &card, 100).await.expect(201));
+    let second = id(&hold(&t, &shop, &card, 200).await.expect(201));
+    let post = |path: String, body: Option<Value>, key: &'static str| {
+        let token = shop.token.clone();
+        let t = &t;
+        async move {
+            t.call(reqwest::Method::POST, &path, Some(&token), body, Some(key))
+                .await
+        }
+    };
+    post(format!("/v1/redemptions/{first}/capture"), Some(json!({})), "k1")
+        .await
+        .expect(200);
+    post(format!("/v1/redemptions/{second}/capture"), Some(json!({})), "k1")
+        .await
+        .expect_problem(422, "idempotency_key_reused");
+    post(format!("/v1/redemptions/{second}/void"), None, "k1")
+        .await
+        .expect_problem(422, "idempotency_key_reused");
+    post(format!("/v1/redemptions/{first}/void"), None, "k1")
+        .await
+        .expect_problem(422, "idempotency_key_reused");
+    // A hold created with a key used by a capture: refused, nothing reserved.
+    let body = json!({"card_number": card, "points": 5});
+    post("/v1/redemptions".into(), Some(body), "k1")
+        .await
+        .expect_problem(422, "idempotency_key_reused");
+    assert_eq!(hold_status(&t, &shop, &second).await, "held");
+    assert_eq!(shown(&t, &prog.admin, &member).await, (900, 200, 700));
+    // A hold's replay answers the same hold, and reserves nothing more.
+    let body = json!({"card_number": card, "points": 50});
+    let a = post("/v1/redemptions".into(), Some(body.clone()), "h1")
+        .await
+        .expect(201);
+    let b = post("/v1/redemptions".into(), Some(body), "h1")
+        .await
+        .expect(201);
+    assert_eq!(a, b);
+    assert_eq!(shown(&t, &prog.admin, &member).await, (900, 250, 650));
+    assert_holds_consistent(db, prog.id).await;
+}
+
+/// Points out of range are refused before anything is read.
+#[tokio::test]
+async fn holds_of_no_negative_fractional_or_too_many_points() {
+    let t = spawn_app().await;
+    let prog = t.programme("Ranges").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "ranges@example.org").await;
+    t.purchase(&shop, &card, "10.00", 0).await;
+    for points in [
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!("10"),
+        json!(1_000_000_000_001_i64),
+        json!(i64::MAX),
+        json!(u64::MAX),
+        json!(null),
+    ] {
+        let answer = t
+            .post_moving(
+                "/v1/redemptions",
+                &shop.token,
+                json!({"card_number": card, "points": points}),
+            )
+            .await;
+        assert_eq!(answer.status.as_u16(), 422, "{points}: {}", answer.body);
+    }
+    hold(&t, &shop, &card, 11)
+        .await
+        .expect_problem(409, "insufficient_points");
+    assert_eq!(shown(&t, &prog.admin, &member).await, (10, 0, 10));
+    assert_holds_consistent(&t.app.db, prog.id).await;
+}
+
+/// A card blocked or replaced after the hold: capture takes nothing (the hold stays
+/// held), a void frees the points.
+#[tokio::test]
+async fn a_blocked_or_replaced_card_cannot_capture_its_hold_but_can_void_it() {
+    let t = spawn_app().await;
+    let db = &t.app.db;
+    let prog = t.programme("Blocked").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "blocked@example.org").await;
+    t.purchase(&shop, &card, "1000.00", 0).await;
+    let a = id(&hold(&t, &shop, &card, 100).await.expect(201));
+    let b = id(&hold(&t, &shop, &card, 100).await.expect(201));
+    let replaced = t
+        .post_moving(&format!("/v1/cards/{card}/replace"), &shop.token, json!({}))
+        .await;
+    assert!(replaced.status.is_success(), "{}", replaced.body);
+    let with_purchase = json!({"purchase": {"amount": {"amount": "10.00", "currency": "EUR"}, "external_ref": "r"}});
+    for body in [json!({}), with_purchase] {
+        capture(&t, &shop, &a, body)
+            .await
+            .expect_problem(409, "card_replaced");
+    }
+    assert_eq!(hold_status(&t, &shop, &a).await, "held");
+    assert_eq!(shown(&t, &prog.admin, &member).await, (1000, 200, 800));
+    t.post_moving(&format!("/v1/redemptions/{a}/void"), &shop.token, json!({}))
+        .await
+        .expect(200);
+    t.post_moving(&format!("/v1/redemptions/{b}/void"), &shop.token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(shown(&t, &prog.admin, &member).await, (1000, 0, 1000));
+    assert_holds_consistent(db, prog.id).await;
+}
+
+/// The cached balance follows every change of a hold: create, capture, void, lapse,
+/// the release job, and expiry of the points beyond the holds.
+#[tokio::test]
+async fn the_cached_balance_follows_holds_and_expiry() {
+    let t = spawn_app_with_settings(&[("COALITION_HOLD_TTL_SECONDS", "1")]).await;
+    let db = &t.app.db;
+    let prog = programme_with_expiry(&t, 10).await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "cached@example.org").await;
+    t.purchase(&shop, &card, "100.00", 0).await;
+    let expiring = |b: &Value| -> i64 {
+        b["expiring_soon"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["points"].as_i64().unwrap())
+            .sum()
+    };
+    let path = format!("/v1/members/{member}/balance");
+    assert_eq!(shown(&t, &prog.admin, &member).await, (100, 0, 100));
+    let a = id(&hold(&t, &shop, &card, 30).await.expect(201));
+    assert_eq!(shown(&t, &prog.admin, &member).await, (100, 30, 70));
+    capture(&t, &shop, &a, json!({})).await.expect(200);
+    assert_eq!(shown(&t, &prog.admin, &member).await, (70, 0, 70));
+    let b = id(&hold(&t, &shop, &card, 20).await.expect(201));
+    assert_eq!(shown(&t, &prog.admin, &member).await, (70, 20, 50));
+    t.post_moving(&format!("/v1/redemptions/{b}/void"), &shop.token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(shown(&t, &prog.admin, &member).await, (70, 0, 70));
+    hold(&t, &shop, &card, 10).await.expect(201);
+    assert_eq!(shown(&t, &prog.admin, &member).await, (70, 10, 60));
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    assert_eq!(shown(&t, &prog.admin, &member).await, (70, 0, 70), "lapsed");
+    assert_eq!(jobs::run(&t.app, "release-holds", Utc::now()).await.unwrap()["released"], 1);
+    assert_eq!(shown(&t, &prog.admin, &member).await, (70, 0, 70));
+    // Expiry with a live hold: only the points beyond it go, and the view shows it.
+    let c = id(&hold(&t, &shop, &card, 25).await.expect(201));
+    assert_eq!(expiring(&t.get(&path, &prog.admin).await.expect(200)), 70);
+    let due = lots_of(db, &member).await[0].expires_at;
+    let report = jobs::expire_points(&t.app, due).await.unwrap();
+    assert_eq!(report.points, 45, "{report:?}");
+    let after = t.get(&path, &prog.admin).await.expect(200);
+    assert_eq!(
+        (after["points"].as_i64(), after["held_points"].as_i64()),
+        (Some(25), Some(25)),
+        "{after}"
+    );
+    assert_eq!(expiring(&after), 25, "{after}");
+    capture(&t, &shop, &c, json!({})).await.expect(200);
+    assert_eq!(shown(&t, &prog.admin, &member).await, (0, 0, 0));
+    assert_holds_consistent(db, prog.id).await;
+}
+
+/// Reminders run twice, and by two runs at once, announce each lot once; expiry run
+/// twice writes one `points.expired` per account. Outbox rows are written with their
+/// change only.
+#[tokio::test]
+async fn reminders_and_expiry_twice_and_at_once_write_each_event_once() {
+    let t = spawn_app().await;
+    let db = &t.app.db;
+    let prog = programme_with_expiry(&t, 20).await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "outbox@example.org").await;
+    t.purchase(&shop, &card, "100.00", 0).await;
+    let now = Utc::now();
+    let (a, b) = tokio::join!(
+        jobs::send_expiry_reminders(&t.app, now),
+        jobs::send_expiry_reminders(&t.app, now)
+    );
+    assert_eq!(a.unwrap().reminders + b.unwrap().reminders, 1);
+    assert_eq!(jobs::send_expiry_reminders(&t.app, now).await.unwrap().reminders, 0);
+    let due = lots_of(db, &member).await[0].expires_at;
+    let (a, b) = tokio::join!(
+        jobs::expire_points(&t.app, due),
+        jobs::expire_points(&t.app, due)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.points + b.points, 100);
+    assert_eq!(a.failed_accounts + b.failed_accounts, 0);
+    assert_eq!(jobs::expire_points(&t.app, due).await.unwrap().points, 0);
+    let events = outbox_event::Entity::find()
+        .filter(outbox_event::Column::ProgrammeId.eq(prog.id))
+        .all(db)
+        .await
+        .unwrap();
+    let count = |kind: &str| events.iter().filter(|e| e.event_type == kind).count();
+    assert_eq!((count("points.expiring"), count("points.expired")), (1, 1));
+    assert_holds_consistent(db, prog.id).await;
+}
