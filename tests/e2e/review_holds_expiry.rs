@@ -473,3 +473,129 @@ async fn reminders_and_expiry_twice_and_at_once_write_each_event_once() {
     assert_eq!((count("points.expiring"), count("points.expired")), (1, 1));
     assert_holds_consistent(db, prog.id).await;
 }
+
+/// What a chaotic request may answer: anything but a fault.
+fn allowed(answer: &Resp, what: &str) {
+    let status = answer.status.as_u16();
+    assert!(
+        status < 500 && status != 400 && status != 404,
+        "{what}: {status} {}",
+        answer.body
+    );
+}
+
+/// Everything at once on one bearer card's account: holds captured (as rewards and
+/// with purchases) and voided, purchases paying with points, refunds giving points back
+/// and clawing them back, the card's registration, lapsed holds released and expiry
+/// (twice) — all racing. No fault, and every invariant holds after; the cached balance
+/// is the stored one.
+#[tokio::test]
+async fn holds_purchases_refunds_registration_and_expiry_racing_on_one_account() {
+    let t = spawn_app_with_settings(&[("COALITION_HOLD_TTL_SECONDS", "2")]).await;
+    let db = &t.app.db;
+    let prog = programme_with_expiry(&t, 10).await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let member = enrol(&t, &shop, "chaos@example.org").await;
+    let card = bearer_card(&t, &shop).await;
+    let mut bought = Vec::new();
+    for _ in 0..6 {
+        bought.push(t.purchase(&shop, &card, "100.00", 0).await["id"].as_str().unwrap().to_owned());
+    }
+    // The first lots are due at this moment; the job runs with it while the rest happens.
+    let due = lots_of_card(db, &card).await;
+    let mut work = Vec::new();
+    for n in 0..12 {
+        let (t, shop, card) = (&t, &shop, &card);
+        work.push(Box::pin(async move {
+            let held = hold(t, shop, card, 40).await;
+            allowed(&held, "hold");
+            if held.status != 201 {
+                return;
+            }
+            let path = |op: &str| format!("/v1/redemptions/{}/{op}", id(&held.body));
+            let answer = match n % 3 {
+                0 => capture(t, shop, &id(&held.body), json!({})).await,
+                1 => {
+                    let body = json!({"purchase": {"amount": {"amount": "30.00", "currency": "EUR"}, "external_ref": format!("chaos-{n}")}});
+                    capture(t, shop, &id(&held.body), body).await
+                }
+                _ => t.post_moving(&path("void"), &shop.token, json!({})).await,
+            };
+            allowed(&answer, "capture or void");
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+    }
+    for _ in 0..6 {
+        let (t, shop, card) = (&t, &shop, &card);
+        work.push(Box::pin(async move {
+            let body = json!({"card_number": card, "amount": {"amount": "5.00", "currency": "EUR"}, "external_ref": Uuid::new_v4().to_string(), "redeem_points": 30});
+            allowed(&t.post_moving("/v1/purchases", &shop.token, body).await, "purchase");
+        }));
+    }
+    for purchase in bought.iter().take(4) {
+        let (t, shop) = (&t, &shop);
+        work.push(Box::pin(async move {
+            let body = json!({"amount": {"amount": "60.00", "currency": "EUR"}});
+            let path = format!("/v1/purchases/{purchase}/refunds");
+            allowed(&t.post_moving(&path, &shop.token, body).await, "refund");
+        }));
+    }
+    for _ in 0..3 {
+        let (t, shop, card, member) = (&t, &shop, &card, &member);
+        work.push(Box::pin(async move {
+            allowed(&register(t, shop, card, member).await, "register");
+        }));
+    }
+    for _ in 0..2 {
+        let t = &t;
+        work.push(Box::pin(async move {
+            let report = jobs::expire_points(&t.app, due).await.expect("expiry");
+            assert_eq!(report.failed_accounts, 0, "{report:?}");
+        }));
+        work.push(Box::pin(async move {
+            jobs::run(&t.app, "release-holds", Utc::now()).await.expect("release");
+        }));
+    }
+    futures::future::join_all(work).await;
+    assert_holds_consistent(db, prog.id).await;
+    // Whatever is left held lapses; then the cached balance is the stored one.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    jobs::run(&t.app, "release-holds", Utc::now()).await.unwrap();
+    let row = card_account(db, &card).await;
+    let view = t
+        .get(&format!("/v1/cards/{card}/balance"), &shop.token)
+        .await
+        .expect(200);
+    assert_eq!(
+        (view["points"].as_i64(), view["held_points"].as_i64()),
+        (Some(row.balance), Some(0)),
+        "{view}"
+    );
+    assert_holds_consistent(db, prog.id).await;
+}
+
+async fn card_account(db: &DatabaseConnection, number: &str) -> point_account::Model {
+    use coalition_store::entities::card;
+    let card = card::Entity::find()
+        .filter(card::Column::Number.eq(number))
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap();
+    point_account::Entity::find_by_id(card.account_id)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The expiry of the soonest live lot of the card's account.
+async fn lots_of_card(db: &DatabaseConnection, number: &str) -> DateTime<Utc> {
+    let account = card_account(db, number).await;
+    point_lot::Entity::find()
+        .filter(point_lot::Column::AccountId.eq(account.id))
+        .order_by_asc(point_lot::Column::ExpiresAt)
+        .all(db)
+        .await
+        .unwrap()[2]
+        .expires_at
+}
