@@ -599,3 +599,24 @@ async fn lots_of_card(db: &DatabaseConnection, number: &str) -> DateTime<Utc> {
         .unwrap()[2]
         .expires_at
 }
+
+/// A balance read less than a second before a hold lapses is cached only until the
+/// lapse: read again just after it, the points are free (with Redis too, whose expiry
+/// was counted in whole seconds and rounded a short life up to one second).
+#[tokio::test]
+async fn a_balance_read_just_before_a_hold_lapses_is_not_served_after_it() {
+    let t = spawn_app_with_settings(&[("COALITION_HOLD_TTL_SECONDS", "1")]).await;
+    let prog = t.programme("Short views").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "short@example.org").await;
+    t.purchase(&shop, &card, "100.00", 0).await;
+    let held = hold(&t, &shop, &card, 40).await.expect(201);
+    let lapses: DateTime<Utc> = held["expires_at"].as_str().unwrap().parse().unwrap();
+    let until = |at: DateTime<Utc>| (at - Utc::now()).to_std().unwrap_or_default();
+    // Read (and cache) the view 600 ms before the lapse ...
+    tokio::time::sleep(until(lapses - chrono::Duration::milliseconds(600))).await;
+    assert_eq!(shown(&t, &prog.admin, &member).await, (100, 40, 60));
+    // ... and again 150 ms after it.
+    tokio::time::sleep(until(lapses + chrono::Duration::milliseconds(150))).await;
+    assert_eq!(shown(&t, &prog.admin, &member).await, (100, 0, 100));
+}
