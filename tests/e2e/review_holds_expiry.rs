@@ -620,3 +620,63 @@ async fn a_balance_read_just_before_a_hold_lapses_is_not_served_after_it() {
     tokio::time::sleep(until(lapses + chrono::Duration::milliseconds(150))).await;
     assert_eq!(shown(&t, &prog.admin, &member).await, (100, 0, 100));
 }
+
+/// Two server processes, each with its scheduler every second, release lapsed holds:
+/// each hold once, the reserved points back exactly once, and both processes show it.
+/// (PostgreSQL + Redis; one process on SQLite.)
+#[tokio::test]
+async fn two_schedulers_release_each_lapsed_hold_once() {
+    let database_url = fresh_database_url().await;
+    let two = backend_name() == "postgres" && test_redis_url().is_some();
+    let mut env = if two {
+        let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
+        server_env(&database_url, &test_redis_url().unwrap(), &prefix)
+    } else {
+        vec![("DATABASE_URL", database_url.clone())]
+    };
+    env.retain(|(name, _)| *name != "COALITION_JOBS_INTERVAL_SECONDS");
+    env.push(("COALITION_JOBS_INTERVAL_SECONDS", "1".to_owned()));
+    env.push(("COALITION_HOLD_TTL_SECONDS", "1".to_owned()));
+    let mut servers = vec![start_server(&env).await];
+    if two {
+        servers.push(start_server(&env).await);
+    }
+    let clients: Vec<Client> = servers.iter().map(|s| spawn_client(&s.base)).collect();
+    let t = &clients[0];
+    let prog = create_programme(&env, t).await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "schedulers@example.org").await;
+    t.purchase(&shop, &card, "1000.00", 0).await;
+    let mut holds = Vec::new();
+    for n in 0..20 {
+        let client = &clients[n % clients.len()];
+        holds.push(id(&hold(client, &shop, &card, 7).await.expect(201)));
+    }
+    let db = sea_orm::Database::connect(&database_url).await.unwrap();
+    let mut released = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let account = stored_account(&db, &member).await;
+        let row = point_account::Entity::find_by_id(account.id)
+            .one(&db)
+            .await
+            .unwrap()
+            .unwrap();
+        if row.held == 0 {
+            released = true;
+            break;
+        }
+    }
+    assert!(released, "the schedulers released the lapsed holds");
+    let rows = hold::Entity::find()
+        .filter(hold::Column::ProgrammeId.eq(prog.id))
+        .all(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 20);
+    assert!(rows.iter().all(|h| h.status == "expired" && h.resolved_at.is_some()));
+    for client in &clients {
+        assert_eq!(shown(client, &prog.admin, &member).await, (1000, 0, 1000));
+    }
+    assert_holds_consistent(&db, prog.id).await;
+}
