@@ -680,3 +680,35 @@ async fn two_schedulers_release_each_lapsed_hold_once() {
     }
     assert_holds_consistent(&db, prog.id).await;
 }
+
+/// A lapsed hold reserves nothing, released yet or not: the answers to purchases and to
+/// holds made, captured or voided after it lapsed show the points it held as available,
+/// as balance reads do.
+#[tokio::test]
+async fn answers_after_a_hold_lapsed_do_not_count_it_as_held() {
+    let t = spawn_app_with_settings(&[("COALITION_HOLD_TTL_SECONDS", "1")]).await;
+    let prog = t.programme("Lapsed answers").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (member, card) = t.member_with_card(&shop, "lapsed-answers@example.org").await;
+    t.purchase(&shop, &card, "100.00", 0).await;
+    hold(&t, &shop, &card, 40).await.expect(201);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let pair = |b: &Value| (b["held_points"].as_i64(), b["available_points"].as_i64());
+    // Earning only (PostgreSQL: the one-statement path), then paying with points.
+    let earned = t.purchase(&shop, &card, "1.00", 0).await;
+    assert_eq!(pair(&earned), (Some(0), Some(101)), "{earned}");
+    // 40 + 20 + 20 of 101 would be refused if the lapsed hold still counted.
+    let a = hold(&t, &shop, &card, 60).await.expect(201);
+    assert_eq!(pair(&a), (Some(60), Some(41)), "{a}");
+    let b = hold(&t, &shop, &card, 10).await.expect(201);
+    assert_eq!(pair(&b), (Some(70), Some(31)), "{b}");
+    let voided = t
+        .post_moving(&format!("/v1/redemptions/{}/void", id(&b)), &shop.token, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(pair(&voided), (Some(60), Some(41)), "{voided}");
+    let captured = capture(&t, &shop, &id(&a), json!({})).await.expect(200);
+    assert_eq!(pair(&captured), (Some(0), Some(41)), "{captured}");
+    assert_eq!(shown(&t, &prog.admin, &member).await, (41, 0, 41));
+    assert_holds_consistent(&t.app.db, prog.id).await;
+}
