@@ -712,3 +712,28 @@ async fn answers_after_a_hold_lapsed_do_not_count_it_as_held() {
     assert_eq!(shown(&t, &prog.admin, &member).await, (41, 0, 41));
     assert_holds_consistent(&t.app.db, prog.id).await;
 }
+
+/// A lapsed hold reserves nothing, released or not: expiry run on its own (by cron,
+/// without `release-holds` before it) takes the points a lapsed hold still counted.
+#[tokio::test]
+async fn expiry_alone_does_not_wait_for_a_lapsed_hold() {
+    let t = spawn_app_with_settings(&[("COALITION_HOLD_TTL_SECONDS", "1")]).await;
+    let db = &t.app.db;
+    let prog = programme_with_expiry(&t, 10).await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (member, card) = t.member_with_card(&gym, "lapsed-expiry@example.org").await;
+    t.purchase(&gym, &card, "100.00", 0).await;
+    let held = hold(&t, &gym, &card, 60).await.expect(201);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let due = lots_of(db, &member).await[0].expires_at;
+    let report = jobs::expire_points(&t.app, due).await.unwrap();
+    assert_eq!((report.points, report.failed_accounts), (100, 0), "{report:?}");
+    assert_eq!(stored_account(db, &member).await.balance, 0);
+    let status = t
+        .get(&format!("/v1/redemptions/{}", id(&held)), &gym.token)
+        .await
+        .expect(200);
+    assert_eq!(status["status"], "expired");
+    assert_eq!(shown(&t, &prog.admin, &member).await, (0, 0, 0));
+    assert_holds_consistent(db, prog.id).await;
+}

@@ -419,12 +419,22 @@ async fn expire_account(
     now: DateTime<Utc>,
 ) -> AppResult<Option<Expired>> {
     let txn = app.db.begin().await?;
-    let account = ledger::lock_account(&txn, account_id).await?;
+    let mut account = ledger::lock_account(&txn, account_id).await?;
     let lots = expired(ledger::live_lots(account_id), now)
         .all(&txn)
         .await?;
     if lots.is_empty() {
         return Ok(None);
+    }
+    // A lapsed hold reserves nothing, whether or not `release-holds` ran first (cron may
+    // run `expire` alone). Lapsed by the clock, not by `now`: a run as of a later moment
+    // must not end holds a till may still capture.
+    if account.held > 0 {
+        if let Some(released) =
+            crate::holds::release_lapsed_in(&txn, account_id, Utc::now()).await?
+        {
+            account.held = released.held;
+        }
     }
     // Points a POS hold reserves stay until the hold is captured, voided or lapses. A
     // capture spends the soonest-expiring lots first, and these expired lots are the
