@@ -20,6 +20,7 @@ mod review_attacks;
 mod review_attacks_two;
 mod review_economics;
 mod review_fixes;
+mod review_holds_expiry;
 mod rules;
 mod story;
 mod support;

@@ -117,11 +117,18 @@ async fn write_all(
     let partner = b.add(row.partner_id);
     let breakdown = serde_json::to_string(&write.ctx.breakdown)
         .map_err(|e| AppError::Internal(e.to_string()))?;
+    // What live holds reserve: a lapsed hold reserves nothing, released yet or not (the
+    // answer counts as balance reads do). The holds are read only when there are any.
+    let live_held = format!(
+        "CASE WHEN held = 0 THEN 0::bigint ELSE held - (SELECT COALESCE(SUM(h.points), 0)::bigint \
+         FROM holds h WHERE h.account_id = point_accounts.id AND h.status = 'held' \
+         AND h.expires_at <= {now}) END"
+    );
     let mut sql = format!(
         "WITH account AS (\
            UPDATE point_accounts SET balance = balance + {earned}::bigint, version = version + 1 \
            WHERE id = {account} AND balance <= {} - {earned}::bigint AND merged_into_account_id IS NULL \
-           RETURNING balance, held, version), \
+           RETURNING balance, {live_held} AS held, version), \
          entry AS (\
            INSERT INTO journal_entries (id, programme_id, kind, reason, partner_id, purchase_id, refund_id, breakdown, created_at) \
            SELECT {entry}, {programme}, {}, {}, {}, {}, NULL, {}, {now} FROM account)",

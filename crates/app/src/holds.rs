@@ -158,7 +158,7 @@ async fn create_in(
         .await?;
     Ok(Held {
         hold: row,
-        account,
+        account: as_shown(txn, account, now).await?,
         purchase: None,
     })
 }
@@ -372,6 +372,7 @@ async fn capture_in(
     let mut captured = claim(txn, &hold, CAPTURED, now).await?;
     let Some(p) = purchase else {
         let account = take_reward(app, txn, caller, &captured, now).await?;
+        let account = as_shown(txn, account, now).await?;
         return Ok(Held {
             hold: captured,
             account,
@@ -408,7 +409,7 @@ async fn capture_in(
     captured.purchase_id = Some(recorded.purchase.id);
     Ok(Held {
         hold: captured,
-        account,
+        account: as_shown(txn, account, now).await?,
         purchase: Some(recorded),
     })
 }
@@ -475,8 +476,10 @@ pub async fn void(
     let (response, changed) = idempotency::run(app, key, |txn| async move {
         let hold = find_own(&txn, caller, id).await?;
         ledger::lock_account(&txn, hold.account_id).await?;
-        let voided = claim(&txn, &hold, VOIDED, Utc::now()).await?;
+        let now = Utc::now();
+        let voided = claim(&txn, &hold, VOIDED, now).await?;
         let account = unreserve(&txn, hold.account_id, hold.points).await?;
+        let account = as_shown(&txn, account, now).await?;
         let held = Held {
             hold: voided,
             account,
@@ -490,6 +493,21 @@ pub async fn void(
         app.cache.changed(state.account_id, state.version).await;
     }
     Ok(response)
+}
+
+/// An account as answers show it: `held` counts live holds only. A lapsed hold
+/// reserves nothing, released yet or not, so answers count as balance reads do (one
+/// query, and only when the account has holds at all).
+pub(crate) async fn as_shown(
+    db: &impl ConnectionTrait,
+    state: AccountState,
+    now: DateTime<Utc>,
+) -> AppResult<AccountState> {
+    if state.held == 0 {
+        return Ok(state);
+    }
+    let (held, _) = live_on(db, state.account_id, now).await?;
+    Ok(AccountState { held, ..state })
 }
 
 /// What the live (not lapsed) holds of an account reserve at `now`, and when the first

@@ -256,6 +256,9 @@ fn lock_key(job: &str) -> i64 {
 #[derive(Default)]
 struct Failed {
     accounts: Vec<Uuid>,
+    /// Accounts with nothing to do until something else happens (expired points all
+    /// reserved by POS holds): left out of later passes too, but not failures.
+    waiting: Vec<Uuid>,
     /// Accounts found due that had nothing to do (another process did it first). One
     /// found due again in the same run would be a bug making the run loop: it fails.
     idle: std::collections::HashSet<Uuid>,
@@ -297,6 +300,9 @@ async fn accounts_with(
         .filter(Expr::col(point_lot::Column::PointsRemaining).gt(Expr::cust("0")));
     if !failed.accounts.is_empty() {
         lots = lots.filter(point_lot::Column::AccountId.is_not_in(failed.accounts.clone()));
+    }
+    if !failed.waiting.is_empty() {
+        lots = lots.filter(point_lot::Column::AccountId.is_not_in(failed.waiting.clone()));
     }
     let mut accounts: Vec<Uuid> = lots
         .select_only()
@@ -369,11 +375,13 @@ pub async fn expire_points(app: &App, now: DateTime<Utc>) -> AppResult<ExpiryRep
         let work = |app: App, id| async move { expire_account(&app, id, now).await };
         for (account_id, outcome) in each_account(app, accounts, work).await? {
             match outcome {
-                Ok(Some(done)) => {
+                Ok(Some(done)) if done.points > 0 => {
                     report.accounts += 1;
                     report.lots += done.lots;
                     report.points += done.points;
                 }
+                // Its expired points are all held: they wait for the holds to end.
+                Ok(Some(_)) => failed.waiting.push(account_id),
                 // Another process expired them first, or they moved with a registration
                 // (the account they moved to comes up in a later pass).
                 Ok(None) => {
@@ -402,29 +410,43 @@ fn expired(
 
 struct Expired {
     lots: u64,
+    /// 0: every expired point is reserved by a POS hold, and nothing was done.
     points: Points,
 }
 
 /// Expires one account's expired lots in one transaction, under the account's lock.
+/// `None`: it had no expired lot left (another process was first).
 async fn expire_account(
     app: &App,
     account_id: Uuid,
     now: DateTime<Utc>,
 ) -> AppResult<Option<Expired>> {
     let txn = app.db.begin().await?;
-    let account = ledger::lock_account(&txn, account_id).await?;
+    let mut account = ledger::lock_account(&txn, account_id).await?;
     let lots = expired(ledger::live_lots(account_id), now)
         .all(&txn)
         .await?;
     if lots.is_empty() {
         return Ok(None);
     }
-    // Points a POS hold reserves stay until the hold is captured, voided or lapses:
-    // expiry takes only what is not held (soonest lots first) and the next run the rest.
+    // A lapsed hold reserves nothing, whether or not `release-holds` ran first (cron may
+    // run `expire` alone). Lapsed by the clock, not by `now`: a run as of a later moment
+    // must not end holds a till may still capture.
+    if account.held > 0 {
+        if let Some(released) =
+            crate::holds::release_lapsed_in(&txn, account_id, Utc::now()).await?
+        {
+            account.held = released.held;
+        }
+    }
+    // Points a POS hold reserves stay until the hold is captured, voided or lapses. A
+    // capture spends the soonest-expiring lots first, and these expired lots are the
+    // soonest: the held points are theirs, so expiry takes only what of them is beyond
+    // the holds (soonest lots first) and a later run the rest.
     let due: Points = lots.iter().map(|l| l.points_remaining).sum();
-    let points = due.min(account.balance - account.held).max(0);
+    let points = (due - account.held).max(0);
     if points == 0 {
-        return Ok(None);
+        return Ok(Some(Expired { lots: 0, points }));
     }
     let lots = take_expired(&txn, &lots, points).await?;
     let state = ledger::spend_and_earn(&txn, account_id, points, 0).await?;

@@ -413,7 +413,8 @@ async fn record_once(
         let write = plan(app, caller, programme, &priced, req)?;
         let state = write_step_by_step(&txn, &write, PaidFrom::Balance).await?;
         record_spend(app, &txn, caller, &priced, req, &write).await?;
-        (priced.balance, priced.held) = (state.balance, state.held);
+        let shown = crate::holds::as_shown(&txn, state, chrono::Utc::now()).await?;
+        (priced.balance, priced.held) = (shown.balance, shown.held);
         let recorded = Recorded {
             purchase: write.row,
             priced,

@@ -271,7 +271,7 @@ pub struct RedisCache {
 
 /// Stores a view (KEYS[1]: hash v, b) unless the marker (KEYS[2]) or the cached view
 /// knows a newer version, or the view of this version is cached already.
-/// ARGV: version, body, seconds to live.
+/// ARGV: version, body, milliseconds to live.
 const PUT_IF_NEWEST: &str = r#"
 local version = tonumber(ARGV[1])
 local marked = tonumber(redis.call('GET', KEYS[2]))
@@ -279,7 +279,7 @@ if marked and version < marked then return 0 end
 local cached = tonumber(redis.call('HGET', KEYS[1], 'v'))
 if cached and version <= cached then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'b', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
@@ -482,8 +482,10 @@ impl RedisCache {
         };
         let mut invocation = self.put_script.key(self.view_key(account));
         invocation.key(self.marker_key(account));
-        let seconds = ttl.min(MAX_TTL).as_secs().max(1);
-        invocation.arg(value.version).arg(&value.body).arg(seconds);
+        // Milliseconds: a view that is true for less than a second (a hold about to
+        // lapse, a lot about to expire) must not be kept for a whole one.
+        let millis = ttl.min(MAX_TTL).as_millis().max(1) as u64;
+        invocation.arg(value.version).arg(&value.body).arg(millis);
         let _: Option<i64> = self.call(invocation.invoke_async(&mut con)).await;
     }
 

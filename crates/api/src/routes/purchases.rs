@@ -260,7 +260,7 @@ pub struct PurchaseResponse {
     pub breakdown: Vec<BreakdownLineDto>,
     /// The member's points after the purchase.
     pub balance: i64,
-    /// Of those, the points reserved by POS holds. `balance`, `held_points` and
+    /// Of those, the points reserved by live POS holds. `balance`, `held_points` and
     /// `available_points` stay together in this order (PostgreSQL fills them in).
     pub held_points: i64,
     /// Spendable after the purchase: `balance - held_points`.

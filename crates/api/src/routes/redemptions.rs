@@ -207,7 +207,7 @@ pub struct HoldResponse {
     /// The member's points after this change (answers to create, capture and void).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balance: Option<i64>,
-    /// Points reserved by the account's holds after this change.
+    /// Points reserved by the account's live holds after this change (a lapsed hold reserves nothing).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_points: Option<i64>,
     /// Points spendable after this change: `balance - held_points`.
