@@ -40,8 +40,9 @@ enum Command {
         /// The job.
         #[arg(value_parser = job_names())]
         job: String,
-        /// The moment the job runs as of (RFC 3339), instead of now: e.g. to catch up,
-        /// or to see what a later run would do.
+        /// The moment the job runs as of (RFC 3339), instead of now. It really acts as of
+        /// then: a future moment expires points and ends holds early, for good. Meant
+        /// for tests and for catching up, not for previews.
         #[arg(long, value_parser = rfc3339)]
         now: Option<chrono::DateTime<chrono::Utc>>,
     },
