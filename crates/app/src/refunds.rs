@@ -221,6 +221,15 @@ async fn refund_in(
 /// earned. Splitting a clawback by what is still owed (never by what was given) keeps
 /// each funder within what it gave, so partial refunds that add up to a full one give
 /// every funder back exactly its points, whichever funder each rounding favoured.
+fn funder_account(row: &posting::Model) -> AppResult<AccountRef> {
+    let kind = AccountKind::parse(&row.account_kind)
+        .ok_or_else(|| AppError::Internal("corrupt posting account kind".into()))?;
+    Ok(AccountRef {
+        kind,
+        owner: row.account_id,
+    })
+}
+
 async fn funders_of(
     txn: &DatabaseTransaction,
     bought: &purchase::Model,
@@ -233,6 +242,14 @@ async fn funders_of(
         .order_by_asc(posting::Column::Seq)
         .all(txn)
         .await?;
+    if rows.len() <= 1 {
+        // One funder (nearly every purchase) takes the whole clawback: what earlier
+        // refunds gave back does not change the split, so it is not read.
+        return Ok(match rows.first() {
+            Some(row) => vec![(funder_account(row)?, -row.amount)],
+            None => vec![(AccountRef::partner_issued(bought.partner_id), 0)],
+        });
+    }
     let earlier: Vec<Uuid> = refund::Entity::find()
         .filter(refund::Column::PurchaseId.eq(bought.id))
         .all(txn)
@@ -252,8 +269,7 @@ async fn funders_of(
     };
     let mut funders = Vec::with_capacity(rows.len());
     for row in rows {
-        let kind = AccountKind::parse(&row.account_kind)
-            .ok_or_else(|| AppError::Internal("corrupt posting account kind".into()))?;
+        let kind = funder_account(&row)?.kind;
         let returned: Points = clawed_back
             .iter()
             .filter(|c| c.account_kind == row.account_kind && c.account_id == row.account_id)
