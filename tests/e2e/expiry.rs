@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 impl TestApp {
     /// A programme whose points live `days` days.
-    async fn programme_with_expiry(&self, days: i32) -> Programme {
+    pub(crate) async fn programme_with_expiry(&self, days: i32) -> Programme {
         let input = coalition_app::programmes::NewProgramme {
             name: format!("Expiring in {days} days"),
             currency: "EUR".into(),
@@ -40,7 +40,7 @@ impl TestApp {
 }
 
 /// A member's lots, soonest expiry first.
-async fn lots_of(db: &DatabaseConnection, member_id: &str) -> Vec<point_lot::Model> {
+pub(crate) async fn lots_of(db: &DatabaseConnection, member_id: &str) -> Vec<point_lot::Model> {
     let account = stored_account(db, member_id).await;
     point_lot::Entity::find()
         .filter(point_lot::Column::AccountId.eq(account.id))
@@ -63,7 +63,7 @@ async fn events(db: &DatabaseConnection, programme: Uuid, event_type: &str) -> V
         .collect()
 }
 
-async fn breakage(db: &DatabaseConnection, programme: Uuid) -> i64 {
+pub(crate) async fn breakage(db: &DatabaseConnection, programme: Uuid) -> i64 {
     coalition_app::ledger::posted_balance(db, AccountKind::OperatorBreakage, programme)
         .await
         .unwrap()

@@ -30,7 +30,7 @@ async fn till(t: &TestApp) -> Till {
     }
 }
 
-async fn hold(t: &Client, partner: &Partner, card: &str, points: i64) -> Resp {
+pub(crate) async fn hold(t: &Client, partner: &Partner, card: &str, points: i64) -> Resp {
     t.post_moving(
         "/v1/redemptions",
         &partner.token,
@@ -39,11 +39,11 @@ async fn hold(t: &Client, partner: &Partner, card: &str, points: i64) -> Resp {
     .await
 }
 
-fn id(body: &Value) -> String {
+pub(crate) fn id(body: &Value) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
-async fn capture(t: &Client, partner: &Partner, hold_id: &str, body: Value) -> Resp {
+pub(crate) async fn capture(t: &Client, partner: &Partner, hold_id: &str, body: Value) -> Resp {
     t.post_moving(
         &format!("/v1/redemptions/{hold_id}/capture"),
         &partner.token,

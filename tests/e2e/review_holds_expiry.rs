@@ -2,74 +2,15 @@
 //! attack on one promise of the README ("POS holds", "Expiry", "Reminders", "Background
 //! jobs"), with the ledger's invariants checked after it.
 
+use crate::expiry::{breakage, lots_of};
+use crate::holds::{capture, hold, id};
 use crate::support::*;
 use chrono::{DateTime, Utc};
 use coalition_app::jobs;
-use coalition_domain::AccountKind;
 use coalition_store::entities::{hold, outbox_event, point_account, point_lot};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-/// A programme whose points live `days` days.
-async fn programme_with_expiry(t: &TestApp, days: i32) -> Programme {
-    let input = coalition_app::programmes::NewProgramme {
-        name: format!("Review expiring in {days} days"),
-        currency: "EUR".into(),
-        point_value: "0.01".into(),
-        point_expiry_days: days,
-    };
-    let created = coalition_app::programmes::create(&t.app.db, input)
-        .await
-        .expect("create programme");
-    let admin = t
-        .token(&created.operator.client_id, &created.operator.client_secret)
-        .await;
-    Programme {
-        id: created.programme_id,
-        admin,
-        client_id: created.operator.client_id,
-        client_secret: created.operator.client_secret,
-    }
-}
-
-async fn lots_of(db: &DatabaseConnection, member_id: &str) -> Vec<point_lot::Model> {
-    let account = stored_account(db, member_id).await;
-    point_lot::Entity::find()
-        .filter(point_lot::Column::AccountId.eq(account.id))
-        .order_by_asc(point_lot::Column::ExpiresAt)
-        .all(db)
-        .await
-        .unwrap()
-}
-
-async fn breakage(db: &DatabaseConnection, programme: Uuid) -> i64 {
-    coalition_app::ledger::posted_balance(db, AccountKind::OperatorBreakage, programme)
-        .await
-        .unwrap()
-}
-
-async fn hold(t: &Client, partner: &Partner, card: &str, points: i64) -> Resp {
-    t.post_moving(
-        "/v1/redemptions",
-        &partner.token,
-        json!({"card_number": card, "points": points}),
-    )
-    .await
-}
-
-fn id(body: &Value) -> String {
-    body["id"].as_str().unwrap().to_owned()
-}
-
-async fn capture(t: &Client, partner: &Partner, hold_id: &str, body: Value) -> Resp {
-    t.post_moving(
-        &format!("/v1/redemptions/{hold_id}/capture"),
-        &partner.token,
-        body,
-    )
-    .await
-}
 
 /// Every account's reserved points are exactly its holds still held, never more than its
 /// balance; and the ledger's invariants.
@@ -120,7 +61,7 @@ async fn member_with_an_early_and_a_late_lot(
 async fn expiry_between_a_hold_and_its_capture_does_not_take_the_points_the_capture_spends() {
     let t = spawn_app().await;
     let db = &t.app.db;
-    let prog = programme_with_expiry(&t, 10).await;
+    let prog = t.programme_with_expiry(10).await;
     let (member, card, gym, first_expiry) =
         member_with_an_early_and_a_late_lot(&t, &prog, "early-late@example.org").await;
 
@@ -143,7 +84,7 @@ async fn expiry_between_a_hold_and_its_capture_does_not_take_the_points_the_capt
 async fn expiry_takes_the_expired_points_beyond_a_hold_and_the_rest_after_a_void() {
     let t = spawn_app().await;
     let db = &t.app.db;
-    let prog = programme_with_expiry(&t, 10).await;
+    let prog = t.programme_with_expiry(10).await;
     let (member, card, gym, first_expiry) =
         member_with_an_early_and_a_late_lot(&t, &prog, "beyond@example.org").await;
     let held = hold(&t, &gym, &card, 20).await.expect(201);
@@ -170,7 +111,7 @@ async fn expiry_takes_the_expired_points_beyond_a_hold_and_the_rest_after_a_void
 async fn an_account_whose_expired_points_are_held_is_not_a_failed_account() {
     let t = spawn_app().await;
     let db = &t.app.db;
-    let prog = programme_with_expiry(&t, 10).await;
+    let prog = t.programme_with_expiry(10).await;
     let gym = t.partner(&prog, "Gym", "1").await;
     let mut expiry = None;
     for n in 0..3 {
@@ -389,7 +330,7 @@ async fn a_blocked_or_replaced_card_cannot_capture_its_hold_but_can_void_it() {
 async fn the_cached_balance_follows_holds_and_expiry() {
     let t = spawn_app_with_settings(&[("COALITION_HOLD_TTL_SECONDS", "1")]).await;
     let db = &t.app.db;
-    let prog = programme_with_expiry(&t, 10).await;
+    let prog = t.programme_with_expiry(10).await;
     let shop = t.partner(&prog, "Shop", "1").await;
     let (member, card) = t.member_with_card(&shop, "cached@example.org").await;
     t.purchase(&shop, &card, "100.00", 0).await;
@@ -444,7 +385,7 @@ async fn the_cached_balance_follows_holds_and_expiry() {
 async fn reminders_and_expiry_twice_and_at_once_write_each_event_once() {
     let t = spawn_app().await;
     let db = &t.app.db;
-    let prog = programme_with_expiry(&t, 20).await;
+    let prog = t.programme_with_expiry(20).await;
     let shop = t.partner(&prog, "Shop", "1").await;
     let (member, card) = t.member_with_card(&shop, "outbox@example.org").await;
     t.purchase(&shop, &card, "100.00", 0).await;
@@ -493,7 +434,7 @@ fn allowed(answer: &Resp, what: &str) {
 async fn holds_purchases_refunds_registration_and_expiry_racing_on_one_account() {
     let t = spawn_app_with_settings(&[("COALITION_HOLD_TTL_SECONDS", "2")]).await;
     let db = &t.app.db;
-    let prog = programme_with_expiry(&t, 10).await;
+    let prog = t.programme_with_expiry(10).await;
     let shop = t.partner(&prog, "Shop", "1").await;
     let member = enrol(&t, &shop, "chaos@example.org").await;
     let card = bearer_card(&t, &shop).await;
@@ -719,7 +660,7 @@ async fn answers_after_a_hold_lapsed_do_not_count_it_as_held() {
 async fn expiry_alone_does_not_wait_for_a_lapsed_hold() {
     let t = spawn_app_with_settings(&[("COALITION_HOLD_TTL_SECONDS", "1")]).await;
     let db = &t.app.db;
-    let prog = programme_with_expiry(&t, 10).await;
+    let prog = t.programme_with_expiry(10).await;
     let gym = t.partner(&prog, "Gym", "1").await;
     let (member, card) = t.member_with_card(&gym, "lapsed-expiry@example.org").await;
     t.purchase(&gym, &card, "100.00", 0).await;
