@@ -93,6 +93,21 @@ pub fn condition_categories() -> RefOr<Schema> {
     categories(1, 100, true)
 }
 
+/// A rule condition's days of the week: ISO numbers, Monday 1 to Sunday 7.
+pub fn days_of_week() -> RefOr<Schema> {
+    let day = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(7));
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(day)
+        .min_items(Some(1))
+        .max_items(Some(100))
+        .description(Some("ISO days of the week (UTC): Monday 1 … Sunday 7"))
+        .into()
+}
+
 /// A field of a partial update: absent or `null` leaves the value as it is.
 pub fn optional_name() -> RefOr<Schema> {
     text(200, true)

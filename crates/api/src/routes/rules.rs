@@ -300,7 +300,7 @@ pub struct ConditionsDto {
     pub first_purchase_at_partner: Option<bool>,
     /// ISO days, 1 = Monday … 7 = Sunday (UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(schema_with = crate::fields::days_of_week)]
     pub days_of_week: Option<Vec<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hours: Option<HoursDto>,
