@@ -79,7 +79,7 @@ async fn balance(t: &Client, token: &str, member: &str) -> (i64, i64, i64) {
 
 /// The database's word: every account's reserved points are exactly its holds still
 /// held, never more than its balance; and the ledger's invariants.
-async fn assert_holds_consistent(db: &DatabaseConnection, programme_id: Uuid) {
+pub(crate) async fn assert_holds_consistent(db: &DatabaseConnection, programme_id: Uuid) {
     let accounts = point_account::Entity::find()
         .filter(point_account::Column::ProgrammeId.eq(programme_id))
         .all(db)

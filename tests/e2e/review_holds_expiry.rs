@@ -3,7 +3,7 @@
 //! jobs"), with the ledger's invariants checked after it.
 
 use crate::expiry::{breakage, lots_of};
-use crate::holds::{capture, hold, id};
+use crate::holds::{assert_holds_consistent, capture, hold, id};
 use crate::support::*;
 use chrono::{DateTime, Utc};
 use coalition_app::jobs;
@@ -12,29 +12,6 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// Every account's reserved points are exactly its holds still held, never more than its
-/// balance; and the ledger's invariants.
-async fn assert_holds_consistent(db: &DatabaseConnection, programme_id: Uuid) {
-    let accounts = point_account::Entity::find()
-        .filter(point_account::Column::ProgrammeId.eq(programme_id))
-        .all(db)
-        .await
-        .unwrap();
-    for a in &accounts {
-        let held: i64 = hold::Entity::find()
-            .filter(hold::Column::AccountId.eq(a.id))
-            .filter(hold::Column::Status.eq("held"))
-            .all(db)
-            .await
-            .unwrap()
-            .iter()
-            .map(|h| h.points)
-            .sum();
-        assert_eq!(a.held, held, "account {} reserves its holds' points", a.id);
-        assert!(0 <= a.held && a.held <= a.balance, "account {}", a.id);
-    }
-    assert_accounts_consistent(db, programme_id).await;
-}
 
 /// A member with two lots: 50 points expiring first, then 50 points a little later.
 async fn member_with_an_early_and_a_late_lot(
