@@ -18,24 +18,8 @@ use uuid::Uuid;
 impl TestApp {
     /// A programme whose points live `days` days.
     pub(crate) async fn programme_with_expiry(&self, days: i32) -> Programme {
-        let input = coalition_app::programmes::NewProgramme {
-            name: format!("Expiring in {days} days"),
-            currency: "EUR".into(),
-            point_value: "0.01".into(),
-            point_expiry_days: days,
-        };
-        let created = coalition_app::programmes::create(&self.app.db, input)
-            .await
-            .expect("create programme");
-        let admin = self
-            .token(&created.operator.client_id, &created.operator.client_secret)
-            .await;
-        Programme {
-            id: created.programme_id,
-            admin,
-            client_id: created.operator.client_id,
-            client_secret: created.operator.client_secret,
-        }
+        let name = format!("Expiring in {days} days");
+        self.programme_with_terms(&name, "0.01", days).await
     }
 }
 

@@ -646,18 +646,11 @@ async fn a_daily_cap_holds_under_fifty_concurrent_purchases() {
 /// memory.
 #[tokio::test]
 async fn a_rule_changed_through_one_process_prices_purchases_through_the_other() {
-    let (Some(redis_url), "postgres") = (test_redis_url(), backend_name()) else {
-        eprintln!("needs PostgreSQL and Redis: runs in the PostgreSQL + Redis pass of .ci/run");
+    let Some(two) = two_processes().await else {
         return;
     };
-    let database_url = fresh_database_url().await;
-    let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
-    let env = server_env(&database_url, &redis_url, &prefix);
-    let a = start_server(&env).await;
-    let b = start_server(&env).await;
-    let (ta, tb) = (spawn_client(&a.base), spawn_client(&b.base));
-    let prog = create_programme(&env, &ta).await;
-    let gym = ta.partner(&prog, "Gym", "1").await;
+    let (ta, tb, prog) = (&two.a, &two.b, &two.programme);
+    let gym = ta.partner(prog, "Gym", "1").await;
     let (_, card) = ta.member_with_card(&gym, "ann@example.org").await;
     // Process b reads the programme's terms and keeps them.
     assert_eq!(

@@ -435,11 +435,21 @@ pub async fn metric(t: &Client, name: &str) -> u64 {
 impl TestApp {
     /// A programme whose points are worth `point_value` each.
     pub async fn programme_with_point_value(&self, name: &str, point_value: &str) -> Programme {
+        self.programme_with_terms(name, point_value, 730).await
+    }
+
+    /// A programme made through the use case (not the CLI), with its operator token.
+    pub async fn programme_with_terms(
+        &self,
+        name: &str,
+        point_value: &str,
+        point_expiry_days: i32,
+    ) -> Programme {
         let input = coalition_app::programmes::NewProgramme {
             name: name.into(),
             currency: "EUR".into(),
             point_value: point_value.into(),
-            point_expiry_days: 730,
+            point_expiry_days,
         };
         let created = coalition_app::programmes::create(&self.app.db, input)
             .await
@@ -722,4 +732,33 @@ pub async fn register(t: &Client, partner: &Partner, card: &str, member: &str) -
         json!({"member_id": member}),
     )
     .await
+}
+
+/// Two `coalition serve` processes on one fresh PostgreSQL database and one Redis, and
+/// a programme made through the first; `None` outside the PostgreSQL + Redis pass.
+pub struct TwoProcesses {
+    pub a: Client,
+    pub b: Client,
+    pub programme: Programme,
+    _servers: (ServerProcess, ServerProcess),
+}
+
+pub async fn two_processes() -> Option<TwoProcesses> {
+    let (Some(redis_url), "postgres") = (test_redis_url(), backend_name()) else {
+        eprintln!("needs PostgreSQL and Redis: runs in the PostgreSQL + Redis pass of .ci/run");
+        return None;
+    };
+    let database_url = fresh_database_url().await;
+    let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
+    let env = server_env(&database_url, &redis_url, &prefix);
+    let first = start_server(&env).await;
+    let second = start_server(&env).await;
+    let (a, b) = (spawn_client(&first.base), spawn_client(&second.base));
+    let programme = create_programme(&env, &a).await;
+    Some(TwoProcesses {
+        a,
+        b,
+        programme,
+        _servers: (first, second),
+    })
 }
