@@ -169,10 +169,9 @@ pub(crate) async fn context(
     caller: &Caller,
     req: &Checked,
 ) -> AppResult<Context> {
-    let partner =
-        crate::terms::partner(app, db, caller.programme_id, caller.acting_partner()?).await?;
-    // The snapshot the partner came from (read again above when the partner is new).
-    let terms = crate::terms::of_programme(app, db, caller.programme_id).await?;
+    let (terms, partner) =
+        crate::terms::with_partner(app, db, caller.programme_id, caller.acting_partner()?)
+            .await?;
     let card = cards::find(db, caller.programme_id, &req.card_number).await?;
     cards::ensure_active(&card)?;
     let at = Utc::now();

@@ -118,15 +118,26 @@ pub async fn partner(
     programme_id: Uuid,
     partner_id: Uuid,
 ) -> AppResult<Partner> {
+    Ok(with_partner(app, db, programme_id, partner_id).await?.1)
+}
+
+/// The programme's terms together with one partner's, from the same snapshot.
+pub async fn with_partner(
+    app: &App,
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    partner_id: Uuid,
+) -> AppResult<(Arc<ProgrammeTerms>, Partner)> {
     let terms = of_programme(app, db, programme_id).await?;
-    if let Some(found) = terms.partner(partner_id) {
-        return Ok(found.clone());
+    if let Some(found) = terms.partner(partner_id).cloned() {
+        return Ok((terms, found));
     }
     let terms = reload(app, db, programme_id).await?;
-    terms
+    let found = terms
         .partner(partner_id)
         .cloned()
-        .ok_or(AppError::NotFound("partner"))
+        .ok_or(AppError::NotFound("partner"))?;
+    Ok((terms, found))
 }
 
 async fn reload(
