@@ -9,6 +9,9 @@ mod m20261125_000010_rules;
 mod m20261125_000020_tiers;
 mod m20261125_000030_lot_reminders;
 mod m20261125_000040_holds;
+mod m20261126_000100_campaigns;
+mod m20261126_000200_settlements;
+mod m20261126_000300_client_states;
 
 pub struct Migrator;
 
@@ -24,6 +27,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000020_tiers::Migration),
             Box::new(m20261125_000030_lot_reminders::Migration),
             Box::new(m20261125_000040_holds::Migration),
+            Box::new(m20261126_000100_campaigns::Migration),
+            Box::new(m20261126_000200_settlements::Migration),
+            Box::new(m20261126_000300_client_states::Migration),
         ]
     }
 }

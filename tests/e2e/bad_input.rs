@@ -69,10 +69,17 @@ async fn every_bad_purchase_is_refused_with_its_code_and_moves_nothing() {
             None,
         ),
         (
-            json!({"card_number": "7000000000000000", "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "x"}),
+            json!({"card_number": "7000000000000005", "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "x"}),
             404,
             "not_found",
             None,
+        ),
+        // A typo the check digit catches is the till's mistake, not an unknown card.
+        (
+            json!({"card_number": "7000000000000000", "amount": {"amount": "1.00", "currency": "EUR"}, "external_ref": "x"}),
+            422,
+            "validation_failed",
+            Some("card_number"),
         ),
         (
             json!({"card_number": card, "amount": {"amount": "1.00", "currency": "EUR"}}),

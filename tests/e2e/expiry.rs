@@ -366,7 +366,7 @@ async fn a_lot_first_seen_inside_7_days_gets_only_the_7_day_reminder() {
 }
 
 /// Backdates a member's lots by `days`, as if they had been earned that long ago.
-async fn backdate_lots(db: &DatabaseConnection, member_id: &str, days: i64) {
+pub(crate) async fn backdate_lots(db: &DatabaseConnection, member_id: &str, days: i64) {
     for lot in lots_of(db, member_id).await {
         let moved = lot.expires_at - Duration::days(days);
         point_lot::Entity::update_many()
@@ -566,6 +566,7 @@ async fn serve_stops_its_scheduler_when_it_shuts_down() {
     let settings = HashMap::from([
         ("DATABASE_URL".to_owned(), fresh_database_url().await),
         ("COALITION_JOBS_INTERVAL_SECONDS".to_owned(), "1".to_owned()),
+        ("COALITION_MIGRATE_ON_START".to_owned(), "true".to_owned()),
     ]);
     let config = coalition_server::config::Config::from_map(&settings).unwrap();
     let app = coalition_server::build_app(&config).await.unwrap();

@@ -147,6 +147,7 @@ struct World {
 async fn world() -> World {
     let mut settings = HashMap::new();
     settings.insert("DATABASE_URL".to_owned(), fresh_database_url().await);
+    settings.insert("COALITION_MIGRATE_ON_START".to_owned(), "true".to_owned());
     let app: App = coalition_server::build_app(&Config::from_map(&settings).unwrap())
         .await
         .unwrap();

@@ -37,7 +37,9 @@ async fn the_log_filter_is_a_checked_setting_the_config_file_may_give() {
     let with_filter = |filter: &str| {
         std::fs::write(
             &file,
-            format!("DATABASE_URL={database_url}\nCOALITION_LOG={filter}\n"),
+            format!(
+                "DATABASE_URL={database_url}\nCOALITION_LOG={filter}\nCOALITION_MIGRATE_ON_START=true\n"
+            ),
         )
         .unwrap();
         let run = programme_create(&[("COALITION_CONFIG_FILE", file.display().to_string())]);

@@ -12,7 +12,6 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-
 /// A member with two lots: 50 points expiring first, then 50 points a little later.
 async fn member_with_an_early_and_a_late_lot(
     t: &TestApp,
@@ -45,7 +44,10 @@ async fn expiry_between_a_hold_and_its_capture_does_not_take_the_points_the_capt
     // Without the job in between, a reward of 50 spends the expiring lot: 50 stay.
     let held = hold(&t, &gym, &card, 50).await.expect(201);
     let report = jobs::expire_points(&t.app, first_expiry).await.unwrap();
-    assert_eq!(report.points, 0, "the expired points are the held ones: {report:?}");
+    assert_eq!(
+        report.points, 0,
+        "the expired points are the held ones: {report:?}"
+    );
     capture(&t, &gym, &id(&held), json!({})).await.expect(200);
     assert_eq!(stored_account(db, &member).await.balance, 50);
     let report = jobs::expire_points(&t.app, first_expiry).await.unwrap();
@@ -66,7 +68,11 @@ async fn expiry_takes_the_expired_points_beyond_a_hold_and_the_rest_after_a_void
         member_with_an_early_and_a_late_lot(&t, &prog, "beyond@example.org").await;
     let held = hold(&t, &gym, &card, 20).await.expect(201);
     let report = jobs::expire_points(&t.app, first_expiry).await.unwrap();
-    assert_eq!((report.points, report.failed_accounts), (30, 0), "{report:?}");
+    assert_eq!(
+        (report.points, report.failed_accounts),
+        (30, 0),
+        "{report:?}"
+    );
     assert_eq!(stored_account(db, &member).await.balance, 70);
     t.post_moving(
         &format!("/v1/redemptions/{}/void", id(&held)),
@@ -92,7 +98,9 @@ async fn an_account_whose_expired_points_are_held_is_not_a_failed_account() {
     let gym = t.partner(&prog, "Gym", "1").await;
     let mut expiry = None;
     for n in 0..3 {
-        let (member, card) = t.member_with_card(&gym, &format!("held{n}@example.org")).await;
+        let (member, card) = t
+            .member_with_card(&gym, &format!("held{n}@example.org"))
+            .await;
         t.purchase(&gym, &card, "100.00", 0).await;
         hold(&t, &gym, &card, 100).await.expect(201);
         expiry = Some(lots_of(db, &member).await[0].expires_at);
@@ -146,18 +154,32 @@ async fn a_refused_capture_leaves_the_hold_held_and_moves_nothing() {
     let held = hold(&t, &shop, &card, 500).await.expect(201);
     let before = shown(&t, &prog.admin, &member).await;
     assert_eq!(before, (1000, 500, 500));
-    let purchase = |amount: &str, currency: &str, reference: &str| {
-        json!({"purchase": {"amount": {"amount": amount, "currency": currency}, "external_ref": reference}})
-    };
+    let purchase = |amount: &str, currency: &str, reference: &str| json!({"purchase": {"amount": {"amount": amount, "currency": currency}, "external_ref": reference}});
     let attempts = [
-        (purchase("4.99", "EUR", "r1"), 422, "redemption_exceeds_amount"),
+        (
+            purchase("4.99", "EUR", "r1"),
+            422,
+            "redemption_exceeds_amount",
+        ),
         (purchase("0", "EUR", "r2"), 422, "validation_failed"),
         (purchase("0.00", "EUR", "r2"), 422, "validation_failed"),
-        (purchase("1000000000.01", "EUR", "r3"), 422, "validation_failed"),
-        (purchase("99999999999999999999", "EUR", "r3"), 422, "validation_failed"),
+        (
+            purchase("1000000000.01", "EUR", "r3"),
+            422,
+            "validation_failed",
+        ),
+        (
+            purchase("99999999999999999999", "EUR", "r3"),
+            422,
+            "validation_failed",
+        ),
         (purchase("10.00", "USD", "r4"), 422, "currency_mismatch"),
         (purchase("10.001", "EUR", "r5"), 422, "validation_failed"),
-        (purchase("10.00", "EUR", "taken-ref"), 409, "duplicate_external_ref"),
+        (
+            purchase("10.00", "EUR", "taken-ref"),
+            409,
+            "duplicate_external_ref",
+        ),
     ];
     for (body, status, code) in attempts {
         let answer = capture(&t, &shop, &id(&held), body.clone()).await;
@@ -201,12 +223,20 @@ async fn one_idempotency_key_across_holds_and_operations_is_refused() {
                 .await
         }
     };
-    post(format!("/v1/redemptions/{first}/capture"), Some(json!({})), "k1")
-        .await
-        .expect(200);
-    post(format!("/v1/redemptions/{second}/capture"), Some(json!({})), "k1")
-        .await
-        .expect_problem(422, "idempotency_key_reused");
+    post(
+        format!("/v1/redemptions/{first}/capture"),
+        Some(json!({})),
+        "k1",
+    )
+    .await
+    .expect(200);
+    post(
+        format!("/v1/redemptions/{second}/capture"),
+        Some(json!({})),
+        "k1",
+    )
+    .await
+    .expect_problem(422, "idempotency_key_reused");
     post(format!("/v1/redemptions/{second}/void"), None, "k1")
         .await
         .expect_problem(422, "idempotency_key_reused");
@@ -335,7 +365,12 @@ async fn the_cached_balance_follows_holds_and_expiry() {
     assert_eq!(shown(&t, &prog.admin, &member).await, (70, 10, 60));
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
     assert_eq!(shown(&t, &prog.admin, &member).await, (70, 0, 70), "lapsed");
-    assert_eq!(jobs::run(&t.app, "release-holds", Utc::now()).await.unwrap()["released"], 1);
+    assert_eq!(
+        jobs::run(&t.app, "release-holds", Utc::now())
+            .await
+            .unwrap()["released"],
+        1
+    );
     assert_eq!(shown(&t, &prog.admin, &member).await, (70, 0, 70));
     // Expiry with a live hold: only the points beyond it go, and the view shows it.
     let c = id(&hold(&t, &shop, &card, 25).await.expect(201));
@@ -372,7 +407,13 @@ async fn reminders_and_expiry_twice_and_at_once_write_each_event_once() {
         jobs::send_expiry_reminders(&t.app, now)
     );
     assert_eq!(a.unwrap().reminders + b.unwrap().reminders, 1);
-    assert_eq!(jobs::send_expiry_reminders(&t.app, now).await.unwrap().reminders, 0);
+    assert_eq!(
+        jobs::send_expiry_reminders(&t.app, now)
+            .await
+            .unwrap()
+            .reminders,
+        0
+    );
     let due = lots_of(db, &member).await[0].expires_at;
     let (a, b) = tokio::join!(
         jobs::expire_points(&t.app, due),
@@ -417,7 +458,12 @@ async fn holds_purchases_refunds_registration_and_expiry_racing_on_one_account()
     let card = bearer_card(&t, &shop).await;
     let mut bought = Vec::new();
     for _ in 0..6 {
-        bought.push(t.purchase(&shop, &card, "100.00", 0).await["id"].as_str().unwrap().to_owned());
+        bought.push(
+            t.purchase(&shop, &card, "100.00", 0).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     // The first lots are due at this moment; the job runs with it while the rest happens.
     let due = lots_of_card(db, &card).await;
@@ -470,14 +516,18 @@ async fn holds_purchases_refunds_registration_and_expiry_racing_on_one_account()
             assert_eq!(report.failed_accounts, 0, "{report:?}");
         }));
         work.push(Box::pin(async move {
-            jobs::run(&t.app, "release-holds", Utc::now()).await.expect("release");
+            jobs::run(&t.app, "release-holds", Utc::now())
+                .await
+                .expect("release");
         }));
     }
     futures::future::join_all(work).await;
     assert_holds_consistent(db, prog.id).await;
     // Whatever is left held lapses; then the cached balance is the stored one.
     tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-    jobs::run(&t.app, "release-holds", Utc::now()).await.unwrap();
+    jobs::run(&t.app, "release-holds", Utc::now())
+        .await
+        .unwrap();
     let row = card_account(db, &card).await;
     let view = t
         .get(&format!("/v1/cards/{card}/balance"), &shop.token)
@@ -592,7 +642,9 @@ async fn two_schedulers_release_each_lapsed_hold_once() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 20);
-    assert!(rows.iter().all(|h| h.status == "expired" && h.resolved_at.is_some()));
+    assert!(rows
+        .iter()
+        .all(|h| h.status == "expired" && h.resolved_at.is_some()));
     for client in &clients {
         assert_eq!(shown(client, &prog.admin, &member).await, (1000, 0, 1000));
     }
@@ -607,7 +659,9 @@ async fn answers_after_a_hold_lapsed_do_not_count_it_as_held() {
     let t = spawn_app_with_settings(&[("COALITION_HOLD_TTL_SECONDS", "1")]).await;
     let prog = t.programme("Lapsed answers").await;
     let shop = t.partner(&prog, "Shop", "1").await;
-    let (member, card) = t.member_with_card(&shop, "lapsed-answers@example.org").await;
+    let (member, card) = t
+        .member_with_card(&shop, "lapsed-answers@example.org")
+        .await;
     t.purchase(&shop, &card, "100.00", 0).await;
     hold(&t, &shop, &card, 40).await.expect(201);
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
@@ -621,7 +675,11 @@ async fn answers_after_a_hold_lapsed_do_not_count_it_as_held() {
     let b = hold(&t, &shop, &card, 10).await.expect(201);
     assert_eq!(pair(&b), (Some(70), Some(31)), "{b}");
     let voided = t
-        .post_moving(&format!("/v1/redemptions/{}/void", id(&b)), &shop.token, json!({}))
+        .post_moving(
+            &format!("/v1/redemptions/{}/void", id(&b)),
+            &shop.token,
+            json!({}),
+        )
         .await
         .expect(200);
     assert_eq!(pair(&voided), (Some(60), Some(41)), "{voided}");
@@ -645,7 +703,11 @@ async fn expiry_alone_does_not_wait_for_a_lapsed_hold() {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let due = lots_of(db, &member).await[0].expires_at;
     let report = jobs::expire_points(&t.app, due).await.unwrap();
-    assert_eq!((report.points, report.failed_accounts), (100, 0), "{report:?}");
+    assert_eq!(
+        (report.points, report.failed_accounts),
+        (100, 0),
+        "{report:?}"
+    );
     assert_eq!(stored_account(db, &member).await.balance, 0);
     let status = t
         .get(&format!("/v1/redemptions/{}", id(&held)), &gym.token)

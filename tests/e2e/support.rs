@@ -160,6 +160,8 @@ async fn spawn_app_with(redis_url: Option<String>, extra: &[(&str, &str)]) -> Te
     settings.insert("COALITION_DB_MAX_CONNECTIONS".to_owned(), "60".to_owned());
     // Tests run the jobs when and as of when they choose (`coalition_app::jobs`).
     settings.insert("COALITION_JOBS_INTERVAL_SECONDS".to_owned(), "0".to_owned());
+    // Every test starts on a fresh database, PostgreSQL included.
+    settings.insert("COALITION_MIGRATE_ON_START".to_owned(), "true".to_owned());
     for (name, value) in extra {
         settings.insert((*name).to_owned(), (*value).to_owned());
     }
@@ -549,7 +551,21 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The binary with this environment only, migrating on start as tests want (they start
+/// on fresh databases) unless `env` says otherwise.
 pub fn coalition(env: &[(&str, String)]) -> Command {
+    let mut command = bare_coalition(env);
+    if !env
+        .iter()
+        .any(|(name, _)| *name == "COALITION_MIGRATE_ON_START")
+    {
+        command.env("COALITION_MIGRATE_ON_START", "true");
+    }
+    command
+}
+
+/// The binary with exactly this environment: the defaults a deployment gets.
+pub fn bare_coalition(env: &[(&str, String)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_coalition-under-test"));
     command.env_clear().env("COALITION_LOG", "warn");
     for (name, value) in env {
@@ -567,12 +583,27 @@ fn free_port() -> u16 {
 }
 
 pub async fn start_server(env: &[(&str, String)]) -> ServerProcess {
+    start_serving(coalition(env)).await
+}
+
+/// A `coalition serve` process whose log (stderr) goes to `log`.
+pub async fn start_server_logging_to(env: &[(&str, String)], log: Stdio) -> ServerProcess {
+    start_serving_logging_to(coalition(env), log).await
+}
+
+/// `command` (the binary, its environment and working directory set) serving on a free
+/// port, once ready.
+pub async fn start_serving(command: Command) -> ServerProcess {
+    start_serving_logging_to(command, Stdio::inherit()).await
+}
+
+async fn start_serving_logging_to(mut command: Command, log: Stdio) -> ServerProcess {
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut env = env.to_vec();
-    env.push(("COALITION_ADDR", addr.clone()));
-    let child = coalition(&env)
+    let child = command
+        .env("COALITION_ADDR", &addr)
         .arg("serve")
         .stdout(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start coalition serve");
     let server = ServerProcess {

@@ -48,6 +48,8 @@ enum Secret {
     OthersSales,
     /// A's earning rule: its id and name.
     Rules,
+    /// A's campaign: its id and name.
+    Campaigns,
     /// A's tier ladder: A's own partners may see it (a member's profile names the next
     /// tier up), another programme may not.
     Ladder,
@@ -88,6 +90,18 @@ const VISIBLE: &[(&str, Caller, &[Secret])] = &[
     ("GET /v1/members/{id}/balance", Neighbour, &[MemberId]),
     ("GET /v1/members/{id}/transactions", Neighbour, &[MemberId]),
     ("GET /v1/members/{id}/tiers", Neighbour, &[MemberId]),
+    // Every partner of the programme reads a settlement: only its own line, payments
+    // and liability (none here: these partners came after it), never the others'.
+    ("GET /v1/settlements/{id}", Stranger, &[]),
+    ("GET /v1/settlements/{id}", Neighbour, &[]),
+    ("GET /v1/settlements/{id}/statement.csv", Stranger, &[]),
+    ("GET /v1/settlements/{id}/statement.csv", Neighbour, &[]),
+    ("GET /v1/settlements/{id}/postings", Stranger, &[]),
+    ("GET /v1/settlements/{id}/postings", Neighbour, &[]),
+    // Her cards, to a partner that may see her: their last four digits only.
+    ("GET /v1/members/{id}/cards", Neighbour, &[]),
+    // A partner's own purchases show the card it was shown at its own till.
+    ("GET /v1/purchases", Neighbour, &[Card]),
 ];
 
 fn may_show(operation: &str, caller: Caller) -> Option<&'static [Secret]> {
@@ -107,6 +121,11 @@ struct Targets {
     redemption: String,
     rule: String,
     tier: String,
+    campaign: String,
+    /// A settlement of A's activity.
+    settlement: String,
+    /// A Gym's API client (its `id`).
+    client: String,
 }
 
 impl Targets {
@@ -120,6 +139,9 @@ impl Targets {
             redemption: Uuid::new_v4().to_string(),
             rule: Uuid::new_v4().to_string(),
             tier: Uuid::new_v4().to_string(),
+            campaign: Uuid::new_v4().to_string(),
+            settlement: Uuid::new_v4().to_string(),
+            client: Uuid::new_v4().to_string(),
         }
     }
 
@@ -140,6 +162,9 @@ impl Targets {
             // A rule's versions are numbered from 1: the rule in the path decides.
             "versions" => "1".to_owned(),
             "tiers" => self.tier.clone(),
+            "campaigns" => self.campaign.clone(),
+            "settlements" => self.settlement.clone(),
+            "clients" => self.client.clone(),
             _ => panic!(
                 "{path}: no value of A for {{{param}}} after /{collection}/: add one to the matrix"
             ),
@@ -317,6 +342,7 @@ struct WorldA {
 }
 
 async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
+    let began = chrono::Utc::now();
     let gym = t.partner(programme, "A Gym", "1").await;
     let tag = Uuid::new_v4().simple().to_string();
     let (name, email) = (format!("Annabel {tag}"), format!("ann.{tag}@example.org"));
@@ -400,7 +426,50 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .as_str()
         .unwrap()
         .to_owned();
+    // A campaign of A for Ann, rewarding only at A Gym: no other caller's purchase shows it.
+    let campaign_name = format!("Gym campaign {tag}");
+    let campaign = t
+        .post(
+            "/v1/campaigns",
+            &programme.admin,
+            json!({"name": campaign_name, "segment": {"kind": "members", "member_ids": [ann]},
+                   "reward": {"kind": "bonus", "value": "5", "partner_ids": [gym.id]},
+                   "funder": {"kind": "operator"}, "budget_points": 1000,
+                   "ends_at": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339()}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let settlement = t
+        .post(
+            "/v1/settlements",
+            &programme.admin,
+            json!({"period_start": began.to_rfc3339(), "period_end": chrono::Utc::now().to_rfc3339()}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let clients = t
+        .get("/v1/clients?limit=100", &programme.admin)
+        .await
+        .expect(200);
+    let client = clients["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == gym.client_id)
+        .expect("A Gym's client is listed")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let secrets = vec![
+        (Campaigns, campaign.clone()),
+        (Campaigns, campaign_name),
+        (OthersSales, client.clone()),
         (Rules, rule.clone()),
         (Rules, rule_name),
         (MemberId, ann.clone()),
@@ -425,6 +494,9 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
             redemption,
             rule,
             tier,
+            campaign,
+            settlement,
+            client,
         },
         gym,
         other_card: cards[1].clone(),

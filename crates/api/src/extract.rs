@@ -1,6 +1,7 @@
 //! Extractors whose refusals use the problem format: JSON bodies (with a canonical form
 //! for idempotency hashing), bearer tokens, Idempotency-Key, ids in paths, list queries.
 
+use crate::observe::RequestFacts;
 use crate::problem::{validation, ApiError};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -9,6 +10,7 @@ use coalition_app::idempotency::IdempotencyKey;
 use coalition_app::{App, Caller, FieldError};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use uuid::Uuid;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -91,7 +93,11 @@ impl FromRequestParts<App> for Auth {
                     "a bearer access token is required".into(),
                 ))
             })?;
-        Ok(Auth(app.tokens.verify(token)?))
+        let caller = coalition_app::credentials::authenticate(app, token).await?;
+        if let Some(facts) = parts.extensions.get::<Arc<RequestFacts>>() {
+            facts.caller(&caller.client_id);
+        }
+        Ok(Auth(caller))
     }
 }
 

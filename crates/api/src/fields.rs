@@ -126,16 +126,35 @@ pub fn optional_reference() -> RefOr<Schema> {
     text(128, true)
 }
 
+/// `text_field` and `cards::check_number`: 16 digits, with white space around them
+/// (trimmed) but no control characters, at most 32 characters in all. The check digit
+/// is checked too, which no pattern can say.
 pub fn card_number() -> RefOr<Schema> {
-    text(32, false)
+    let around = r"[ \xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*";
+    string(false)
+        .min_length(Some(16))
+        .max_length(Some(32))
+        .pattern(Some(format!("^{around}[0-9]{{16}}{around}$")))
+        .description(Some(
+            "A card number: 16 digits, the last a Luhn check digit".to_owned(),
+        ))
+        .into()
 }
 
 /// `members::valid_email` after trimming: something, `@`, a dotted domain, no white space.
 pub fn email() -> RefOr<Schema> {
+    email_schema(false)
+}
+
+pub fn optional_email() -> RefOr<Schema> {
+    email_schema(true)
+}
+
+fn email_schema(nullable: bool) -> RefOr<Schema> {
     let ws = WHITE_SPACE;
     let visible = format!(r"[^{CONTROL}{ws}]");
     let not_dot = format!(r"[^.{CONTROL}{ws}]");
-    string(false)
+    string(nullable)
         .max_length(Some(254))
         .pattern(Some(format!(
             r"^[{ws}]*[^@{CONTROL}{ws}]+@{not_dot}{visible}*\.{visible}*{not_dot}[{ws}]*$"
@@ -322,4 +341,26 @@ pub fn spend() -> RefOr<Schema> {
 
 pub fn optional_spend() -> RefOr<Schema> {
     spend_schema(true)
+}
+
+/// `campaigns::SEGMENT_KINDS` (`at_risk` and `rfm` are refused with 422
+/// `segment_unavailable` until customer analytics exist).
+pub fn segment_kind() -> RefOr<Schema> {
+    string(false)
+        .enum_values(Some(coalition_app::campaigns::SEGMENT_KINDS))
+        .into()
+}
+
+/// `RewardKind::parse`.
+pub fn reward_kind() -> RefOr<Schema> {
+    string(false)
+        .enum_values(Some(["multiplier", "bonus"]))
+        .into()
+}
+
+/// `?group=` of a campaign's members.
+pub fn campaign_group() -> RefOr<Schema> {
+    string(false)
+        .enum_values(Some(["treatment", "control"]))
+        .into()
 }

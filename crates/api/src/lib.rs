@@ -4,11 +4,13 @@
 pub mod extract;
 mod fields;
 mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::response::Response;
 use axum::Router;
 use coalition_app::App;
@@ -30,6 +32,8 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "partners"), (name = "clients"), (name = "members"), (name = "cards"),
         (name = "purchases"), (name = "redemptions", description = "POS holds: points reserved at the till, then captured or voided"),
         (name = "tiers", description = "The tier ladder and members' tiers"),
+        (name = "campaigns", description = "Targeted rewards with a budget, a funder and a holdout"),
+        (name = "settlements", description = "Clearing between partners for a closed period, and the points liability"),
         (name = "service", description = "Health and documentation")
     )
 )]
@@ -74,6 +78,8 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::redemptions::router())
         .merge(routes::rules::router())
         .merge(routes::tiers::router())
+        .merge(routes::campaigns::router())
+        .merge(routes::settlements::router())
         .merge(routes::service::router())
 }
 
@@ -96,8 +102,10 @@ pub fn router(app: App) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(routes::service::not_found)
         .method_not_allowed_fallback(routes::service::method_not_allowed)
+        .layer(middleware::from_fn(observe::remember_route))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(catch_panic())
+        .layer(middleware::from_fn(observe::observe))
         .with_state(app)
 }
 

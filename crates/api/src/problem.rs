@@ -26,6 +26,10 @@ pub struct Problem {
     pub code: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldProblem>,
+    /// `duplicate_external_ref`: the purchase already recorded with this reference
+    /// (`GET /v1/purchases/{purchase_id}`, or refund it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purchase_id: Option<uuid::Uuid>,
 }
 
 #[derive(Debug)]
@@ -67,6 +71,16 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "insufficient_scope",
             "Not allowed for this client",
         ),
+        TokenRevoked => (
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+            "Access token revoked",
+        ),
+        LastOperatorClient => (
+            StatusCode::CONFLICT,
+            "last_operator_client",
+            "Last operator client",
+        ),
         InvalidClient => (
             StatusCode::UNAUTHORIZED,
             "invalid_client",
@@ -88,6 +102,7 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "card_replaced",
             "The card was replaced",
         ),
+        CardRetired => (StatusCode::CONFLICT, "card_retired", "The card is retired"),
         CardAlreadyRegistered => (
             StatusCode::CONFLICT,
             "card_already_registered",
@@ -118,6 +133,16 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "concurrent_change",
             "Changed at the same time",
         ),
+        CampaignStarted => (
+            StatusCode::CONFLICT,
+            "campaign_started",
+            "The campaign has started",
+        ),
+        SegmentUnavailable(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "segment_unavailable",
+            "Segment not available yet",
+        ),
         RefundExceedsRemaining(_) => (
             StatusCode::CONFLICT,
             "refund_exceeds_remaining",
@@ -139,7 +164,7 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "currency_mismatch",
             "Wrong currency",
         ),
-        DuplicateExternalRef(_) => (
+        DuplicateExternalRef { .. } => (
             StatusCode::CONFLICT,
             "duplicate_external_ref",
             "Purchase already recorded",
@@ -150,6 +175,11 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "Email already enrolled",
         ),
         TierRankTaken(_) => (StatusCode::CONFLICT, "tier_rank_taken", "Tier rank taken"),
+        SettlementOverlaps => (
+            StatusCode::CONFLICT,
+            "settlement_overlaps",
+            "The period overlaps a settlement",
+        ),
         IdempotencyKeyReused => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",
@@ -177,7 +207,12 @@ pub fn problem_response(
         detail,
         code: code.to_owned(),
         errors,
+        purchase_id: None,
     };
+    problem_body_response(status, body)
+}
+
+fn problem_body_response(status: StatusCode, body: Problem) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -222,6 +257,10 @@ impl IntoResponse for ApiError {
                     } => Some(*retry_after_seconds),
                     _ => None,
                 };
+                let purchase_id = match &err {
+                    AppError::DuplicateExternalRef { purchase_id, .. } => *purchase_id,
+                    _ => None,
+                };
                 let errors = match err {
                     AppError::Validation(fields) => fields
                         .into_iter()
@@ -232,7 +271,16 @@ impl IntoResponse for ApiError {
                         .collect(),
                     _ => vec![],
                 };
-                let mut response = problem_response(status, code, title, detail, errors);
+                let body = Problem {
+                    type_: format!("/problems/{code}"),
+                    title: title.to_owned(),
+                    status: status.as_u16(),
+                    detail,
+                    code: code.to_owned(),
+                    errors,
+                    purchase_id,
+                };
+                let mut response = problem_body_response(status, body);
                 if let Some(seconds) = retry_after {
                     response
                         .headers_mut()

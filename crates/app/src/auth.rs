@@ -45,6 +45,18 @@ struct Claims {
     iat: i64,
     exp: i64,
     jti: String,
+    /// The client's generation at issue (`credentials`); tokens from before this claim
+    /// existed count as generation 0.
+    #[serde(default)]
+    gen: i64,
+}
+
+/// What a token says about when and under which client generation it was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuedUnder {
+    pub generation: i64,
+    /// Unix seconds.
+    pub issued_at: i64,
 }
 
 pub struct IssuedToken {
@@ -113,6 +125,7 @@ impl TokenKeys {
             iat: now,
             exp: now + self.ttl_seconds,
             jti: Uuid::new_v4().to_string(),
+            gen: client.generation,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("at+jwt".into());
@@ -130,13 +143,19 @@ impl TokenKeys {
     /// token), our issuer and audience, and a lifetime that has begun (`nbf`) and not
     /// ended (`exp`), with a few seconds of leeway for clocks.
     pub fn verify(&self, token: &str) -> AppResult<Caller> {
+        self.verify_issued(token).map(|(caller, _)| caller)
+    }
+
+    /// [`Self::verify`], with the generation and time of issue that `credentials`
+    /// checks against the client's current state.
+    pub fn verify_issued(&self, token: &str) -> AppResult<(Caller, IssuedUnder)> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.validate_nbf = true;
         validation.leeway = 5;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
-            .map_err(|e| AppError::Unauthorized(format!("invalid access token: {e}")))?;
+            .map_err(|e| AppError::Unauthorized(token_refusal(e.kind()).into()))?;
         if !data.header.typ.as_deref().is_some_and(is_access_token_type) {
             return Err(AppError::Unauthorized(
                 "invalid access token: its typ is not at+jwt".into(),
@@ -145,12 +164,33 @@ impl TokenKeys {
         let claims = data.claims;
         let scope = Scope::parse(&claims.scope)
             .ok_or_else(|| AppError::Unauthorized("token has an unknown scope".into()))?;
-        Ok(Caller {
+        let issued = IssuedUnder {
+            generation: claims.gen,
+            issued_at: claims.iat,
+        };
+        let caller = Caller {
             programme_id: claims.programme_id,
             client_id: claims.client_id,
             scope,
             partner_id: claims.partner_id,
-        })
+        };
+        Ok((caller, issued))
+    }
+}
+
+/// Why a token was refused, in words: the library's own error names (`InvalidToken`,
+/// `ExpiredSignature`) are internal and must not reach a caller.
+fn token_refusal(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match kind {
+        ErrorKind::ExpiredSignature => "the access token expired",
+        ErrorKind::ImmatureSignature => "the access token is not valid yet",
+        ErrorKind::InvalidSignature => "the access token's signature does not verify",
+        ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+            "the access token was not issued for this API"
+        }
+        ErrorKind::InvalidAlgorithm => "the access token is not signed with HS256",
+        _ => "the access token is malformed",
     }
 }
 
@@ -259,14 +299,21 @@ pub async fn client_credentials_grant(
             .one(&app.db)
             .await?
     };
-    let remembered = client
+    // A disabled client is refused like an unknown one (its secret is still hashed
+    // against the dummy, so timing tells nothing).
+    let client = client.filter(|c| c.status == crate::credentials::ACTIVE);
+    let accepted = client
         .as_ref()
-        .is_some_and(|c| guard.remembers(client_id, &c.secret_hash, client_secret));
+        .map(|c| accepted_hashes(c, chrono::Utc::now()))
+        .unwrap_or_default();
+    let remembered = accepted
+        .iter()
+        .any(|hash| guard.remembers(client_id, hash, client_secret));
     if !remembered {
         guard.refuse_if_limited(&counted).await?;
     }
-    let verified = remembered
-        || verify_secret(guard, &counted, client.as_ref(), client_id, client_secret).await?;
+    let verified =
+        remembered || verify_secret(guard, &counted, &accepted, client_id, client_secret).await?;
     let Some(client) = client.filter(|_| verified) else {
         return Err(AppError::InvalidClient);
     };
@@ -278,19 +325,35 @@ pub async fn client_credentials_grant(
     app.tokens.issue(&client, &scope)
 }
 
+/// The stored hashes whose secret gets a token now: the current one, and the one a
+/// rotation replaced while its overlap lasts. The remembered digests are keyed by the
+/// hash, so a secret past its overlap is not remembered either.
+fn accepted_hashes(client: &api_client::Model, now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+    let previous = client.previous_secret_hash.clone().filter(|_| {
+        client
+            .previous_secret_expires_at
+            .is_some_and(|until| until > now)
+    });
+    std::iter::once(client.secret_hash.clone())
+        .chain(previous)
+        .collect()
+}
+
 /// Whether `secret` is the client's, checked by argon2 — for unknown ids too, against a dummy hash, so timing does not
 /// reveal which ids exist. A failure is counted against `counted`.
 async fn verify_secret(
     guard: &Arc<TokenGuard>,
     counted: &[Counted],
-    client: Option<&api_client::Model>,
+    accepted: &[String],
     client_id: &str,
     secret: &str,
 ) -> AppResult<bool> {
-    let stored = client
-        .map(|c| c.secret_hash.clone())
-        .unwrap_or_else(dummy_hash);
-    let known = client.is_some();
+    let known = !accepted.is_empty();
+    let stored = if known {
+        accepted.to_vec()
+    } else {
+        vec![dummy_hash()]
+    };
     // A task of its own, which runs to the end even when the request is dropped: hyper
     // drops a handler whose client hangs up, and a failure must be counted all the same
     // (else hanging up mid-hash would be an attack that is never limited).
@@ -312,7 +375,8 @@ struct Attempt {
     guard: Arc<TokenGuard>,
     counted: Vec<Counted>,
     client_id: String,
-    stored: String,
+    /// Tried in order; the first that matches is remembered.
+    stored: Vec<String>,
     secret: String,
     known: bool,
 }
@@ -325,21 +389,32 @@ impl Attempt {
         // limit, so however many attempts are in flight, a window costs `limit` hashes.
         let _turn = guard.hashing_turn().await;
         guard.refuse_if_limited(&self.counted).await?;
-        guard.hashing();
-        let (presented, against) = (self.secret.clone(), self.stored.clone());
-        // The join error is not shown: a panic's text could quote the secret.
-        let matches = tokio::task::spawn_blocking(move || secret_matches(&presented, &against))
-            .await
-            .map_err(|_| {
-                AppError::Internal("verifying a secret: the hashing task failed".into())
-            })?;
-        if matches && self.known {
-            guard.remember(&self.client_id, &self.stored, &self.secret);
-        } else {
-            // Counted before the turn passes on, so the next in line sees it.
-            guard.failed(&self.counted).await;
+        let mut matched = None;
+        for stored in &self.stored {
+            guard.hashing();
+            let (presented, against) = (self.secret.clone(), stored.clone());
+            // The join error is not shown: a panic's text could quote the secret.
+            let matches = tokio::task::spawn_blocking(move || secret_matches(&presented, &against))
+                .await
+                .map_err(|_| {
+                    AppError::Internal("verifying a secret: the hashing task failed".into())
+                })?;
+            if matches {
+                matched = Some(stored);
+                break;
+            }
         }
-        Ok(matches && self.known)
+        match matched.filter(|_| self.known) {
+            Some(stored) => {
+                guard.remember(&self.client_id, stored, &self.secret);
+                Ok(true)
+            }
+            None => {
+                // Counted before the turn passes on, so the next in line sees it.
+                guard.failed(&self.counted).await;
+                Ok(false)
+            }
+        }
     }
 }
 
@@ -364,6 +439,10 @@ mod tests {
             partner_id: partner,
             scope: "partner".into(),
             created_at: chrono::Utc::now(),
+            status: "active".into(),
+            generation: 3,
+            previous_secret_hash: None,
+            previous_secret_expires_at: None,
         }
     }
 

@@ -203,6 +203,7 @@ fn movement(entry_kind: &str, points: Points) -> &'static str {
         ("card_transfer", true) => "card_transfer_in",
         ("card_transfer", false) => "card_transfer_out",
         ("expiry", false) => "expired",
+        ("erasure", false) => "forfeited",
         _ => "adjustment",
     }
 }

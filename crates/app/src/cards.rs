@@ -34,6 +34,8 @@ use uuid::Uuid;
 pub const ACTIVE: &str = "active";
 pub const BLOCKED: &str = "blocked";
 pub const REPLACED: &str = "replaced";
+/// A card of an erased member: it can do nothing, ever again.
+pub const RETIRED: &str = "retired";
 
 #[derive(Debug, Clone)]
 pub struct Card {
@@ -50,6 +52,23 @@ pub struct Registered {
 
 fn new_number() -> String {
     card_number::from_random_digits(rand::rngs::OsRng.next_u64())
+}
+
+/// What a refused card number is told: the same for every malformed number, so the
+/// OpenAPI checks (which cannot compute a check digit) can recognise it.
+pub const NUMBER_MESSAGE: &str = "must be a card number: 16 digits ending in a valid check digit";
+
+/// Refuses, as a validation error of `field`, a number that cannot be a card's (a typo
+/// caught by the check digit is the till's mistake, not an unknown card).
+pub fn check_number(v: &mut crate::error::Validator, field: &str, number: &str) {
+    v.require(field, card_number::is_well_formed(number), NUMBER_MESSAGE);
+}
+
+/// [`check_number`] for a number that comes alone (a path).
+pub fn valid_number(field: &str, number: &str) -> AppResult<()> {
+    let mut v = crate::error::Validator::default();
+    check_number(&mut v, field, number);
+    v.finish()
 }
 
 /// A card of the caller's programme by its number. A number is digits: anything else
@@ -77,6 +96,7 @@ pub fn ensure_active(card: &card::Model) -> AppResult<()> {
     match card.status.as_str() {
         ACTIVE => Ok(()),
         REPLACED => Err(AppError::CardReplaced),
+        RETIRED => Err(AppError::CardRetired),
         _ => Err(AppError::CardBlocked),
     }
 }
@@ -422,6 +442,22 @@ pub async fn block(app: &App, caller: &Caller, number: &str) -> AppResult<card::
             now.status
         ))),
     }
+}
+
+/// Unblocks a card (admin): from blocked back to active, as one conditional UPDATE. An
+/// active card is answered as it is; a replaced or retired card stays what it is.
+pub async fn unblock(app: &App, caller: &Caller, number: &str) -> AppResult<card::Model> {
+    caller.require(&[Scope::Admin])?;
+    let card = managed(&app.db, caller, number).await?;
+    card::Entity::update_many()
+        .col_expr(card::Column::Status, Expr::value(ACTIVE))
+        .filter(card::Column::Id.eq(card.id))
+        .filter(card::Column::Status.eq(BLOCKED))
+        .exec(&app.db)
+        .await?;
+    let now = find(&app.db, caller.programme_id, number).await?;
+    ensure_active(&now)?;
+    Ok(now)
 }
 
 /// Replaces a card (lost, damaged, blocked): a new number on the same points account.

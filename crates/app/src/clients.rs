@@ -1,13 +1,26 @@
 //! API clients of a programme: operator clients (scope admin) and clients bound to one
-//! partner (scope partner, or bank for a bank partner).
+//! partner (scope partner, or bank for a bank partner). The operator sees and manages
+//! all of them; a partner's client sees its own partner's clients and may rotate their
+//! secrets, nothing else. Every change that must cut tokens off moves the client's
+//! generation and bumps the programme's credentials version (`credentials`).
 
 use crate::auth::{hash_secret, new_credentials};
-use crate::error::{text_field, AppResult, Validator};
+use crate::credentials::{self, ACTIVE, DISABLED};
+use crate::error::{text_field, AppError, AppResult, Validator};
+use crate::pagination::{Page, PageRequest};
 use crate::partners::{self, PartnerKind};
 use crate::{App, Caller, Scope};
 use coalition_store::entities::api_client;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
 use uuid::Uuid;
+
+/// The longest a rotated-out secret may keep getting tokens.
+pub const MAX_OVERLAP_SECONDS: i64 = 7 * 24 * 3600;
+/// The overlap when none is asked: a till fleet has an hour to take the new secret.
+pub const DEFAULT_OVERLAP_SECONDS: i64 = 3600;
 
 pub struct NewClient {
     pub name: String,
@@ -55,10 +68,7 @@ pub(crate) async fn insert(
     scope: Scope,
 ) -> AppResult<CreatedClient> {
     let (client_id, client_secret) = new_credentials();
-    let secret = client_secret.clone();
-    let secret_hash = tokio::task::spawn_blocking(move || hash_secret(&secret))
-        .await
-        .map_err(|e| crate::AppError::Internal(format!("hashing secret: {e}")))??;
+    let secret_hash = hash_off_thread(&client_secret).await?;
     let id = Uuid::now_v7();
     api_client::Entity::insert(api_client::ActiveModel {
         id: Set(id),
@@ -69,6 +79,10 @@ pub(crate) async fn insert(
         partner_id: Set(input.partner_id),
         scope: Set(scope.as_str().to_owned()),
         created_at: Set(chrono::Utc::now()),
+        status: Set(ACTIVE.to_owned()),
+        generation: Set(0),
+        previous_secret_hash: Set(None),
+        previous_secret_expires_at: Set(None),
     })
     .exec_without_returning(db)
     .await?;
@@ -80,4 +94,246 @@ pub(crate) async fn insert(
         partner_id: input.partner_id,
         scope,
     })
+}
+
+async fn hash_off_thread(secret: &str) -> AppResult<String> {
+    let secret = secret.to_owned();
+    tokio::task::spawn_blocking(move || hash_secret(&secret))
+        .await
+        .map_err(|_| AppError::Internal("hashing a secret: the task failed".into()))?
+}
+
+/// A client as it may be shown: never its secret or a hash of it.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub id: Uuid,
+    pub client_id: String,
+    pub name: String,
+    pub partner_id: Option<Uuid>,
+    pub scope: String,
+    pub status: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Until when the secret a rotation replaced still gets tokens, while it does.
+    pub previous_secret_valid_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<api_client::Model> for ClientInfo {
+    fn from(row: api_client::Model) -> Self {
+        let now = chrono::Utc::now();
+        Self {
+            id: row.id,
+            client_id: row.client_id,
+            name: row.name,
+            partner_id: row.partner_id,
+            scope: row.scope,
+            status: row.status,
+            created_at: row.created_at,
+            previous_secret_valid_until: row
+                .previous_secret_expires_at
+                .filter(|until| *until > now && row.previous_secret_hash.is_some()),
+        }
+    }
+}
+
+/// The partner whose clients this caller is limited to; `None` for the operator.
+fn seeing_partner(caller: &Caller) -> AppResult<Option<Uuid>> {
+    caller.require(&[Scope::Admin, Scope::Partner, Scope::Bank])?;
+    match caller.scope {
+        Scope::Admin => Ok(None),
+        _ => caller
+            .partner_id
+            .map(Some)
+            .ok_or_else(|| AppError::Forbidden("this client is not bound to a partner".into())),
+    }
+}
+
+/// The client if this caller may see it; another programme's or partner's is "not found".
+async fn visible(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: Uuid,
+) -> AppResult<api_client::Model> {
+    let query = api_client::Entity::find_by_id(id);
+    visible_in(db, caller, query).await
+}
+
+/// [`visible`], the row locked until the transaction ends: two rotations of one client
+/// must not both replace the same secret (the first one's new secret would be lost).
+async fn visible_locked(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    id: Uuid,
+) -> AppResult<api_client::Model> {
+    let query = api_client::Entity::find_by_id(id).lock_exclusive();
+    visible_in(db, caller, query).await
+}
+
+async fn visible_in(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    query: sea_orm::Select<api_client::Entity>,
+) -> AppResult<api_client::Model> {
+    let partner = seeing_partner(caller)?;
+    let row = query
+        .filter(api_client::Column::ProgrammeId.eq(caller.programme_id))
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("client"))?;
+    if partner.is_some_and(|p| row.partner_id != Some(p)) {
+        return Err(AppError::NotFound("client"));
+    }
+    Ok(row)
+}
+
+pub async fn list(app: &App, caller: &Caller, page: PageRequest) -> AppResult<Page<ClientInfo>> {
+    let partner = seeing_partner(caller)?;
+    let after = page.decode_cursor(|c| Uuid::parse_str(c).ok())?;
+    let mut query =
+        api_client::Entity::find().filter(api_client::Column::ProgrammeId.eq(caller.programme_id));
+    if let Some(partner) = partner {
+        query = query.filter(api_client::Column::PartnerId.eq(partner));
+    }
+    if let Some(after) = after {
+        query = query.filter(api_client::Column::Id.gt(after));
+    }
+    let rows = query
+        .order_by_asc(api_client::Column::Id)
+        .limit(page.limit + 1)
+        .all(&app.db)
+        .await?;
+    Ok(page.page(rows, |c| c.id.to_string(), ClientInfo::from))
+}
+
+pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<ClientInfo> {
+    Ok(visible(&app.db, caller, id).await?.into())
+}
+
+/// A new secret, shown once. The old one still gets tokens for `overlap_seconds`
+/// (0: it stops at once, and so do the tokens already issued — the case of a leak).
+pub async fn rotate_secret(
+    app: &App,
+    caller: &Caller,
+    id: Uuid,
+    overlap_seconds: Option<i64>,
+) -> AppResult<(ClientInfo, String)> {
+    let overlap = overlap_seconds.unwrap_or(DEFAULT_OVERLAP_SECONDS);
+    let mut v = Validator::default();
+    v.require(
+        "overlap_seconds",
+        (0..=MAX_OVERLAP_SECONDS).contains(&overlap),
+        "must be between 0 and 604800",
+    );
+    v.finish()?;
+    visible(&app.db, caller, id).await?;
+    let (_, secret) = new_credentials();
+    let secret_hash = hash_off_thread(&secret).await?;
+    let now = chrono::Utc::now();
+    let row = change(app, caller, id, |row| {
+        let mut active: api_client::ActiveModel = row.clone().into();
+        active.secret_hash = Set(secret_hash.clone());
+        if overlap == 0 {
+            active.previous_secret_hash = Set(None);
+            active.previous_secret_expires_at = Set(None);
+            active.generation = Set(row.generation + 1);
+        } else {
+            active.previous_secret_hash = Set(Some(row.secret_hash.clone()));
+            active.previous_secret_expires_at = Set(Some(now + chrono::Duration::seconds(overlap)));
+        }
+        Ok(active)
+    })
+    .await?;
+    Ok((row.into(), secret))
+}
+
+/// Disables the client: no new tokens, and its existing tokens stop working.
+pub async fn disable(app: &App, caller: &Caller, id: Uuid) -> AppResult<ClientInfo> {
+    set_status(app, caller, id, DISABLED).await
+}
+
+/// Enables a disabled client. Tokens from before it was disabled stay dead: only new
+/// ones work.
+pub async fn enable(app: &App, caller: &Caller, id: Uuid) -> AppResult<ClientInfo> {
+    set_status(app, caller, id, ACTIVE).await
+}
+
+async fn set_status(app: &App, caller: &Caller, id: Uuid, status: &str) -> AppResult<ClientInfo> {
+    caller.require(&[Scope::Admin])?;
+    let row = change(app, caller, id, |row| {
+        if row.status == status {
+            return Err(Unchanged);
+        }
+        let mut active: api_client::ActiveModel = row.clone().into();
+        active.status = Set(status.to_owned());
+        active.generation = Set(row.generation + 1);
+        Ok(active)
+    })
+    .await?;
+    Ok(row.into())
+}
+
+/// Deletes the client; its tokens stop working and its secret gets none.
+pub async fn delete(app: &App, caller: &Caller, id: Uuid) -> AppResult<()> {
+    caller.require(&[Scope::Admin])?;
+    let txn = app.db.begin().await?;
+    let row = visible_locked(&txn, caller, id).await?;
+    let version = credentials::bump(&txn, caller.programme_id).await?;
+    refuse_removing_last_operator(&txn, &row).await?;
+    api_client::Entity::delete_by_id(row.id).exec(&txn).await?;
+    txn.commit().await?;
+    app.credentials.changed(caller.programme_id, version);
+    Ok(())
+}
+
+/// A change that leaves the client as it was (disabling a disabled client).
+struct Unchanged;
+
+/// Applies `edit` to the client in one transaction with the credentials version bump,
+/// and tells this process's cache at once (the others hear it by polling).
+async fn change(
+    app: &App,
+    caller: &Caller,
+    id: Uuid,
+    edit: impl FnOnce(&api_client::Model) -> Result<api_client::ActiveModel, Unchanged>,
+) -> AppResult<api_client::Model> {
+    let txn = app.db.begin().await?;
+    let row = visible_locked(&txn, caller, id).await?;
+    let Ok(edited) = edit(&row) else {
+        txn.rollback().await?;
+        return Ok(row);
+    };
+    let version = credentials::bump(&txn, caller.programme_id).await?;
+    if edited.status.as_ref() == DISABLED {
+        refuse_removing_last_operator(&txn, &row).await?;
+    }
+    let row = api_client::Entity::update(edited).exec(&txn).await?;
+    txn.commit().await?;
+    app.credentials.changed(caller.programme_id, version);
+    Ok(row)
+}
+
+/// The programme must keep an operator client that works: without one, only SQL could
+/// manage it again. Call it after `credentials::bump`: the programme row's lock makes
+/// two removals take turns, and the second counts what the first committed, so two
+/// operators cutting each other off at once cannot both succeed.
+async fn refuse_removing_last_operator(
+    db: &impl ConnectionTrait,
+    row: &api_client::Model,
+) -> AppResult<()> {
+    if row.scope != Scope::Admin.as_str() || row.status != ACTIVE {
+        return Ok(());
+    }
+    let others: Vec<Uuid> = api_client::Entity::find()
+        .select_only()
+        .column(api_client::Column::Id)
+        .filter(api_client::Column::ProgrammeId.eq(row.programme_id))
+        .filter(api_client::Column::Scope.eq(Scope::Admin.as_str()))
+        .filter(api_client::Column::Status.eq(ACTIVE))
+        .filter(api_client::Column::Id.ne(row.id))
+        .into_tuple()
+        .all(db)
+        .await?;
+    if others.is_empty() {
+        return Err(AppError::LastOperatorClient);
+    }
+    Ok(())
 }

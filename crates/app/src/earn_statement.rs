@@ -25,6 +25,7 @@ use crate::purchases::{self, duplicate_or, Checked, Context, PurchaseWrite, Reco
 use crate::{App, Caller};
 use coalition_domain::limits::MAX_BALANCE;
 use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use tracing::Instrument;
 
 /// Stands for the new balance in the rendered answer; no real balance is negative.
 const BALANCE_PLACEHOLDER: i64 = i64::MIN;
@@ -46,7 +47,10 @@ pub(crate) async fn record(
 ) -> AppResult<StoredResponse> {
     // No rule that may apply needs the member's history (the caller checked): the facts
     // are the tier alone, read without the account lock.
-    let facts = purchases::member_facts(&app.db, &ctx, req).await?;
+    let read = crate::spans::db(DbBackend::Postgres, "purchase.read_tier");
+    let facts = purchases::member_facts(&app.db, &ctx, req)
+        .instrument(read)
+        .await?;
     let terms_ladder_empty = ctx.terms.ladder.is_empty();
     let priced = match purchases::price_with(programme, req, ctx, &facts) {
         Ok(priced) => priced,
@@ -71,10 +75,15 @@ pub(crate) async fn record(
             "the purchase answer must show the balance exactly once".into(),
         ));
     }
-    let state = match write_all(&app.db, &write, spend, key, &template, &placeholder).await {
+    let written = crate::spans::db(DbBackend::Postgres, "purchase.write");
+    let state = match write_all(&app.db, &write, spend, key, &template, &placeholder)
+        .instrument(written)
+        .await
+    {
         Ok(state) => state,
         Err(e) => return idempotency::replay_or(app, key, e).await,
     };
+    crate::metrics::purchase_committed(write.row.points_earned, write.row.points_redeemed);
     purchases::after_commit(app, caller, state, member_id).await;
     if let (Some(member_id), false) = (member_id, terms_ladder_empty) {
         crate::tiers::promote_after_purchase(app, caller.programme_id, member_id, created_at)

@@ -28,6 +28,11 @@ pub enum AppError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The token's client was disabled, deleted or cut off after the token was issued.
+    #[error("the access token's client was disabled, deleted or its tokens revoked")]
+    TokenRevoked,
+    #[error("the programme's last active operator client cannot be disabled or deleted")]
+    LastOperatorClient,
     #[error("client authentication failed")]
     InvalidClient,
     #[error("the requested scope is not granted to this client")]
@@ -39,6 +44,9 @@ pub enum AppError {
     /// Never names the new card: whoever holds the old one must not learn it.
     #[error("the card was replaced and can no longer be used")]
     CardReplaced,
+    /// The card's member was erased: the card can do nothing any more.
+    #[error("the card was retired when its member's data was erased")]
+    CardRetired,
     #[error("the card is already registered to a member")]
     CardAlreadyRegistered,
     #[error("the member's personal data was erased")]
@@ -69,14 +77,26 @@ pub enum AppError {
     HoldsPending,
     #[error("the amount is in {got}, the programme runs in {expected}")]
     CurrencyMismatch { expected: String, got: String },
-    #[error("a purchase with external_ref '{0}' was already recorded by this partner")]
-    DuplicateExternalRef(String),
+    /// Names the purchase already recorded (when it could be read), so a till that lost
+    /// the first answer can find and refund it.
+    #[error("a purchase with external_ref '{external_ref}' was already recorded by this partner")]
+    DuplicateExternalRef {
+        external_ref: String,
+        purchase_id: Option<uuid::Uuid>,
+    },
     #[error("a member with this email is already enrolled")]
     EmailTaken,
     #[error("the programme already has a tier of rank {0}")]
     TierRankTaken(i32),
+    #[error("the campaign has started; only ending it is possible now")]
+    CampaignStarted,
+    #[error("the '{0}' segment needs customer analytics that are not built yet")]
+    SegmentUnavailable(String),
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
+    /// A settlement period overlapping one already settled (and not the same period).
+    #[error("the period overlaps a settlement of this programme")]
+    SettlementOverlaps,
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -80,6 +80,9 @@ pub fn status_at(hold: &hold::Model, now: DateTime<Utc>) -> &str {
 fn check(input: NewHold) -> AppResult<NewHold> {
     let mut v = Validator::default();
     let card_number = text_field(&mut v, "card_number", &input.card_number, 32);
+    if !card_number.is_empty() {
+        crate::cards::check_number(&mut v, "card_number", &card_number);
+    }
     v.require("points", input.points > 0, "must be at least 1");
     v.require(
         "points",
@@ -94,6 +97,7 @@ fn check(input: NewHold) -> AppResult<NewHold> {
 }
 
 /// Reserves points on a card (partner; any card of the programme, as for purchases).
+#[tracing::instrument(target = "coalition::trace", name = "hold.create", skip_all)]
 pub async fn create(
     app: &App,
     caller: &Caller,
@@ -248,6 +252,28 @@ async fn expire_lapsed(
     Ok((lapsed.len() as u64, Some(state)))
 }
 
+/// Voids every hold of the account still held, lapsed or not, and frees their points,
+/// in the caller's transaction (which holds the account's lock): an erased member's
+/// points are forfeited, and no till may capture them afterwards.
+pub(crate) async fn void_all_in(
+    db: &impl ConnectionTrait,
+    account_id: Uuid,
+    now: DateTime<Utc>,
+) -> AppResult<Option<AccountState>> {
+    let voided = hold::Entity::update_many()
+        .col_expr(hold::Column::Status, Expr::value(VOIDED))
+        .col_expr(hold::Column::ResolvedAt, Expr::value(Some(now)))
+        .filter(hold::Column::AccountId.eq(account_id))
+        .filter(hold::Column::Status.eq(HELD))
+        .exec_with_returning(db)
+        .await?;
+    let points: Points = voided.iter().map(|h| h.points).sum();
+    if points == 0 {
+        return Ok(None);
+    }
+    Ok(Some(unreserve(db, account_id, points).await?))
+}
+
 /// Accounts the release job handles per query.
 const RELEASE_BATCH: u64 = 100;
 
@@ -335,6 +361,7 @@ async fn claim(
 }
 
 /// Captures a hold: its points are spent, alone or on the purchase given.
+#[tracing::instrument(target = "coalition::trace", name = "hold.capture", skip_all)]
 pub async fn capture(
     app: &App,
     caller: &Caller,
@@ -343,16 +370,29 @@ pub async fn capture(
     key: &IdempotencyKey,
     render: impl FnOnce(&Held) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
-    caller.acting_partner()?;
+    let partner_id = caller.acting_partner()?;
     let programme = programmes::load(app, caller.programme_id).await?;
-    let (response, changed) = idempotency::run(app, key, |txn| async move {
+    let run = idempotency::run(app, key, |txn| async move {
         let held = capture_in(app, &txn, caller, &programme, id, purchase).await?;
         let response = render(&held);
         let member_id = held.purchase.as_ref().and_then(|r| r.priced.card.member_id);
-        Ok((txn, response, (held.account, member_id)))
+        let earned = held.purchase.as_ref().map(|r| r.purchase.points_earned);
+        Ok((
+            txn,
+            response,
+            (held.account, member_id, (earned, held.hold.points)),
+        ))
     })
-    .await?;
-    if let Some((state, member_id)) = changed {
+    .await;
+    let (response, changed) = match run {
+        Ok(done) => done,
+        Err(e) => return Err(purchases::name_duplicate(&app.db, caller, partner_id, e).await),
+    };
+    if let Some((state, member_id, (earned, redeemed))) = changed {
+        match earned {
+            Some(earned) => crate::metrics::purchase_committed(earned, redeemed),
+            None => crate::metrics::points_moved(0, redeemed),
+        }
         purchases::after_commit(app, caller, state, member_id).await;
     }
     Ok(response)

@@ -90,6 +90,11 @@ pub const JOBS: &[Job] = &[
         requalify_tiers
     ),
     job!(
+        "campaigns",
+        "record the group of members of running campaigns' segments not assigned yet",
+        crate::campaigns::assign_running
+    ),
+    job!(
         "remind",
         "announce points expiring in 30 and in 7 days (outbox: points.expiring)",
         send_expiry_reminders
@@ -125,7 +130,21 @@ pub fn find(name: &str) -> Option<&'static Job> {
 /// running it next to the scheduler safe): what `coalition jobs <name>` does.
 pub async fn run(app: &App, name: &str, now: DateTime<Utc>) -> AppResult<serde_json::Value> {
     let job = find(name).ok_or_else(|| AppError::Internal(format!("no job named {name}")))?;
-    (job.run)(app.clone(), now).await
+    run_counted(app, job, now).await
+}
+
+/// Runs `job`, counted by outcome for `/metrics` (`crate::metrics`).
+#[tracing::instrument(target = "coalition::trace", name = "job", skip_all, fields(job = job.name))]
+async fn run_counted(app: &App, job: &Job, now: DateTime<Utc>) -> AppResult<serde_json::Value> {
+    use crate::metrics::{job_ran, JobOutcome};
+    let outcome = (job.run)(app.clone(), now).await;
+    let counted = if outcome.is_ok() {
+        JobOutcome::Ok
+    } else {
+        JobOutcome::Failed
+    };
+    job_ran(job.name, counted);
+    outcome
 }
 
 // ---------------------------------------------------------------------------------------
@@ -181,6 +200,7 @@ async fn run_scheduled(app: &App, job: &Job) {
         Ok(Some(lock)) => lock,
         Ok(None) => {
             tracing::debug!(job = job.name, "another process is running this job");
+            crate::metrics::job_ran(job.name, crate::metrics::JobOutcome::Skipped);
             return;
         }
         Err(e) => {
@@ -188,7 +208,7 @@ async fn run_scheduled(app: &App, job: &Job) {
             return;
         }
     };
-    let outcome = (job.run)(app.clone(), Utc::now()).await;
+    let outcome = run_counted(app, job, Utc::now()).await;
     lock.release().await;
     match outcome {
         Ok(report) if did_something(&report) => {
@@ -472,6 +492,7 @@ async fn expire_account(
     });
     outbox::append(&txn, account.programme_id, events::POINTS_EXPIRED, event).await?;
     txn.commit().await?;
+    crate::metrics::points_expired(points);
     changed(app, state).await;
     Ok(Some(Expired {
         lots: lots.len() as u64,

@@ -3,8 +3,10 @@
 
 pub mod auth;
 pub mod balances;
+pub mod campaigns;
 pub mod cards;
 pub mod clients;
+pub mod credentials;
 pub mod directory;
 mod earn_statement;
 pub mod error;
@@ -14,6 +16,7 @@ pub mod immutable;
 pub mod jobs;
 pub mod ledger;
 pub mod members;
+pub mod metrics;
 pub mod outbox;
 pub mod pagination;
 pub mod partners;
@@ -21,6 +24,8 @@ pub mod programmes;
 pub mod purchases;
 pub mod refunds;
 pub mod rules;
+pub mod settlements;
+mod spans;
 pub mod terms;
 pub mod tiers;
 
@@ -43,6 +48,8 @@ pub struct App {
     pub programmes: Arc<immutable::Remembered<programmes::Programme>>,
     /// Partner terms (and, with them, what else every purchase reads), per programme.
     pub terms: Arc<terms::TermsCache>,
+    /// Every client's status and generation, per programme, checked on each request.
+    pub credentials: Arc<credentials::CredentialsCache>,
     /// How long a POS hold reserves its points unless captured or voided first.
     pub hold_ttl: std::time::Duration,
 }

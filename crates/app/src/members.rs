@@ -2,12 +2,15 @@
 //! members it enrolled, issued a card to, or sold to; anyone else is "not found".
 
 use crate::error::{text_field, AppError, AppResult, Validator};
+use crate::pagination::{Page, PageRequest};
 use crate::{App, Caller, Scope};
-use coalition_store::entities::{member, member_partner, point_account};
+use coalition_domain::ledger::erasure_entry;
+use coalition_store::entities::{card, member, member_partner, point_account, point_lot};
 use coalition_store::is_unique_violation;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -46,25 +49,34 @@ fn valid_phone(phone: &str) -> bool {
             .all(|c| c.is_ascii_digit() || " +-()".contains(c))
 }
 
-pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Member> {
-    caller.require(&[Scope::Admin, Scope::Partner])?;
-    let mut v = Validator::default();
-    let name = text_field(&mut v, "name", &input.name, 200);
-    let email = input.email.trim().to_lowercase();
+/// An email as kept: trimmed, lower case, checked.
+fn email_field(v: &mut Validator, sent: &str) -> String {
+    let email = sent.trim().to_lowercase();
     v.require(
         "email",
-        valid_email(&email) && input.email.chars().count() <= 254,
+        valid_email(&email) && sent.chars().count() <= 254,
         "must be an email address of at most 254 characters",
     );
-    let phone = input
-        .phone
-        .map(|p| p.trim().to_owned())
-        .filter(|p| !p.is_empty());
+    email
+}
+
+/// A phone as kept: trimmed, checked; empty is none.
+fn phone_field(v: &mut Validator, sent: Option<String>) -> Option<String> {
+    let phone = sent.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
     v.require(
         "phone",
         phone.as_deref().is_none_or(valid_phone),
         "must be a phone number of 6 to 15 digits",
     );
+    phone
+}
+
+pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Member> {
+    caller.require(&[Scope::Admin, Scope::Partner])?;
+    let mut v = Validator::default();
+    let name = text_field(&mut v, "name", &input.name, 200);
+    let email = email_field(&mut v, &input.email);
+    let phone = phone_field(&mut v, input.phone);
     v.finish()?;
 
     let now = chrono::Utc::now();
@@ -238,19 +250,193 @@ pub async fn get(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Membe
     let now = chrono::Utc::now();
     let tier = crate::tiers::standing(&app.db, &terms.ladder, &programme, &row, now).await?;
     Ok(Member {
-        row,
+        row: as_seen_by(caller, row),
         points: account.balance,
         tier,
     })
 }
 
-/// GDPR erasure: personal data goes, the ledger keeps its numbers and the account keeps
-/// its points (they still expire or can be spent with a card).
+/// The member as this caller may see her: a partner other than the one that enrolled
+/// her sees no contact data unless she agreed to share it.
+fn as_seen_by(caller: &Caller, mut row: member::Model) -> member::Model {
+    let partner = seeing_partner(caller);
+    if partner.is_some() && partner != row.enrolled_by_partner_id && !row.consent_data_sharing {
+        row.name = None;
+        row.email = None;
+        row.phone = None;
+    }
+    row
+}
+
+/// A change to a member's profile and consents; absent fields stay as they are.
+#[derive(Debug, Default)]
+pub struct MemberChange {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub consent_marketing: Option<bool>,
+    pub consent_data_sharing: Option<bool>,
+}
+
+/// Changes a member's profile and consents: the operator, or the partner that enrolled
+/// her (a partner that only sold to her is told "not found"). An erased member has no
+/// profile left to change (`member_erased`); an email another member has is
+/// `email_taken`, as at enrolment.
+pub async fn update(
+    app: &App,
+    caller: &Caller,
+    member_id: Uuid,
+    change: MemberChange,
+) -> AppResult<Member> {
+    let mut v = Validator::default();
+    let name = change
+        .name
+        .as_deref()
+        .map(|n| text_field(&mut v, "name", n, 200));
+    let email = change.email.as_deref().map(|e| email_field(&mut v, e));
+    let phone = change
+        .phone
+        .map(|p| phone_field(&mut v, Some(p)).unwrap_or_default());
+    v.finish()?;
+    let row = visible(&app.db, caller, member_id).await?;
+    if seeing_partner(caller).is_some_and(|p| row.enrolled_by_partner_id != Some(p)) {
+        return Err(AppError::NotFound("member"));
+    }
+    if row.erased_at.is_some() {
+        return Err(AppError::MemberErased);
+    }
+    let nothing = name.is_none()
+        && email.is_none()
+        && phone.is_none()
+        && change.consent_marketing.is_none()
+        && change.consent_data_sharing.is_none();
+    if nothing {
+        return get(app, caller, member_id).await;
+    }
+    let mut edited: member::ActiveModel = row.into();
+    if let Some(name) = name {
+        edited.name = Set(Some(name));
+    }
+    if let Some(email) = email {
+        edited.email = Set(Some(email));
+    }
+    if let Some(phone) = phone {
+        // An empty phone removes it.
+        edited.phone = Set(Some(phone).filter(|p| !p.is_empty()));
+    }
+    if let Some(consent) = change.consent_marketing {
+        edited.consent_marketing = Set(consent);
+    }
+    if let Some(consent) = change.consent_data_sharing {
+        edited.consent_data_sharing = Set(consent);
+    }
+    // Guarded by "not erased", so an erasure committed meanwhile is not undone.
+    let updated = member::Entity::update_many()
+        .set(edited)
+        .filter(member::Column::Id.eq(member_id))
+        .filter(member::Column::ErasedAt.is_null())
+        .exec(&app.db)
+        .await;
+    match updated {
+        Err(e) if is_unique_violation(&e) => return Err(AppError::EmailTaken),
+        Err(e) => return Err(e.into()),
+        Ok(done) if done.rows_affected == 0 => return Err(AppError::MemberErased),
+        Ok(_) => {}
+    }
+    get(app, caller, member_id).await
+}
+
+/// One card of a member as this caller may see it: a partner that neither issued the
+/// card nor enrolled the member sees only its last four digits (a card number is a
+/// credential at every till).
+#[derive(Debug, Clone)]
+pub struct MemberCard {
+    pub row: card::Model,
+    pub masked: bool,
+}
+
+/// A member's cards, oldest first (admin; a partner that may see the member).
+pub async fn cards(
+    app: &App,
+    caller: &Caller,
+    member_id: Uuid,
+    page: PageRequest,
+) -> AppResult<Page<MemberCard>> {
+    let member = visible(&app.db, caller, member_id).await?;
+    let after = page.decode_cursor(|c| Uuid::parse_str(c).ok())?;
+    let mut query = card::Entity::find()
+        .filter(card::Column::ProgrammeId.eq(caller.programme_id))
+        .filter(card::Column::MemberId.eq(member_id));
+    if let Some(after) = after {
+        query = query.filter(card::Column::Id.gt(after));
+    }
+    let rows = query
+        .order_by_asc(card::Column::Id)
+        .limit(page.limit + 1)
+        .all(&app.db)
+        .await?;
+    let partner = seeing_partner(caller);
+    let manages = |c: &card::Model| {
+        partner.is_none()
+            || c.issued_by_partner_id == partner
+            || member.enrolled_by_partner_id == partner
+    };
+    Ok(page.page(
+        rows,
+        |c| c.id.to_string(),
+        |mut row| {
+            let masked = !manages(&row);
+            if masked {
+                row.number = crate::cards::mask(&row.number);
+            }
+            MemberCard { row, masked }
+        },
+    ))
+}
+
+/// GDPR erasure, in one transaction: personal data goes; every card of hers is retired
+/// (it can do nothing any more); holds still reserving her points are voided; and what
+/// is left of her points is forfeited to the operator's breakage in one journal entry
+/// (`erasure`), so no one can spend points that belong to no one and the ledger still
+/// sums. Erasing an erased member changes nothing.
 pub async fn erase(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<()> {
     caller.require(&[Scope::Admin])?;
-    let row = visible(&app.db, caller, member_id).await?;
+    let txn = app.db.begin().await?;
+    let row = visible(&txn, caller, member_id).await?;
     if row.erased_at.is_some() {
         return Ok(());
+    }
+    let now = chrono::Utc::now();
+    let account_id = row.account_id;
+    // The account's lock first: a purchase or capture on her card waits, then finds the
+    // card retired (or finished first, and its points are forfeited here).
+    let account = crate::ledger::lock_account(&txn, account_id).await?;
+    card::Entity::update_many()
+        .col_expr(card::Column::Status, Expr::value(crate::cards::RETIRED))
+        .filter(card::Column::MemberId.eq(member_id))
+        .filter(card::Column::Status.ne(crate::cards::REPLACED))
+        .exec(&txn)
+        .await?;
+    let mut state = crate::holds::void_all_in(&txn, account_id, now).await?;
+    let points = state.as_ref().map_or(account.balance, |s| s.balance);
+    if points > 0 {
+        point_lot::Entity::update_many()
+            .col_expr(point_lot::Column::PointsRemaining, Expr::value(0i64))
+            .filter(point_lot::Column::AccountId.eq(account_id))
+            .filter(Expr::col(point_lot::Column::PointsRemaining).gt(Expr::cust("0")))
+            .exec(&txn)
+            .await?;
+        state = Some(crate::ledger::spend_and_earn(&txn, account_id, points, 0).await?);
+        let entry = erasure_entry(caller.programme_id, account_id, points)?;
+        let ctx = crate::ledger::EntryContext {
+            programme_id: caller.programme_id,
+            reason: format!("{points} points forfeited: the member's data was erased"),
+            partner_id: None,
+            purchase_id: None,
+            refund_id: None,
+            breakdown: vec![],
+        };
+        crate::ledger::write_entry(&txn, uuid::Uuid::now_v7(), &entry, &ctx, now).await?;
     }
     let mut erased: member::ActiveModel = row.into();
     erased.name = Set(None);
@@ -258,8 +444,12 @@ pub async fn erase(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<()>
     erased.phone = Set(None);
     erased.consent_marketing = Set(false);
     erased.consent_data_sharing = Set(false);
-    erased.erased_at = Set(Some(chrono::Utc::now()));
-    member::Entity::update(erased).exec(&app.db).await?;
+    erased.erased_at = Set(Some(now));
+    member::Entity::update(erased).exec(&txn).await?;
+    txn.commit().await?;
+    if let Some(state) = state {
+        app.cache.changed(state.account_id, state.version).await;
+    }
     Ok(())
 }
 

@@ -12,6 +12,8 @@ pub mod events {
     pub const POINTS_EXPIRING: &str = "points.expiring";
     pub const POINTS_EXPIRED: &str = "points.expired";
     pub const TIER_CHANGED: &str = "tier.changed";
+    /// Win-back: "we miss you", once per treated member of a lapsed-segment campaign.
+    pub const CAMPAIGN_REMINDER: &str = "campaign.reminder";
 }
 
 /// Appends an event; call it with the transaction that makes the change.

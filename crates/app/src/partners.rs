@@ -5,7 +5,7 @@ use crate::pagination::{Page, PageRequest};
 use crate::terms;
 use crate::{App, Caller, Scope};
 use coalition_domain::money::parse_rate;
-use coalition_store::entities::partner;
+use coalition_store::entities::{partner, partner_price};
 use rust_decimal::Decimal;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -122,6 +122,7 @@ pub async fn create(app: &App, caller: &Caller, input: NewPartner) -> AppResult<
     })
     .exec_without_returning(&txn)
     .await?;
+    record_prices(&txn, caller.programme_id, &partner, partner.created_at).await?;
     let version = terms::bump(&txn, caller.programme_id).await?;
     txn.commit().await?;
     app.terms.changed(caller.programme_id, version);
@@ -189,11 +190,39 @@ pub async fn update(
         txn.commit().await?;
         return current.try_into();
     }
-    let updated = row.update(&txn).await?;
+    let updated: Partner = row.update(&txn).await?.try_into()?;
+    if updated.issue_price_per_point.to_string() != current.issue_price_per_point
+        || updated.redemption_value_per_point.to_string() != current.redemption_value_per_point
+    {
+        record_prices(&txn, caller.programme_id, &updated, chrono::Utc::now()).await?;
+    }
     let version = terms::bump(&txn, caller.programme_id).await?;
     txn.commit().await?;
     app.terms.changed(caller.programme_id, version);
-    updated.try_into()
+    Ok(updated)
+}
+
+/// Settlement prices points at the prices in force when they were posted: every change
+/// of a partner's prices is kept, valid from the moment it is made. Whatever creates a
+/// partner or changes its prices must call this in the same transaction: a posting with
+/// no price in force fails the settlement.
+pub async fn record_prices(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    partner: &Partner,
+    valid_from: chrono::DateTime<chrono::Utc>,
+) -> AppResult<()> {
+    partner_price::Entity::insert(partner_price::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        programme_id: Set(programme_id),
+        partner_id: Set(partner.id),
+        valid_from: Set(valid_from),
+        issue_price_per_point: Set(partner.issue_price_per_point.to_string()),
+        redemption_value_per_point: Set(partner.redemption_value_per_point.to_string()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
 }
 
 /// A partner of the programme; another programme's partner is simply not found.

@@ -61,7 +61,7 @@ impl Programme {
 pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<CreatedProgramme> {
     let mut v = Validator::default();
     let name = text_field(&mut v, "name", &input.name, 200);
-    let currency = v.check("currency", Currency::parse(&input.currency));
+    let currency = v.check("currency", Currency::parse_iso_4217(&input.currency));
     let point_value = v.check("point_value", parse_rate(&input.point_value));
     v.require(
         "point_value",
@@ -88,6 +88,7 @@ pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<C
         point_expiry_days: Set(input.point_expiry_days),
         created_at: Set(chrono::Utc::now()),
         terms_version: Set(0),
+        credentials_version: Set(0),
     })
     .exec_without_returning(&txn)
     .await?;

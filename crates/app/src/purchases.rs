@@ -5,6 +5,7 @@ use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::idempotency::{self, IdempotencyKey, StoredResponse};
 use crate::ledger::{self, AccountState, EntryContext};
 use crate::members;
+use crate::pagination::{Page, PageRequest};
 use crate::partners::Partner;
 use crate::programmes::{self, Programme};
 use crate::terms::ProgrammeTerms;
@@ -27,9 +28,10 @@ use rust_decimal::Decimal;
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QuerySelect,
 };
 use std::sync::Arc;
+use tracing::Instrument;
 use uuid::Uuid;
 
 pub struct NewPurchase {
@@ -83,6 +85,9 @@ pub struct Recorded {
 fn check(input: NewPurchase, programme: &Programme) -> AppResult<Checked> {
     let mut v = Validator::default();
     let card_number = text_field(&mut v, "card_number", &input.card_number, 32);
+    if !card_number.is_empty() {
+        crate::cards::check_number(&mut v, "card_number", &card_number);
+    }
     let external_ref = text_field(&mut v, "external_ref", &input.external_ref, 128);
     let amount = v.check(
         "amount.amount",
@@ -142,9 +147,39 @@ pub(crate) struct Context {
     pub(crate) terms: Arc<ProgrammeTerms>,
     tier: Option<TierTerms>,
     at: DateTime<Utc>,
+    /// The campaigns rewarding this member here, as rules capped at their budgets left
+    /// (`with_campaigns`); empty until then.
+    campaigns: Vec<coalition_domain::rules::Rule>,
 }
 
 impl Context {
+    /// Whether a running campaign may reward this purchase: then it cannot take the
+    /// one-statement path, which knows nothing of assignments and budgets.
+    pub(crate) fn campaigns_may_apply(&self) -> bool {
+        self.card.member_id.is_some()
+            && crate::campaigns::any_applies(&self.terms, self.partner.id, self.at)
+    }
+
+    /// Reads the member's campaign rewards; `lock` holds their budgets until commit.
+    pub(crate) async fn with_campaigns(
+        mut self,
+        db: &impl ConnectionTrait,
+        lock: bool,
+    ) -> AppResult<Self> {
+        if let (true, Some(member_id)) = (self.campaigns_may_apply(), self.card.member_id) {
+            self.campaigns = crate::campaigns::for_purchase(
+                db,
+                &self.terms,
+                self.partner.id,
+                member_id,
+                self.at,
+                lock,
+            )
+            .await?;
+        }
+        Ok(self)
+    }
+
     fn occasion<'a>(&'a self, req: &'a Checked) -> Occasion<'a> {
         Occasion {
             partner_id: self.partner.id,
@@ -170,8 +205,7 @@ pub(crate) async fn context(
     req: &Checked,
 ) -> AppResult<Context> {
     let (terms, partner) =
-        crate::terms::with_partner(app, db, caller.programme_id, caller.acting_partner()?)
-            .await?;
+        crate::terms::with_partner(app, db, caller.programme_id, caller.acting_partner()?).await?;
     let card = cards::find(db, caller.programme_id, &req.card_number).await?;
     cards::ensure_active(&card)?;
     let at = Utc::now();
@@ -182,6 +216,7 @@ pub(crate) async fn context(
         terms,
         tier,
         at,
+        campaigns: vec![],
     })
 }
 
@@ -304,7 +339,14 @@ pub(crate) fn price_with(
         at: ctx.at,
         redeem_points: req.redeem_points,
     };
-    let outcome = price_purchase(&terms, facts, &ctx.terms.rules).map_err(|e| match e {
+    let with_campaigns;
+    let rules: &[coalition_domain::rules::Rule] = if ctx.campaigns.is_empty() {
+        &ctx.terms.rules
+    } else {
+        with_campaigns = [ctx.terms.rules.as_slice(), &ctx.campaigns].concat();
+        &with_campaigns
+    };
+    let outcome = price_purchase(&terms, facts, rules).map_err(|e| match e {
         EarningError::RedemptionExceedsAmount { .. } => {
             AppError::RedemptionExceedsAmount(e.to_string())
         }
@@ -332,6 +374,7 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
     let programme = programmes::load(app, caller.programme_id).await?;
     let req = check(input, &programme)?;
     let ctx = context(app, &app.db, caller, &req).await?;
+    let ctx = ctx.with_campaigns(&app.db, false).await?;
     let facts = member_facts(&app.db, &ctx, &req).await?;
     let mut priced = price_with(&programme, &req, ctx, &facts)?;
     let account = point_account::Entity::find_by_id(priced.card.account_id)
@@ -362,6 +405,7 @@ pub async fn quote(app: &App, caller: &Caller, input: NewPurchase) -> AppResult<
 /// merged the old one meanwhile; a card is registered once, so one retry is all it needs.
 pub(crate) const MERGE_RETRIES: usize = 3;
 
+#[tracing::instrument(target = "coalition::trace", name = "purchase.record", skip_all)]
 pub async fn record(
     app: &App,
     caller: &Caller,
@@ -369,7 +413,7 @@ pub async fn record(
     key: &IdempotencyKey,
     render: impl Fn(&Recorded) -> StoredResponse,
 ) -> AppResult<StoredResponse> {
-    caller.acting_partner()?;
+    let partner_id = caller.acting_partner()?;
     let programme = programmes::load(app, caller.programme_id).await?;
     let req = check(input, &programme)?;
     let mut attempt = 0;
@@ -377,9 +421,106 @@ pub async fn record(
         attempt += 1;
         match record_once(app, caller, &programme, &req, key, &render).await {
             Err(AppError::AccountMerged) if attempt < MERGE_RETRIES => continue,
-            other => return other,
+            Err(e) => return Err(name_duplicate(&app.db, caller, partner_id, e).await),
+            done => return done,
         }
     }
+}
+
+pub use purchase::Model as PurchaseRow;
+pub use refund::Model as RefundRow;
+
+/// A `duplicate_external_ref` refusal with the id of the purchase that holds the
+/// reference (read after the failed transaction ended); any other error as it is.
+pub(crate) async fn name_duplicate(
+    db: &impl ConnectionTrait,
+    caller: &Caller,
+    partner_id: Uuid,
+    err: AppError,
+) -> AppError {
+    let AppError::DuplicateExternalRef {
+        external_ref,
+        purchase_id: None,
+    } = err
+    else {
+        return err;
+    };
+    let existing = purchase::Entity::find()
+        .select_only()
+        .column(purchase::Column::Id)
+        .filter(purchase::Column::ProgrammeId.eq(caller.programme_id))
+        .filter(purchase::Column::PartnerId.eq(partner_id))
+        .filter(purchase::Column::ExternalRef.eq(external_ref.as_str()))
+        .into_tuple::<Uuid>()
+        .one(db)
+        .await;
+    AppError::DuplicateExternalRef {
+        external_ref,
+        purchase_id: existing.ok().flatten(),
+    }
+}
+
+/// Which purchases to list: a partner sees its own only; the operator any partner's.
+#[derive(Debug, Default)]
+pub struct PurchaseFilter {
+    pub external_ref: Option<String>,
+    pub partner_id: Option<Uuid>,
+}
+
+/// Purchases, oldest first, with their refunds: a partner's own (a till that lost an
+/// answer finds its purchase by `external_ref`), or the programme's for the operator.
+pub async fn list(
+    app: &App,
+    caller: &Caller,
+    filter: PurchaseFilter,
+    page: PageRequest,
+) -> AppResult<Page<(purchase::Model, Vec<refund::Model>)>> {
+    caller.require(&[crate::Scope::Admin, crate::Scope::Partner])?;
+    let after = page.decode_cursor(|c| Uuid::parse_str(c).ok())?;
+    let partner = match crate::members::seeing_partner(caller) {
+        Some(own) if filter.partner_id.is_some_and(|asked| asked != own) => {
+            return Ok(Page {
+                data: vec![],
+                next_cursor: None,
+            })
+        }
+        Some(own) => Some(own),
+        None => filter.partner_id,
+    };
+    let mut query =
+        purchase::Entity::find().filter(purchase::Column::ProgrammeId.eq(caller.programme_id));
+    if let Some(partner) = partner {
+        query = query.filter(purchase::Column::PartnerId.eq(partner));
+    }
+    if let Some(external_ref) = &filter.external_ref {
+        query = query.filter(purchase::Column::ExternalRef.eq(external_ref.as_str()));
+    }
+    if let Some(after) = after {
+        query = query.filter(purchase::Column::Id.gt(after));
+    }
+    let rows = query
+        .order_by_asc(purchase::Column::Id)
+        .limit(page.limit + 1)
+        .all(&app.db)
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|p| p.id).collect();
+    let mut refunds: std::collections::HashMap<Uuid, Vec<refund::Model>> = Default::default();
+    for r in refund::Entity::find()
+        .filter(refund::Column::PurchaseId.is_in(ids))
+        .order_by_asc(refund::Column::Id)
+        .all(&app.db)
+        .await?
+    {
+        refunds.entry(r.purchase_id).or_default().push(r);
+    }
+    Ok(page.page(
+        rows,
+        |p| p.id.to_string(),
+        |p| {
+            let own = refunds.get(&p.id).cloned().unwrap_or_default();
+            (p, own)
+        },
+    ))
 }
 
 async fn record_once(
@@ -393,24 +534,28 @@ async fn record_once(
     if app.db.get_database_backend() == DbBackend::Postgres && req.redeem_points == 0 {
         // The one-statement path, unless a rule needs the member's history (read under
         // the account lock, in a transaction).
-        let ctx = match context(app, &app.db, caller, req).await {
+        let read = crate::spans::db(DbBackend::Postgres, "purchase.read");
+        let ctx = match context(app, &app.db, caller, req).instrument(read).await {
             Ok(ctx) => ctx,
             Err(e) => return idempotency::replay_or(app, key, e).await,
         };
-        if !ctx.needs_history(req) {
+        if !ctx.needs_history(req) && !ctx.campaigns_may_apply() {
             return crate::earn_statement::record(app, caller, programme, req, ctx, key, render)
                 .await;
         }
     }
+    let transaction = crate::spans::db(app.db.get_database_backend(), "purchase.transaction");
     let (response, changed) = idempotency::run(app, key, |txn| async move {
         let ctx = context(app, &txn, caller, req).await?;
         if ctx.needs_history(req) {
             locked_unmerged(&txn, ctx.card.account_id).await?;
         }
+        let ctx = ctx.with_campaigns(&txn, true).await?;
         let facts = member_facts(&txn, &ctx, req).await?;
         let mut priced = price_with(programme, req, ctx, &facts)?;
         let write = plan(app, caller, programme, &priced, req)?;
         let state = write_step_by_step(&txn, &write, PaidFrom::Balance).await?;
+        crate::campaigns::spend_budget(&txn, &priced.outcome).await?;
         record_spend(app, &txn, caller, &priced, req, &write).await?;
         let shown = crate::holds::as_shown(&txn, state, chrono::Utc::now()).await?;
         (priced.balance, priced.held) = (shown.balance, shown.held);
@@ -419,10 +564,20 @@ async fn record_once(
             priced,
         };
         let response = render(&recorded);
-        Ok((txn, response, (state, recorded.priced.card.member_id)))
+        let points = (
+            recorded.purchase.points_earned,
+            recorded.purchase.points_redeemed,
+        );
+        Ok((
+            txn,
+            response,
+            (state, recorded.priced.card.member_id, points),
+        ))
     })
+    .instrument(transaction)
     .await?;
-    if let Some((state, member_id)) = changed {
+    if let Some((state, member_id, (earned, redeemed))) = changed {
+        crate::metrics::purchase_committed(earned, redeemed);
         after_commit(app, caller, state, member_id).await;
     }
     Ok(response)
@@ -579,7 +734,10 @@ pub(crate) fn plan(
 /// A unique violation on writing a purchase is its external reference, taken already.
 pub(crate) fn duplicate_or(err: sea_orm::DbErr, row: &purchase::Model) -> AppError {
     if is_unique_violation(&err) {
-        AppError::DuplicateExternalRef(row.external_ref.clone())
+        AppError::DuplicateExternalRef {
+            external_ref: row.external_ref.clone(),
+            purchase_id: None,
+        }
     } else {
         err.into()
     }
@@ -652,6 +810,7 @@ pub(crate) async fn record_paid_by_hold(
     let req = check(input, programme)?;
     // The capture locked the account already: the member's history is read under it.
     let ctx = context(app, txn, caller, &req).await?;
+    let ctx = ctx.with_campaigns(txn, true).await?;
     let facts = member_facts(txn, &ctx, &req).await?;
     let mut priced = price_with(programme, &req, ctx, &facts)?;
     if priced.card.account_id != hold_account_id {
@@ -661,6 +820,7 @@ pub(crate) async fn record_paid_by_hold(
     }
     let write = plan(app, caller, programme, &priced, &req)?;
     let state = write_step_by_step(txn, &write, PaidFrom::Hold).await?;
+    crate::campaigns::spend_budget(txn, &priced.outcome).await?;
     record_spend(app, txn, caller, &priced, &req, &write).await?;
     (priced.balance, priced.held) = (state.balance, state.held);
     let recorded = Recorded {

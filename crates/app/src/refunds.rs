@@ -17,6 +17,7 @@ use coalition_domain::{AccountKind, AccountRef, Points};
 use coalition_store::entities::{point_account, posting, purchase, refund};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder};
+use tracing::Instrument;
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -26,6 +27,7 @@ pub struct Refunded {
     pub currency: String,
 }
 
+#[tracing::instrument(target = "coalition::trace", name = "refund", skip_all)]
 pub async fn refund(
     app: &App,
     caller: &Caller,
@@ -47,8 +49,13 @@ pub async fn refund(
         let response = render(&refunded);
         Ok((txn, response, state))
     })
+    .instrument(crate::spans::db(
+        sea_orm::ConnectionTrait::get_database_backend(&app.db),
+        "refund.transaction",
+    ))
     .await?;
     if let Some(state) = changed {
+        crate::metrics::refund_committed();
         app.cache.changed(state.account_id, state.version).await;
     }
     Ok(response)

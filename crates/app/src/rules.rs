@@ -107,6 +107,7 @@ pub async fn create(app: &App, caller: &Caller, fields: RuleFields) -> AppResult
         caps: Caps::default(),
         stackable: true,
         funder: Funder::SellingPartner,
+        campaign: false,
     };
     let rule = apply(&app.db, &programme, draft, fields, v).await?;
     let txn = app.db.begin().await?;
@@ -500,7 +501,7 @@ fn check_caps(caps: &Caps, v: &mut Validator) {
 
 /// Who pays: `partner` (a merchant; without `partner_id`, the one where the purchase
 /// happens), `bank` (a bank partner) or `operator`.
-async fn funder(
+pub(crate) async fn funder(
     db: &impl ConnectionTrait,
     programme_id: Uuid,
     f: &FunderFields,
@@ -553,7 +554,7 @@ async fn funder(
 }
 
 /// The ids among `ids` that name no partner of the programme (of `kind`, when given).
-async fn unknown_partners(
+pub(crate) async fn unknown_partners(
     db: &impl ConnectionTrait,
     programme_id: Uuid,
     ids: &[Uuid],

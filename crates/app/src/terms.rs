@@ -15,6 +15,7 @@
 use crate::error::{AppError, AppResult};
 use crate::partners::Partner;
 use crate::App;
+use coalition_domain::campaigns::CampaignTerms;
 use coalition_domain::rules::Rule;
 use coalition_domain::tiers::Ladder;
 use coalition_store::entities::{partner, programme};
@@ -40,6 +41,9 @@ pub struct ProgrammeTerms {
     pub rules: Vec<Rule>,
     /// The tier ladder (`tiers`).
     pub ladder: Ladder,
+    /// Campaigns that have not ended (the domain checks their windows); who is treated
+    /// and what budget is left are read per purchase (`campaigns::for_purchase`).
+    pub campaigns: Vec<CampaignTerms>,
 }
 
 impl ProgrammeTerms {
@@ -170,11 +174,13 @@ async fn load(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Progra
         .collect::<AppResult<HashMap<_, _>>>()?;
     let rules = crate::rules::active(db, programme_id).await?;
     let ladder = crate::tiers::ladder(db, programme_id).await?;
+    let campaigns = crate::campaigns::live(db, programme_id).await?;
     Ok(ProgrammeTerms {
         version,
         partners,
         rules,
         ladder,
+        campaigns,
     })
 }
 
@@ -241,6 +247,7 @@ mod tests {
             partners: HashMap::new(),
             rules: vec![],
             ladder: Ladder::default(),
+            campaigns: vec![],
         })
     }
 

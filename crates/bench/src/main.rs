@@ -6,6 +6,7 @@ mod baseline;
 mod http1;
 mod load;
 mod lots;
+mod settle;
 mod setup;
 mod token;
 
@@ -72,6 +73,18 @@ struct Args {
     /// attach a profiler (e.g. `perf record -g -p PID`).
     #[arg(long, default_value_t = 0)]
     pause_for_profiler: u64,
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchCommand {
+    /// Time `coalition settle` over a period of N postings bulk-loaded into a fresh
+    /// PostgreSQL database (with --smoke: 20,000).
+    Settlement {
+        #[arg(long, default_value_t = 1_000_000)]
+        postings: i64,
+    },
 }
 
 const EARN_CONCURRENCY: usize = 16;
@@ -84,7 +97,14 @@ async fn main() -> ExitCode {
         (args.members, args.seconds, args.warmup) = (300, 2, 1);
         (args.lots, args.lot_rounds) = (1_000, 20);
     }
-    match run(args).await {
+    let outcome = match args.command {
+        Some(BenchCommand::Settlement { postings }) => {
+            let postings = if args.smoke { 20_000 } else { postings };
+            settlement(&args, postings).await
+        }
+        None => run(args).await,
+    };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -92,6 +112,14 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn settlement(args: &Args, postings: i64) -> Result<bool, Error> {
+    let binary = match args.server.clone() {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("coalition"),
+    };
+    settle::run(&binary, &args.database_url, &args.database_name, postings).await
 }
 
 struct Row {

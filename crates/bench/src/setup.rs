@@ -74,6 +74,8 @@ pub fn server_env(database_url: &str, redis_url: &str) -> Vec<(&'static str, Str
             format!("coalition-bench-{}:", Uuid::new_v4().simple()),
         ),
         ("COALITION_LOG", "warn".to_owned()),
+        // The benchmark makes its own database; the server builds the schema.
+        ("COALITION_MIGRATE_ON_START", "true".to_owned()),
     ]
 }
 

@@ -16,6 +16,9 @@
 //!    `multiplier` (`(v − 1) × base`). A rule's value is then cut to its caps: per
 //!    purchase, and per member what is left of the day's and the month's cap (UTC; what
 //!    the rule already awarded the member, never below zero).
+//!    Campaigns (`campaigns::CampaignTerms::as_rule`) come after the rules as lines of
+//!    kind `campaign`, selected apart from them (they stack on an exclusive rule) and
+//!    capped at what their budgets have left.
 //! 5. **Rounding, once**: the total is the exact sum rounded down to whole points; the
 //!    lines get whole points by the largest-remainder method (each its whole part, then
 //!    one more point to the lines with the largest fractions, earlier lines first on a
@@ -57,6 +60,9 @@ pub struct BreakdownLine {
     /// Who pays for the points: a partner (the seller by default), a bank, the operator.
     #[serde(default)]
     pub funder: Option<Funder>,
+    /// The campaign that gave the points, for campaign lines (kind `campaign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<Uuid>,
 }
 
 /// The partner where the purchase happens, as pricing needs it.
@@ -200,8 +206,15 @@ pub fn price_purchase(
         tier: member.tier.as_ref(),
     };
     let open = |rule: &Rule| cap_left(rule, member) > Decimal::ZERO;
-    for rule in rules::select(rules, &occasion, member.first_purchase_at_partner, open) {
+    let first = member.first_purchase_at_partner;
+    let rule_open = |r: &Rule| !r.campaign && open(r);
+    for rule in rules::select(rules, &occasion, first, rule_open) {
         lines.push(rule_line(rule, terms, payable, base, member)?);
+    }
+    // Campaigns stack on the rules: an exclusive rule does not switch a campaign off.
+    let campaign_open = |r: &Rule| r.campaign && open(r);
+    for campaign in rules::select(rules, &occasion, first, campaign_open) {
+        lines.push(rule_line(campaign, terms, payable, base, member)?);
     }
     let (points_earned, breakdown) = round_once(lines)?;
     Ok(PurchaseOutcome {
@@ -224,6 +237,7 @@ fn line(rule: &str, kind: &str, description: String, funder: Funder) -> Breakdow
         description,
         points: 0,
         funder: Some(funder),
+        campaign_id: None,
     }
 }
 
@@ -309,7 +323,11 @@ fn rule_line(
     };
     let value = value.max(Decimal::ZERO);
     let capped = value.min(cap_left(rule, member));
-    let mut description = format!("{} (rule v{}): {what}", rule.name, rule.version);
+    let mut description = if rule.campaign {
+        format!("{} (campaign): {what}", rule.name)
+    } else {
+        format!("{} (rule v{}): {what}", rule.name, rule.version)
+    };
     if capped < value {
         description += &format!(", capped at {}", capped.normalize());
     }
@@ -318,8 +336,13 @@ fn rule_line(
         other => other,
     };
     let mut l = line(&rule.name, rule.effect.kind.as_str(), description, funder);
-    l.rule_id = Some(rule.id);
-    l.rule_version = Some(rule.version);
+    if rule.campaign {
+        l.kind = "campaign".into();
+        l.campaign_id = Some(rule.id);
+    } else {
+        l.rule_id = Some(rule.id);
+        l.rule_version = Some(rule.version);
+    }
     Ok(ExactLine {
         line: l,
         exact: capped,
@@ -457,6 +480,7 @@ mod tests {
             caps: Caps::default(),
             stackable: true,
             funder: Funder::SellingPartner,
+            campaign: false,
         }
     }
 

@@ -108,6 +108,8 @@ pub enum EntryKind {
     Expiry,
     /// Points taken alone at a partner (a reward), by capturing a POS hold.
     Redemption,
+    /// An erased member's remaining points, forfeited to the operator's breakage.
+    Erasure,
 }
 
 impl EntryKind {
@@ -118,6 +120,7 @@ impl EntryKind {
             EntryKind::CardTransfer => "card_transfer",
             EntryKind::Expiry => "expiry",
             EntryKind::Redemption => "redemption",
+            EntryKind::Erasure => "erasure",
         }
     }
 }
@@ -265,6 +268,22 @@ pub fn expiry_entry(
             AccountRef::member(member_account),
             AccountRef::operator_breakage(programme),
             expired,
+        )
+        .balanced()
+}
+
+/// An erased member's points, all of them, to the operator's breakage: they are no
+/// one's any more, and the ledger still sums.
+pub fn erasure_entry(
+    programme: Uuid,
+    member_account: Uuid,
+    forfeited: Points,
+) -> Result<JournalEntry, LedgerError> {
+    JournalEntry::new(EntryKind::Erasure)
+        .transfer(
+            AccountRef::member(member_account),
+            AccountRef::operator_breakage(programme),
+            forfeited,
         )
         .balanced()
 }

@@ -1,6 +1,7 @@
 //! Pure domain of the coalition programme: money, points, earning and refund rules,
 //! ledger postings, point lots and card numbers. No I/O lives here.
 
+pub mod campaigns;
 pub mod card_number;
 pub mod earning;
 pub mod ledger;
@@ -9,6 +10,7 @@ pub mod lots;
 pub mod money;
 pub mod refund;
 pub mod rules;
+pub mod settlement;
 pub mod tiers;
 
 pub use ledger::{AccountKind, AccountRef, EntryKind, JournalEntry, LedgerError, Posting};

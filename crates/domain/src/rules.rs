@@ -30,6 +30,10 @@ pub struct Rule {
     /// exclusive one applies alone when it is the first match, and is skipped otherwise.
     pub stackable: bool,
     pub funder: Funder,
+    /// A campaign's reward, priced as a rule (`campaigns::as_rule`): it stacks on
+    /// whatever the earning rules give, and its line names the campaign.
+    #[serde(default)]
+    pub campaign: bool,
 }
 
 /// All optional; every condition given must hold.
@@ -261,6 +265,7 @@ mod tests {
             caps: Caps::default(),
             stackable: true,
             funder: Funder::SellingPartner,
+            campaign: false,
         }
     }
 

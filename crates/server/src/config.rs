@@ -2,7 +2,8 @@
 //! `COALITION_CONFIG_FILE`; the environment wins). A bad value stops start-up with a
 //! message naming the setting.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone)]
@@ -20,11 +21,26 @@ pub struct Config {
     pub token_failures: coalition_app::auth::FailureLimits,
     /// The log filter (tracing `EnvFilter` directives), checked here like every setting.
     pub log_filter: String,
+    /// `COALITION_LOG_FORMAT`: one JSON object per line, or text (the default).
+    pub log_format: LogFormat,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: where traces go over OTLP/HTTP; none are made unset.
+    pub otlp_endpoint: Option<String>,
     /// How often `serve` runs the background jobs (`coalition_app::jobs`); `None` when
     /// `COALITION_JOBS_INTERVAL_SECONDS` is 0 (another process runs them, or nobody).
     pub jobs_interval: Option<std::time::Duration>,
     /// How long a POS hold reserves points unless captured or voided (default 15 minutes).
     pub hold_ttl_seconds: i64,
+    /// Does `serve` (and every other command that opens the database) apply pending
+    /// migrations? On by default for SQLite, the embedded single-process set-up; off by
+    /// default for PostgreSQL, where a deployment migrates once (`coalition migrate`, the
+    /// chart's hook Job) with a DDL-capable role and the app runs with DML rights only.
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +82,26 @@ impl Config {
     }
 
     pub fn from_map(values: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        Self::read(values, &RefCell::default())
+    }
+
+    /// Every environment variable the binary reads as a setting. Found by reading an
+    /// empty configuration and noting each name looked up, so the list cannot drift from
+    /// what `from_map` does (the Helm chart test checks the chart's names against it).
+    pub fn setting_names() -> BTreeSet<String> {
+        let names = RefCell::default();
+        Self::read(&HashMap::new(), &names).expect("the defaults are a valid configuration");
+        let mut names = names.into_inner();
+        names.insert("COALITION_CONFIG_FILE".to_owned());
+        names
+    }
+
+    fn read(
+        values: &HashMap<String, String>,
+        names: &RefCell<BTreeSet<String>>,
+    ) -> Result<Self, ConfigError> {
         let get = |k: &str| {
+            names.borrow_mut().insert(k.to_owned());
             values
                 .get(k)
                 .map(|v| v.trim().to_owned())
@@ -117,10 +152,36 @@ impl Config {
                 format!("'{log_filter}' is not a log filter: {e}"),
             ));
         }
+        let log_format = match get("COALITION_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                let message = format!("'{other}' is not a log format: json or text");
+                return Err(bad("COALITION_LOG_FORMAT", message));
+            }
+        };
+        let otlp_endpoint = get("OTEL_EXPORTER_OTLP_ENDPOINT");
+        if let Some(url) = &otlp_endpoint {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                let message = "must be an http:// or https:// URL (OTLP over HTTP)";
+                return Err(bad("OTEL_EXPORTER_OTLP_ENDPOINT", message));
+            }
+        }
         let jobs_interval = number("COALITION_JOBS_INTERVAL_SECONDS", 60, 0..=86_400)?;
         // Migrating and the scheduler each hold one connection for an advisory lock
         // while their work runs on another (SQLite has one connection and no such lock).
         let db_max_connections = number("COALITION_DB_MAX_CONNECTIONS", 20, 2..=500)? as u32;
+        let migrate_on_start = match get("COALITION_MIGRATE_ON_START").as_deref() {
+            None => database_url.starts_with("sqlite:"),
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(bad(
+                    "COALITION_MIGRATE_ON_START",
+                    format!("'{other}' is not true or false"),
+                ))
+            }
+        };
         Ok(Config {
             database_url,
             redis_url,
@@ -138,9 +199,12 @@ impl Config {
                 )? as u64,
             },
             log_filter,
+            log_format,
+            otlp_endpoint,
             jobs_interval: (jobs_interval > 0)
                 .then(|| std::time::Duration::from_secs(jobs_interval as u64)),
             hold_ttl_seconds: number("COALITION_HOLD_TTL_SECONDS", 900, 1..=86_400)?,
+            migrate_on_start,
         })
     }
 }
@@ -167,6 +231,8 @@ mod tests {
             (10, 30)
         );
         assert_eq!(c.log_filter, "info");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.otlp_endpoint, None);
         assert_eq!(c.jobs_interval, Some(std::time::Duration::from_secs(60)));
         assert_eq!(c.hold_ttl_seconds, 15 * 60);
     }
@@ -179,6 +245,17 @@ mod tests {
         let err = Config::from_map(&map(&[one])).unwrap_err();
         assert_eq!(err.setting, "COALITION_DB_MAX_CONNECTIONS");
         assert!(Config::from_map(&map(&[("COALITION_DB_MAX_CONNECTIONS", "2")])).is_ok());
+    }
+
+    #[test]
+    fn logs_can_be_json_and_traces_go_to_an_otlp_endpoint() {
+        let c = Config::from_map(&map(&[
+            ("COALITION_LOG_FORMAT", "json"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        ]))
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4318"));
     }
 
     #[test]
@@ -196,10 +273,48 @@ mod tests {
             ("COALITION_JOBS_INTERVAL_SECONDS", "86401"),
             ("COALITION_HOLD_TTL_SECONDS", "0"),
             ("COALITION_HOLD_TTL_SECONDS", "soon"),
+            ("COALITION_LOG_FORMAT", "logfmt"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
+            ("COALITION_MIGRATE_ON_START", "yes"),
         ] {
             let err = Config::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.setting, k);
             assert!(err.to_string().contains(k));
+        }
+    }
+
+    #[test]
+    fn only_the_embedded_sqlite_default_migrates_on_start_unless_told() {
+        let pg = ("DATABASE_URL", "postgres://app@db/coalition");
+        let sqlite = Config::from_map(&map(&[])).unwrap();
+        assert!(sqlite.migrate_on_start);
+        assert!(!Config::from_map(&map(&[pg])).unwrap().migrate_on_start);
+        let on = ("COALITION_MIGRATE_ON_START", "true");
+        assert!(Config::from_map(&map(&[pg, on])).unwrap().migrate_on_start);
+        let off = ("COALITION_MIGRATE_ON_START", "false");
+        assert!(!Config::from_map(&map(&[off])).unwrap().migrate_on_start);
+    }
+
+    #[test]
+    fn the_setting_names_are_the_ones_read() {
+        let names = Config::setting_names();
+        for name in [
+            "DATABASE_URL",
+            "REDIS_URL",
+            "COALITION_ADDR",
+            "COALITION_DB_MAX_CONNECTIONS",
+            "COALITION_MIGRATE_ON_START",
+            "COALITION_HOLD_TTL_SECONDS",
+            "COALITION_CONFIG_FILE",
+        ] {
+            assert!(names.contains(name), "{name} missing from {names:?}");
+        }
+        // A name in the list changes the configuration when set: none is listed idly.
+        for name in names.iter().filter(|n| *n != "COALITION_CONFIG_FILE") {
+            let set = Config::from_map(&map(&[(name.as_str(), "x")]));
+            let default = Config::from_map(&map(&[])).unwrap();
+            let changed = set.map_or(true, |c| format!("{c:?}") != format!("{default:?}"));
+            assert!(changed, "{name} is listed but setting it changes nothing");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Assembly of the `coalition` binary: configuration, telemetry, and the server.
 
 pub mod config;
+pub mod telemetry;
 
 use coalition_app::auth::{TokenGuard, TokenKeys, FAILURE_WINDOW};
 use coalition_app::App;
@@ -11,14 +12,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Connects storage and cache and loads the signing key: everything a server needs.
-/// Migrations run first, so a fresh SQLite file (or database) just works.
+/// Migrates first where `Config::migrate_on_start` says so (a fresh SQLite file just
+/// works); elsewhere refuses a database whose schema is behind this binary.
 pub async fn build_app(config: &Config) -> Result<App, String> {
     let db = coalition_store::connect(&config.database_url, config.db_max_connections)
         .await
         .map_err(|e| format!("DATABASE_URL: cannot connect: {e}"))?;
-    coalition_store::migrate(&db)
-        .await
-        .map_err(|e| format!("migrating the database: {e}"))?;
+    if config.migrate_on_start {
+        coalition_store::migrate(&db)
+            .await
+            .map_err(|e| format!("migrating the database: {e}"))?;
+    } else {
+        ensure_migrated(&db).await?;
+    }
     let cache: Arc<dyn BalanceCache> = match &config.redis_url {
         Some(url) => RedisCache::connect(url, &config.redis_prefix)
             .await
@@ -41,6 +47,8 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
             .map_err(|e| format!("loading the token signing key: {e}"))?;
     let terms = Arc::default();
     coalition_app::terms::spawn_watcher(db.clone(), &terms);
+    let credentials = Arc::default();
+    coalition_app::credentials::spawn_watcher(db.clone(), &credentials);
     Ok(App {
         db,
         cache,
@@ -49,7 +57,65 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         directory: Arc::default(),
         programmes: Arc::default(),
         terms,
+        credentials,
         hold_ttl: std::time::Duration::from_secs(config.hold_ttl_seconds.unsigned_abs()),
+    })
+}
+
+/// Refuses to run on a schema older than this binary: queries would fail one by one,
+/// at run time, on whatever column is missing.
+async fn ensure_migrated(db: &coalition_store::sea_orm::DatabaseConnection) -> Result<(), String> {
+    let pending = coalition_store::pending_migrations(db)
+        .await
+        .map_err(|e| format!("reading the applied migrations: {e}"))?;
+    match pending.as_slice() {
+        [] => Ok(()),
+        names => Err(format!(
+            "the database schema is behind this binary ({} migration(s) not applied: {}); \
+             run `coalition migrate` with a role allowed to change the schema, or set \
+             COALITION_MIGRATE_ON_START=true",
+            names.len(),
+            names.join(", ")
+        )),
+    }
+}
+
+/// Where `database_url` points, for telling the operator which database a command used:
+/// the SQLite file as an absolute path, or PostgreSQL's user, host, port and database.
+/// Never the password (nor the query string, which may carry one).
+pub fn describe_database(database_url: &str) -> String {
+    if let Some(path) = sqlite_file(database_url) {
+        return format!("SQLite file {}", path.display());
+    }
+    if database_url.starts_with("sqlite:") {
+        return "SQLite in memory".to_owned();
+    }
+    let rest = database_url.split_once("://").map_or("", |(_, rest)| rest);
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (user, location) = match rest.rsplit_once('@') {
+        Some((credentials, location)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            (format!("{user}@"), location)
+        }
+        None => (String::new(), rest),
+    };
+    format!("PostgreSQL {user}{location}")
+}
+
+/// The SQLite file `database_url` names, made absolute against the working directory
+/// (sqlx opens a relative path there); `None` for PostgreSQL or an in-memory database.
+pub fn sqlite_file(database_url: &str) -> Option<std::path::PathBuf> {
+    let path = database_url
+        .strip_prefix("sqlite:")?
+        .trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    let path = std::path::Path::new(path);
+    Some(match std::env::current_dir() {
+        Ok(dir) => dir.join(path),
+        Err(_) => path.to_owned(),
     })
 }
 
@@ -74,16 +140,13 @@ pub async fn serve(
     served
 }
 
-/// Logging to stderr with `filter` (`Config::log_filter`, checked when the configuration
-/// was read), and panics logged through it without their message (`log_panic`).
-pub fn init_telemetry(filter: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Logging to stderr with `Config::log_filter` in `Config::log_format`, traces when
+/// `Config::otlp_endpoint` is set (`telemetry`), and panics logged without their message
+/// (`log_panic`). Shut the answer down at exit: it flushes the traces.
+pub fn init_telemetry(config: &Config) -> Result<telemetry::Telemetry, String> {
+    let telemetry = telemetry::init(config)?;
     std::panic::set_hook(Box::new(log_panic));
+    Ok(telemetry)
 }
 
 /// The panic hook: where it happened (and the backtrace when RUST_BACKTRACE asks for
@@ -120,6 +183,32 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_database_is_described_without_its_password() {
+        let pg = "postgres://app:s3cret@db.internal:5432/coalition?password=other&sslmode=require";
+        assert_eq!(
+            super::describe_database(pg),
+            "PostgreSQL app@db.internal:5432/coalition"
+        );
+        assert_eq!(
+            super::describe_database("postgresql://db/coalition"),
+            "PostgreSQL db/coalition"
+        );
+        assert_eq!(
+            super::describe_database("sqlite:///var/lib/c.db?mode=rwc"),
+            "SQLite file /var/lib/c.db"
+        );
+        let here = std::env::current_dir().unwrap().join("coalition.db");
+        assert_eq!(
+            super::describe_database("sqlite://coalition.db?mode=rwc"),
+            format!("SQLite file {}", here.display())
+        );
+        assert_eq!(
+            super::describe_database("sqlite::memory:"),
+            "SQLite in memory"
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API on COALITION_ADDR (migrating the database first).
+    /// Serve the API on COALITION_ADDR. Migrates the database first when
+    /// COALITION_MIGRATE_ON_START is true (the default for SQLite only); otherwise refuses
+    /// to start on a schema older than this binary.
     Serve,
     /// Apply the database migrations to DATABASE_URL.
     Migrate,
@@ -46,6 +48,16 @@ enum Command {
         #[arg(long, value_parser = rfc3339)]
         now: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Settle the half-open period [--from, --to) of a programme; prints the settlement
+    /// as JSON (the same period again prints the first settlement).
+    Settle {
+        #[arg(long)]
+        programme_id: uuid::Uuid,
+        #[arg(long, value_parser = rfc3339)]
+        from: chrono::DateTime<chrono::Utc>,
+        #[arg(long, value_parser = rfc3339)]
+        to: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// Every job of `coalition_app::jobs::JOBS`, with its description for `--help`.
@@ -62,13 +74,20 @@ fn rfc3339(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
         .map_err(|e| format!("not an RFC 3339 time (e.g. 2027-01-31T00:00:00Z): {e}"))
 }
 
+fn iso_4217(text: &str) -> Result<String, String> {
+    coalition_domain::Currency::parse_iso_4217(text)
+        .map(|c| c.code().to_owned())
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Subcommand)]
 enum ProgrammeCommand {
     /// Create a programme and print its first operator client as JSON (secret shown once).
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long)]
+        /// An active ISO 4217 code, e.g. EUR.
+        #[arg(long, value_parser = iso_4217)]
         currency: String,
         /// Money value of one point, e.g. 0.01.
         #[arg(long)]
@@ -102,10 +121,17 @@ async fn run(command: Command) -> Result<(), String> {
     // The log filter is a setting like the others (environment or COALITION_CONFIG_FILE,
     // a bad one stops start-up), so logging starts once the configuration is read.
     let config = Config::from_env().map_err(|e| e.to_string())?;
-    coalition_server::init_telemetry(&config.log_filter);
+    let telemetry = coalition_server::init_telemetry(&config)?;
+    announce_database(&config);
+    let outcome = run_configured(command, &config).await;
+    telemetry.shutdown();
+    outcome
+}
+
+async fn run_configured(command: Command, config: &Config) -> Result<(), String> {
     match command {
         Command::Serve => {
-            let app = coalition_server::build_app(&config).await?;
+            let app = coalition_server::build_app(config).await?;
             let listener = tokio::net::TcpListener::bind(config.addr)
                 .await
                 .map_err(|e| format!("COALITION_ADDR {}: {e}", config.addr))?;
@@ -115,6 +141,7 @@ async fn run(command: Command) -> Result<(), String> {
                 .map_err(|e| e.to_string())
         }
         Command::Migrate => {
+            // Two connections: one holds the advisory lock while the other migrates.
             let db = coalition_store::connect(&config.database_url, 2)
                 .await
                 .map_err(|e| format!("DATABASE_URL: {e}"))?;
@@ -133,7 +160,7 @@ async fn run(command: Command) -> Result<(), String> {
                     point_expiry_days,
                 },
         } => {
-            let app = coalition_server::build_app(&config).await?;
+            let app = coalition_server::build_app(config).await?;
             let input = coalition_app::programmes::NewProgramme {
                 name,
                 currency,
@@ -159,7 +186,7 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         Command::Jobs { job, now } => {
-            let app = coalition_server::build_app(&config).await?;
+            let app = coalition_server::build_app(config).await?;
             let now = now.unwrap_or_else(chrono::Utc::now);
             let report = coalition_app::jobs::run(&app, &job, now)
                 .await
@@ -167,7 +194,91 @@ async fn run(command: Command) -> Result<(), String> {
             println!("{report}");
             Ok(())
         }
+        Command::Settle {
+            programme_id,
+            from,
+            to,
+        } => {
+            let app = coalition_server::build_app(&config).await?;
+            let progress = Progress::new();
+            let settled =
+                coalition_app::settlements::settle(&app, programme_id, from, to, |step| {
+                    progress.step(step)
+                })
+                .await
+                .map_err(|e| match e {
+                    coalition_app::AppError::Validation(fields) => fields
+                        .iter()
+                        .map(|f| format!("{}: {}", f.field, f.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    other => other.to_string(),
+                })?;
+            let out =
+                serde_json::to_string_pretty(&settled.settlement).map_err(|e| e.to_string())?;
+            println!("{out}");
+            Ok(())
+        }
         Command::Openapi => unreachable!("handled above"),
+    }
+}
+
+/// Says on stderr which database this command opens: run from another directory, the
+/// default relative SQLite path is a different, new file, and nothing else would say so.
+/// With JSON logs it is a log event like any other, so every stderr line stays JSON.
+fn announce_database(config: &Config) {
+    let database_url = &config.database_url;
+    let fresh = coalition_server::sqlite_file(database_url).is_some_and(|path| !path.exists());
+    let database = coalition_server::describe_database(database_url);
+    if config.log_format == coalition_server::config::LogFormat::Json {
+        if fresh {
+            tracing::warn!(%database, new_file = true, "database (a new file: it did not exist)");
+        } else {
+            tracing::info!(%database, "database");
+        }
+        return;
+    }
+    let note = if fresh {
+        " (a new file: it did not exist; a server on another database will not know what is written here)"
+    } else {
+        ""
+    };
+    eprintln!("coalition: database {database}{note}");
+}
+
+/// Steps of a settlement run on stderr, only when a person watches a terminal. Four
+/// steps of a command that takes about a second: a line per step says enough, without
+/// a progress-bar crate.
+struct Progress {
+    shown: bool,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            shown: std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn step(&self, step: coalition_app::settlements::Step) {
+        use coalition_app::settlements::Step;
+        if !self.shown {
+            return;
+        }
+        let (n, what) = match step {
+            Step::Locked => (1, "period checked"),
+            Step::Aggregated => (2, "postings summed"),
+            Step::History => (3, "liability opened"),
+            Step::Stored => (4, "settlement stored"),
+        };
+        let bar = format!("{}{}", "#".repeat(n * 5), "-".repeat((4 - n) * 5));
+        eprintln!(
+            "[{bar}] {n}/4 {what} ({:.2} s)",
+            self.started.elapsed().as_secs_f64()
+        );
     }
 }
 

@@ -15,6 +15,9 @@ pub mod programme {
         pub created_at: DateTimeUtc,
         /// Bumped with every change to partner terms, rules or tiers (see `app::terms`).
         pub terms_version: i64,
+        /// Bumped with every change to a client's status or generation (see
+        /// `app::credentials`).
+        pub credentials_version: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -80,6 +83,13 @@ pub mod api_client {
         pub partner_id: Option<Uuid>,
         pub scope: String,
         pub created_at: DateTimeUtc,
+        /// `active` or `disabled`.
+        pub status: String,
+        /// A token carries the generation it was issued under; another one is refused.
+        pub generation: i64,
+        /// The secret a rotation replaced, accepted until `previous_secret_expires_at`.
+        pub previous_secret_hash: Option<String>,
+        pub previous_secret_expires_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -530,6 +540,104 @@ pub mod tier_spend_day {
         pub programme_id: Uuid,
         /// Spend that day in minor units, net of refunds of that day's purchases.
         pub amount: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod campaign {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "campaigns")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub name: String,
+        /// Segment, reward, funder and reminder as JSON (`app::campaigns::Definition`).
+        #[sea_orm(column_type = "Text")]
+        pub definition: String,
+        pub starts_at: DateTimeUtc,
+        pub ends_at: DateTimeUtc,
+        /// The control group's share: 100 % = 10 000.
+        pub holdout_basis_points: i32,
+        pub budget_points: i64,
+        /// Points awarded so far; never above `budget_points`.
+        pub budget_used: i64,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod campaign_member {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "campaign_members")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub campaign_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub member_id: Uuid,
+        pub programme_id: Uuid,
+        /// `treatment` or `control`.
+        pub group: String,
+        pub assigned_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod partner_price {
+    use sea_orm::entity::prelude::*;
+
+    /// A partner's prices from `valid_from` until the next row's `valid_from`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "partner_prices")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub partner_id: Uuid,
+        pub valid_from: DateTimeUtc,
+        pub issue_price_per_point: String,
+        pub redemption_value_per_point: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod settlement {
+    use sea_orm::entity::prelude::*;
+
+    /// A settlement run, its statement stored whole as JSON (`app::settlements`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "settlements")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub period_start: DateTimeUtc,
+        pub period_end: DateTimeUtc,
+        pub currency: String,
+        #[sea_orm(column_type = "Text")]
+        pub document: String,
+        pub created_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -70,6 +70,38 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     migrated
 }
 
+/// The migrations this binary knows and the database has not had, by name. Reads the
+/// migration table only: sea-orm's own check creates that table first, which a role
+/// without DDL rights (what the app runs as in a deployment) may not do.
+pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    let applied: Vec<String> = match db
+        .query_all(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT version FROM seaql_migrations",
+        ))
+        .await
+    {
+        Ok(rows) => rows
+            .iter()
+            .map(|row| row.try_get::<String>("", "version"))
+            .collect::<Result<_, _>>()?,
+        Err(e) if is_missing_table(&e) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(migration::Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .filter(|name| !applied.contains(name))
+        .collect())
+}
+
+/// A never-migrated database: PostgreSQL says 'relation "…" does not exist', SQLite
+/// 'no such table'. Neither has a portable error code in sea-orm.
+fn is_missing_table(err: &DbErr) -> bool {
+    let text = err.to_string();
+    text.contains("does not exist") || text.contains("no such table")
+}
+
 /// The advisory lock key of migrating (any constant; this one spells "coalMIGR").
 const MIGRATION_LOCK: i64 = 0x636f_616c_4d49_4752;
 

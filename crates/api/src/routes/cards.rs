@@ -16,6 +16,16 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+/// A card number from a path. Digits that cannot be a card number (a typo the check
+/// digit catches, a digit too many) are a validation error naming `number`; anything
+/// else in the path names no card at all (404, as any unknown path segment).
+fn card_path(number: String) -> ApiResult<String> {
+    if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
+        cards::valid_number("number", &number)?;
+    }
+    Ok(number)
+}
+
 fn card_response(c: &cards::CardRow) -> CardResponse {
     CardResponse {
         id: c.id,
@@ -44,12 +54,13 @@ pub async fn issue_card(
 
 /// One card by its number (admin, partner).
 #[utoipa::path(get, path = "/v1/cards/{number}", tag = "cards", security(("bearer" = [])), params(("number" = String, Path)),
-    responses((status = 200, body = CardResponse), (status = 404, body = Problem)))]
+    responses((status = 200, body = CardResponse), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn get_card(
     State(app): State<App>,
     Auth(caller): Auth,
     PathText(number): PathText,
 ) -> ApiResult<Json<CardResponse>> {
+    let number = card_path(number)?;
     Ok(Json(card_response(
         &cards::get(&app, &caller, &number).await?,
     )))
@@ -58,13 +69,14 @@ pub async fn get_card(
 /// The till's balance inquiry (any partner of the programme, admin): the points behind a
 /// card and their value. The card is the credential: nothing says whose card it is.
 #[utoipa::path(get, path = "/v1/cards/{number}/balance", tag = "cards", security(("bearer" = [])), params(("number" = String, Path)),
-    responses((status = 200, body = CardBalanceResponse), (status = 404, body = Problem),
+    responses((status = 200, body = CardBalanceResponse), (status = 404, body = Problem), (status = 422, body = Problem),
         (status = 409, body = Problem, description = "card_blocked, card_replaced")))]
 pub async fn card_balance(
     State(app): State<App>,
     Auth(caller): Auth,
     PathText(number): PathText,
 ) -> ApiResult<Json<CardBalanceResponse>> {
+    let number = card_path(number)?;
     let view = balances::card_balance(&app, &caller, &number).await?;
     Ok(Json(CardBalanceResponse {
         points: view.points,
@@ -87,6 +99,7 @@ pub async fn register_card(
     headers: HeaderMap,
     body: JsonBody<RegisterCardRequest>,
 ) -> ApiResult<Response> {
+    let number = card_path(number)?;
     let key = idempotency_key(
         &caller,
         &headers,
@@ -107,14 +120,31 @@ pub async fn register_card(
 
 /// Block a card: it can no longer earn or spend.
 #[utoipa::path(post, path = "/v1/cards/{number}/block", tag = "cards", security(("bearer" = [])), params(("number" = String, Path)),
-    responses((status = 200, body = CardResponse), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, body = CardResponse), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn block_card(
     State(app): State<App>,
     Auth(caller): Auth,
     PathText(number): PathText,
 ) -> ApiResult<Json<CardResponse>> {
+    let number = card_path(number)?;
     Ok(Json(card_response(
         &cards::block(&app, &caller, &number).await?,
+    )))
+}
+
+/// Unblock a blocked card (admin): it can earn and spend again. A replaced or retired
+/// card cannot be unblocked.
+#[utoipa::path(post, path = "/v1/cards/{number}/unblock", tag = "cards", security(("bearer" = [])), params(("number" = String, Path)),
+    responses((status = 200, body = CardResponse), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "card_replaced, card_retired"), (status = 422, body = Problem)))]
+pub async fn unblock_card(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    PathText(number): PathText,
+) -> ApiResult<Json<CardResponse>> {
+    let number = card_path(number)?;
+    Ok(Json(card_response(
+        &cards::unblock(&app, &caller, &number).await?,
     )))
 }
 
@@ -122,13 +152,14 @@ pub async fn block_card(
 /// (Idempotency-Key required).
 #[utoipa::path(post, path = "/v1/cards/{number}/replace", tag = "cards", security(("bearer" = [])),
     params(("number" = String, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 201, body = CardResponse), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 201, body = CardResponse), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn replace_card(
     State(app): State<App>,
     Auth(caller): Auth,
     PathText(number): PathText,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let number = card_path(number)?;
     let key = idempotency_key(&caller, &headers, &format!("replace {number}"), "")?;
     let answer = cards::replace(&app, &caller, &number, &key, |new| {
         stored(
@@ -160,7 +191,8 @@ pub struct CardResponse {
     pub number: String,
     /// `registered` or `bearer`.
     pub kind: String,
-    /// `active`, `blocked` or `replaced`. A replaced card never names its replacement.
+    /// `active`, `blocked`, `replaced` or `retired` (its member was erased). A replaced
+    /// card never names its replacement.
     pub status: String,
     /// The card's member, when the caller may see that member.
     pub member_id: Option<Uuid>,
@@ -199,5 +231,6 @@ pub fn router() -> OpenApiRouter<App> {
         .routes(routes!(card_balance))
         .routes(routes!(register_card))
         .routes(routes!(block_card))
+        .routes(routes!(unblock_card))
         .routes(routes!(replace_card))
 }

@@ -73,7 +73,67 @@ pub async fn get_member(
     )))
 }
 
-/// Erase a member's personal data (admin, GDPR). The ledger keeps its numbers.
+/// Change a member's profile and consents (admin; the partner that enrolled her).
+/// Absent fields stay as they are; an empty `phone` removes it.
+#[utoipa::path(patch, path = "/v1/members/{id}", tag = "members", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body = MemberChangeRequest,
+    responses((status = 200, body = MemberResponse), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "email_taken, member_erased"), (status = 422, body = Problem)))]
+pub async fn update_member(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    PathText(id): PathText,
+    body: JsonBody<MemberChangeRequest>,
+) -> ApiResult<Json<MemberResponse>> {
+    let id = path_id(&id, "member")?;
+    let b = body.value;
+    let change = members::MemberChange {
+        name: b.name,
+        email: b.email,
+        phone: b.phone,
+        consent_marketing: b.consent_marketing,
+        consent_data_sharing: b.consent_data_sharing,
+    };
+    Ok(Json(member_response(
+        members::update(&app, &caller, id, change).await?,
+    )))
+}
+
+/// A member's cards, oldest first (admin; a partner that may see the member). A
+/// partner that neither issued a card nor enrolled the member sees only its last four
+/// digits (`number_masked`).
+#[utoipa::path(get, path = "/v1/members/{id}/cards", tag = "members", security(("bearer" = [])), params(("id" = String, Path), ListParams),
+    responses((status = 200, body = MemberCardList), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn member_cards(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    PathText(id): PathText,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<MemberCardList>> {
+    let id = path_id(&id, "member")?;
+    let page = members::cards(&app, &caller, id, list_params(query.as_deref())?).await?;
+    let data = page
+        .data
+        .into_iter()
+        .map(|c| MemberCardResponse {
+            id: c.row.id,
+            number: c.row.number,
+            number_masked: c.masked,
+            kind: c.row.kind,
+            status: c.row.status,
+            created_at: c.row.created_at,
+        })
+        .collect();
+    Ok(Json(MemberCardList {
+        data,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Erase a member (admin, GDPR): her personal data goes, her cards are retired
+/// (`card_retired` from then on), holds on her points are voided and her remaining
+/// points are forfeited to the operator's breakage in one `erasure` journal entry.
+/// Her id still answers, with `erased: true` and no personal data.
 #[utoipa::path(delete, path = "/v1/members/{id}", tag = "members", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204, description = "erased"), (status = 404, body = Problem)))]
 pub async fn erase_member(
@@ -166,6 +226,41 @@ pub struct NewMemberRequest {
     pub consent_data_sharing: bool,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MemberChangeRequest {
+    #[schema(schema_with = crate::fields::optional_name)]
+    pub name: Option<String>,
+    #[schema(schema_with = crate::fields::optional_email)]
+    pub email: Option<String>,
+    /// A phone number; an empty string removes it.
+    #[schema(schema_with = crate::fields::optional_phone)]
+    pub phone: Option<String>,
+    pub consent_marketing: Option<bool>,
+    pub consent_data_sharing: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberCardResponse {
+    pub id: Uuid,
+    /// The number, or `…` and its last four digits when `number_masked`.
+    pub number: String,
+    pub number_masked: bool,
+    /// `registered` or `bearer`.
+    pub kind: String,
+    /// `active`, `blocked`, `replaced` or `retired`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberCardList {
+    pub data: Vec<MemberCardResponse>,
+    pub next_cursor: Option<String>,
+}
+
+/// Contact data is absent (`null`) when the member was erased, or when a partner other
+/// than the one that enrolled her asks and she did not consent to data sharing.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MemberResponse {
     pub id: Uuid,
@@ -228,7 +323,8 @@ pub struct TransactionList {
 pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(enrol_member))
-        .routes(routes!(get_member, erase_member))
+        .routes(routes!(get_member, update_member, erase_member))
+        .routes(routes!(member_cards))
         .routes(routes!(member_balance))
         .routes(routes!(member_transactions))
 }

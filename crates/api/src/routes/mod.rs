@@ -3,6 +3,7 @@
 //! This module holds what the resources share: money and breakdown bodies, and the
 //! helpers that shape answers (created, stored for idempotent replay, replayed).
 
+pub mod campaigns;
 pub mod cards;
 pub mod clients;
 pub mod members;
@@ -12,6 +13,7 @@ pub mod purchases;
 pub mod redemptions;
 pub mod rules;
 pub mod service;
+pub mod settlements;
 pub mod tiers;
 
 use crate::problem::ApiError;
@@ -64,6 +66,9 @@ pub struct BreakdownLineDto {
     /// Who pays for these points (absent on lines recorded before rules existed: the
     /// selling partner).
     pub funder: Option<rules::FunderDto>,
+    /// The campaign that gave these points (lines of kind `campaign`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<uuid::Uuid>,
 }
 
 pub(crate) fn created<T: Serialize>(location: String, body: T) -> Response {
@@ -129,6 +134,7 @@ pub(crate) fn breakdown(
             description: l.description.clone(),
             points: l.points,
             funder: l.funder.as_ref().map(rules::funder_dto),
+            campaign_id: l.campaign_id,
         })
         .collect()
 }

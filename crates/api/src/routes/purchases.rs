@@ -1,15 +1,17 @@
 //! Purchases at the till: quote, record, look up, refund.
 
 use super::*;
-use crate::extract::{idempotency_key, path_id, Auth, JsonBody, PathText};
-use crate::problem::Problem;
-use axum::extract::State;
+use crate::extract::{
+    form_urldecode, idempotency_key, list_params, path_id, Auth, JsonBody, ListParams, PathText,
+};
+use crate::problem::{validation, Problem};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use coalition_app::App;
 use coalition_app::{purchases, refunds};
+use coalition_app::{App, FieldError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -120,17 +122,71 @@ fn refund_response(
     }
 }
 
-/// A purchase and its refunds (the recording partner, or admin).
-#[utoipa::path(get, path = "/v1/purchases/{id}", tag = "purchases", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = PurchaseDetail), (status = 404, body = Problem)))]
-pub async fn get_purchase(
+/// Purchases with their refunds, oldest first: a partner's own, or (admin) the
+/// programme's, of one partner with `partner_id`. A till that lost an answer finds its
+/// purchase with `external_ref`.
+#[utoipa::path(get, path = "/v1/purchases", tag = "purchases", security(("bearer" = [])), params(PurchaseListParams, ListParams),
+    responses((status = 200, body = PurchaseList), (status = 422, body = Problem)))]
+pub async fn list_purchases(
     State(app): State<App>,
     Auth(caller): Auth,
-    PathText(id): PathText,
-) -> ApiResult<Json<PurchaseDetail>> {
-    let (p, refund_rows) = purchases::get(&app, &caller, path_id(&id, "purchase")?).await?;
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<PurchaseList>> {
+    let page = list_params(query.as_deref())?;
+    let filter = purchase_filter(query.as_deref())?;
+    let page = purchases::list(&app, &caller, filter, page).await?;
+    Ok(Json(PurchaseList {
+        data: page
+            .data
+            .into_iter()
+            .map(|(p, refunds)| purchase_detail(&p, &refunds))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// `external_ref` and `partner_id` from a query string (form-urldecoded, as `limit`).
+fn purchase_filter(query: Option<&str>) -> ApiResult<purchases::PurchaseFilter> {
+    let mut filter = purchases::PurchaseFilter::default();
+    let mut errors = vec![];
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (name, value) = (
+            form_urldecode(name.as_bytes()),
+            form_urldecode(value.as_bytes()),
+        );
+        match (name.as_deref(), value) {
+            (Some("external_ref"), Some(v))
+                if !v.trim().is_empty()
+                    && v.chars().count() <= 128
+                    && !v.chars().any(char::is_control) =>
+            {
+                filter.external_ref = Some(v.trim().to_owned())
+            }
+            (Some("external_ref"), _) => errors.push(FieldError::new(
+                "external_ref",
+                "must be 1 to 128 characters, not all white space, no control characters",
+            )),
+            (Some("partner_id"), v) => match v.as_deref().map(Uuid::parse_str) {
+                Some(Ok(id)) => filter.partner_id = Some(id),
+                _ => errors.push(FieldError::new("partner_id", "must be a partner id")),
+            },
+            _ => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(filter)
+    } else {
+        Err(validation(errors))
+    }
+}
+
+fn purchase_detail(
+    p: &purchases::PurchaseRow,
+    refund_rows: &[purchases::RefundRow],
+) -> PurchaseDetail {
     let c = p.currency.as_str();
-    Ok(Json(PurchaseDetail {
+    PurchaseDetail {
         id: p.id,
         partner_id: p.partner_id,
         card_number: p.card_number.clone(),
@@ -149,7 +205,39 @@ pub async fn get_purchase(
             .map(|r| refund_response(r, c, None))
             .collect(),
         created_at: p.created_at,
-    }))
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PurchaseListParams {
+    /// Only the purchase(s) recorded with this reference.
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x1F\x7F-\x9F\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+    )]
+    pub external_ref: Option<String>,
+    /// Admin: only this partner's purchases. A partner sees its own only.
+    pub partner_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PurchaseList {
+    pub data: Vec<PurchaseDetail>,
+    pub next_cursor: Option<String>,
+}
+
+/// A purchase and its refunds (the recording partner, or admin).
+#[utoipa::path(get, path = "/v1/purchases/{id}", tag = "purchases", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = PurchaseDetail), (status = 404, body = Problem)))]
+pub async fn get_purchase(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    PathText(id): PathText,
+) -> ApiResult<Json<PurchaseDetail>> {
+    let (p, refund_rows) = purchases::get(&app, &caller, path_id(&id, "purchase")?).await?;
+    Ok(Json(purchase_detail(&p, &refund_rows)))
 }
 
 /// Refund a purchase fully or in part (the recording partner; Idempotency-Key required).
@@ -315,7 +403,7 @@ pub struct RefundResponse {
 pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(quote_purchase))
-        .routes(routes!(record_purchase))
+        .routes(routes!(record_purchase, list_purchases))
         .routes(routes!(get_purchase))
         .routes(routes!(refund_purchase))
 }

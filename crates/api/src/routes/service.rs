@@ -63,11 +63,13 @@ pub async fn health_ready(State(app): State<App>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Cache counters in the Prometheus text format.
+/// This process's counters in the Prometheus text format: HTTP requests, the database
+/// pool, jobs, purchases, refunds and points, and the balance cache.
 #[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(State(app): State<App>) -> Response {
     let in_use = app.cache.healthy().await.unwrap_or(true);
-    let text = crate::metrics::render(app.cache.backend(), app.cache.stats(), in_use);
+    let mut text = crate::metrics::render_process(coalition_app::metrics::pool_usage(&app.db));
+    text += &crate::metrics::render(app.cache.backend(), app.cache.stats(), in_use);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,0 +1,291 @@
+//! Whether an access token's client may still act: checked on every request, from
+//! memory, so a disabled, deleted or cut-off client's tokens stop working within a
+//! second on every process instead of at their expiry.
+//!
+//! Each process keeps, per programme, every client's status and generation. A change
+//! to either bumps `programmes.credentials_version` in its own transaction ([`bump`]);
+//! every process polls the versions it holds every [`POLL_EVERY`] and drops a moved
+//! snapshot — the mechanism of `terms`, on its own column so a credential change does
+//! not make every process reload the purchase terms. A token names its client and the
+//! generation it was issued under; disabling, enabling or cutting a secret at once
+//! moves the generation, so the client's earlier tokens never come back.
+
+use crate::auth::IssuedUnder;
+use crate::error::{AppError, AppResult};
+use crate::{App, Caller};
+use coalition_store::entities::{api_client, programme};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+use uuid::Uuid;
+
+pub use crate::terms::POLL_EVERY;
+
+/// A client that may get and use tokens.
+pub const ACTIVE: &str = "active";
+/// A client refused at the token endpoint and on every request, until enabled again.
+pub const DISABLED: &str = "disabled";
+
+/// Seconds a token's issue time may lie ahead of this process's clock (another
+/// process's clock) and still count as "issued before this snapshot was read".
+const CLOCK_SKEW_SECONDS: i64 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClientState {
+    active: bool,
+    generation: i64,
+}
+
+/// One programme's clients as of `version`, read from the database no earlier than
+/// `read_from` (unix seconds).
+#[derive(Debug)]
+struct Snapshot {
+    version: i64,
+    read_from: i64,
+    clients: HashMap<String, ClientState>,
+}
+
+/// What a snapshot says of a token.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Admitted,
+    Revoked,
+    /// Not in the snapshot: created after it was read, or deleted.
+    Unknown,
+}
+
+impl Snapshot {
+    fn verdict(&self, client_id: &str, issued: &IssuedUnder) -> Verdict {
+        match self.clients.get(client_id) {
+            Some(state) if state.active && state.generation == issued.generation => {
+                Verdict::Admitted
+            }
+            Some(_) => Verdict::Revoked,
+            None => Verdict::Unknown,
+        }
+    }
+
+    /// Whether the client of a token issued at `issued_at` must be in this snapshot if
+    /// it still exists: the snapshot was read after the token was issued.
+    fn covers(&self, issued_at: i64) -> bool {
+        self.read_from > issued_at + CLOCK_SKEW_SECONDS
+    }
+}
+
+#[derive(Default)]
+struct Held {
+    snapshots: HashMap<Uuid, Arc<Snapshot>>,
+    /// The newest version this process knows of, per programme.
+    known: HashMap<Uuid, i64>,
+}
+
+/// The client states this process holds.
+#[derive(Default)]
+pub struct CredentialsCache(RwLock<Held>);
+
+impl CredentialsCache {
+    fn cached(&self, programme_id: Uuid) -> Option<Arc<Snapshot>> {
+        let held = self.0.read().unwrap_or_else(|e| e.into_inner());
+        held.snapshots.get(&programme_id).cloned()
+    }
+
+    fn keep(&self, programme_id: Uuid, snapshot: Arc<Snapshot>) {
+        let mut held = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let newest = held.known.get(&programme_id).copied().unwrap_or(i64::MIN);
+        if snapshot.version >= newest {
+            held.known.insert(programme_id, snapshot.version);
+            held.snapshots.insert(programme_id, snapshot);
+        }
+    }
+
+    /// A credential change committed as `version`: forget the older snapshot.
+    pub fn changed(&self, programme_id: Uuid, version: i64) {
+        let mut held = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let newest = held.known.entry(programme_id).or_insert(version);
+        *newest = (*newest).max(version);
+        let newest = *newest;
+        if held
+            .snapshots
+            .get(&programme_id)
+            .is_some_and(|s| s.version < newest)
+        {
+            held.snapshots.remove(&programme_id);
+        }
+    }
+
+    fn held_programmes(&self) -> Vec<Uuid> {
+        let held = self.0.read().unwrap_or_else(|e| e.into_inner());
+        held.snapshots.keys().copied().collect()
+    }
+}
+
+/// The caller of a bearer token, if the token is valid and its client may still act.
+pub async fn authenticate(app: &App, token: &str) -> AppResult<Caller> {
+    let (caller, issued) = app.tokens.verify_issued(token)?;
+    let snapshot = match app.credentials.cached(caller.programme_id) {
+        Some(snapshot) => snapshot,
+        None => reload(app, caller.programme_id).await?,
+    };
+    let verdict = match snapshot.verdict(&caller.client_id, &issued) {
+        Verdict::Unknown if !snapshot.covers(issued.issued_at) => reload(app, caller.programme_id)
+            .await?
+            .verdict(&caller.client_id, &issued),
+        verdict => verdict,
+    };
+    match verdict {
+        Verdict::Admitted => Ok(caller),
+        Verdict::Revoked | Verdict::Unknown => Err(AppError::TokenRevoked),
+    }
+}
+
+async fn reload(app: &App, programme_id: Uuid) -> AppResult<Arc<Snapshot>> {
+    let snapshot = Arc::new(load(&app.db, programme_id).await?);
+    app.credentials.keep(programme_id, snapshot.clone());
+    Ok(snapshot)
+}
+
+/// Reads the version before the clients (see `terms::load`).
+async fn load(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Snapshot> {
+    let read_from = chrono::Utc::now().timestamp();
+    let version: i64 = programme::Entity::find_by_id(programme_id)
+        .select_only()
+        .column(programme::Column::CredentialsVersion)
+        .into_tuple()
+        .one(db)
+        .await?
+        .ok_or(AppError::TokenRevoked)?;
+    let rows: Vec<(String, String, i64)> = api_client::Entity::find()
+        .select_only()
+        .column(api_client::Column::ClientId)
+        .column(api_client::Column::Status)
+        .column(api_client::Column::Generation)
+        .filter(api_client::Column::ProgrammeId.eq(programme_id))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let clients = rows
+        .into_iter()
+        .map(|(client_id, status, generation)| {
+            let active = status == ACTIVE;
+            (client_id, ClientState { active, generation })
+        })
+        .collect();
+    Ok(Snapshot {
+        version,
+        read_from,
+        clients,
+    })
+}
+
+/// Records a credential change; call it in the change's transaction, and after the
+/// commit hand the returned version to [`CredentialsCache::changed`].
+pub async fn bump(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<i64> {
+    programme::Entity::update_many()
+        .col_expr(
+            programme::Column::CredentialsVersion,
+            Expr::col(programme::Column::CredentialsVersion).add(1),
+        )
+        .filter(programme::Column::Id.eq(programme_id))
+        .exec(db)
+        .await?;
+    programme::Entity::find_by_id(programme_id)
+        .select_only()
+        .column(programme::Column::CredentialsVersion)
+        .into_tuple()
+        .one(db)
+        .await?
+        .ok_or(AppError::NotFound("programme"))
+}
+
+/// Polls the versions of the programmes this process holds and drops moved ones, every
+/// [`POLL_EVERY`], for as long as the cache lives.
+pub fn spawn_watcher(db: DatabaseConnection, cache: &Arc<CredentialsCache>) {
+    let cache: Weak<CredentialsCache> = Arc::downgrade(cache);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(POLL_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(cache) = cache.upgrade() else { return };
+            if let Err(e) = poll(&db, &cache).await {
+                tracing::warn!(error = %e, "checking credentials versions failed; retrying");
+            }
+        }
+    });
+}
+
+async fn poll(db: &DatabaseConnection, cache: &CredentialsCache) -> AppResult<()> {
+    let held = cache.held_programmes();
+    if held.is_empty() {
+        return Ok(());
+    }
+    let versions: Vec<(Uuid, i64)> = programme::Entity::find()
+        .select_only()
+        .column(programme::Column::Id)
+        .column(programme::Column::CredentialsVersion)
+        .filter(programme::Column::Id.is_in(held))
+        .into_tuple()
+        .all(db)
+        .await?;
+    for (programme_id, version) in versions {
+        cache.changed(programme_id, version);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(version: i64, read_from: i64, active: bool, generation: i64) -> Snapshot {
+        let state = ClientState { active, generation };
+        Snapshot {
+            version,
+            read_from,
+            clients: HashMap::from([("cl_a".to_owned(), state)]),
+        }
+    }
+
+    fn issued(generation: i64, issued_at: i64) -> IssuedUnder {
+        IssuedUnder {
+            generation,
+            issued_at,
+        }
+    }
+
+    #[test]
+    fn only_an_active_client_of_the_tokens_generation_is_admitted() {
+        let active = snapshot(1, 100, true, 2);
+        assert_eq!(active.verdict("cl_a", &issued(2, 50)), Verdict::Admitted);
+        assert_eq!(active.verdict("cl_a", &issued(1, 50)), Verdict::Revoked);
+        assert_eq!(active.verdict("cl_b", &issued(2, 50)), Verdict::Unknown);
+        let disabled = snapshot(1, 100, false, 2);
+        assert_eq!(disabled.verdict("cl_a", &issued(2, 50)), Verdict::Revoked);
+    }
+
+    #[test]
+    fn a_snapshot_read_before_a_token_was_issued_does_not_cover_it() {
+        let s = snapshot(1, 100, true, 0);
+        assert!(s.covers(100 - CLOCK_SKEW_SECONDS - 1));
+        assert!(!s.covers(100));
+        assert!(!s.covers(100 - CLOCK_SKEW_SECONDS));
+    }
+
+    #[test]
+    fn a_change_drops_the_snapshot_and_refuses_older_ones() {
+        let cache = CredentialsCache::default();
+        let programme = Uuid::new_v4();
+        cache.keep(programme, Arc::new(snapshot(3, 0, true, 0)));
+        cache.changed(programme, 3);
+        assert!(cache.cached(programme).is_some());
+        cache.changed(programme, 4);
+        assert!(cache.cached(programme).is_none());
+        cache.keep(programme, Arc::new(snapshot(3, 0, true, 0)));
+        assert!(cache.cached(programme).is_none());
+        cache.keep(programme, Arc::new(snapshot(4, 0, true, 0)));
+        assert_eq!(cache.cached(programme).unwrap().version, 4);
+    }
+}
