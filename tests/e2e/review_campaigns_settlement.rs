@@ -5,6 +5,7 @@
 //! price; a leap second made a period of no length and then a 500; partners saw the
 //! whole programme's posting count.
 
+use crate::settlement::{dec, line, settle};
 use crate::support::*;
 use chrono::{Duration, Utc};
 use coalition_store::entities::posting;
@@ -12,33 +13,6 @@ use reqwest::Method;
 use rust_decimal::Decimal;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{json, Value};
-
-fn dec(v: &Value) -> Decimal {
-    v.as_str().unwrap().parse().unwrap()
-}
-
-async fn settle(
-    t: &Client,
-    token: &str,
-    start: chrono::DateTime<Utc>,
-    end: chrono::DateTime<Utc>,
-) -> Resp {
-    t.post(
-        "/v1/settlements",
-        token,
-        json!({"period_start": start.to_rfc3339(), "period_end": end.to_rfc3339()}),
-    )
-    .await
-}
-
-fn line<'a>(s: &'a Value, partner: &Partner) -> &'a Value {
-    s["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["partner_id"] == json!(partner.id))
-        .unwrap_or_else(|| panic!("no line for {} in {s}", partner.id))
-}
 
 #[tokio::test]
 async fn treated_members_buying_and_capturing_at_once_never_deadlock() {

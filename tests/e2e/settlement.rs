@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-fn dec(v: &Value) -> Decimal {
+pub(crate) fn dec(v: &Value) -> Decimal {
     v.as_str()
         .unwrap_or_else(|| panic!("decimal string expected: {v}"))
         .parse()
@@ -24,7 +24,7 @@ fn eur(amount: &str) -> Value {
     json!({"amount": amount, "currency": "EUR"})
 }
 
-async fn settle(t: &TestApp, token: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Resp {
+pub(crate) async fn settle(t: &Client, token: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Resp {
     t.post(
         "/v1/settlements",
         token,
@@ -74,7 +74,7 @@ async fn campaign(t: &TestApp, prog: &Programme, funder: &Partner, at: &Partner,
     .expect(201);
 }
 
-fn line<'a>(s: &'a Value, partner: &Partner) -> &'a Value {
+pub(crate) fn line<'a>(s: &'a Value, partner: &Partner) -> &'a Value {
     s["lines"]
         .as_array()
         .unwrap()
