@@ -23,7 +23,11 @@ pub async fn run(
 ) -> Result<bool, Error> {
     let name = format!("{database_name}_settle");
     let url = setup::clean_database(admin_url, &name).await?;
-    let env = [("DATABASE_URL", url.clone())];
+    // A fresh database: the commands migrate it (PostgreSQL's default is not to).
+    let env = [
+        ("DATABASE_URL", url.clone()),
+        ("COALITION_MIGRATE_ON_START", "true".to_owned()),
+    ];
     let out = Command::new(binary)
         .args(["programme", "create", "--name", "Settlement bench"])
         .args(["--currency", "EUR", "--point-value", "0.01"])
