@@ -29,43 +29,52 @@ pub struct BgNbdFit {
 impl BgNbd {
     /// Total log-likelihood of the grouped data (each group weighted by its count).
     pub fn log_likelihood(&self, groups: &[RfGroup]) -> f64 {
-        // The Γ-terms depend on x alone; groups come sorted by x, so each is computed
-        // once per distinct x rather than once per group.
-        let mut cache: Option<(u32, f64)> = None;
+        // What depends on x alone is computed once per distinct x (groups come sorted
+        // by x): this likelihood is evaluated ~1000 times per fit.
+        let ln_alpha = self.alpha.ln();
+        let mut cache: Option<(u32, PerFrequency)> = None;
         let mut total = 0.0;
         for g in groups {
-            let gamma_terms = match cache {
+            let per_x = match cache {
                 Some((x, terms)) if x == g.frequency => terms,
                 _ => {
-                    let terms = self.gamma_terms(g.frequency);
+                    let terms = self.per_frequency(g.frequency);
                     cache = Some((g.frequency, terms));
                     terms
                 }
             };
-            total += g.count as f64
-                * self.individual_log_likelihood(gamma_terms, g.frequency, g.recency(), g.age());
+            let ll = self.individual_log_likelihood(&per_x, ln_alpha, g.recency, g.age);
+            total += g.count as f64 * ll;
         }
         total
     }
 
-    /// ln Γ(r+x) − ln Γ(r) + ln Γ(a+b) + ln Γ(b+x) − ln Γ(b) − ln Γ(a+b+x).
-    fn gamma_terms(&self, x: u32) -> f64 {
-        let (r, a, b, x) = (self.r, self.a, self.b, f64::from(x));
-        ln_gamma(r + x) - ln_gamma(r) + ln_gamma(a + b) + ln_gamma(b + x)
+    fn per_frequency(&self, x: u32) -> PerFrequency {
+        let (r, a, b, xf) = (self.r, self.a, self.b, f64::from(x));
+        let gamma_terms = ln_gamma(r + xf) - ln_gamma(r) + ln_gamma(a + b) + ln_gamma(b + xf)
             - ln_gamma(b)
-            - ln_gamma(a + b + x)
+            - ln_gamma(a + b + xf);
+        let ln_dropout_odds = if x == 0 {
+            f64::NEG_INFINITY
+        } else {
+            a.ln() - (b + xf - 1.0).ln()
+        };
+        PerFrequency {
+            r_plus_x: r + xf,
+            gamma_terms,
+            ln_dropout_odds,
+        }
     }
 
     /// FHL (2005) eq. 6, in logs:
     /// L = Γ-terms · α^r · [ (α+T)^−(r+x) + 1{x>0} · a/(b+x−1) · (α+t_x)^−(r+x) ].
-    fn individual_log_likelihood(&self, gamma_terms: f64, x: u32, t_x: f64, t: f64) -> f64 {
-        let (r, alpha, a, b, xf) = (self.r, self.alpha, self.a, self.b, f64::from(x));
-        let still_alive = -(r + xf) * (alpha + t).ln();
-        let base = gamma_terms + r * alpha.ln();
-        if x == 0 {
-            return base + still_alive;
+    fn individual_log_likelihood(&self, k: &PerFrequency, ln_alpha: f64, t_x: f64, t: f64) -> f64 {
+        let base = k.gamma_terms + self.r * ln_alpha;
+        let still_alive = -k.r_plus_x * (self.alpha + t).ln();
+        if k.ln_dropout_odds == f64::NEG_INFINITY {
+            return base + still_alive; // x = 0: no purchase to have dropped out after
         }
-        let dropped_after_last = a.ln() - (b + xf - 1.0).ln() - (r + xf) * (alpha + t_x).ln();
+        let dropped_after_last = k.ln_dropout_odds - k.r_plus_x * (self.alpha + t_x).ln();
         base + log_add_exp(still_alive, dropped_after_last)
     }
 
@@ -117,7 +126,7 @@ impl BgNbd {
             return Err(ClvError::NoData);
         }
         let n = customers as f64;
-        let mean_age = groups.iter().map(|g| g.count as f64 * g.age()).sum::<f64>() / n;
+        let mean_age = groups.iter().map(|g| g.count as f64 * g.age).sum::<f64>() / n;
         let objective = |p: &[f64]| -Self::from_log(p).log_likelihood(groups) / n;
         let starts = [vec![0.0; 4], vec![0.0, mean_age.max(1e-3).ln(), 0.0, 0.0]];
         let min = minimize(objective, &starts, 1.0);
@@ -142,10 +151,19 @@ impl BgNbd {
     }
 }
 
-/// ln(eᵘ + eᵛ) without overflow.
+/// The likelihood's terms that depend on x alone: r + x, the Γ-terms
+/// ln Γ(r+x) − ln Γ(r) + ln Γ(a+b) + ln Γ(b+x) − ln Γ(b) − ln Γ(a+b+x), and
+/// ln(a / (b+x−1)) (−∞ for x = 0, where that branch does not exist).
+#[derive(Debug, Clone, Copy)]
+struct PerFrequency {
+    r_plus_x: f64,
+    gamma_terms: f64,
+    ln_dropout_odds: f64,
+}
+
+/// ln(eᵘ + eᵛ) without overflow, with one exp and one ln_1p.
 fn log_add_exp(u: f64, v: f64) -> f64 {
-    let m = u.max(v);
-    m + ((u - m).exp() + (v - m).exp()).ln()
+    u.max(v) + (-(u - v).abs()).exp().ln_1p()
 }
 
 #[cfg(test)]
@@ -197,37 +215,18 @@ mod tests {
 
     #[test]
     fn fit_recovers_its_own_optimum_on_a_small_sample() {
+        let g = |frequency, recency_days: i32, age_days: i32, count| RfGroup {
+            frequency,
+            recency: f64::from(recency_days) / 7.0,
+            age: f64::from(age_days) / 7.0,
+            count,
+        };
         let groups = [
-            RfGroup {
-                frequency: 0,
-                recency_days: 0,
-                age_days: 250,
-                count: 50,
-            },
-            RfGroup {
-                frequency: 1,
-                recency_days: 60,
-                age_days: 250,
-                count: 15,
-            },
-            RfGroup {
-                frequency: 2,
-                recency_days: 200,
-                age_days: 240,
-                count: 10,
-            },
-            RfGroup {
-                frequency: 5,
-                recency_days: 220,
-                age_days: 260,
-                count: 5,
-            },
-            RfGroup {
-                frequency: 3,
-                recency_days: 30,
-                age_days: 255,
-                count: 8,
-            },
+            g(0, 0, 250, 50),
+            g(1, 60, 250, 15),
+            g(2, 200, 240, 10),
+            g(5, 220, 260, 5),
+            g(3, 30, 255, 8),
         ];
         let fit = BgNbd::fit(&groups).unwrap();
         let ll = fit.params.log_likelihood(&groups);
@@ -254,9 +253,9 @@ mod tests {
             x in 0u32..200, age_days in 1i64..2000, recency_share in 0.0f64..=1.0,
         ) {
             let recency_days = if x == 0 { 0 } else { (age_days as f64 * recency_share) as i64 };
-            let g = RfGroup { frequency: x, recency_days, age_days, count: 3 };
+            let g = RfGroup { frequency: x, recency: recency_days as f64 / 7.0, age: age_days as f64 / 7.0, count: 3 };
             let params = BgNbd { r, alpha, a, b };
-            let p = params.probability_alive(x, g.recency(), g.age());
+            let p = params.probability_alive(x, g.recency, g.age);
             prop_assert!((0.0..=1.0).contains(&p), "P(alive) = {}", p);
             let ll = params.log_likelihood(&[g]);
             prop_assert!(ll.is_finite(), "LL = {}", ll);

@@ -12,9 +12,13 @@ pub struct Minimum {
 }
 
 /// A run stops when the simplex's values agree to this (relative) and its vertices to
-/// `POINT_TOLERANCE` (absolute, in log-parameters: 1e-10 relative on the parameters).
+/// `POINT_TOLERANCE` (absolute, in log-parameters: 1e-8 relative on the parameters, far
+/// below what the data can tell apart).
 const VALUE_TOLERANCE: f64 = 1e-14;
-const POINT_TOLERANCE: f64 = 1e-10;
+const POINT_TOLERANCE: f64 = 1e-8;
+/// A restart's fresh simplex: wide enough to leave a collapsed simplex's line, small
+/// enough that confirming a minimum costs few evaluations.
+const RESTART_STEP: f64 = 1e-3;
 /// Per run; a run that hits it is simply restarted from its best point.
 const MAX_EVALUATIONS_PER_RUN: usize = 20_000;
 /// Restarts stop when one improves the value by less than this (relative).
@@ -24,7 +28,7 @@ const MAX_RESTARTS: usize = 50;
 /// Minimises `f` from each of `starts`, keeping the best result.
 ///
 /// Each start runs Nelder–Mead with a wide first simplex (`step` in every coordinate),
-/// then restarts from the best vertex with a fresh, smaller simplex until a restart no
+/// then restarts from the best vertex with a fresh, small simplex until a restart no
 /// longer helps: a simplex can collapse onto a line short of the minimum, and a fresh
 /// one does not stall on the same spot. Non-finite values count as +∞, so the search
 /// simply backs away from parameters where the likelihood overflows.
@@ -53,7 +57,7 @@ fn minimize_from(
 ) -> (Vec<f64>, f64) {
     let (mut point, mut value) = nelder_mead(f, start, step, evaluations);
     for _ in 0..MAX_RESTARTS {
-        let (p, v) = nelder_mead(f, &point, step / 10.0, evaluations);
+        let (p, v) = nelder_mead(f, &point, RESTART_STEP, evaluations);
         let improvement = value - v;
         if v <= value {
             point = p;

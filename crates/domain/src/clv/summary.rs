@@ -83,27 +83,19 @@ fn summarise_days(days: &BTreeMap<NaiveDate, f64>, end: NaiveDate) -> CustomerSu
 
 /// Customers sharing one `(x, t_x, T)`: the BG/NBD likelihood depends on nothing else,
 /// so a fit costs the number of distinct triples, not the number of customers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Times are in weeks (any real value, so that published weekly data can be fitted too).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RfGroup {
     pub frequency: u32,
-    pub recency_days: i64,
-    pub age_days: i64,
+    /// `t_x` in weeks.
+    pub recency: f64,
+    /// `T` in weeks.
+    pub age: f64,
     pub count: u64,
 }
 
-impl RfGroup {
-    /// `t_x` in weeks.
-    pub fn recency(&self) -> f64 {
-        self.recency_days as f64 / DAYS_PER_WEEK
-    }
-
-    /// `T` in weeks.
-    pub fn age(&self) -> f64 {
-        self.age_days as f64 / DAYS_PER_WEEK
-    }
-}
-
-/// Groups summaries by `(x, t_x, T)`, ordered by `x` then `t_x` then `T`.
+/// Groups summaries by `(x, t_x, T)` — on the whole days, which are exact — ordered by
+/// `x` then `t_x` then `T`.
 pub fn group_by_rf<'a, I>(summaries: I) -> Vec<RfGroup>
 where
     I: IntoIterator<Item = &'a CustomerSummary>,
@@ -118,8 +110,8 @@ where
         .into_iter()
         .map(|((frequency, recency_days, age_days), count)| RfGroup {
             frequency,
-            recency_days,
-            age_days,
+            recency: recency_days as f64 / DAYS_PER_WEEK,
+            age: age_days as f64 / DAYS_PER_WEEK,
             count,
         })
         .collect()
@@ -171,28 +163,12 @@ mod tests {
         };
         let all = [s(0, 0, 10), s(1, 3, 10), s(0, 0, 10), s(1, 3, 12)];
         let groups = group_by_rf(&all);
-        assert_eq!(
-            groups,
-            vec![
-                RfGroup {
-                    frequency: 0,
-                    recency_days: 0,
-                    age_days: 10,
-                    count: 2
-                },
-                RfGroup {
-                    frequency: 1,
-                    recency_days: 3,
-                    age_days: 10,
-                    count: 1
-                },
-                RfGroup {
-                    frequency: 1,
-                    recency_days: 3,
-                    age_days: 12,
-                    count: 1
-                },
-            ]
-        );
+        let g = |frequency, recency_days: i32, age_days: i32, count| RfGroup {
+            frequency,
+            recency: f64::from(recency_days) / 7.0,
+            age: f64::from(age_days) / 7.0,
+            count,
+        };
+        assert_eq!(groups, vec![g(0, 0, 10, 2), g(1, 3, 10, 1), g(1, 3, 12, 1)]);
     }
 }
