@@ -29,12 +29,18 @@ pub struct BgNbdFit {
 impl BgNbd {
     /// Total log-likelihood of the grouped data (each group weighted by its count).
     pub fn log_likelihood(&self, groups: &[RfGroup]) -> f64 {
-        // What depends on x alone is computed once per distinct x (groups come sorted
-        // by x): this likelihood is evaluated ~1000 times per fit.
+        self.indexed_log_likelihood(&Indexed::new(groups))
+    }
+
+    fn indexed_log_likelihood(&self, data: &Indexed) -> f64 {
+        // The fit evaluates this ~1000 times, so everything that can be is computed
+        // once per distinct value: ln(α + t) per distinct time, the terms of x per
+        // distinct x (groups come sorted by x).
         let ln_alpha = self.alpha.ln();
+        let ln_alpha_plus: Vec<f64> = data.times.iter().map(|t| (self.alpha + t).ln()).collect();
         let mut cache: Option<(u32, PerFrequency)> = None;
         let mut total = 0.0;
-        for g in groups {
+        for g in &data.groups {
             let per_x = match cache {
                 Some((x, terms)) if x == g.frequency => terms,
                 _ => {
@@ -43,8 +49,13 @@ impl BgNbd {
                     terms
                 }
             };
-            let ll = self.individual_log_likelihood(&per_x, ln_alpha, g.recency, g.age);
-            total += g.count as f64 * ll;
+            let ll = self.individual_log_likelihood(
+                &per_x,
+                ln_alpha,
+                ln_alpha_plus[g.recency],
+                ln_alpha_plus[g.age],
+            );
+            total += g.count * ll;
         }
         total
     }
@@ -67,14 +78,21 @@ impl BgNbd {
     }
 
     /// FHL (2005) eq. 6, in logs:
-    /// L = Γ-terms · α^r · [ (α+T)^−(r+x) + 1{x>0} · a/(b+x−1) · (α+t_x)^−(r+x) ].
-    fn individual_log_likelihood(&self, k: &PerFrequency, ln_alpha: f64, t_x: f64, t: f64) -> f64 {
+    /// L = Γ-terms · α^r · [ (α+T)^−(r+x) + 1{x>0} · a/(b+x−1) · (α+t_x)^−(r+x) ],
+    /// given ln(α + t_x) and ln(α + T).
+    fn individual_log_likelihood(
+        &self,
+        k: &PerFrequency,
+        ln_alpha: f64,
+        ln_alpha_plus_t_x: f64,
+        ln_alpha_plus_t: f64,
+    ) -> f64 {
         let base = k.gamma_terms + self.r * ln_alpha;
-        let still_alive = -k.r_plus_x * (self.alpha + t).ln();
+        let still_alive = -k.r_plus_x * ln_alpha_plus_t;
         if k.ln_dropout_odds == f64::NEG_INFINITY {
             return base + still_alive; // x = 0: no purchase to have dropped out after
         }
-        let dropped_after_last = k.ln_dropout_odds - k.r_plus_x * (self.alpha + t_x).ln();
+        let dropped_after_last = k.ln_dropout_odds - k.r_plus_x * ln_alpha_plus_t_x;
         base + log_add_exp(still_alive, dropped_after_last)
     }
 
@@ -127,7 +145,8 @@ impl BgNbd {
         }
         let n = customers as f64;
         let mean_age = groups.iter().map(|g| g.count as f64 * g.age).sum::<f64>() / n;
-        let objective = |p: &[f64]| -Self::from_log(p).log_likelihood(groups) / n;
+        let data = Indexed::new(groups);
+        let objective = |p: &[f64]| -Self::from_log(p).indexed_log_likelihood(&data) / n;
         let starts = [vec![0.0; 4], vec![0.0, mean_age.max(1e-3).ln(), 0.0, 0.0]];
         let min = minimize(objective, &starts, 1.0);
         if !min.value.is_finite() {
@@ -159,6 +178,43 @@ struct PerFrequency {
     r_plus_x: f64,
     gamma_terms: f64,
     ln_dropout_odds: f64,
+}
+
+/// Grouped data with each distinct time stored once and referred to by index: summaries
+/// in whole days have a few hundred distinct times against thousands of groups.
+struct Indexed {
+    times: Vec<f64>,
+    groups: Vec<IndexedGroup>,
+}
+
+struct IndexedGroup {
+    frequency: u32,
+    recency: usize,
+    age: usize,
+    count: f64,
+}
+
+impl Indexed {
+    fn new(groups: &[RfGroup]) -> Self {
+        let mut times: Vec<f64> = groups.iter().flat_map(|g| [g.recency, g.age]).collect();
+        times.sort_by(f64::total_cmp);
+        times.dedup();
+        let index = |t: f64| {
+            times
+                .binary_search_by(|v| v.total_cmp(&t))
+                .expect("a listed time")
+        };
+        let groups = groups
+            .iter()
+            .map(|g| IndexedGroup {
+                frequency: g.frequency,
+                recency: index(g.recency),
+                age: index(g.age),
+                count: g.count as f64,
+            })
+            .collect();
+        Indexed { times, groups }
+    }
 }
 
 /// ln(eᵘ + eᵛ) without overflow, with one exp and one ln_1p.
