@@ -110,7 +110,7 @@ impl BgNbd {
 
     /// E[X(T, T+τ) | x, t_x, T]: expected purchases in the next `tau` (FHL 2005 eq. 10).
     ///
-    /// NaN where the formula has no value here: a = 1 (a removable singularity the
+    /// Not finite where the formula has no value here: a = 1 (a removable singularity the
     /// formula does not remove), or x = 0 with a + b ≤ 1 (₂F₁'s c = a + b − 1 would not
     /// be positive, which `ln_hyp2f1` does not cover). Fits of real data are far from
     /// both (CDNOW: a ≈ 0.72, a + b ≈ 2.9).
@@ -130,7 +130,7 @@ impl BgNbd {
     }
 
     /// E[X(t)]: expected purchases of a new customer in their first `t` (FHL 2005 eq. 9).
-    /// NaN for a = 1 or a + b ≤ 1, as above.
+    /// Not finite for a = 1 or a + b ≤ 1, as above.
     pub fn expected_purchases(&self, t: f64) -> f64 {
         let (r, alpha, a, b) = (self.r, self.alpha, self.a, self.b);
         let ln_hyp = ln_hyp2f1(r, b, a + b - 1.0, t / (alpha + t));
