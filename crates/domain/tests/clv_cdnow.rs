@@ -1,6 +1,6 @@
 //! The CLV models against `lifetimes` 0.11.3 and the published figures, on CDNOW.
 //!
-//! Reference figures were produced with lifetimes 0.11.3 (numpy 2.4, pandas 3.0,
+//! Reference figures were produced with lifetimes 0.11.3 (numpy 2.4, pandas 3.1,
 //! scipy 1.17, Python 3.11) from `CDNOW_master.txt`:
 //!
 //!     s = summary_data_from_transaction_data(df, "customer_id", "date",
