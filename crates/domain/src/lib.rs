@@ -3,6 +3,7 @@
 
 pub mod campaigns;
 pub mod card_number;
+pub mod clv;
 pub mod earning;
 pub mod ledger;
 pub mod limits;

@@ -1,0 +1,210 @@
+//! A small derivative-free minimiser: Nelder–Mead with restarts. The likelihoods are
+//! smooth in log-parameters but their gradients are tedious (digammas, ₂F₁-free but
+//! long); a few thousand evaluations over grouped data cost milliseconds, so simplicity
+//! wins over BFGS here.
+
+/// Where a minimisation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Minimum {
+    pub point: Vec<f64>,
+    pub value: f64,
+    pub evaluations: usize,
+}
+
+/// A run stops when the simplex's values agree to this (relative) and its vertices to
+/// `POINT_TOLERANCE` (absolute, in log-parameters: 1e-8 relative on the parameters, far
+/// below what the data can tell apart).
+const VALUE_TOLERANCE: f64 = 1e-14;
+const POINT_TOLERANCE: f64 = 1e-8;
+/// A restart's fresh simplex: wide enough to leave a collapsed simplex's line, small
+/// enough that confirming a minimum costs few evaluations.
+const RESTART_STEP: f64 = 1e-3;
+/// Per run; a run that hits it is simply restarted from its best point.
+const MAX_EVALUATIONS_PER_RUN: usize = 20_000;
+/// Restarts stop when one improves the value by less than this (relative).
+const RESTART_TOLERANCE: f64 = 1e-13;
+const MAX_RESTARTS: usize = 50;
+
+/// Minimises `f` from each of `starts`, keeping the best result.
+///
+/// Each start runs Nelder–Mead with a wide first simplex (`step` in every coordinate),
+/// then restarts from the best vertex with a fresh, small simplex until a restart no
+/// longer helps: a simplex can collapse onto a line short of the minimum, and a fresh
+/// one does not stall on the same spot. Non-finite values count as +∞, so the search
+/// simply backs away from parameters where the likelihood overflows.
+pub fn minimize(f: impl Fn(&[f64]) -> f64, starts: &[Vec<f64>], step: f64) -> Minimum {
+    let mut evaluations = 0;
+    let mut best: Option<(Vec<f64>, f64)> = None;
+    for start in starts {
+        let (point, value) = minimize_from(&f, start, step, &mut evaluations);
+        if best.as_ref().is_none_or(|(_, v)| value < *v) {
+            best = Some((point, value));
+        }
+    }
+    let (point, value) = best.expect("at least one start");
+    Minimum {
+        point,
+        value,
+        evaluations,
+    }
+}
+
+fn minimize_from(
+    f: &impl Fn(&[f64]) -> f64,
+    start: &[f64],
+    step: f64,
+    evaluations: &mut usize,
+) -> (Vec<f64>, f64) {
+    let (mut point, mut value) = nelder_mead(f, start, step, evaluations);
+    for _ in 0..MAX_RESTARTS {
+        let (p, v) = nelder_mead(f, &point, RESTART_STEP, evaluations);
+        let improvement = value - v;
+        if v <= value {
+            point = p;
+            value = v;
+        }
+        // NaN-safe: an improvement that is not clearly positive ends the restarts.
+        if improvement.is_nan() || improvement <= RESTART_TOLERANCE * (1.0 + value.abs()) {
+            break;
+        }
+    }
+    (point, value)
+}
+
+/// `f`, with NaN and ±∞ mapped to +∞.
+fn evaluate(f: &impl Fn(&[f64]) -> f64, x: &[f64], evaluations: &mut usize) -> f64 {
+    *evaluations += 1;
+    let v = f(x);
+    if v.is_finite() {
+        v
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// One Nelder–Mead run with the standard coefficients (reflect 1, expand 2, contract ½,
+/// shrink ½). Returns the best vertex and its value.
+fn nelder_mead(
+    f: &impl Fn(&[f64]) -> f64,
+    start: &[f64],
+    step: f64,
+    evaluations: &mut usize,
+) -> (Vec<f64>, f64) {
+    let n = start.len();
+    let mut simplex: Vec<(Vec<f64>, f64)> = Vec::with_capacity(n + 1);
+    simplex.push((start.to_vec(), evaluate(f, start, evaluations)));
+    for i in 0..n {
+        let mut p = start.to_vec();
+        p[i] += step;
+        let v = evaluate(f, &p, evaluations);
+        simplex.push((p, v));
+    }
+    let budget = *evaluations + MAX_EVALUATIONS_PER_RUN;
+    loop {
+        simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
+        if converged(&simplex) || *evaluations >= budget {
+            break;
+        }
+        let centroid = centroid(&simplex[..n]);
+        let worst = simplex[n].clone();
+        let reflected = along(&centroid, &worst.0, -1.0);
+        let fr = evaluate(f, &reflected, evaluations);
+        if fr < simplex[0].1 {
+            let expanded = along(&centroid, &worst.0, -2.0);
+            let fe = evaluate(f, &expanded, evaluations);
+            simplex[n] = if fe < fr {
+                (expanded, fe)
+            } else {
+                (reflected, fr)
+            };
+        } else if fr < simplex[n - 1].1 {
+            simplex[n] = (reflected, fr);
+        } else {
+            // Contract towards the better of the worst vertex and its reflection.
+            let (towards, f_towards) = if fr < worst.1 {
+                (&reflected, fr)
+            } else {
+                (&worst.0, worst.1)
+            };
+            let contracted = along(&centroid, towards, 0.5);
+            let fc = evaluate(f, &contracted, evaluations);
+            if fc < f_towards {
+                simplex[n] = (contracted, fc);
+            } else {
+                shrink(f, &mut simplex, evaluations);
+            }
+        }
+    }
+    simplex.swap_remove(0)
+}
+
+/// Whether the sorted simplex's values and vertices have all come together.
+fn converged(simplex: &[(Vec<f64>, f64)]) -> bool {
+    let (best, f_best) = (&simplex[0].0, simplex[0].1);
+    let f_worst = simplex[simplex.len() - 1].1;
+    let values_close = f_worst - f_best <= VALUE_TOLERANCE * (1.0 + f_best.abs());
+    let points_close = simplex[1..].iter().all(|(p, _)| {
+        p.iter()
+            .zip(best)
+            .all(|(a, b)| (a - b).abs() <= POINT_TOLERANCE)
+    });
+    values_close && points_close
+}
+
+fn centroid(vertices: &[(Vec<f64>, f64)]) -> Vec<f64> {
+    let mut c = vec![0.0; vertices[0].0.len()];
+    for (p, _) in vertices {
+        for (ci, pi) in c.iter_mut().zip(p) {
+            *ci += pi / vertices.len() as f64;
+        }
+    }
+    c
+}
+
+/// `centroid + t · (point − centroid)`.
+fn along(centroid: &[f64], point: &[f64], t: f64) -> Vec<f64> {
+    centroid
+        .iter()
+        .zip(point)
+        .map(|(c, p)| c + t * (p - c))
+        .collect()
+}
+
+/// Moves every vertex halfway towards the best one.
+fn shrink(f: &impl Fn(&[f64]) -> f64, simplex: &mut [(Vec<f64>, f64)], evaluations: &mut usize) {
+    let best = simplex[0].0.clone();
+    for vertex in simplex.iter_mut().skip(1) {
+        let p = along(&best, &vertex.0, 0.5);
+        let v = evaluate(f, &p, evaluations);
+        *vertex = (p, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_rosenbrock_minimum() {
+        let rosenbrock = |x: &[f64]| (1.0 - x[0]).powi(2) + 100.0 * (x[1] - x[0] * x[0]).powi(2);
+        let m = minimize(rosenbrock, &[vec![-1.2, 1.0]], 1.0);
+        assert!(
+            (m.point[0] - 1.0).abs() < 1e-6 && (m.point[1] - 1.0).abs() < 1e-6,
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn backs_away_from_non_finite_values() {
+        // Undefined left of 0; the minimum is at 1.
+        let f = |x: &[f64]| {
+            if x[0] <= 0.0 {
+                f64::NAN
+            } else {
+                x[0] - x[0].ln()
+            }
+        };
+        let m = minimize(f, &[vec![0.5]], 2.0);
+        assert!((m.point[0] - 1.0).abs() < 1e-6, "{m:?}");
+    }
+}
