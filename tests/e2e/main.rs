@@ -35,3 +35,4 @@ mod tenancy;
 mod tenancy_matrix;
 mod tiers;
 mod till;
+mod webhooks;

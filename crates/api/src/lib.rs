@@ -34,6 +34,7 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "tiers", description = "The tier ladder and members' tiers"),
         (name = "campaigns", description = "Targeted rewards with a budget, a funder and a holdout"),
         (name = "settlements", description = "Clearing between partners for a closed period, and the points liability"),
+        (name = "webhooks", description = "Outbound webhooks: Standard Webhooks signed event deliveries, with a delivery log"),
         (name = "service", description = "Health and documentation")
     )
 )]
@@ -80,6 +81,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::tiers::router())
         .merge(routes::campaigns::router())
         .merge(routes::settlements::router())
+        .merge(routes::webhooks::router())
         .merge(routes::service::router())
 }
 
