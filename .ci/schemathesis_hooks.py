@@ -35,6 +35,11 @@ request may still be refused for these, and only these, problem codes:
 - `validation_failed` naming only `period_start` and/or `period_end` of a settlement
   (the end must not be in the future — it depends on the clock — and must follow the
   start), and `409 settlement_overlaps` (the period overlaps one already settled).
+- `validation_failed` naming only `url` and/or `events` of a webhook subscription: a URL
+  the document's pattern admits may still name a private, loopback or link-local
+  address, or be plain http (refused unless the deployment allows it:
+  COALITION_WEBHOOKS_ALLOW_INSECURE), and a partner's endpoint may not ask for the
+  operator-only events (the caller decides, not the body).
 - `validation_failed` naming `card_number` or `number` (a card number in a body or a
   path) with the message of a card number, whose last digit is a Luhn check digit that
   a pattern cannot compute; beside such an error, the others are judged as above.
@@ -66,6 +71,7 @@ CAMPAIGN_FIELDS = {
     "reminder",
 }
 SETTLEMENT_FIELDS = {"period_start", "period_end"}
+WEBHOOK_FIELDS = {"url", "events"}
 
 
 def check_digit_refusal(error) -> bool:
@@ -102,6 +108,7 @@ def refused_for_state(response) -> bool:
         or fields <= RULE_FIELDS
         or fields <= CAMPAIGN_FIELDS
         or fields <= SETTLEMENT_FIELDS
+        or fields <= WEBHOOK_FIELDS
     )
 
 

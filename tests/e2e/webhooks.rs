@@ -527,6 +527,7 @@ async fn each_subscriber_manages_its_own_endpoints_and_hears_only_what_concerns_
         .unwrap();
     assert_eq!(settled["data"]["line"]["partner_id"], shop.id.to_string());
     assert!(settled["data"].get("lines").is_none());
+    assert!(settled["data"].get("operator_net").is_none());
     let operator_settled = operator
         .iter()
         .map(Received::json)

@@ -389,6 +389,7 @@ pub fn webhook_events() -> RefOr<Schema> {
         .items(event)
         .min_items(Some(1))
         .max_items(Some(16))
+        .examples([serde_json::json!(["purchase.recorded", "refund.recorded"])])
         .description(Some(
             "Event types. A partner's or bank's endpoint may ask only for purchase.recorded, \
              refund.recorded, bank_event.processed and settlement.completed (the others go to \

@@ -82,8 +82,12 @@ pub fn view(event_type: &str, data: &Value, subscriber: Subscriber) -> Option<Va
                 .iter()
                 .find(|line| is_own(line))?
                 .clone();
-            let mut seen: Map<String, Value> = data.as_object()?.clone();
-            seen.remove("lines");
+            // The header, and its own line: not the others' lines nor the operator's figures.
+            let header = ["settlement_id", "period_start", "period_end", "currency"];
+            let mut seen: Map<String, Value> = header
+                .iter()
+                .filter_map(|k| Some((k.to_string(), data.get(*k)?.clone())))
+                .collect();
             seen.insert("line".into(), line);
             Some(Value::Object(seen))
         }
@@ -262,11 +266,12 @@ mod tests {
             view(PURCHASE_RECORDED, &sale, Subscriber::Operator),
             Some(sale.clone())
         );
-        let settled = json!({"settlement_id": "s", "lines": [
+        let settled = json!({"settlement_id": "s", "operator_net": "0.50", "lines": [
             {"partner_id": gym, "net": "-1.00"}, {"partner_id": shop, "net": "1.00"}]});
         let seen = view(SETTLEMENT_COMPLETED, &settled, Subscriber::Partner(shop)).unwrap();
         assert_eq!(seen["line"]["net"], "1.00");
         assert!(seen.get("lines").is_none() && !seen.to_string().contains(&gym.to_string()));
+        assert!(seen.get("operator_net").is_none());
         assert_eq!(
             view(
                 SETTLEMENT_COMPLETED,
