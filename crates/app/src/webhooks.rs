@@ -260,7 +260,19 @@ pub fn check_url(v: &mut Validator, url: &str, allow_insecure: bool) -> String {
         );
         return url.to_owned();
     }
-    let parsed = match reqwest::Url::parse(url.trim()) {
+    // As the document's pattern says: a lower-case scheme, no spaces or control
+    // characters (the URL parser would quietly drop tabs and newlines, or lower a scheme).
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.chars().any(|c| c.is_control() || c == ' ')
+    {
+        v.require(
+            field,
+            false,
+            "must be an https:// URL without spaces or control characters",
+        );
+        return url.to_owned();
+    }
+    let parsed = match reqwest::Url::parse(url) {
         Ok(parsed) => parsed,
         Err(e) => {
             v.require(field, false, &format!("is not a URL: {e}"));
@@ -1139,6 +1151,10 @@ mod tests {
             "https://localhost:8443/x",
             "https://user:pw@hooks.example.com/x",
             "ftp://hooks.example.com/x",
+            "HTTPS://hooks.example.com/x",
+            "https://hooks.example.com/a\tb",
+            " https://hooks.example.com/x",
+            "https://hooks.example.com/\u{85}",
             "not a url",
         ] {
             assert!(refused(bad, false), "{bad} must be refused");
