@@ -721,3 +721,83 @@ async fn assert_all_delivered_once(db: &DatabaseConnection, n: usize) {
         "{rows:?}"
     );
 }
+
+/// The checks at subscription are made again when delivering: an endpoint whose name
+/// resolves to a private address (or whose URL names one), however it got into the
+/// database, is refused then, and nothing reaches the address.
+#[tokio::test]
+async fn a_private_address_is_refused_at_delivery_too() {
+    use coalition_store::entities::webhook_endpoint;
+    use sea_orm::ActiveValue::Set;
+    let t = spawn_app_with_settings(&[("COALITION_WEBHOOKS_INTERVAL_MS", "100")]).await;
+    let prog = t.programme("Rebinding").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let receiver = Receiver::start().await;
+    let port = receiver
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/hook")
+        .to_owned();
+    let now = chrono::Utc::now();
+    for url in [
+        format!("https://localhost:{port}/hook"),
+        format!("https://127.0.0.1:{port}/hook"),
+    ] {
+        webhook_endpoint::Entity::insert(webhook_endpoint::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            programme_id: Set(prog.id),
+            partner_id: Set(None),
+            url: Set(url),
+            events: Set(r#"["purchase.recorded"]"#.into()),
+            secret: Set("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+            previous_secret: Set(None),
+            previous_secret_expires_at: Set(None),
+            status: Set("enabled".into()),
+            disabled_reason: Set(None),
+            created_at: Set(now - chrono::Duration::seconds(5)),
+            updated_at: Set(now),
+        })
+        .exec_without_returning(&t.app.db)
+        .await
+        .unwrap();
+    }
+    // The endpoints appeared behind the API's back: make the terms snapshot see them.
+    coalition_app::terms::bump(&t.app.db, prog.id)
+        .await
+        .unwrap();
+    subscription_settles().await;
+    let (_, card) = t.member_with_card(&gym, "gil@example.org").await;
+    t.purchase(&gym, &card, "8.00", 0).await;
+    let attempted = loop {
+        let rows = webhook_delivery::Entity::find()
+            .filter(webhook_delivery::Column::ProgrammeId.eq(prog.id))
+            .all(&t.app.db)
+            .await
+            .unwrap();
+        if rows.len() == 2
+            && rows
+                .iter()
+                .all(|d| d.attempts >= 1 && d.last_error.is_some())
+        {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for d in &attempted {
+        assert_eq!(
+            (d.status.as_str(), d.last_status_code),
+            ("pending", None),
+            "{d:?}"
+        );
+        assert!(
+            d.last_error.as_deref().unwrap().contains("private"),
+            "{d:?}"
+        );
+    }
+    assert!(
+        receiver.got().is_empty(),
+        "nothing reached the private address"
+    );
+}
