@@ -40,6 +40,8 @@ request may still be refused for these, and only these, problem codes:
   address, or be plain http (refused unless the deployment allows it:
   COALITION_WEBHOOKS_ALLOW_INSECURE), and a partner's endpoint may not ask for the
   operator-only events (the caller decides, not the body).
+- `409 rotation_in_progress`: a client's secret was rotated with an overlap that still
+  runs (an earlier operation of the run rotated it).
 - `validation_failed` naming `card_number` or `number` (a card number in a body or a
   path) with the message of a card number, whose last digit is a Luhn check digit that
   a pattern cannot compute; beside such an error, the others are judged as above.
@@ -72,6 +74,8 @@ CAMPAIGN_FIELDS = {
 }
 SETTLEMENT_FIELDS = {"period_start", "period_end"}
 WEBHOOK_FIELDS = {"url", "events"}
+# 409s that depend on what happened before: a settled period, a running rotation overlap.
+CONFLICT_CODES = {"settlement_overlaps", "rotation_in_progress"}
 
 
 def check_digit_refusal(error) -> bool:
@@ -81,7 +85,7 @@ def check_digit_refusal(error) -> bool:
 def refused_for_state(response) -> bool:
     if response.status_code == 409:
         try:
-            return response.json().get("code") == "settlement_overlaps"
+            return response.json().get("code") in CONFLICT_CODES
         except Exception:
             return False
     if response.status_code != 422:
