@@ -156,7 +156,10 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<i64> {
 /// only globally routable unicast addresses. Loopback, private (RFC 1918, unique
 /// local), link-local (cloud metadata services live there), shared (CGNAT),
 /// unspecified, broadcast, multicast, documentation and reserved ranges are refused, as
-/// are IPv6 addresses that embed an IPv4 one that is.
+/// are IPv6 addresses that embed an IPv4 one that is (IPv4-mapped, NAT64, 6to4), and
+/// IPv6 ranges that are reserved or tunnel to an IPv4 address the check cannot see
+/// (IPv4-translated ::ffff:0:0/96, discard 100::/64, 2001::/23 with Teredo, local-use
+/// NAT64 64:ff9b:1::/48).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
@@ -190,9 +193,18 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         let v4 = Ipv4Addr::from(((segments[6] as u32) << 16) | segments[7] as u32);
         return is_public_v4(v4);
     }
+    // 6to4 (2002::/16) carries an IPv4 address in its bits 16–47.
+    if segments[0] == 0x2002 {
+        let v4 = Ipv4Addr::from(((segments[1] as u32) << 16) | segments[2] as u32);
+        return is_public_v4(v4);
+    }
     !(ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
+        || segments[..6] == [0, 0, 0, 0, 0xffff, 0] // IPv4-translated (::ffff:0:0/96)
+        || segments[..4] == [0x100, 0, 0, 0] // discard-only (100::/64)
+        || (segments[0] == 0x2001 && segments[1] < 0x200) // IETF protocols, Teredo (2001::/23)
+        || segments[..3] == [0x64, 0xff9b, 1] // local-use NAT64 (64:ff9b:1::/48)
         || (segments[0] & 0xfe00) == 0xfc00 // unique local
         || (segments[0] & 0xffc0) == 0xfe80 // link-local
         || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
@@ -300,6 +312,73 @@ mod tests {
         assert!(view(BANK_EVENT_PROCESSED, &bank, Subscriber::Partner(gym)).is_some());
         assert!(view(BANK_EVENT_PROCESSED, &bank, Subscriber::Partner(shop)).is_none());
         assert_eq!(view("something.new", &bank, Subscriber::Partner(gym)), None);
+    }
+
+    #[test]
+    fn a_partners_settlement_message_holds_the_allow_listed_header_and_its_line_only() {
+        let (gym, shop) = (Uuid::new_v4(), Uuid::new_v4());
+        let own = json!({"partner_id": shop, "points_issued": 10, "net": "1.00"});
+        let settled = json!({
+            "settlement_id": "s",
+            "period_start": "2026-11-01T00:00:00Z",
+            "period_end": "2026-12-01T00:00:00Z",
+            "currency": "EUR",
+            "lines": [{"partner_id": gym, "net": "-1.00"}, own.clone()],
+            "operator_net": "0.50",
+            "operator": {"net": "0.50", "fees": "0.10"},
+            "payments": [{"from": gym, "to": "operator", "amount": "1.00"}],
+            "postings": 42,
+            "anything_new": "secret"
+        });
+        let seen = view(SETTLEMENT_COMPLETED, &settled, Subscriber::Partner(shop)).unwrap();
+        let keys: Vec<&str> = seen
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "currency",
+                "line",
+                "period_end",
+                "period_start",
+                "settlement_id"
+            ]
+        );
+        assert_eq!(seen["line"], own);
+        assert!(!seen.to_string().contains(&gym.to_string()));
+    }
+
+    #[test]
+    fn ipv6_ranges_that_carry_ipv4_or_are_reserved_are_refused() {
+        for refused in [
+            "::ffff:0:7f00:1",                      // IPv4-translated 127.0.0.1
+            "::ffff:0:808:808",                     // IPv4-translated, even of a public address
+            "100::1",                               // discard-only
+            "2001::1",                              // Teredo
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // Teredo
+            "2001:2::1",                            // benchmarking (2001::/23)
+            "2001:1ff::1",                          // still 2001::/23
+            "64:ff9b:1::1",                         // local-use NAT64
+            "64:ff9b:1:ffff::8.8.8.8",
+            "2002:7f00:1::1",   // 6to4 of 127.0.0.1
+            "2002:a00:1::1",    // 6to4 of 10.0.0.1
+            "2002:c0a8:101::1", // 6to4 of 192.168.1.1
+        ] {
+            assert!(!is_public(refused.parse().unwrap()), "{refused} is refused");
+        }
+        for public in [
+            "2002:808:808::1",
+            "2001:200::1",
+            "2a00:1450::1",
+            "100:0:0:1::1",
+        ] {
+            assert!(is_public(public.parse().unwrap()), "{public} is public");
+        }
     }
 
     #[test]
