@@ -92,6 +92,10 @@ impl Webhooks {
             .connect_timeout(settings.timeout)
             // A redirect could lead to an address the URL check never saw.
             .redirect(reqwest::redirect::Policy::none())
+            // No egress proxy, whatever HTTPS_PROXY, HTTP_PROXY or ALL_PROXY say: a proxy
+            // would resolve the name itself, past the public-address check below. A
+            // deployment that must go through one needs a setting of its own (not built).
+            .no_proxy()
             .user_agent(concat!("Coalition-Webhooks/", env!("CARGO_PKG_VERSION")));
         if !settings.allow_insecure {
             // Names are resolved by a resolver that refuses non-public addresses, and the
@@ -279,6 +283,15 @@ pub fn check_url(v: &mut Validator, url: &str, allow_insecure: bool) -> String {
             return url.to_owned();
         }
     };
+    // The limit holds for what is stored: the parsed URL, percent-encoded.
+    if parsed.as_str().chars().count() > MAX_URL_CHARS {
+        v.require(
+            field,
+            false,
+            &format!("must be at most {MAX_URL_CHARS} characters once percent-encoded"),
+        );
+        return url.to_owned();
+    }
     match parsed.scheme() {
         "https" => {}
         "http" if allow_insecure => {}
@@ -1161,6 +1174,65 @@ mod tests {
         }
         assert!(!refused("http://127.0.0.1:9000/hook", true));
         assert!(refused("ftp://127.0.0.1/x", true));
+    }
+
+    #[test]
+    fn the_url_limit_holds_for_the_stored_percent_encoded_url() {
+        let refused = |url: &str| {
+            let mut v = Validator::default();
+            check_url(&mut v, url, false);
+            v.finish().is_err()
+        };
+        let base = "https://hooks.example.com/";
+        let fits = format!("{base}{}", "a".repeat(MAX_URL_CHARS - base.len()));
+        assert!(!refused(&fits));
+        // 1,000 characters as sent, 6,000 and more once each é is %C3%A9.
+        let encoded = format!("{base}{}", "é".repeat(1000));
+        assert!(encoded.chars().count() <= MAX_URL_CHARS);
+        assert!(refused(&encoded), "the stored URL would be over the limit");
+    }
+
+    /// A proxy named in the environment is not used: it would resolve the name itself,
+    /// past the public-address check. The "proxy" here is a listener that notes whether
+    /// anyone connected.
+    #[tokio::test]
+    async fn deliveries_ignore_a_proxy_named_in_the_environment() {
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+        for name in [
+            "HTTPS_PROXY",
+            "HTTP_PROXY",
+            "ALL_PROXY",
+            "https_proxy",
+            "http_proxy",
+            "all_proxy",
+        ] {
+            std::env::set_var(name, &proxy_url);
+        }
+        let built = Webhooks::new(Settings {
+            timeout: std::time::Duration::from_secs(2),
+            ..Settings::default()
+        });
+        for name in [
+            "HTTPS_PROXY",
+            "HTTP_PROXY",
+            "ALL_PROXY",
+            "https_proxy",
+            "http_proxy",
+            "all_proxy",
+        ] {
+            std::env::remove_var(name);
+        }
+        let webhooks = built.unwrap();
+        let sent = webhooks
+            .http
+            .post("https://hooks.coalition-test.invalid/x")
+            .body("{}")
+            .send();
+        let accepted = tokio::time::timeout(std::time::Duration::from_secs(3), proxy.accept());
+        let (sent, accepted) = tokio::join!(sent, accepted);
+        assert!(sent.is_err(), "nothing answers that name");
+        assert!(accepted.is_err(), "the proxy was used");
     }
 
     #[test]
