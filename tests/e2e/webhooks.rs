@@ -801,3 +801,59 @@ async fn a_private_address_is_refused_at_delivery_too() {
         "nothing reached the private address"
     );
 }
+
+/// `overlap_seconds` is optional, and so is the whole body: none at all reads as `{}`.
+#[tokio::test]
+async fn rotating_a_secret_needs_no_body() {
+    let t = spawn_app().await;
+    let prog = t.programme("Hooks").await;
+    let (hook, secret) = subscribe(
+        &t,
+        &prog.admin,
+        "https://hooks.example.com/x",
+        &["purchase.recorded"],
+    )
+    .await;
+    let url = format!("{}/v1/webhooks/{hook}/rotate-secret", t.base);
+    let bare = t
+        .http
+        .post(&url)
+        .bearer_auth(&prog.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 200, "no body, no Content-Type");
+    let rotated: Value = bare.json().await.unwrap();
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, secret);
+    let until = chrono::DateTime::parse_from_rfc3339(
+        rotated["previous_secret_valid_until"].as_str().unwrap(),
+    )
+    .unwrap();
+    let overlap = until.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        (3500..=3600).contains(&overlap.num_seconds()),
+        "the default overlap, an hour: {overlap}"
+    );
+    // An empty body named JSON reads as `{}` too.
+    let empty = t
+        .http
+        .post(&url)
+        .bearer_auth(&prog.admin)
+        .header("content-type", "application/json")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty.status(), 200, "an empty JSON body");
+    // A body that is there must still be JSON, named as such.
+    let text = t
+        .http
+        .post(&url)
+        .bearer_auth(&prog.admin)
+        .body("overlap_seconds=0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 415);
+}

@@ -90,6 +90,14 @@ fn api_router() -> OpenApiRouter<App> {
 fn routes_and_document() -> (Router<App>, utoipa::openapi::OpenApi) {
     let (routes, mut api) = api_router().split_for_parts();
     openapi::Complete.modify(&mut api);
+    // Bodies whose fields are all optional may be left out (`extract::OptionalJsonBody`).
+    for (path, item) in api.paths.paths.iter_mut() {
+        if path == "/v1/webhooks/{id}/rotate-secret" {
+            if let Some(body) = item.post.as_mut().and_then(|op| op.request_body.as_mut()) {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+    }
     (routes, api)
 }
 

@@ -3,7 +3,9 @@
 //! `coalition_domain::webhooks` for who hears what.
 
 use super::*;
-use crate::extract::{list_params, path_id, Auth, JsonBody, ListParams, PathText};
+use crate::extract::{
+    list_params, path_id, Auth, JsonBody, ListParams, OptionalJsonBody, PathText,
+};
 use crate::problem::Problem;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderValue};
@@ -87,8 +89,9 @@ pub async fn delete_webhook(
 
 /// A new signing secret, shown once. The previous one keeps signing beside it (a second
 /// signature in `webhook-signature`) for `overlap_seconds` (default 3600; 0: at once).
+/// The body is optional: none at all is `{}`.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
-    request_body = RotateWebhookSecretRequest,
+    request_body(content = RotateWebhookSecretRequest, description = "Optional: no body is `{}`."),
     responses((status = 200, body = NewWebhookResponse),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
@@ -96,7 +99,7 @@ pub async fn rotate_webhook_secret(
     State(app): State<App>,
     Auth(caller): Auth,
     PathText(id): PathText,
-    body: JsonBody<RotateWebhookSecretRequest>,
+    OptionalJsonBody(body): OptionalJsonBody<RotateWebhookSecretRequest>,
 ) -> ApiResult<Response> {
     let id = path_id(&id, "webhook")?;
     let made = webhooks::rotate_secret(&app, &caller, id, body.value.overlap_seconds).await?;
