@@ -10,7 +10,9 @@
 //! same event a no-op, whichever process does it. `message_id` is the outbox event's id
 //! and the `webhook-id` header, the same on every attempt. `next_attempt_at` is when the
 //! message is due (while a worker sends it, the end of its lease); the partial index
-//! `ix_webhook_deliveries_due` is how workers find due messages.
+//! `ix_webhook_deliveries_due` is how workers find due messages. `lease_token` is set by
+//! the claim a worker sends under and cleared when it records the answer (or a
+//! redelivery resets the message): the answer is recorded only under the same token.
 //!
 //! `outbox_events.delivered_at` now means "fanned out to the deliveries": the partial
 //! index `ix_outbox_pending` finds the events not yet handed over.
@@ -52,6 +54,7 @@ enum WebhookDeliveries {
     LastAttemptAt,
     LastStatusCode,
     LastError,
+    LeaseToken,
     DeliveredAt,
     CreatedAt,
 }
@@ -113,6 +116,7 @@ impl MigrationTrait for Migration {
                 ))
                 .col(integer_null(WebhookDeliveries::LastStatusCode))
                 .col(text_null(WebhookDeliveries::LastError))
+                .col(uuid_null(WebhookDeliveries::LeaseToken))
                 .col(timestamp_with_time_zone_null(
                     WebhookDeliveries::DeliveredAt,
                 ))

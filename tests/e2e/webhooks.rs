@@ -41,6 +41,9 @@ struct ReceiverState {
     got: Arc<Mutex<Vec<Received>>>,
     /// Answers to give, in order (status, Retry-After); 200 once they run out.
     answers: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    /// A held receiver answers a request only once the test lets it (one permit each,
+    /// in the order the requests came).
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// A webhook receiver on 127.0.0.1.
@@ -49,25 +52,52 @@ struct Receiver {
     state: ReceiverState,
 }
 
+/// The receiver's one route: notes the request, then answers the next answer in line
+/// (once the test lets it, if the receiver is held).
+async fn hook(
+    axum::extract::State(s): axum::extract::State<ReceiverState>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    s.got.lock().unwrap().push(Received { headers, body });
+    let (status, retry_after) = s.answers.lock().unwrap().pop_front().unwrap_or((200, None));
+    if let Some(gate) = &s.gate {
+        gate.acquire().await.unwrap().forget();
+    }
+    let status = axum::http::StatusCode::from_u16(status).unwrap();
+    match retry_after {
+        Some(after) => (status, [("retry-after", after)], "not now").into_response(),
+        None => (status, "thanks").into_response(),
+    }
+}
+
 impl Receiver {
     async fn start() -> Self {
-        use axum::extract::State;
-        use axum::response::IntoResponse;
-        async fn hook(
-            State(s): State<ReceiverState>,
-            headers: axum::http::HeaderMap,
-            body: String,
-        ) -> axum::response::Response {
-            s.got.lock().unwrap().push(Received { headers, body });
-            let (status, retry_after) =
-                s.answers.lock().unwrap().pop_front().unwrap_or((200, None));
-            let status = axum::http::StatusCode::from_u16(status).unwrap();
-            match retry_after {
-                Some(after) => (status, [("retry-after", after)], "not now").into_response(),
-                None => (status, "thanks").into_response(),
-            }
-        }
-        let state = ReceiverState::default();
+        Self::start_with(ReceiverState::default()).await
+    }
+
+    /// A receiver that holds every request until [`Receiver::release`] lets it answer:
+    /// a message being sent right now, as long as the test likes (within the delivery
+    /// timeout).
+    async fn start_held() -> Self {
+        Self::start_with(ReceiverState {
+            gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
+            ..ReceiverState::default()
+        })
+        .await
+    }
+
+    /// Lets the next `n` held requests (oldest first) answer.
+    fn release(&self, n: usize) {
+        self.state
+            .gate
+            .as_ref()
+            .expect("a held receiver")
+            .add_permits(n);
+    }
+
+    async fn start_with(state: ReceiverState) -> Self {
         let router = axum::Router::new()
             .route("/hook", axum::routing::post(hook))
             .with_state(state.clone());
@@ -856,4 +886,171 @@ async fn rotating_a_secret_needs_no_body() {
         .await
         .unwrap();
     assert_eq!(text.status(), 415);
+}
+
+/// Waits (up to 10 s) until the endpoint's only delivery satisfies `done`: the log then.
+async fn log_until(t: &Client, token: &str, hook: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..200 {
+        let log = deliveries(t, token, hook).await;
+        if log.len() == 1 && done(&log[0]) {
+            return log[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the delivery never got there: {:?}",
+        deliveries(t, token, hook).await
+    );
+}
+
+async fn redeliver(t: &Client, token: &str, hook: &str, delivery: &str) -> Resp {
+    t.call(
+        Method::POST,
+        &format!("/v1/webhooks/{hook}/deliveries/{delivery}/redeliver"),
+        Some(token),
+        None,
+        None,
+    )
+    .await
+}
+
+/// A redelivery of a message a worker is sending right now would reset it under the
+/// sender's feet (its answer, recorded after, would land on a message started over):
+/// it is refused while the sender's lease runs, and accepted once the sender is done.
+#[tokio::test]
+async fn a_message_being_sent_is_not_redelivered_under_its_sender() {
+    let t = spawn_app_with_settings(DELIVERING).await;
+    let prog = t.programme("In flight").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let receiver = Receiver::start_held().await;
+    let (hook, _) = subscribe(&t, &prog.admin, &receiver.url, &["purchase.recorded"]).await;
+    subscription_settles().await;
+    let (_, card) = t.member_with_card(&gym, "hal@example.org").await;
+    t.purchase(&gym, &card, "9.00", 0).await;
+    assert_eq!(
+        receiver.wait_for(1, 10).await.len(),
+        1,
+        "the message is on its way"
+    );
+
+    let sending = log_until(&t, &prog.admin, &hook, |d| d["attempts"] == 1).await;
+    assert_eq!(sending["status"], "pending");
+    let delivery = sending["id"].as_str().unwrap().to_owned();
+    let refused = redeliver(&t, &prog.admin, &hook, &delivery)
+        .await
+        .expect_problem(409, "delivery_in_flight");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("being sent"),
+        "{refused}"
+    );
+    let unchanged = deliveries(&t, &prog.admin, &hook).await;
+    assert_eq!(
+        (
+            unchanged[0]["status"].as_str(),
+            unchanged[0]["attempts"].as_i64()
+        ),
+        (Some("pending"), Some(1)),
+        "the refusal changed nothing"
+    );
+
+    // The sender's answer is recorded as its own; then a redelivery is accepted.
+    receiver.release(1);
+    let done = log_until(&t, &prog.admin, &hook, |d| d["status"] == "delivered").await;
+    assert_eq!(
+        (done["attempts"].as_i64(), done["last_status_code"].as_i64()),
+        (Some(1), Some(200))
+    );
+    receiver.release(1);
+    let again = redeliver(&t, &prog.admin, &hook, &delivery)
+        .await
+        .expect(202);
+    assert_eq!(
+        (again["status"].as_str(), again["attempts"].as_i64()),
+        (Some("pending"), Some(0))
+    );
+    let got = receiver.wait_for(2, 10).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].id(), got[1].id(), "the same webhook-id");
+    log_until(&t, &prog.admin, &hook, |d| {
+        d["status"] == "delivered" && d["attempts"] == 1
+    })
+    .await;
+}
+
+/// A sender whose lease ran out (it hung past it) may still get its answer; by then the
+/// message was redelivered and claimed by another worker. The stale sender's answer is not
+/// recorded: the newer claim's state stands, and its own answer is the one recorded.
+#[tokio::test]
+async fn a_sender_whose_lease_ran_out_cannot_overwrite_a_newer_claim() {
+    let t = spawn_app_with_settings(DELIVERING).await;
+    let prog = t.programme("Stale sender").await;
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let receiver = Receiver::start_held().await;
+    // The stale sender hears 200, the newer one 500.
+    receiver.answer(&[(200, None), (500, None)]);
+    let (hook, _) = subscribe(&t, &prog.admin, &receiver.url, &["purchase.recorded"]).await;
+    subscription_settles().await;
+    let (_, card) = t.member_with_card(&gym, "ida@example.org").await;
+    t.purchase(&gym, &card, "9.00", 0).await;
+    assert_eq!(
+        receiver.wait_for(1, 10).await.len(),
+        1,
+        "the first sender's request"
+    );
+    let first = log_until(&t, &prog.admin, &hook, |d| d["attempts"] == 1).await;
+    let delivery = first["id"].as_str().unwrap().to_owned();
+
+    // The first sender's lease runs out (the clock moves on past it): the message may be
+    // redelivered, and another worker claims it (the server's own loop is still waiting
+    // on the first sender).
+    make_due(&t.app.db).await;
+    redeliver(&t, &prog.admin, &hook, &delivery)
+        .await
+        .expect(202);
+    let second = t.app.clone();
+    let worker = tokio::spawn(async move {
+        loop {
+            let _ = coalition_app::webhooks::deliver_due(&second, chrono::Utc::now()).await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    });
+    assert_eq!(
+        receiver.wait_for(2, 10).await.len(),
+        2,
+        "the second sender's request"
+    );
+    let claimed = log_until(&t, &prog.admin, &hook, |d| d["attempts"] == 1).await;
+    assert_eq!(claimed["status"], "pending");
+
+    // The stale sender gets its 200 now: nothing of it is recorded, and the message is
+    // still the second sender's (a redelivery is still refused).
+    receiver.release(1);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after_stale = deliveries(&t, &prog.admin, &hook).await;
+    assert_eq!(
+        (
+            after_stale[0]["status"].as_str(),
+            after_stale[0]["attempts"].as_i64(),
+            after_stale[0]["last_status_code"].as_i64(),
+        ),
+        (Some("pending"), Some(1), None),
+        "the stale sender overwrote the newer claim: {after_stale:?}"
+    );
+    redeliver(&t, &prog.admin, &hook, &delivery)
+        .await
+        .expect_problem(409, "delivery_in_flight");
+
+    // The second sender's 500 is what the log keeps: a retry in 5 s.
+    receiver.release(1);
+    let failed = log_until(&t, &prog.admin, &hook, |d| d["last_status_code"] == 500).await;
+    worker.abort();
+    assert_eq!(
+        (failed["status"].as_str(), failed["attempts"].as_i64()),
+        (Some("pending"), Some(1))
+    );
+    let last: chrono::DateTime<chrono::Utc> =
+        failed["last_attempt_at"].as_str().unwrap().parse().unwrap();
+    let next: chrono::DateTime<chrono::Utc> =
+        failed["next_attempt_at"].as_str().unwrap().parse().unwrap();
+    assert!((3..=7).contains(&(next - last).num_seconds()), "{failed}");
 }

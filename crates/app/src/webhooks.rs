@@ -15,9 +15,11 @@
 //!   moves them out of reach for a lease and counts the attempt (PostgreSQL: the rows
 //!   are picked with `FOR UPDATE SKIP LOCKED`, so two replicas never claim the same one;
 //!   SQLite has one writer), sends each outside any transaction, then records the answer
-//!   only if the delivery is still the one it claimed (same attempt count). A worker that
-//!   dies mid-send leaves the message to be claimed again when the lease ends: at least
-//!   once. `webhook-id` is the outbox event's id on every attempt.
+//!   only if the delivery is still under its claim (the claim's `lease_token`, which a
+//!   later claim or a redelivery replaces). A worker that dies mid-send leaves the message
+//!   to be claimed again when the lease ends: at least once. `webhook-id` is the outbox
+//!   event's id on every attempt. A redelivery of a message under a live lease is refused
+//!   (`delivery_in_flight`): it would reset the message under its sender's feet.
 //! - **Purchases and refunds** write their outbox event only when the programme has an
 //!   enabled endpoint that may hear it ([`Listeners`], kept in the terms snapshot and
 //!   invalidated like partner terms), so the hot path writes nothing more when nobody
@@ -570,7 +572,10 @@ pub async fn deliveries(
 }
 
 /// Sends the message again, from a fresh retry schedule (its `attempts` start over), with
-/// the same `webhook-id`. A disabled endpoint's message waits until it is enabled.
+/// the same `webhook-id`. A disabled endpoint's message waits until it is enabled. A
+/// message a worker is sending right now (claimed, its lease running) is refused with
+/// [`AppError::DeliveryInFlight`]; once the lease has run out (the worker died or hangs)
+/// it may be reset, and that worker's answer, if it still comes, is not recorded.
 pub async fn redeliver(
     app: &App,
     caller: &Caller,
@@ -584,13 +589,34 @@ pub async fn redeliver(
         .one(&txn)
         .await?
         .ok_or(AppError::NotFound("delivery"))?;
-    webhook_delivery::Entity::update_many()
+    let now = now();
+    // Not under a live claim: no claim at all, or one whose lease has run out. Checked in
+    // the UPDATE itself, so a claim committed since the read above is seen too.
+    let reset = webhook_delivery::Entity::update_many()
         .col_expr(webhook_delivery::Column::Status, Expr::value(PENDING))
         .col_expr(webhook_delivery::Column::Attempts, Expr::value(0))
-        .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(now()))
+        .col_expr(webhook_delivery::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(
+            webhook_delivery::Column::LeaseToken,
+            Expr::value(Option::<Uuid>::None),
+        )
         .filter(webhook_delivery::Column::Id.eq(found.id))
+        .filter(
+            sea_orm::Condition::any()
+                .add(webhook_delivery::Column::LeaseToken.is_null())
+                .add(webhook_delivery::Column::NextAttemptAt.lte(now)),
+        )
         .exec(&txn)
         .await?;
+    if reset.rows_affected == 0 {
+        let leased = webhook_delivery::Entity::find_by_id(found.id)
+            .one(&txn)
+            .await?
+            .ok_or(AppError::NotFound("delivery"))?;
+        return Err(AppError::DeliveryInFlight {
+            lease_ends: leased.next_attempt_at.unwrap_or(now),
+        });
+    }
     let changed = webhook_delivery::Entity::find_by_id(found.id)
         .one(&txn)
         .await?
@@ -671,6 +697,7 @@ async fn fan_out_batch(app: &App) -> AppResult<u64> {
                 last_attempt_at: Set(None),
                 last_status_code: Set(None),
                 last_error: Set(None),
+                lease_token: Set(None),
                 delivered_at: Set(None),
                 created_at: Set(now),
             });
@@ -714,13 +741,14 @@ pub struct DeliveryReport {
     pub failed: u64,
 }
 
-/// A claimed delivery: the attempt count it was claimed with fences its result.
+/// A claimed delivery: its claim's lease token fences its result.
 #[derive(Debug)]
 struct Claimed {
     id: Uuid,
     endpoint_id: Uuid,
     message_id: Uuid,
     attempts: i32,
+    lease_token: Uuid,
 }
 
 /// One round: fan out, then claim and send due deliveries until none is due (a bounded
@@ -755,18 +783,20 @@ pub async fn deliver_due(app: &App, _now: DateTime<Utc>) -> AppResult<DeliveryRe
 }
 
 /// Claims up to [`CLAIM_BATCH`] due deliveries of enabled endpoints: each moves out of
-/// reach until its lease ends and counts one more attempt, in one statement.
+/// reach until its lease ends, counts one more attempt and takes this claim's lease
+/// token (one fresh token per claim statement), in one statement.
 async fn claim(app: &App) -> AppResult<Vec<Claimed>> {
     let backend = app.db.get_database_backend();
     let now = now();
     let lease_end = now + lease(app);
+    let lease_token = Uuid::new_v4();
     let skip_locked = if backend == DbBackend::Postgres {
         "FOR UPDATE OF d SKIP LOCKED"
     } else {
         ""
     };
     let sql = format!(
-        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, last_attempt_at = $2 \
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1, last_attempt_at = $2, lease_token = $4 \
          WHERE id IN (SELECT d.id FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
            WHERE d.status = 'pending' AND d.next_attempt_at <= $2 AND e.status = 'enabled' \
            ORDER BY d.next_attempt_at LIMIT $3 {skip_locked}) \
@@ -778,7 +808,12 @@ async fn claim(app: &App) -> AppResult<Vec<Claimed>> {
         .query_all(Statement::from_sql_and_values(
             backend,
             sql,
-            [lease_end.into(), now.into(), CLAIM_BATCH.into()],
+            [
+                lease_end.into(),
+                now.into(),
+                CLAIM_BATCH.into(),
+                lease_token.into(),
+            ],
         ))
         .await?;
     rows.into_iter()
@@ -788,6 +823,7 @@ async fn claim(app: &App) -> AppResult<Vec<Claimed>> {
                 endpoint_id: row.try_get("", "endpoint_id")?,
                 message_id: row.try_get("", "message_id")?,
                 attempts: row.try_get("", "attempts")?,
+                lease_token,
             })
         })
         .collect()
@@ -969,7 +1005,9 @@ fn excerpt(text: &str) -> String {
         .collect()
 }
 
-/// Records an attempt's outcome, if the delivery is still the one claimed.
+/// Records an attempt's outcome, if the delivery is still under the claim it was sent
+/// under: a later claim (the lease ran out) or a redelivery replaced or cleared the
+/// token, and what they wrote stands.
 async fn record(
     app: &App,
     endpoint: &webhook_endpoint::Model,
@@ -998,6 +1036,10 @@ async fn record(
         .col_expr(
             webhook_delivery::Column::LastError,
             Expr::value(outcome.error),
+        )
+        .col_expr(
+            webhook_delivery::Column::LeaseToken,
+            Expr::value(Option::<Uuid>::None),
         );
     if answer == Answer::Delivered {
         update = update.col_expr(webhook_delivery::Column::DeliveredAt, Expr::value(at));
@@ -1005,7 +1047,7 @@ async fn record(
     let changed = update
         .filter(webhook_delivery::Column::Id.eq(c.id))
         .filter(webhook_delivery::Column::Status.eq(PENDING))
-        .filter(webhook_delivery::Column::Attempts.eq(c.attempts))
+        .filter(webhook_delivery::Column::LeaseToken.eq(c.lease_token))
         .exec(&txn)
         .await?;
     if changed.rows_affected == 0 {

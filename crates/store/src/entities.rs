@@ -707,6 +707,9 @@ pub mod webhook_delivery {
         pub last_status_code: Option<i32>,
         #[sea_orm(column_type = "Text", nullable)]
         pub last_error: Option<String>,
+        /// The claim a worker is sending under (`next_attempt_at` is then its lease's
+        /// end); empty when no worker holds the message.
+        pub lease_token: Option<Uuid>,
         pub delivered_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
     }

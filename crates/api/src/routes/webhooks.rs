@@ -163,11 +163,16 @@ pub async fn list_deliveries(
 }
 
 /// Send a message again now, with the same `webhook-id` and a fresh retry schedule
-/// (`attempts` starts over). An endpoint that is disabled gets it once enabled.
+/// (`attempts` starts over). An endpoint that is disabled gets it once enabled. A message
+/// being sent right now cannot be reset under its sender (409 `delivery_in_flight`): its
+/// attempt ends within the delivery timeout, and `next_attempt_at` says when the sender's
+/// lease runs out at the latest.
 #[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/redeliver", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path), ("delivery_id" = String, Path)),
     responses((status = 202, body = DeliveryResponse),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+         description = "delivery_in_flight: a delivery worker is sending this message right now (its lease has not run out); look at the log again in a moment")))]
 pub async fn redeliver(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -274,7 +279,8 @@ pub struct DeliveryResponse {
     pub last_status_code: Option<i32>,
     /// A short excerpt of the last failure: the answer's body or the connection error.
     pub last_error: Option<String>,
-    /// When it is tried next (pending only).
+    /// When it is tried next (pending only); while a worker is sending it, when that
+    /// worker's lease runs out.
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_attempt_at: Option<DateTime<Utc>>,
     pub delivered_at: Option<DateTime<Utc>>,
