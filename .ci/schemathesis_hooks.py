@@ -35,6 +35,11 @@ request may still be refused for these, and only these, problem codes:
 - `validation_failed` naming only `period_start` and/or `period_end` of a settlement
   (the end must not be in the future — it depends on the clock — and must follow the
   start), and `409 settlement_overlaps` (the period overlaps one already settled).
+- `validation_failed` naming only `url` and/or `events` of a webhook subscription: a URL
+  the document's pattern admits may still name a private, loopback or link-local
+  address, or be plain http (refused unless the deployment allows it:
+  COALITION_WEBHOOKS_ALLOW_INSECURE), and a partner's endpoint may not ask for the
+  operator-only events (the caller decides, not the body).
 - `409 rotation_in_progress`: a client's secret was rotated with an overlap that still
   runs (an earlier operation of the run rotated it).
 - `validation_failed` naming `card_number` or `number` (a card number in a body or a
@@ -68,6 +73,7 @@ CAMPAIGN_FIELDS = {
     "reminder",
 }
 SETTLEMENT_FIELDS = {"period_start", "period_end"}
+WEBHOOK_FIELDS = {"url", "events"}
 # 409s that depend on what happened before: a settled period, a running rotation overlap.
 CONFLICT_CODES = {"settlement_overlaps", "rotation_in_progress"}
 
@@ -106,6 +112,7 @@ def refused_for_state(response) -> bool:
         or fields <= RULE_FIELDS
         or fields <= CAMPAIGN_FIELDS
         or fields <= SETTLEMENT_FIELDS
+        or fields <= WEBHOOK_FIELDS
     )
 
 

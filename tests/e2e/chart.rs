@@ -210,6 +210,20 @@ async fn the_chart_runs_the_binary_on_its_port_with_its_probes_and_settings() {
     let config = Config::from_map(&settings).expect("the chart's settings are valid");
     assert!(!config.migrate_on_start);
     assert_eq!(config.addr.ip().to_string(), "0.0.0.0");
+    // Webhooks: delivered every second, 10 s per attempt, and never to private addresses
+    // (the chart pins ALLOW_INSECURE to false; no value turns it on).
+    assert_eq!(
+        config.webhooks.interval,
+        Some(std::time::Duration::from_secs(1))
+    );
+    assert_eq!(config.webhooks.timeout, std::time::Duration::from_secs(10));
+    assert_eq!(
+        settings
+            .get("COALITION_WEBHOOKS_ALLOW_INSECURE")
+            .map(String::as_str),
+        Some("false")
+    );
+    assert!(!config.webhooks.allow_insecure);
     assert_names_are_read(&docs);
 
     // One port throughout: the binary's address, the container's, the Service's target.
@@ -298,6 +312,9 @@ fn the_chart_refuses_typos_bad_settings_and_a_pool_postgres_cannot_hold() {
         ("service.port=0", "port"),
         ("database.maxConnections=40", "database connections"),
         ("existingSecret.redisUrlKey=", "redisUrlKey"),
+        ("webhooks.allowInsecure=true", "allowInsecure"),
+        ("webhooks.timeoutSeconds=0", "timeoutSeconds"),
+        ("webhooks.intervalMs=-1", "intervalMs"),
         (
             "autoscaling.enabled=true,autoscaling.maxReplicas=6",
             "database connections",
@@ -311,6 +328,7 @@ fn the_chart_refuses_typos_bad_settings_and_a_pool_postgres_cannot_hold() {
     for fits in [
         "database.maxConnections=30",
         "existingSecret.redisUrlKey=,replicaCount=1",
+        "webhooks.intervalMs=0,webhooks.timeoutSeconds=60",
     ] {
         let out = helm_template(&helm, &["--set", fits]);
         assert!(out.status.success(), "--set {fits}: {out:?}");

@@ -37,3 +37,4 @@ mod tenancy;
 mod tenancy_matrix;
 mod tiers;
 mod till;
+mod webhooks;

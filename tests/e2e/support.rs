@@ -160,6 +160,8 @@ async fn spawn_app_with(redis_url: Option<String>, extra: &[(&str, &str)]) -> Te
     settings.insert("COALITION_DB_MAX_CONNECTIONS".to_owned(), "60".to_owned());
     // Tests run the jobs when and as of when they choose (`coalition_app::jobs`).
     settings.insert("COALITION_JOBS_INTERVAL_SECONDS".to_owned(), "0".to_owned());
+    // Webhooks are delivered only where a test asks for it (`webhooks.rs`).
+    settings.insert("COALITION_WEBHOOKS_INTERVAL_MS".to_owned(), "0".to_owned());
     // Every test starts on a fresh database, PostgreSQL included.
     settings.insert("COALITION_MIGRATE_ON_START".to_owned(), "true".to_owned());
     for (name, value) in extra {
@@ -637,6 +639,7 @@ pub fn server_env(
         ("COALITION_REDIS_PREFIX", prefix.to_owned()),
         ("COALITION_DB_MAX_CONNECTIONS", "20".to_owned()),
         ("COALITION_JOBS_INTERVAL_SECONDS", "0".to_owned()),
+        ("COALITION_WEBHOOKS_INTERVAL_MS", "0".to_owned()),
     ]
 }
 

@@ -53,6 +53,8 @@ enum Secret {
     /// A's tier ladder: A's own partners may see it (a member's profile names the next
     /// tier up), another programme may not.
     Ladder,
+    /// A's operator's webhook endpoint and its delivery log.
+    Webhooks,
 }
 
 use Caller::*;
@@ -126,6 +128,9 @@ struct Targets {
     settlement: String,
     /// A Gym's API client (its `id`).
     client: String,
+    /// A's operator's webhook endpoint, and one of its deliveries.
+    webhook: String,
+    delivery: String,
 }
 
 impl Targets {
@@ -142,6 +147,8 @@ impl Targets {
             campaign: Uuid::new_v4().to_string(),
             settlement: Uuid::new_v4().to_string(),
             client: Uuid::new_v4().to_string(),
+            webhook: Uuid::new_v4().to_string(),
+            delivery: Uuid::new_v4().to_string(),
         }
     }
 
@@ -165,6 +172,8 @@ impl Targets {
             "campaigns" => self.campaign.clone(),
             "settlements" => self.settlement.clone(),
             "clients" => self.client.clone(),
+            "webhooks" => self.webhook.clone(),
+            "deliveries" => self.delivery.clone(),
             _ => panic!(
                 "{path}: no value of A for {{{param}}} after /{collection}/: add one to the matrix"
             ),
@@ -442,6 +451,19 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .as_str()
         .unwrap()
         .to_owned();
+    // A's operator's webhook, subscribed before the settlement so that its event is
+    // handed over to it (delivery is off in tests: nothing is sent).
+    let webhook = t
+        .post(
+            "/v1/webhooks",
+            &programme.admin,
+            json!({"url": format!("https://hooks.example.com/{tag}"), "events": ["settlement.completed"]}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let settlement = t
         .post(
             "/v1/settlements",
@@ -452,6 +474,17 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .expect(201)["id"]
         .as_str()
         .unwrap()
+        .to_owned();
+    coalition_app::webhooks::fan_out(&t.app).await.unwrap();
+    let delivery = t
+        .get(
+            &format!("/v1/webhooks/{webhook}/deliveries"),
+            &programme.admin,
+        )
+        .await
+        .expect(200)["data"][0]["id"]
+        .as_str()
+        .expect("the settlement's delivery")
         .to_owned();
     let clients = t
         .get("/v1/clients?limit=100", &programme.admin)
@@ -483,6 +516,8 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         (OthersSales, receipt),
         (OthersSales, redemption.clone()),
         (Ladder, tier.clone()),
+        (Webhooks, webhook.clone()),
+        (Webhooks, delivery.clone()),
     ];
     WorldA {
         admin: programme.admin.clone(),
@@ -497,6 +532,8 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
             campaign,
             settlement,
             client,
+            webhook,
+            delivery,
         },
         gym,
         other_card: cards[1].clone(),

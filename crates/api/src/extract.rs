@@ -40,8 +40,38 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
+        Self::parse(&bytes)
+    }
+}
+
+/// A JSON body whose fields are all optional: no body at all (empty, with or without a
+/// `Content-Type`) reads as `{}`.
+pub struct OptionalJsonBody<T>(pub JsonBody<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let named = req.headers().contains_key(header::CONTENT_TYPE);
+        let (parts, body) = req.into_parts();
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?;
+        if bytes.is_empty() {
+            return JsonBody::parse(b"{}").map(Self);
+        }
+        if !named {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let again = Request::from_parts(parts, axum::body::Body::from(bytes));
+        JsonBody::from_request(again, state).await.map(Self)
+    }
+}
+
+impl<T: DeserializeOwned> JsonBody<T> {
+    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
         let mut tree: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
         // Every body of this API is an object; serde would also read a struct from an
         // array of its fields in order.
         if !tree.is_object() {

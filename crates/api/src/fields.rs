@@ -365,3 +365,36 @@ pub fn campaign_group() -> RefOr<Schema> {
         .enum_values(Some(["treatment", "control"]))
         .into()
 }
+
+/// A webhook's `url` (`app::webhooks::check_url`): an https:// URL; plain http and
+/// private addresses only where the operator allows them.
+pub fn webhook_url() -> RefOr<Schema> {
+    string(false)
+        .min_length(Some(9))
+        .max_length(Some(2048))
+        .pattern(Some(r"^https?://[^\x00-\x20\x7F-\x9F]+$"))
+        .examples([serde_json::json!("https://hooks.example.com/coalition")])
+        .description(Some(
+            "https:// URL of at most 2048 characters, without credentials or fragment, whose \
+             host is not a private, loopback or link-local address (checked again when \
+             delivering); plain http and private addresses only where the deployment allows \
+             them (COALITION_WEBHOOKS_ALLOW_INSECURE)",
+        ))
+        .into()
+}
+
+/// A webhook's `events`: 1 to 8 event types (repeats count once).
+pub fn webhook_events() -> RefOr<Schema> {
+    let event = string(false).enum_values(Some(coalition_domain::webhooks::EVENT_TYPES));
+    ArrayBuilder::new()
+        .items(event)
+        .min_items(Some(1))
+        .max_items(Some(16))
+        .examples([serde_json::json!(["purchase.recorded", "refund.recorded"])])
+        .description(Some(
+            "Event types. A partner's or bank's endpoint may ask only for purchase.recorded, \
+             refund.recorded, bank_event.processed and settlement.completed (the others go to \
+             the operator's endpoints only)",
+        ))
+        .into()
+}

@@ -34,6 +34,7 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "tiers", description = "The tier ladder and members' tiers"),
         (name = "campaigns", description = "Targeted rewards with a budget, a funder and a holdout"),
         (name = "settlements", description = "Clearing between partners for a closed period, and the points liability"),
+        (name = "webhooks", description = "Outbound webhooks: Standard Webhooks signed event deliveries, with a delivery log"),
         (name = "service", description = "Health and documentation")
     )
 )]
@@ -80,6 +81,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::tiers::router())
         .merge(routes::campaigns::router())
         .merge(routes::settlements::router())
+        .merge(routes::webhooks::router())
         .merge(routes::service::router())
 }
 
@@ -88,6 +90,14 @@ fn api_router() -> OpenApiRouter<App> {
 fn routes_and_document() -> (Router<App>, utoipa::openapi::OpenApi) {
     let (routes, mut api) = api_router().split_for_parts();
     openapi::Complete.modify(&mut api);
+    // Bodies whose fields are all optional may be left out (`extract::OptionalJsonBody`).
+    for (path, item) in api.paths.paths.iter_mut() {
+        if path == "/v1/webhooks/{id}/rotate-secret" {
+            if let Some(body) = item.post.as_mut().and_then(|op| op.request_body.as_mut()) {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+    }
     (routes, api)
 }
 

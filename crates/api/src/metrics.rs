@@ -234,6 +234,18 @@ pub fn render_process(pool: Option<PoolUsage>) -> String {
             );
         }
     }
+    let name = "coalition_webhook_deliveries_total";
+    header(
+        &mut text,
+        name,
+        "counter",
+        "Webhook delivery attempts by outcome (retried: failed, tried again later; failed: given up).",
+    );
+    for outcome in coalition_app::metrics::WebhookOutcome::ALL {
+        let count =
+            coalition_app::metrics::WEBHOOK_ATTEMPTS[outcome as usize].load(Ordering::Relaxed);
+        let _ = writeln!(text, "{name}{{outcome=\"{}\"}} {count}", outcome.as_str());
+    }
     let business = [
         (
             "coalition_purchases_total",

@@ -190,6 +190,11 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "settlement_period_open",
             "Transactions of the period are still open",
         ),
+        DeliveryInFlight { .. } => (
+            StatusCode::CONFLICT,
+            "delivery_in_flight",
+            "The message is being sent",
+        ),
         IdempotencyKeyReused => (
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",

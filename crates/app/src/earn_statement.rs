@@ -6,7 +6,8 @@
 //! path (`purchases::write_step_by_step`), which SQLite and redemptions use; both run
 //! under the same end-to-end tests on PostgreSQL.
 //!
-//! What each rule awarded (`rule_awards`) is one more CTE. Purchases whose rules need
+//! What each rule awarded (`rule_awards`) is one more CTE, and so is the outbox event
+//! `purchase.recorded` when a webhook endpoint may hear of it. Purchases whose rules need
 //! the member's history (a first-purchase condition, a cap per member) do not come here:
 //! they read it under the account lock, in a transaction (`purchases::record_once`).
 //!
@@ -231,6 +232,19 @@ async fn write_all(
                INSERT INTO member_partners (member_id, partner_id, programme_id, created_at) \
                SELECT {}, {partner}, {programme}, {now} FROM account ON CONFLICT DO NOTHING)",
             b.add(member_id)
+        );
+    }
+    // `purchase.recorded`, only when a webhook endpoint may hear of it (`webhooks`).
+    if let Some(event) = &write.event {
+        let payload =
+            serde_json::to_string(event).map_err(|e| AppError::Internal(e.to_string()))?;
+        sql += &format!(
+            ", event AS (\
+               INSERT INTO outbox_events (id, programme_id, event_type, payload, created_at) \
+               SELECT {}, {programme}, {}, {}, {now} FROM account)",
+            b.add(uuid::Uuid::now_v7()),
+            b.add(coalition_domain::webhooks::PURCHASE_RECORDED),
+            b.add(payload),
         );
     }
     // The member's qualifying spend (`tiers`); an upgrade it earns follows the commit

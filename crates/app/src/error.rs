@@ -104,6 +104,13 @@ pub enum AppError {
     SettlementOverlaps,
     #[error("{transactions} transactions that began before period_end are still open; retry in a moment")]
     SettlementPeriodOpen { transactions: i64 },
+    /// A redelivery of a message a worker is sending right now (under a live lease).
+    #[error(
+        "the message is being sent right now; redeliver it after {lease_ends} if it did not arrive"
+    )]
+    DeliveryInFlight {
+        lease_ends: chrono::DateTime<chrono::Utc>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

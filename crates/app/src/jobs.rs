@@ -99,6 +99,13 @@ pub const JOBS: &[Job] = &[
         "announce points expiring in 30 and in 7 days (outbox: points.expiring)",
         send_expiry_reminders
     ),
+    // Last: what the jobs above announced goes out in the same round. `serve` also
+    // delivers on its own short loop (`COALITION_WEBHOOKS_INTERVAL_MS`).
+    job!(
+        "deliver-webhooks",
+        "hand outbox events to webhook endpoints and send the due deliveries",
+        crate::webhooks::deliver_due
+    ),
 ];
 
 #[derive(Serialize)]

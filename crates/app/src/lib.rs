@@ -29,6 +29,7 @@ mod snapshots;
 mod spans;
 pub mod terms;
 pub mod tiers;
+pub mod webhooks;
 
 pub use error::{AppError, AppResult, FieldError};
 
@@ -53,6 +54,8 @@ pub struct App {
     pub credentials: Arc<credentials::CredentialsCache>,
     /// How long a POS hold reserves its points unless captured or voided first.
     pub hold_ttl: std::time::Duration,
+    /// Outbound webhooks: settings and the HTTP client deliveries use.
+    pub webhooks: Arc<webhooks::Webhooks>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! What this process committed, counted for `/metrics`: purchases, refunds, points
-//! issued, redeemed and expired, job runs, and the database pool's connections.
+//! issued, redeemed and expired, job runs, webhook delivery attempts, and the database
+//! pool's connections.
 //!
 //! Counters are per process (Prometheus sums the replicas) and plain relaxed atomics:
 //! the purchase path pays one uncontended add per counter, no lock. They move only once
@@ -58,6 +59,40 @@ pub(crate) fn refund_committed() {
 
 pub(crate) fn points_expired(n: i64) {
     BUSINESS.points_expired.fetch_add(points(n), Relaxed);
+}
+
+/// How a webhook delivery attempt ended, as the `outcome` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    Delivered,
+    /// Failed; it will be tried again.
+    Retried,
+    /// Given up: attempts used up, or 410 Gone.
+    Failed,
+}
+
+impl WebhookOutcome {
+    pub const ALL: [WebhookOutcome; 3] = [
+        WebhookOutcome::Delivered,
+        WebhookOutcome::Retried,
+        WebhookOutcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Delivered => "delivered",
+            WebhookOutcome::Retried => "retried",
+            WebhookOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Webhook delivery attempts by outcome (in [`WebhookOutcome::ALL`]'s order).
+pub static WEBHOOK_ATTEMPTS: [AtomicU64; 3] =
+    [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+pub(crate) fn webhook_attempted(outcome: WebhookOutcome) {
+    WEBHOOK_ATTEMPTS[outcome as usize].fetch_add(1, Relaxed);
 }
 
 /// How a job run ended, as the `outcome` label says it.

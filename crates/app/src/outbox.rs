@@ -1,6 +1,7 @@
 //! The outbox: what others must hear about, written in the same transaction as the
 //! change that caused it (see the migration `m20261125_000001_terms_and_outbox`).
-//! Delivery is not built yet; rows wait with `delivered_at` empty.
+//! Webhooks (`crate::webhooks`) hand each event to the endpoints that hear it and then
+//! set `delivered_at`: "handed over to delivery", not "received".
 
 use crate::error::{AppError, AppResult};
 use coalition_store::entities::outbox_event;

@@ -74,6 +74,9 @@ pub struct Priced {
     pub held: Points,
     /// When it was priced: the time the rules saw, and the purchase's time.
     pub at: DateTime<Utc>,
+    /// Whether a webhook endpoint may hear of it: then `purchase.recorded` goes to the
+    /// outbox with it (read from the terms snapshot it was priced with).
+    pub(crate) announce: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -357,7 +360,12 @@ pub(crate) fn price_with(
             AppError::Validation(vec![crate::FieldError::new("amount.amount", e)])
         }
     })?;
+    let announce = ctx.terms.webhooks.wants(
+        coalition_domain::webhooks::PURCHASE_RECORDED,
+        Some(ctx.partner.id),
+    );
     Ok(Priced {
+        announce,
         card: ctx.card,
         partner: ctx.partner,
         amount: req.amount.clone(),
@@ -639,6 +647,8 @@ pub(crate) struct PurchaseWrite {
     pub link_member: Option<Uuid>,
     /// What each rule gave, for the caps of later purchases.
     pub awards: Vec<rule_award::Model>,
+    /// `purchase.recorded`'s data, when a webhook endpoint may hear of it.
+    pub event: Option<serde_json::Value>,
 }
 
 /// Decides every row a priced purchase writes.
@@ -723,7 +733,11 @@ pub(crate) fn plan(
             .account(*member_id, caller.programme_id, partner);
         known.is_none()
     });
+    let event = priced
+        .announce
+        .then(|| crate::webhooks::purchase_event(&row, priced.card.member_id));
     Ok(PurchaseWrite {
+        event,
         entry,
         ctx,
         row,
@@ -793,6 +807,10 @@ async fn write_step_by_step(
         .map_err(|e| duplicate_or(e, row))?;
     if let Some(member_id) = write.link_member {
         members::link_partner(txn, programme_id, member_id, row.partner_id).await?;
+    }
+    if let Some(event) = &write.event {
+        let kind = coalition_domain::webhooks::PURCHASE_RECORDED;
+        crate::outbox::append(txn, programme_id, kind, event.clone()).await?;
     }
     Ok(state)
 }

@@ -14,6 +14,7 @@ use coalition_domain::refund::{
     clawback_within_balance, refund_share, split_proportionally, PurchaseRecord, RefundError,
     RefundShare,
 };
+use coalition_domain::webhooks::REFUND_RECORDED;
 use coalition_domain::{AccountKind, AccountRef, Points};
 use coalition_store::entities::{point_account, posting, purchase, refund};
 use sea_orm::sea_query::Expr;
@@ -45,8 +46,14 @@ pub async fn refund(
     v.finish()?;
     let amount = amount.expect("validated");
     programme.ensure_currency(&amount)?;
+    // A partner refunds its own purchases only (`find_own`): the event is about it.
+    let announce = crate::terms::of_programme(app, &app.db, caller.programme_id)
+        .await?
+        .webhooks
+        .wants(REFUND_RECORDED, caller.partner_id);
     let (response, changed) = idempotency::run(app, key, |txn| async move {
-        let (refunded, state) = refund_in(&txn, caller, &programme, purchase_id, amount).await?;
+        let (refunded, state) =
+            refund_in(&txn, caller, &programme, purchase_id, amount, announce).await?;
         let response = render(&refunded);
         Ok((txn, response, state))
     })
@@ -95,6 +102,7 @@ async fn refund_in(
     programme: &Programme,
     purchase_id: Uuid,
     amount: Money,
+    announce: bool,
 ) -> AppResult<(Refunded, AccountState)> {
     let (bought, account) = purchase_with_locked_account(txn, caller, purchase_id).await?;
     let account_id = account.id;
@@ -189,7 +197,12 @@ async fn refund_in(
         .filter(purchase::Column::Id.eq(bought.id))
         .exec(txn)
         .await?;
-    refund_spend(txn, caller.programme_id, &bought, &amount).await?;
+    let member_id = refund_spend(txn, caller.programme_id, &bought, &amount).await?;
+    if announce {
+        let currency = amount.currency.to_string();
+        let event = crate::webhooks::refund_event(&row, member_id, &currency);
+        crate::outbox::append(txn, caller.programme_id, REFUND_RECORDED, event).await?;
+    }
     Ok((
         Refunded {
             refund: row,
@@ -343,21 +356,23 @@ async fn funders_of(
 }
 
 /// Takes the refunded amount off the qualifying spend of the member whose account the
-/// purchase was made on (`tiers`); a bearer account's purchases never counted.
+/// purchase was made on (`tiers`); a bearer account's purchases never counted. Answers
+/// that member.
 async fn refund_spend(
     txn: &DatabaseTransaction,
     programme_id: Uuid,
     bought: &purchase::Model,
     amount: &Money,
-) -> AppResult<()> {
+) -> AppResult<Option<Uuid>> {
     let account = point_account::Entity::find_by_id(bought.account_id)
         .one(txn)
         .await?;
-    if let Some(member_id) = account.and_then(|a| a.member_id) {
+    let member_id = account.and_then(|a| a.member_id);
+    if let Some(member_id) = member_id {
         let minor = crate::tiers::spend_of(amount)?;
         crate::tiers::record_refund(txn, programme_id, member_id, minor, bought.created_at).await?;
     }
-    Ok(())
+    Ok(member_id)
 }
 
 pub use refund::Model as RefundRow;

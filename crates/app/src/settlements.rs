@@ -167,10 +167,30 @@ pub async fn settle(
     }
     let settlement = compute(&txn, &programme, start, end, &progress).await?;
     store(&txn, &settlement).await?;
+    // Each partner's line rides along: a partner's webhook gets its own line only
+    // (`coalition_domain::webhooks::view`), the operator's gets them all.
+    let lines: Vec<serde_json::Value> = settlement
+        .lines
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "partner_id": l.partner_id,
+                "points_issued": l.points_issued,
+                "points_redeemed": l.points_redeemed,
+                "points_expired": l.points_expired,
+                "amount_due": l.amount_due.to_string(),
+                "amount_owed": l.amount_owed.to_string(),
+                "net": l.net.to_string(),
+            })
+        })
+        .collect();
     let event = serde_json::json!({
         "settlement_id": settlement.id,
         "period_start": settlement.period_start,
         "period_end": settlement.period_end,
+        "currency": settlement.currency,
+        "lines": lines,
+        "operator_net": settlement.operator.net.to_string(),
     });
     outbox::append(&txn, programme_id, SETTLEMENT_COMPLETED, event).await?;
     txn.commit().await?;

@@ -1,5 +1,5 @@
-//! The terms every purchase reads — partner rates and prices (earning rules and the tier
-//! ladder join them) — kept in memory per programme, because reading them from the
+//! The terms every purchase reads — partner rates and prices (earning rules, the tier
+//! ladder, campaigns and who listens to webhooks join them) — kept in memory per programme, because reading them from the
 //! database on every purchase would cost a round trip each.
 //!
 //! They change (`PATCH /v1/partners/{id}`, rules, tiers, campaigns), and every server
@@ -35,6 +35,9 @@ pub struct ProgrammeTerms {
     /// Campaigns that have not ended (the domain checks their windows); who is treated
     /// and what budget is left are read per purchase (`campaigns::for_purchase`).
     pub campaigns: Vec<CampaignTerms>,
+    /// Who has an enabled webhook endpoint for which events: purchases and refunds
+    /// write their outbox event only when someone may hear it.
+    pub webhooks: crate::webhooks::Listeners,
 }
 
 impl ProgrammeTerms {
@@ -123,12 +126,14 @@ async fn load(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Progra
     let rules = crate::rules::active(db, programme_id).await?;
     let ladder = crate::tiers::ladder(db, programme_id).await?;
     let campaigns = crate::campaigns::live(db, programme_id).await?;
+    let webhooks = crate::webhooks::listeners(db, programme_id).await?;
     Ok(ProgrammeTerms {
         version,
         partners,
         rules,
         ladder,
         campaigns,
+        webhooks,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod refund;
 pub mod rules;
 pub mod settlement;
 pub mod tiers;
+pub mod webhooks;
 
 pub use ledger::{AccountKind, AccountRef, EntryKind, JournalEntry, LedgerError, Posting};
 pub use money::{Currency, Money, MoneyError};

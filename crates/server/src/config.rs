@@ -35,6 +35,10 @@ pub struct Config {
     /// default for PostgreSQL, where a deployment migrates once (`coalition migrate`, the
     /// chart's hook Job) with a DDL-capable role and the app runs with DML rights only.
     pub migrate_on_start: bool,
+    /// Outbound webhooks: `COALITION_WEBHOOKS_ALLOW_INSECURE` (plain http and private
+    /// addresses, for tests only), `COALITION_WEBHOOKS_INTERVAL_MS` (how often `serve`
+    /// delivers; 0: it does not), `COALITION_WEBHOOKS_TIMEOUT_SECONDS` (per attempt).
+    pub webhooks: coalition_app::webhooks::Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +175,27 @@ impl Config {
         // Migrating and the scheduler each hold one connection for an advisory lock
         // while their work runs on another (SQLite has one connection and no such lock).
         let db_max_connections = number("COALITION_DB_MAX_CONNECTIONS", 20, 2..=500)? as u32;
+        let allow_insecure = match get("COALITION_WEBHOOKS_ALLOW_INSECURE").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(bad(
+                    "COALITION_WEBHOOKS_ALLOW_INSECURE",
+                    format!("'{other}' is not true or false"),
+                ))
+            }
+        };
+        let webhooks_interval = number("COALITION_WEBHOOKS_INTERVAL_MS", 1000, 0..=3_600_000)?;
+        let webhooks = coalition_app::webhooks::Settings {
+            allow_insecure,
+            interval: (webhooks_interval > 0)
+                .then(|| std::time::Duration::from_millis(webhooks_interval as u64)),
+            timeout: std::time::Duration::from_secs(number(
+                "COALITION_WEBHOOKS_TIMEOUT_SECONDS",
+                10,
+                1..=60,
+            )? as u64),
+        };
         let migrate_on_start = match get("COALITION_MIGRATE_ON_START").as_deref() {
             None => database_url.starts_with("sqlite:"),
             Some("true") => true,
@@ -205,6 +230,7 @@ impl Config {
                 .then(|| std::time::Duration::from_secs(jobs_interval as u64)),
             hold_ttl_seconds: number("COALITION_HOLD_TTL_SECONDS", 900, 1..=86_400)?,
             migrate_on_start,
+            webhooks,
         })
     }
 }
@@ -235,6 +261,12 @@ mod tests {
         assert_eq!(c.otlp_endpoint, None);
         assert_eq!(c.jobs_interval, Some(std::time::Duration::from_secs(60)));
         assert_eq!(c.hold_ttl_seconds, 15 * 60);
+        assert!(
+            !c.webhooks.allow_insecure,
+            "https to public addresses only by default"
+        );
+        assert_eq!(c.webhooks.interval, Some(std::time::Duration::from_secs(1)));
+        assert_eq!(c.webhooks.timeout, std::time::Duration::from_secs(10));
     }
 
     #[test]
@@ -276,6 +308,9 @@ mod tests {
             ("COALITION_LOG_FORMAT", "logfmt"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"),
             ("COALITION_MIGRATE_ON_START", "yes"),
+            ("COALITION_WEBHOOKS_ALLOW_INSECURE", "1"),
+            ("COALITION_WEBHOOKS_INTERVAL_MS", "-5"),
+            ("COALITION_WEBHOOKS_TIMEOUT_SECONDS", "0"),
         ] {
             let err = Config::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.setting, k);

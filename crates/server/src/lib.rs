@@ -59,6 +59,9 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         terms,
         credentials,
         hold_ttl: std::time::Duration::from_secs(config.hold_ttl_seconds.unsigned_abs()),
+        webhooks: Arc::new(coalition_app::webhooks::Webhooks::new(
+            config.webhooks.clone(),
+        )?),
     })
 }
 
@@ -120,7 +123,8 @@ pub fn sqlite_file(database_url: &str) -> Option<std::path::PathBuf> {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, running the background jobs
-/// every `jobs_interval` (`Config::jobs_interval`; `None`: no jobs) meanwhile. Handlers
+/// every `jobs_interval` (`Config::jobs_interval`; `None`: no jobs) and delivering
+/// webhooks every `app.webhooks.settings.interval` meanwhile. Handlers
 /// see the peer's address (`ConnectInfo`): the token endpoint counts failed attempts per
 /// address. The jobs stop with the server.
 pub async fn serve(
@@ -130,12 +134,20 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let jobs = jobs_interval.map(|every| coalition_app::jobs::spawn_scheduler(app.clone(), every));
+    let deliverer = app
+        .webhooks
+        .settings
+        .interval
+        .map(|every| coalition_app::webhooks::spawn_deliverer(app.clone(), every));
     let service = coalition_api::router(app).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
     if let Some(jobs) = jobs {
         jobs.stop().await;
+    }
+    if let Some(deliverer) = deliverer {
+        deliverer.stop().await;
     }
     served
 }

@@ -647,3 +647,75 @@ pub mod settlement {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod webhook_endpoint {
+    use sea_orm::entity::prelude::*;
+
+    /// A subscriber's webhook endpoint (see `app::webhooks`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "webhook_endpoints")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        /// Empty for the operator's endpoints.
+        pub partner_id: Option<Uuid>,
+        #[sea_orm(column_type = "Text")]
+        pub url: String,
+        /// The event types, a JSON array of strings.
+        #[sea_orm(column_type = "Text")]
+        pub events: String,
+        /// `whsec_…`: never shown after creation or rotation, never logged.
+        #[sea_orm(column_type = "Text")]
+        pub secret: String,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub previous_secret: Option<String>,
+        pub previous_secret_expires_at: Option<DateTimeUtc>,
+        /// `enabled` or `disabled`.
+        pub status: String,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub disabled_reason: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod webhook_delivery {
+    use sea_orm::entity::prelude::*;
+
+    /// One message (an outbox event) for one endpoint, and how its delivery goes.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "webhook_deliveries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub endpoint_id: Uuid,
+        /// The outbox event's id: the `webhook-id` header on every attempt.
+        pub message_id: Uuid,
+        pub event_type: String,
+        /// `pending`, `delivered` or `failed`.
+        pub status: String,
+        pub attempts: i32,
+        pub next_attempt_at: Option<DateTimeUtc>,
+        pub last_attempt_at: Option<DateTimeUtc>,
+        pub last_status_code: Option<i32>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub last_error: Option<String>,
+        /// The claim a worker is sending under (`next_attempt_at` is then its lease's
+        /// end); empty when no worker holds the message.
+        pub lease_token: Option<Uuid>,
+        pub delivered_at: Option<DateTimeUtc>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

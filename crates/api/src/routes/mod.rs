@@ -15,6 +15,7 @@ pub mod rules;
 pub mod service;
 pub mod settlements;
 pub mod tiers;
+pub mod webhooks;
 
 use crate::problem::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
