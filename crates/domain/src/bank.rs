@@ -1,0 +1,556 @@
+//! The bank's side of the programme, as pure rules: card numbers that must never be
+//! accepted (PANs), Standard Webhooks signatures on the bank's events, and what each
+//! card event does to one bank transaction given what was seen of it before.
+
+use crate::refund::share_of_points;
+use crate::Points;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use rust_decimal::Decimal;
+use sha2::Sha256;
+
+// ---------------------------------------------------------------------------------------
+// PANs
+
+/// Whether `digits` (ASCII digits only) passes the Luhn check.
+fn luhn_valid(digits: &[u8]) -> bool {
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let doubled = d * 2;
+                if doubled > 9 {
+                    doubled - 9
+                } else {
+                    doubled
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum % 10 == 0
+}
+
+/// Whether `text` holds something that looks like a payment card number: a run of 13 to
+/// 19 digits (single spaces or dashes between groups allowed, as PANs are written) that
+/// passes the Luhn check. Runs are maximal: a 20-digit number is not a PAN, nor is a
+/// 12-digit one, and digits glued to letters end a run (so a UUID's hex groups do not
+/// join up). A UUID as a whole is never a PAN.
+pub fn contains_pan(text: &str) -> bool {
+    if text.len() < 13 || uuid::Uuid::try_parse(text).is_ok() {
+        return false;
+    }
+    let bytes = text.as_bytes();
+    let mut digits: Vec<u8> = Vec::with_capacity(19);
+    let mut i = 0;
+    while i <= bytes.len() {
+        let b = bytes.get(i).copied();
+        match b {
+            Some(d) if d.is_ascii_digit() => digits.push(d),
+            // A separator inside a run: one space or dash between two digits.
+            Some(b' ' | b'-')
+                if !digits.is_empty() && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit()) => {}
+            _ => {
+                if (13..=19).contains(&digits.len()) && luhn_valid(&digits) {
+                    return true;
+                }
+                digits.clear();
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether a JSON number's digits form a PAN (a PAN sent as a number).
+pub fn number_is_pan(number_text: &str) -> bool {
+    number_text.bytes().all(|b| b.is_ascii_digit()) && contains_pan(number_text)
+}
+
+/// The programme's own card numbers (`card_number`) are 16 digits with a Luhn check
+/// digit and would be taken for PANs; they always start with 7 (ISO/IEC 7812 major
+/// industry identifier 7, petroleum — no payment network issues cards there that a
+/// co-brand bank would send), so a well-formed number starting with 7 is ours.
+pub fn is_own_card_number(text: &str) -> bool {
+    text.starts_with('7') && crate::card_number::is_well_formed(text)
+}
+
+// ---------------------------------------------------------------------------------------
+// Standard Webhooks signatures
+
+/// How far a signed timestamp may be from now, either way.
+pub const SIGNATURE_TOLERANCE_SECONDS: i64 = 5 * 60;
+pub const SECRET_PREFIX: &str = "whsec_";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the {0} header is missing")]
+    MissingHeader(&'static str),
+    #[error("webhook-timestamp is not a Unix time in seconds")]
+    BadTimestamp,
+    #[error("webhook-timestamp is more than 5 minutes old")]
+    TooOld,
+    #[error("webhook-timestamp is more than 5 minutes in the future")]
+    InTheFuture,
+    #[error("no signature matches any active signing secret")]
+    NoMatch,
+}
+
+/// The key bytes of a `whsec_…` secret (the base64 after the prefix).
+pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
+    let encoded = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+}
+
+/// `v1,<base64 HMAC-SHA256(key, id.timestamp.body)>`.
+pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag)
+    )
+}
+
+/// Verifies a Standard Webhooks delivery against every active key: the timestamp within
+/// the tolerance of `now` (Unix seconds), then any `v1` signature of the space-separated
+/// list matching any key (rotation: several secrets, several signatures). Comparison is
+/// HMAC's own constant-time `verify_slice`.
+pub fn verify(
+    keys: &[Vec<u8>],
+    id: Option<&str>,
+    timestamp: Option<&str>,
+    signatures: Option<&str>,
+    body: &[u8],
+    now: i64,
+) -> Result<(), SignatureError> {
+    let id = id.ok_or(SignatureError::MissingHeader("webhook-id"))?;
+    let timestamp = timestamp.ok_or(SignatureError::MissingHeader("webhook-timestamp"))?;
+    let signatures = signatures.ok_or(SignatureError::MissingHeader("webhook-signature"))?;
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
+    if now.saturating_sub(ts) > SIGNATURE_TOLERANCE_SECONDS {
+        return Err(SignatureError::TooOld);
+    }
+    if ts.saturating_sub(now) > SIGNATURE_TOLERANCE_SECONDS {
+        return Err(SignatureError::InTheFuture);
+    }
+    let tags: Vec<Vec<u8>> = signatures
+        .split(' ')
+        .filter_map(|s| s.split_once(','))
+        .filter(|(version, _)| *version == "v1")
+        .filter_map(|(_, tag)| base64::engine::general_purpose::STANDARD.decode(tag).ok())
+        .collect();
+    for key in keys {
+        for tag in &tags {
+            let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+            mac.update(format!("{id}.{ts}.").as_bytes());
+            mac.update(body);
+            if mac.verify_slice(tag).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err(SignatureError::NoMatch)
+}
+
+// ---------------------------------------------------------------------------------------
+// The event state machine of one bank transaction
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Authorization,
+    Clearing,
+    Reversal,
+    Refund,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 4] = [
+        EventType::Authorization,
+        EventType::Clearing,
+        EventType::Reversal,
+        EventType::Refund,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Authorization => "authorization",
+            EventType::Clearing => "clearing",
+            EventType::Reversal => "reversal",
+            EventType::Refund => "refund",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
+/// What has been seen of one bank transaction (all its events so far, in any order),
+/// with the points its authorization and clearing were priced at when each arrived.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The authorization's points, once one was seen.
+    pub authorized: Option<Points>,
+    /// The cleared amount and the points it earns, once a clearing was seen.
+    pub cleared: Option<(Decimal, Points)>,
+    /// The sum of every refund seen (before or after the clearing).
+    pub refunded: Decimal,
+    pub reversed: bool,
+    /// The authorization lapsed: no clearing came in time (the lapse job).
+    pub lapsed: bool,
+}
+
+/// What a transaction should have done to the member, given what was seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Target {
+    /// Shown, not spendable.
+    pub pending: Points,
+    /// Earned for the cleared amount.
+    pub posted: Points,
+    /// Of `posted`, taken back by refunds (before any shortfall).
+    pub clawed_back: Points,
+}
+
+/// One event, as the state machine sees it: the points it would earn are priced by the
+/// caller (authorization: the authorized amount; clearing: the cleared amount).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Authorization { points: Points },
+    Clearing { amount: Decimal, points: Points },
+    Reversal,
+    Refund { amount: Decimal },
+    Lapse,
+}
+
+/// What one event changes, as differences of [`Target`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Effect {
+    /// Change of the pending points (negative: pending removed).
+    pub pending: Points,
+    /// Points to post now.
+    pub posted: Points,
+    /// Points to claw back now (before the shortfall the balance may impose).
+    pub clawed_back: Points,
+}
+
+impl Seen {
+    /// The facts after `event`. The first authorization and the first clearing count;
+    /// a second one of either changes nothing (a transaction clears once).
+    pub fn with(&self, event: Event) -> Seen {
+        let mut next = self.clone();
+        match event {
+            Event::Authorization { points } => {
+                next.authorized.get_or_insert(points);
+            }
+            Event::Clearing { amount, points } => {
+                next.cleared.get_or_insert((amount, points));
+            }
+            Event::Reversal => next.reversed = true,
+            Event::Refund { amount } => next.refunded += amount.max(Decimal::ZERO),
+            Event::Lapse => next.lapsed = true,
+        }
+        next
+    }
+
+    /// What the transaction should have done, whatever order its events came in:
+    /// - cleared: the clearing's points are posted, nothing is pending; refunds claw
+    ///   back ⌊posted × refunded / cleared⌋ (on the cumulative refunded amount, never
+    ///   more than was posted);
+    /// - authorized, not cleared, neither reversed nor lapsed: its points are pending;
+    /// - otherwise nothing.
+    pub fn target(&self) -> Target {
+        match self.cleared {
+            Some((amount, posted)) => {
+                let refunded = self.refunded.min(amount);
+                let clawed_back = if amount > Decimal::ZERO {
+                    share_of_points(posted, refunded, amount)
+                        .unwrap_or(posted)
+                        .clamp(0, posted)
+                } else {
+                    0
+                };
+                Target {
+                    pending: 0,
+                    posted,
+                    clawed_back,
+                }
+            }
+            None => Target {
+                pending: match self.authorized {
+                    Some(points) if !self.reversed && !self.lapsed => points,
+                    _ => 0,
+                },
+                posted: 0,
+                clawed_back: 0,
+            },
+        }
+    }
+}
+
+/// The state machine: what `event` does to a transaction of which `seen` was seen.
+pub fn apply(seen: &Seen, event: Event) -> (Seen, Effect) {
+    let next = seen.with(event);
+    let (before, after) = (seen.target(), next.target());
+    let effect = Effect {
+        pending: after.pending - before.pending,
+        posted: after.posted - before.posted,
+        clawed_back: after.clawed_back - before.clawed_back,
+    };
+    (next, effect)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn d(text: &str) -> Decimal {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn pans_are_found_and_our_own_numbers_and_uuids_are_not_pans() {
+        for pan in [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "5555555555554444",
+            "378282246310005",
+            "6011111111111117",
+            "my card is 4111111111111111, thanks",
+            "4222222222222",
+        ] {
+            assert!(contains_pan(pan), "{pan}");
+        }
+        for not in [
+            "4111111111111112",     // Luhn fails
+            "411111111111",         // too short
+            "41111111111111111111", // 20 digits
+            "4111  1111 1111 1111", // two spaces end the run
+            "12.50",
+            "2026-12-03T10:00:00Z",
+            "a1111111-1111-4111-8111-111111111111",
+            "receipt-1001",
+        ] {
+            assert!(!contains_pan(not), "{not}");
+        }
+        let own = crate::card_number::from_random_digits(123_456_789);
+        assert!(contains_pan(&own), "our numbers do look like PANs");
+        assert!(is_own_card_number(&own));
+        assert!(!is_own_card_number("4111111111111111"));
+        assert!(number_is_pan("4111111111111111"));
+        assert!(!number_is_pan("4111111111111111.5"));
+    }
+
+    /// The test vector of the Standard Webhooks specification
+    /// (standard-webhooks/standard-webhooks, spec and reference libraries).
+    #[test]
+    fn the_standard_webhooks_test_vector_verifies() {
+        let key = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+        let ts = 1614265330;
+        let body = br#"{"test": 2432232314}"#;
+        let expected = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        assert_eq!(sign(&key, id, ts, body), expected);
+        let ok = |sigs: &str, now: i64| {
+            verify(
+                &[key.clone()],
+                Some(id),
+                Some("1614265330"),
+                Some(sigs),
+                body,
+                now,
+            )
+        };
+        assert_eq!(ok(expected, ts), Ok(()));
+        // Several signatures (rotation), one of them good.
+        assert_eq!(ok(&format!("v1,Zm9v {expected}"), ts + 299), Ok(()));
+        assert_eq!(ok(expected, ts + 301), Err(SignatureError::TooOld));
+        assert_eq!(ok(expected, ts - 301), Err(SignatureError::InTheFuture));
+        assert_eq!(ok("v1,Zm9v", ts), Err(SignatureError::NoMatch));
+        assert_eq!(
+            ok("v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", ts),
+            Err(SignatureError::NoMatch)
+        );
+        let tampered = br#"{"test": 2432232315}"#;
+        assert_eq!(
+            verify(
+                &[key.clone()],
+                Some(id),
+                Some("1614265330"),
+                Some(expected),
+                tampered,
+                ts
+            ),
+            Err(SignatureError::NoMatch)
+        );
+        let other = secret_key("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        assert_eq!(
+            verify(
+                &[other.clone()],
+                Some(id),
+                Some("1614265330"),
+                Some(expected),
+                body,
+                ts
+            ),
+            Err(SignatureError::NoMatch)
+        );
+        // Rotation: an old and a new key, the signature by either verifies.
+        assert_eq!(
+            verify(
+                &[other, key.clone()],
+                Some(id),
+                Some("1614265330"),
+                Some(expected),
+                body,
+                ts
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&[key], None, Some("1614265330"), Some(expected), body, ts),
+            Err(SignatureError::MissingHeader("webhook-id"))
+        );
+    }
+
+    #[test]
+    fn a_card_story_in_order() {
+        let seen = Seen::default();
+        let (seen, e) = apply(&seen, Event::Authorization { points: 100 });
+        assert_eq!(
+            e,
+            Effect {
+                pending: 100,
+                posted: 0,
+                clawed_back: 0
+            }
+        );
+        let (seen, e) = apply(
+            &seen,
+            Event::Clearing {
+                amount: d("80"),
+                points: 80,
+            },
+        );
+        assert_eq!(
+            e,
+            Effect {
+                pending: -100,
+                posted: 80,
+                clawed_back: 0
+            }
+        );
+        let (seen, e) = apply(&seen, Event::Refund { amount: d("30") });
+        assert_eq!(e.clawed_back, 30);
+        let (seen, e) = apply(&seen, Event::Refund { amount: d("20") });
+        assert_eq!(e.clawed_back, 20);
+        // More refunded than cleared: never more than was posted.
+        let (seen, e) = apply(&seen, Event::Refund { amount: d("100") });
+        assert_eq!(e.clawed_back, 30);
+        assert_eq!(
+            seen.target(),
+            Target {
+                pending: 0,
+                posted: 80,
+                clawed_back: 80
+            }
+        );
+    }
+
+    #[test]
+    fn reversal_and_lapse_remove_pending_but_not_a_clearing() {
+        let auth = Seen::default().with(Event::Authorization { points: 50 });
+        assert_eq!(apply(&auth, Event::Reversal).1.pending, -50);
+        assert_eq!(apply(&auth, Event::Lapse).1.pending, -50);
+        let lapsed = auth.with(Event::Lapse);
+        let (_, e) = apply(
+            &lapsed,
+            Event::Clearing {
+                amount: d("50"),
+                points: 50,
+            },
+        );
+        assert_eq!(
+            e,
+            Effect {
+                pending: 0,
+                posted: 50,
+                clawed_back: 0
+            }
+        );
+        // A reversal before its authorization: the authorization never becomes pending.
+        let reversed = Seen::default().with(Event::Reversal);
+        assert_eq!(
+            apply(&reversed, Event::Authorization { points: 50 }).1,
+            Effect::default()
+        );
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (0i64..500).prop_map(|points| Event::Authorization { points }),
+            (1i64..500).prop_map(|n| Event::Clearing {
+                amount: Decimal::from(n),
+                points: n * 3
+            }),
+            Just(Event::Reversal),
+            (1i64..300).prop_map(|n| Event::Refund {
+                amount: Decimal::new(n, 1)
+            }),
+            Just(Event::Lapse),
+        ]
+    }
+
+    proptest! {
+        /// Any order of the same events: the same end state, and the effects applied
+        /// one by one add up to it (nothing moves twice, nothing is lost).
+        #[test]
+        fn any_order_reaches_the_same_end_state(
+            events in proptest::collection::vec(event(), 0..8),
+            seed in any::<u64>(),
+        ) {
+            // One authorization and one clearing per transaction, as a bank sends them.
+            let mut events: Vec<Event> = {
+                let (mut a, mut c) = (false, false);
+                events.into_iter().filter(|e| match e {
+                    Event::Authorization { .. } => !std::mem::replace(&mut a, true),
+                    Event::Clearing { .. } => !std::mem::replace(&mut c, true),
+                    _ => true,
+                }).collect()
+            };
+            let in_order = events.iter().fold(Seen::default(), |s, e| s.with(*e)).target();
+            // A deterministic shuffle from the seed.
+            let mut state = seed | 1;
+            for i in (1..events.len()).rev() {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+                events.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            let mut seen = Seen::default();
+            let mut sum = Effect::default();
+            for e in &events {
+                let (next, effect) = apply(&seen, *e);
+                prop_assert!(effect.posted >= 0 && effect.clawed_back >= 0);
+                sum.pending += effect.pending;
+                sum.posted += effect.posted;
+                sum.clawed_back += effect.clawed_back;
+                seen = next;
+                let t = seen.target();
+                prop_assert!(t.pending >= 0 && t.clawed_back <= t.posted);
+            }
+            prop_assert_eq!(seen.target(), in_order);
+            prop_assert_eq!((sum.pending, sum.posted, sum.clawed_back),
+                (in_order.pending, in_order.posted, in_order.clawed_back));
+        }
+    }
+}
