@@ -25,6 +25,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let RawJson(bytes) = RawJson::from_request(req, state).await?;
+        parse_json(&bytes)
+    }
+}
+
+/// A JSON body's bytes as sent (for a signature over them), its media type checked.
+pub struct RawJson(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -40,21 +52,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
-        let mut tree: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        whole_numbers_as_integers(&mut tree);
-        let canonical = tree.to_string();
-        let value = serde_path_to_error::deserialize(tree).map_err(|e| {
-            let field = e.path().to_string();
-            let field = if field == "." {
-                "body".to_owned()
-            } else {
-                field
-            };
-            validation(vec![FieldError::new(&field, e.inner())])
-        })?;
-        Ok(Self { value, canonical })
+        Ok(Self(bytes))
     }
+}
+
+/// Parses a JSON body: refuses a PAN anywhere in it (`pan`) before anything else reads
+/// it, then deserializes, naming the offending field on a mismatch.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
+    let mut tree: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    crate::pan::refuse_in_json(&tree)?;
+    whole_numbers_as_integers(&mut tree);
+    let canonical = tree.to_string();
+    let value = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." {
+            "body".to_owned()
+        } else {
+            field
+        };
+        validation(vec![FieldError::new(&field, e.inner())])
+    })?;
+    Ok(JsonBody { value, canonical })
 }
 
 /// JSON Schema (and so the OpenAPI document) counts `5.0` and `5e0` as integers; serde

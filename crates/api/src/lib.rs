@@ -6,6 +6,7 @@ mod fields;
 mod metrics;
 pub mod observe;
 pub mod openapi;
+pub mod pan;
 pub mod problem;
 pub mod routes;
 
@@ -34,6 +35,7 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "tiers", description = "The tier ladder and members' tiers"),
         (name = "campaigns", description = "Targeted rewards with a budget, a funder and a holdout"),
         (name = "settlements", description = "Clearing between partners for a closed period, and the points liability"),
+        (name = "bank", description = "Co-branded cards and signed card events (bank-scope clients of a bank partner only)"),
         (name = "service", description = "Health and documentation")
     )
 )]
@@ -80,6 +82,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::tiers::router())
         .merge(routes::campaigns::router())
         .merge(routes::settlements::router())
+        .merge(routes::bank::router())
         .merge(routes::service::router())
 }
 
@@ -102,6 +105,7 @@ pub fn router(app: App) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(routes::service::not_found)
         .method_not_allowed_fallback(routes::service::method_not_allowed)
+        .layer(middleware::from_fn(pan::guard))
         .layer(middleware::from_fn(observe::remember_route))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(catch_panic())

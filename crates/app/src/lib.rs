@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod balances;
+pub mod bank;
 pub mod campaigns;
 pub mod cards;
 pub mod clients;
@@ -52,6 +53,9 @@ pub struct App {
     pub credentials: Arc<credentials::CredentialsCache>,
     /// How long a POS hold reserves its points unless captured or voided first.
     pub hold_ttl: std::time::Duration,
+    /// How long a bank authorization stays pending without a clearing before the
+    /// `lapse-authorizations` job removes its points.
+    pub bank_authorization_lapse: chrono::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

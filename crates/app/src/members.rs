@@ -72,7 +72,8 @@ fn phone_field(v: &mut Validator, sent: Option<String>) -> Option<String> {
 }
 
 pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Member> {
-    caller.require(&[Scope::Admin, Scope::Partner])?;
+    // A co-brand bank enrols its card holders too (then issues their bank cards).
+    caller.require(&[Scope::Admin, Scope::Partner, Scope::Bank])?;
     let mut v = Validator::default();
     let name = text_field(&mut v, "name", &input.name, 200);
     let email = email_field(&mut v, &input.email);
@@ -158,7 +159,7 @@ pub async fn link_partner(
 /// The partner whose links limit what this caller sees; `None` sees the whole programme.
 pub(crate) fn seeing_partner(caller: &Caller) -> Option<Uuid> {
     match caller.scope {
-        Scope::Partner => caller.partner_id,
+        Scope::Partner | Scope::Bank => caller.partner_id,
         _ => None,
     }
 }
@@ -204,7 +205,7 @@ pub async fn visible(
     caller: &Caller,
     member_id: Uuid,
 ) -> AppResult<member::Model> {
-    caller.require(&[Scope::Admin, Scope::Partner])?;
+    caller.require(&[Scope::Admin, Scope::Partner, Scope::Bank])?;
     let row = in_programme(db, caller, member_id).await?;
     if let Some(partner_id) = seeing_partner(caller) {
         if !linked(db, member_id, partner_id).await? {

@@ -289,7 +289,7 @@ fn day_and_month_start(at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
 /// (indexed), so the purchase path needs no index of purchases by account. A purchase
 /// that moved no points leaves no posting and does not count; purchases made on a bearer
 /// card before it was registered stay on the bearer card's account and do not count.
-async fn bought_at(
+pub(crate) async fn bought_at(
     db: &impl ConnectionTrait,
     account_id: Uuid,
     partner_id: Uuid,

@@ -37,33 +37,55 @@ fn luhn_valid(digits: &[u8]) -> bool {
 
 /// Whether `text` holds something that looks like a payment card number: a run of 13 to
 /// 19 digits (single spaces or dashes between groups allowed, as PANs are written) that
-/// passes the Luhn check. Runs are maximal: a 20-digit number is not a PAN, nor is a
-/// 12-digit one, and digits glued to letters end a run (so a UUID's hex groups do not
-/// join up). A UUID as a whole is never a PAN.
+/// passes the Luhn check. Runs are maximal (a 20-digit number is not a PAN, nor is a
+/// 12-digit one) and must stand apart from letters: digits glued to a letter on either
+/// side (`tok4111…`, `…1111ab`, a UUID's or a random token's hex) are part of a word,
+/// not a card number — random alphanumeric ids would otherwise be refused now and then.
 pub fn contains_pan(text: &str) -> bool {
-    if text.len() < 13 || uuid::Uuid::try_parse(text).is_ok() {
-        return false;
-    }
+    pan_runs(text).next().is_some()
+}
+
+/// [`contains_pan`], except that runs which are the programme's own card numbers
+/// ([`is_own_card_number`]) do not count: for the places our card numbers belong.
+pub fn contains_foreign_pan(text: &str) -> bool {
+    pan_runs(text).any(|run| !is_own_card_number(&run))
+}
+
+/// The PAN-like runs of `text`, as their digits.
+fn pan_runs(text: &str) -> impl Iterator<Item = String> + '_ {
     let bytes = text.as_bytes();
-    let mut digits: Vec<u8> = Vec::with_capacity(19);
-    let mut i = 0;
-    while i <= bytes.len() {
-        let b = bytes.get(i).copied();
-        match b {
-            Some(d) if d.is_ascii_digit() => digits.push(d),
-            // A separator inside a run: one space or dash between two digits.
-            Some(b' ' | b'-')
-                if !digits.is_empty() && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit()) => {}
-            _ => {
-                if (13..=19).contains(&digits.len()) && luhn_valid(&digits) {
-                    return true;
+    let mut runs = Vec::new();
+    if bytes.len() >= 13 {
+        let mut digits: Vec<u8> = Vec::with_capacity(19);
+        let mut start = 0;
+        let mut i = 0;
+        while i <= bytes.len() {
+            let b = bytes.get(i).copied();
+            match b {
+                Some(d) if d.is_ascii_digit() => {
+                    if digits.is_empty() {
+                        start = i;
+                    }
+                    digits.push(d)
                 }
-                digits.clear();
+                // A separator inside a run: one space or dash between two digits.
+                Some(b' ' | b'-')
+                    if !digits.is_empty()
+                        && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit()) => {}
+                _ => {
+                    let glued = |at: Option<&u8>| at.is_some_and(|c| c.is_ascii_alphabetic());
+                    let apart = !glued(start.checked_sub(1).and_then(|p| bytes.get(p)))
+                        && !glued(b.as_ref());
+                    if apart && (13..=19).contains(&digits.len()) && luhn_valid(&digits) {
+                        runs.push(String::from_utf8_lossy(&digits).into_owned());
+                    }
+                    digits.clear();
+                }
             }
+            i += 1;
         }
-        i += 1;
     }
-    false
+    runs.into_iter()
 }
 
 /// Whether a JSON number's digits form a PAN (a PAN sent as a number).
@@ -328,6 +350,8 @@ mod tests {
             "378282246310005",
             "6011111111111117",
             "my card is 4111111111111111, thanks",
+            "tok_4111111111111111",
+            "12.4111111111111111",
             "4222222222222",
         ] {
             assert!(contains_pan(pan), "{pan}");
@@ -341,12 +365,17 @@ mod tests {
             "2026-12-03T10:00:00Z",
             "a1111111-1111-4111-8111-111111111111",
             "receipt-1001",
+            "tok4111111111111111",
+            "4111111111111111abc",
         ] {
             assert!(!contains_pan(not), "{not}");
         }
         let own = crate::card_number::from_random_digits(123_456_789);
         assert!(contains_pan(&own), "our numbers do look like PANs");
         assert!(is_own_card_number(&own));
+        assert!(!contains_foreign_pan(&own));
+        assert!(!contains_foreign_pan(&format!("{own}\u{0}")));
+        assert!(contains_foreign_pan(&format!("{own}, 4111111111111111")));
         assert!(!is_own_card_number("4111111111111111"));
         assert!(number_is_pan("4111111111111111"));
         assert!(!number_is_pan("4111111111111111.5"));

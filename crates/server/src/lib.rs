@@ -59,6 +59,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         terms,
         credentials,
         hold_ttl: std::time::Duration::from_secs(config.hold_ttl_seconds.unsigned_abs()),
+        bank_authorization_lapse: chrono::Duration::hours(config.bank_authorization_lapse_hours),
     })
 }
 

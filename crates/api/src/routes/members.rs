@@ -160,6 +160,7 @@ pub async fn member_balance(
         points: view.points,
         held_points: view.held_points,
         available_points: view.available_points,
+        pending_points: view.pending_points,
         value: MoneyDto::new(view.value, &view.currency),
         expiring_soon: expiring_soon(view.expiring_soon),
     }))
@@ -292,6 +293,9 @@ pub struct BalanceResponse {
     pub held_points: i64,
     /// Points that can be spent now: `points - held_points`.
     pub available_points: i64,
+    /// Points shown but not yet spendable: co-branded card authorizations not cleared
+    /// yet (not part of `points`).
+    pub pending_points: i64,
     /// Money value of the points at the programme's point value.
     pub value: MoneyDto,
     /// Lots expiring within 30 days, soonest first.
