@@ -836,6 +836,19 @@ async fn a_pan_is_refused_everywhere_and_is_nowhere_in_the_database_or_the_log()
         )
         .await,
     );
+    // The token endpoint answers in its own (RFC 6749) format, and looks nothing up.
+    let oauth = t
+        .http
+        .post(format!("{}/oauth/token", t.base))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", PAN),
+            ("client_secret", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oauth.status(), 400);
     // Our own card numbers (16 digits, Luhn) still work where card numbers belong.
     t.get(&format!("/v1/cards/{card}/balance"), &gym.token)
         .await
