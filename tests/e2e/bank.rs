@@ -928,3 +928,35 @@ async fn database_text(url: &str) -> String {
     }
     text
 }
+
+/// Deliveries of one event at the same moment (a bank retrying on a timeout): one
+/// applies it, the others answer `duplicate`; the unique key on the event id is the
+/// guard, on PostgreSQL across connections.
+#[tokio::test]
+async fn concurrent_deliveries_of_one_event_move_it_once() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    let clearing = event("c-1", "clearing", "C", card, "40.00", GYM_MID);
+    let answers = futures::future::join_all((0..8).map(|_| send(t, bank, &clearing))).await;
+    let mut statuses: Vec<String> = answers
+        .into_iter()
+        .map(|a| a.expect(200)["status"].as_str().unwrap().to_owned())
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses[0], "applied");
+    assert!(
+        statuses[1..].iter().all(|s| s == "duplicate"),
+        "{statuses:?}"
+    );
+    assert_eq!(points(t, &s.prog, &s.member).await, (80, 0));
+    // Different events of one transaction at once: each applies once, in some order.
+    let refunds: Vec<Value> = (0..4)
+        .map(|i| event(&format!("c-r{i}"), "refund", "C", card, "5.00", GYM_MID))
+        .collect();
+    let answers = futures::future::join_all(refunds.iter().map(|e| send(t, bank, e))).await;
+    for a in answers {
+        assert_eq!(a.expect(200)["points_clawed_back"], 10);
+    }
+    assert_eq!(points(t, &s.prog, &s.member).await, (40, 0));
+    assert_accounts_consistent(&t.app.db, s.prog.id).await;
+}
