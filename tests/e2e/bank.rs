@@ -413,6 +413,16 @@ async fn a_bank_card_story_authorize_clear_another_amount_refund_twice_and_redel
     );
     assert_eq!(points(t, &s.prog, &s.member).await, (0, 0));
     assert_accounts_consistent(&t.app.db, s.prog.id).await;
+    // Each applied event is in the outbox once, in its own transaction; duplicates none.
+    use coalition_store::entities::outbox_event;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let outbox = outbox_event::Entity::find()
+        .filter(outbox_event::Column::EventType.eq("bank_event.processed"))
+        .all(&t.app.db)
+        .await
+        .unwrap();
+    assert_eq!(outbox.len(), 5, "auth, clearing, three refunds");
+    assert!(outbox.iter().all(|o| o.programme_id == s.prog.id));
 }
 
 /// The same events in several orders (each on its own card and member): every order
@@ -715,6 +725,15 @@ async fn merchant_ids_are_unique_per_programme_and_bank_routes_are_the_banks_alo
     .await
     .expect(200);
     assert_eq!(points(t, &s.prog, &s.member).await, (20, 0));
+    // Another member's card cannot take part in that transaction.
+    let (_, stranger_card) = card_holder(t, &s.bank, "stranger@example.org").await;
+    send(
+        t,
+        &s.bank,
+        &event("n-2", "refund", "N", &stranger_card, "10.00", GYM_MID),
+    )
+    .await
+    .expect_problem(422, "validation_failed");
     // Bad card fields name themselves.
     let bad = t
         .post(

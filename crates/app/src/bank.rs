@@ -700,6 +700,18 @@ async fn apply_in(
         .one(txn)
         .await?;
     let is_new = existing.is_none();
+    // The first event of a transaction fixes its card's account; an event naming a card
+    // of another member's account for it is refused (a replacement card keeps the
+    // account, so its events still count).
+    if existing
+        .as_ref()
+        .is_some_and(|row| row.account_id != card.account_id)
+    {
+        return Err(AppError::Validation(vec![crate::FieldError::new(
+            "card_token",
+            "the transaction belongs to a card of another member",
+        )]));
+    }
     // The first event of a transaction fixes its card (and so its account).
     let mut row = existing.unwrap_or_else(|| new_transaction(caller, bank, card, req, now));
     let seen = seen_of(&row)?;
