@@ -979,3 +979,51 @@ async fn concurrent_deliveries_of_one_event_move_it_once() {
     assert_eq!(points(t, &s.prog, &s.member).await, (40, 0));
     assert_accounts_consistent(&t.app.db, s.prog.id).await;
 }
+
+/// A refund after the member spent the points takes what is left, never below zero, and
+/// records the rest as the shortfall — as a purchase refund does.
+#[tokio::test]
+async fn a_refund_after_the_points_were_spent_claws_back_what_is_left_and_records_the_shortfall() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    send(
+        t,
+        bank,
+        &event("s-1", "clearing", "S", card, "100.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(points(t, &s.prog, &s.member).await, (200, 0));
+    // 150 points (1.50 EUR) spent on a 5.00 purchase at the gym; 3.50 earns 7.
+    t.post_moving(
+        "/v1/purchases",
+        &s.gym.token,
+        json!({"card_number": s.loyalty_card, "amount": {"amount": "5.00", "currency": "EUR"},
+               "external_ref": "spend-1", "redeem_points": 150}),
+    )
+    .await
+    .expect(201);
+    assert_eq!(points(t, &s.prog, &s.member).await, (57, 0));
+    let refund = send(
+        t,
+        bank,
+        &event("s-2", "refund", "S", card, "100.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(
+        (&refund["points_clawed_back"], &refund["points_shortfall"]),
+        (&json!(57), &json!(143))
+    );
+    assert_eq!(points(t, &s.prog, &s.member).await, (0, 0));
+    // Exactly once: a second refund has nothing left to claw back.
+    let again = send(
+        t,
+        bank,
+        &event("s-3", "refund", "S", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(again["points_clawed_back"], 0);
+    assert_accounts_consistent(&t.app.db, s.prog.id).await;
+}

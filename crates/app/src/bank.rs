@@ -805,16 +805,8 @@ async fn apply_in(
     row.points_posted = target.posted;
     // Claw back what refunds take (after posting: a refund may have come first).
     if effect.clawed_back > 0 {
-        let (taken, shortfall) = claw_back(
-            txn,
-            caller,
-            programme,
-            &mut row,
-            req,
-            effect.clawed_back,
-            now,
-        )
-        .await?;
+        let (taken, shortfall) =
+            claw_back(txn, caller, &mut row, req, effect.clawed_back, now).await?;
         outcome.points_clawed_back = taken;
         outcome.points_shortfall = shortfall;
         row.points_shortfall += shortfall;
@@ -1096,7 +1088,6 @@ async fn post(
 async fn claw_back(
     txn: &DatabaseTransaction,
     caller: &Caller,
-    _programme: &Programme,
     row: &mut bank_transaction::Model,
     req: &Checked,
     due: Points,
