@@ -40,6 +40,8 @@ request may still be refused for these, and only these, problem codes:
 - `validation_failed` naming only `period_start` and/or `period_end` of a settlement
   (the end must not be in the future — it depends on the clock — and must follow the
   start), and `409 settlement_overlaps` (the period overlaps one already settled).
+- `409 rotation_in_progress`: a client's secret was rotated with an overlap that still
+  runs (an earlier operation of the run rotated it).
 - `validation_failed` naming `card_number` or `number` (a card number in a body or a
   path) with the message of a card number, whose last digit is a Luhn check digit that
   a pattern cannot compute; beside such an error, the others are judged as above.
@@ -71,6 +73,8 @@ CAMPAIGN_FIELDS = {
     "reminder",
 }
 SETTLEMENT_FIELDS = {"period_start", "period_end"}
+# 409s that depend on what happened before: a settled period, a running rotation overlap.
+CONFLICT_CODES = {"settlement_overlaps", "rotation_in_progress"}
 
 
 def check_digit_refusal(error) -> bool:
@@ -80,7 +84,7 @@ def check_digit_refusal(error) -> bool:
 def refused_for_state(response) -> bool:
     if response.status_code == 409:
         try:
-            return response.json().get("code") == "settlement_overlaps"
+            return response.json().get("code") in CONFLICT_CODES
         except Exception:
             return False
     if response.status_code != 422:

@@ -12,6 +12,7 @@ mod m20261125_000040_holds;
 mod m20261126_000100_campaigns;
 mod m20261126_000200_settlements;
 mod m20261126_000300_client_states;
+mod m20261127_000100_closed_accounts;
 mod m20261203_000100_bank;
 
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000100_campaigns::Migration),
             Box::new(m20261126_000200_settlements::Migration),
             Box::new(m20261126_000300_client_states::Migration),
+            Box::new(m20261127_000100_closed_accounts::Migration),
             Box::new(m20261203_000100_bank::Migration),
         ]
     }

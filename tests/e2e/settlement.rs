@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-fn dec(v: &Value) -> Decimal {
+pub(crate) fn dec(v: &Value) -> Decimal {
     v.as_str()
         .unwrap_or_else(|| panic!("decimal string expected: {v}"))
         .parse()
@@ -24,7 +24,7 @@ fn eur(amount: &str) -> Value {
     json!({"amount": amount, "currency": "EUR"})
 }
 
-async fn settle(t: &TestApp, token: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Resp {
+pub(crate) async fn settle(t: &Client, token: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Resp {
     t.post(
         "/v1/settlements",
         token,
@@ -59,8 +59,8 @@ async fn set_prices(t: &TestApp, prog: &Programme, p: &Partner, issue: &str, red
     .expect(200);
 }
 
-/// The "campaign": bonus points at `at`, paid by `funder`. (A rule with a funder today;
-/// the same with /v1/campaigns once campaigns are merged.)
+/// Bonus points at `at`, paid by `funder`: an earning rule with a funder, which the
+/// ledger and settlement treat as a campaign (the seed test uses a real campaign).
 async fn campaign(t: &TestApp, prog: &Programme, funder: &Partner, at: &Partner, bonus: i64) {
     t.post(
         "/v1/rules",
@@ -74,7 +74,7 @@ async fn campaign(t: &TestApp, prog: &Programme, funder: &Partner, at: &Partner,
     .expect(201);
 }
 
-fn line<'a>(s: &'a Value, partner: &Partner) -> &'a Value {
+pub(crate) fn line<'a>(s: &'a Value, partner: &Partner) -> &'a Value {
     s["lines"]
         .as_array()
         .unwrap()
@@ -203,8 +203,21 @@ async fn the_seed_scenario_settles_who_owes_whom_ties_to_the_ledger_and_clears()
     )
     .await
     .expect(201);
-    campaign(&t, &prog, &gym, &diet, 500).await;
     let (member, card) = t.member_with_card(&gym, "seed@example.org").await;
+    // The seed's cross-shopping campaign: 500 bonus points at the diet store, paid by
+    // the gym, for its member (no holdout).
+    t.post(
+        "/v1/campaigns",
+        &prog.admin,
+        json!({"name": "Gym members: 500 at the diet store",
+               "segment": {"kind": "members", "member_ids": [member]},
+               "reward": {"kind": "bonus", "value": "500", "partner_ids": [diet.id]},
+               "funder": {"kind": "partner", "partner_id": gym.id},
+               "budget_points": 10000,
+               "ends_at": (Utc::now() + Duration::days(30)).to_rfc3339()}),
+    )
+    .await
+    .expect(201);
 
     // 5 % of 5000 at 0.01 a point: 25,000 points, worth 250.00.
     assert_eq!(
@@ -220,10 +233,21 @@ async fn the_seed_scenario_settles_who_owes_whom_ties_to_the_ledger_and_clears()
         ),
         (Some(25_000), Some(50))
     );
-    // At the diet store: 10 of its own and the gym's 500 bonus.
+    // At the diet store: 10 of its own and the gym's 500 campaign bonus.
+    let diet_purchase = t.purchase(&diet, &card, "10.00", 0).await;
+    assert_eq!(diet_purchase["points_earned"], 510);
+    let campaign_line = diet_purchase["breakdown"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "campaign")
+        .expect("the campaign's line in the breakdown");
     assert_eq!(
-        t.purchase(&diet, &card, "10.00", 0).await["points_earned"],
-        510
+        (
+            &campaign_line["points"],
+            &campaign_line["funder"]["partner_id"]
+        ),
+        (&json!(500), &json!(gym.id))
     );
     // What is left expires: breakage.
     assert_eq!(expire_everything(&t).await, 560);

@@ -62,6 +62,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiE
     let mut tree: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     crate::pan::refuse_in_json(&tree)?;
+    // Every body of this API is an object; serde would also read a struct from an
+    // array of its fields in order.
+    if !tree.is_object() {
+        return Err(validation(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )]));
+    }
     whole_numbers_as_integers(&mut tree);
     let canonical = tree.to_string();
     let value = serde_path_to_error::deserialize(tree).map_err(|e| {
@@ -71,9 +79,37 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiE
         } else {
             field
         };
-        validation(vec![FieldError::new(&field, e.inner())])
+        validation(vec![FieldError::new(
+            &field,
+            plain_words(&e.inner().to_string()),
+        )])
     })?;
     Ok(JsonBody { value, canonical })
+}
+
+/// serde's message with the Rust names in it said in JSON's words: callers never see
+/// an internal type name (`expected i64`, `expected struct RotateSecretRequest`).
+fn plain_words(message: &str) -> String {
+    const INTEGERS: [&str; 10] = [
+        "i64", "i32", "i16", "i8", "u64", "u32", "u16", "u8", "usize", "isize",
+    ];
+    let mut out = message.to_owned();
+    if let Some(at) = out.find("expected struct ") {
+        let name_end = out[at + 16..]
+            .find(|c: char| !c.is_alphanumeric() && c != '_')
+            .map_or(out.len(), |i| at + 16 + i);
+        out.replace_range(at..name_end, "expected an object");
+    }
+    for integer in INTEGERS {
+        let rust = format!("expected {integer}");
+        if let Some(at) = out.find(&rust) {
+            let end = at + rust.len();
+            if !out[end..].starts_with(|c: char| c.is_alphanumeric()) {
+                out.replace_range(at..end, "expected an integer");
+            }
+        }
+    }
+    out.replace("expected f64", "expected a number")
 }
 
 /// JSON Schema (and so the OpenAPI document) counts `5.0` and `5e0` as integers; serde
@@ -253,4 +289,26 @@ pub(crate) fn form_urldecode(bytes: &[u8]) -> Option<String> {
 
 fn hex_value(digit: u8) -> Option<u8> {
     (digit as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_words;
+
+    #[test]
+    fn serde_messages_name_no_rust_types() {
+        assert_eq!(
+            plain_words("invalid type: string \"5\", expected i64"),
+            "invalid type: string \"5\", expected an integer"
+        );
+        assert_eq!(
+            plain_words("invalid type: integer `3`, expected struct MemberChangeRequest"),
+            "invalid type: integer `3`, expected an integer".replace("an integer", "an object")
+        );
+        assert_eq!(
+            plain_words("expected u32 or null"),
+            "expected an integer or null"
+        );
+        assert_eq!(plain_words("unknown field `x`"), "unknown field `x`");
+    }
 }

@@ -189,11 +189,12 @@ fn email_schema(nullable: bool) -> RefOr<Schema> {
 pub fn optional_phone() -> RefOr<Schema> {
     let ws = WHITE_SPACE;
     string(true)
+        .max_length(Some(coalition_app::members::MAX_PHONE_CHARS))
         .pattern(Some(format!(
             r"^[{ws}]*([ +()-]*([0-9][ +()-]*){{6,15}})?[{ws}]*$"
         )))
         .description(Some(
-            "6 to 15 digits, with spaces, `+`, `-`, `(` and `)` allowed; empty means none",
+            "6 to 15 digits, with spaces, `+`, `-`, `(` and `)` allowed, at most 32 characters; empty means none",
         ))
         .examples(["+49 30 1234567"])
         .into()

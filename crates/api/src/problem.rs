@@ -81,6 +81,11 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "last_operator_client",
             "Last operator client",
         ),
+        RotationInProgress { .. } => (
+            StatusCode::CONFLICT,
+            "rotation_in_progress",
+            "A rotation's overlap is running",
+        ),
         InvalidClient => (
             StatusCode::UNAUTHORIZED,
             "invalid_client",
@@ -179,6 +184,11 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             StatusCode::CONFLICT,
             "settlement_overlaps",
             "The period overlaps a settlement",
+        ),
+        SettlementPeriodOpen { .. } => (
+            StatusCode::CONFLICT,
+            "settlement_period_open",
+            "Transactions of the period are still open",
         ),
         IdempotencyKeyReused => (
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -469,6 +469,8 @@ async fn apply(
         !c.definition.reminder || matches!(c.definition.segment, Segment::Lapsed { .. }),
         "win-back reminders are for lapsed segments only",
     );
+    v.instant("starts_at", fields.starts_at);
+    v.instant("ends_at", fields.ends_at);
     c.starts_at = fields.starts_at.map(trunc).unwrap_or(c.starts_at);
     if let Some(ends_at) = fields.ends_at {
         c.ends_at = trunc(ends_at);

@@ -151,7 +151,10 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
             if members::seeing_partner(caller).is_some() && !enrolled_here {
                 return Err(AppError::NotFound("member"));
             }
-            if member.erased_at.is_some() {
+            // Under her account's lock: an erasure either committed before (and the
+            // account is closed) or waits, and then retires this card too.
+            let account = ledger::lock_account(&txn, member.account_id).await?;
+            if member.erased_at.is_some() || account.closed_at.is_some() {
                 return Err(AppError::MemberErased);
             }
             let card = NewCard {
@@ -171,6 +174,7 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
                 balance: Set(0),
                 version: Set(0),
                 merged_into_account_id: Set(None),
+                closed_at: Set(None),
                 held: Set(0),
                 created_at: Set(chrono::Utc::now()),
             })
@@ -348,6 +352,9 @@ async fn lock_pair(txn: &DatabaseTransaction, from: Uuid, to: Uuid) -> AppResult
         }
         if id == from {
             (points, held) = (account.balance, account.held);
+        } else if account.closed_at.is_some() {
+            // Erased while this waited for her account's lock.
+            return Err(AppError::MemberErased);
         }
     }
     if held > 0 {
@@ -436,6 +443,7 @@ pub async fn block(app: &App, caller: &Caller, number: &str) -> AppResult<card::
     match now.status.as_str() {
         BLOCKED => as_seen_by(&app.db, caller, now).await,
         REPLACED => Err(AppError::CardReplaced),
+        RETIRED => Err(AppError::CardRetired),
         _ => Err(AppError::Internal(format!(
             "card {} is {} after blocking",
             mask(number),
@@ -472,8 +480,11 @@ pub async fn replace(
 ) -> AppResult<StoredResponse> {
     let (response, _) = idempotency::run(app, key, |txn| async move {
         let old = locked(&txn, managed(&txn, caller, number).await?).await?;
-        if old.status == REPLACED {
-            return Err(AppError::CardReplaced);
+        match old.status.as_str() {
+            REPLACED => return Err(AppError::CardReplaced),
+            // Her data was erased: no new card may reach her account.
+            RETIRED => return Err(AppError::CardRetired),
+            _ => {}
         }
         let replacement = NewCard {
             account_id: old.account_id,

@@ -229,6 +229,14 @@ pub async fn rotate_secret(
     let secret_hash = hash_off_thread(&secret).await?;
     let now = chrono::Utc::now();
     let row = change(app, caller, id, |row| {
+        // One overlap at a time: a second rotation would silently cut the secret the
+        // first promised to keep (tills still on it would be locked out). Cutting
+        // everything at once (`overlap_seconds: 0`) is always allowed.
+        if let Some(until) = row.previous_secret_expires_at.filter(|until| *until > now) {
+            if overlap > 0 {
+                return Err(Refused::By(AppError::RotationInProgress { until }));
+            }
+        }
         let mut active: api_client::ActiveModel = row.clone().into();
         active.secret_hash = Set(secret_hash.clone());
         if overlap == 0 {
@@ -260,7 +268,7 @@ async fn set_status(app: &App, caller: &Caller, id: Uuid, status: &str) -> AppRe
     caller.require(&[Scope::Admin])?;
     let row = change(app, caller, id, |row| {
         if row.status == status {
-            return Err(Unchanged);
+            return Err(Refused::Unchanged);
         }
         let mut active: api_client::ActiveModel = row.clone().into();
         active.status = Set(status.to_owned());
@@ -284,8 +292,12 @@ pub async fn delete(app: &App, caller: &Caller, id: Uuid) -> AppResult<()> {
     Ok(())
 }
 
-/// A change that leaves the client as it was (disabling a disabled client).
-struct Unchanged;
+/// Why an edit changes nothing.
+enum Refused {
+    /// The client is as asked already (disabling a disabled client): answer it.
+    Unchanged,
+    By(AppError),
+}
 
 /// Applies `edit` to the client in one transaction with the credentials version bump,
 /// and tells this process's cache at once (the others hear it by polling).
@@ -293,13 +305,19 @@ async fn change(
     app: &App,
     caller: &Caller,
     id: Uuid,
-    edit: impl FnOnce(&api_client::Model) -> Result<api_client::ActiveModel, Unchanged>,
+    edit: impl FnOnce(&api_client::Model) -> Result<api_client::ActiveModel, Refused>,
 ) -> AppResult<api_client::Model> {
     let txn = app.db.begin().await?;
     let row = visible_locked(&txn, caller, id).await?;
-    let Ok(edited) = edit(&row) else {
-        txn.rollback().await?;
-        return Ok(row);
+    let edited = match edit(&row) {
+        Ok(edited) => edited,
+        Err(refused) => {
+            txn.rollback().await?;
+            return match refused {
+                Refused::Unchanged => Ok(row),
+                Refused::By(e) => Err(e),
+            };
+        }
     };
     let version = credentials::bump(&txn, caller.programme_id).await?;
     if edited.status.as_ref() == DISABLED {

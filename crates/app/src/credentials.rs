@@ -5,21 +5,21 @@
 //! Each process keeps, per programme, every client's status and generation. A change
 //! to either bumps `programmes.credentials_version` in its own transaction ([`bump`]);
 //! every process polls the versions it holds every [`POLL_EVERY`] and drops a moved
-//! snapshot — the mechanism of `terms`, on its own column so a credential change does
+//! snapshot — the `snapshots` mechanism of `terms`, on its own column so a credential change does
 //! not make every process reload the purchase terms. A token names its client and the
 //! generation it was issued under; disabling, enabling or cutting a secret at once
 //! moves the generation, so the client's earlier tokens never come back.
 
 use crate::auth::IssuedUnder;
 use crate::error::{AppError, AppResult};
+use crate::snapshots::{self, Snapshots, Versioned};
 use crate::{App, Caller};
 use coalition_store::entities::{api_client, programme};
-use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::Arc;
 use uuid::Uuid;
 
 pub use crate::terms::POLL_EVERY;
@@ -42,7 +42,7 @@ struct ClientState {
 /// One programme's clients as of `version`, read from the database no earlier than
 /// `read_from` (unix seconds).
 #[derive(Debug)]
-struct Snapshot {
+pub struct Snapshot {
     version: i64,
     read_from: i64,
     clients: HashMap<String, ClientState>,
@@ -75,52 +75,14 @@ impl Snapshot {
     }
 }
 
-#[derive(Default)]
-struct Held {
-    snapshots: HashMap<Uuid, Arc<Snapshot>>,
-    /// The newest version this process knows of, per programme.
-    known: HashMap<Uuid, i64>,
+impl Versioned for Snapshot {
+    fn version(&self) -> i64 {
+        self.version
+    }
 }
 
 /// The client states this process holds.
-#[derive(Default)]
-pub struct CredentialsCache(RwLock<Held>);
-
-impl CredentialsCache {
-    fn cached(&self, programme_id: Uuid) -> Option<Arc<Snapshot>> {
-        let held = self.0.read().unwrap_or_else(|e| e.into_inner());
-        held.snapshots.get(&programme_id).cloned()
-    }
-
-    fn keep(&self, programme_id: Uuid, snapshot: Arc<Snapshot>) {
-        let mut held = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let newest = held.known.get(&programme_id).copied().unwrap_or(i64::MIN);
-        if snapshot.version >= newest {
-            held.known.insert(programme_id, snapshot.version);
-            held.snapshots.insert(programme_id, snapshot);
-        }
-    }
-
-    /// A credential change committed as `version`: forget the older snapshot.
-    pub fn changed(&self, programme_id: Uuid, version: i64) {
-        let mut held = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let newest = held.known.entry(programme_id).or_insert(version);
-        *newest = (*newest).max(version);
-        let newest = *newest;
-        if held
-            .snapshots
-            .get(&programme_id)
-            .is_some_and(|s| s.version < newest)
-        {
-            held.snapshots.remove(&programme_id);
-        }
-    }
-
-    fn held_programmes(&self) -> Vec<Uuid> {
-        let held = self.0.read().unwrap_or_else(|e| e.into_inner());
-        held.snapshots.keys().copied().collect()
-    }
-}
+pub type CredentialsCache = Snapshots<Snapshot>;
 
 /// The caller of a bearer token, if the token is valid and its client may still act.
 pub async fn authenticate(app: &App, token: &str) -> AppResult<Caller> {
@@ -150,11 +112,7 @@ async fn reload(app: &App, programme_id: Uuid) -> AppResult<Arc<Snapshot>> {
 /// Reads the version before the clients (see `terms::load`).
 async fn load(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Snapshot> {
     let read_from = chrono::Utc::now().timestamp();
-    let version: i64 = programme::Entity::find_by_id(programme_id)
-        .select_only()
-        .column(programme::Column::CredentialsVersion)
-        .into_tuple()
-        .one(db)
+    let version = snapshots::version(db, programme_id, programme::Column::CredentialsVersion)
         .await?
         .ok_or(AppError::TokenRevoked)?;
     let rows: Vec<(String, String, i64)> = api_client::Entity::find()
@@ -183,57 +141,12 @@ async fn load(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Snapsh
 /// Records a credential change; call it in the change's transaction, and after the
 /// commit hand the returned version to [`CredentialsCache::changed`].
 pub async fn bump(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<i64> {
-    programme::Entity::update_many()
-        .col_expr(
-            programme::Column::CredentialsVersion,
-            Expr::col(programme::Column::CredentialsVersion).add(1),
-        )
-        .filter(programme::Column::Id.eq(programme_id))
-        .exec(db)
-        .await?;
-    programme::Entity::find_by_id(programme_id)
-        .select_only()
-        .column(programme::Column::CredentialsVersion)
-        .into_tuple()
-        .one(db)
-        .await?
-        .ok_or(AppError::NotFound("programme"))
+    snapshots::bump(db, programme_id, programme::Column::CredentialsVersion).await
 }
 
-/// Polls the versions of the programmes this process holds and drops moved ones, every
-/// [`POLL_EVERY`], for as long as the cache lives.
+/// Drops the snapshots whose programme's credentials moved, within [`POLL_EVERY`].
 pub fn spawn_watcher(db: DatabaseConnection, cache: &Arc<CredentialsCache>) {
-    let cache: Weak<CredentialsCache> = Arc::downgrade(cache);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(POLL_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(cache) = cache.upgrade() else { return };
-            if let Err(e) = poll(&db, &cache).await {
-                tracing::warn!(error = %e, "checking credentials versions failed; retrying");
-            }
-        }
-    });
-}
-
-async fn poll(db: &DatabaseConnection, cache: &CredentialsCache) -> AppResult<()> {
-    let held = cache.held_programmes();
-    if held.is_empty() {
-        return Ok(());
-    }
-    let versions: Vec<(Uuid, i64)> = programme::Entity::find()
-        .select_only()
-        .column(programme::Column::Id)
-        .column(programme::Column::CredentialsVersion)
-        .filter(programme::Column::Id.is_in(held))
-        .into_tuple()
-        .all(db)
-        .await?;
-    for (programme_id, version) in versions {
-        cache.changed(programme_id, version);
-    }
-    Ok(())
+    snapshots::spawn_watcher(db, cache, programme::Column::CredentialsVersion);
 }
 
 #[cfg(test)]
@@ -272,20 +185,5 @@ mod tests {
         assert!(s.covers(100 - CLOCK_SKEW_SECONDS - 1));
         assert!(!s.covers(100));
         assert!(!s.covers(100 - CLOCK_SKEW_SECONDS));
-    }
-
-    #[test]
-    fn a_change_drops_the_snapshot_and_refuses_older_ones() {
-        let cache = CredentialsCache::default();
-        let programme = Uuid::new_v4();
-        cache.keep(programme, Arc::new(snapshot(3, 0, true, 0)));
-        cache.changed(programme, 3);
-        assert!(cache.cached(programme).is_some());
-        cache.changed(programme, 4);
-        assert!(cache.cached(programme).is_none());
-        cache.keep(programme, Arc::new(snapshot(3, 0, true, 0)));
-        assert!(cache.cached(programme).is_none());
-        cache.keep(programme, Arc::new(snapshot(4, 0, true, 0)));
-        assert_eq!(cache.cached(programme).unwrap().version, 4);
     }
 }

@@ -122,7 +122,13 @@ async fn write_all(
     let account = b.add(row.account_id);
     let entry = b.add(row.entry_id);
     let programme = b.add(row.programme_id);
-    let now = b.add(row.created_at);
+    let stamp = b.add(row.created_at);
+    // The moment the rows are written: the purchase's stamp, or the statement's start
+    // on the database's clock when the statement began later (it waited for a
+    // connection). A settlement waits for the transactions open before its period's
+    // end, and only a statement that began after that can be missing from its read:
+    // this keeps such a statement's rows out of the settled period (`settlements`).
+    let now = format!("GREATEST({stamp}::timestamptz, now())");
     let partner = b.add(row.partner_id);
     let breakdown = serde_json::to_string(&write.ctx.breakdown)
         .map_err(|e| AppError::Internal(e.to_string()))?;
@@ -131,12 +137,12 @@ async fn write_all(
     let live_held = format!(
         "CASE WHEN held = 0 THEN 0::bigint ELSE held - (SELECT COALESCE(SUM(h.points), 0)::bigint \
          FROM holds h WHERE h.account_id = point_accounts.id AND h.status = 'held' \
-         AND h.expires_at <= {now}) END"
+         AND h.expires_at <= {stamp}) END"
     );
     let mut sql = format!(
         "WITH account AS (\
            UPDATE point_accounts SET balance = balance + {earned}::bigint, version = version + 1 \
-           WHERE id = {account} AND balance <= {} - {earned}::bigint AND merged_into_account_id IS NULL \
+           WHERE id = {account} AND balance <= {} - {earned}::bigint AND merged_into_account_id IS NULL AND closed_at IS NULL \
            RETURNING balance, {live_held} AS held, version), \
          entry AS (\
            INSERT INTO journal_entries (id, programme_id, kind, reason, partner_id, purchase_id, refund_id, breakdown, created_at) \
@@ -260,7 +266,8 @@ async fn write_all(
         .await
         .map_err(|e| duplicate_or(e, row))?
     else {
-        // The guard refused: nothing was written. Say why (merged, or over the limit).
+        // The guard refused: nothing was written. Say why (merged, closed by an erasure,
+        // or over the limit).
         return Err(ledger::refusal(db, row.account_id, 0, row.points_earned).await?);
     };
     Ok(AccountState {

@@ -33,6 +33,11 @@ pub enum AppError {
     TokenRevoked,
     #[error("the programme's last active operator client cannot be disabled or deleted")]
     LastOperatorClient,
+    /// A rotation with an overlap while the previous rotation's overlap still runs.
+    #[error("the secret rotated out last still gets tokens until {until}; rotate again after that, or with overlap_seconds 0 to cut every earlier secret now")]
+    RotationInProgress {
+        until: chrono::DateTime<chrono::Utc>,
+    },
     #[error("client authentication failed")]
     InvalidClient,
     #[error("the requested scope is not granted to this client")]
@@ -110,6 +115,8 @@ pub enum AppError {
     /// A bank event id already used with a different body.
     #[error("event id '{0}' was already delivered with a different body")]
     EventIdReused(String),
+    #[error("{transactions} transactions that began before period_end are still open; retry in a moment")]
+    SettlementPeriodOpen { transactions: i64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -142,6 +149,16 @@ impl Validator {
     pub fn require(&mut self, field: &str, ok: bool, message: &str) {
         if !ok {
             self.0.push(FieldError::new(field, message));
+        }
+    }
+
+    /// A timestamp must not be a leap second (`23:59:60`): chrono reads one, but
+    /// PostgreSQL stores it as the next second, so stored periods would not be as sent.
+    pub fn instant(&mut self, field: &str, at: Option<chrono::DateTime<chrono::Utc>>) {
+        use chrono::Timelike;
+        if at.is_some_and(|at| at.nanosecond() >= 1_000_000_000) {
+            self.0
+                .push(FieldError::new(field, "must not be a leap second (:60)"));
         }
     }
 

@@ -163,9 +163,15 @@ pub async fn guarded_change(
         )
         .filter(point_account::Column::Id.eq(account_id))
         .filter(guard)
-        .filter(point_account::Column::MergedIntoAccountId.is_null())
-        .exec_with_returning(db)
-        .await?;
+        .filter(point_account::Column::MergedIntoAccountId.is_null());
+    // A closed (erased) account loses points but never gains any: the guard is in the
+    // UPDATE, so a credit that waited for the erasure's lock is refused after it.
+    let updated = if change.balance > 0 {
+        updated.filter(point_account::Column::ClosedAt.is_null())
+    } else {
+        updated
+    };
+    let updated = updated.exec_with_returning(db).await?;
     Ok(updated.into_iter().next().map(AccountState::from))
 }
 
@@ -207,6 +213,8 @@ pub async fn refusal(
         .ok_or(AppError::NotFound("points account"))?;
     Ok(if account.merged_into_account_id.is_some() {
         AppError::AccountMerged
+    } else if account.closed_at.is_some() {
+        AppError::CardRetired
     } else if account.balance > MAX_BALANCE - earn + spend {
         AppError::BalanceLimit { max: MAX_BALANCE }
     } else {

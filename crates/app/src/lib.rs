@@ -26,6 +26,7 @@ pub mod purchases;
 pub mod refunds;
 pub mod rules;
 pub mod settlements;
+mod snapshots;
 mod spans;
 pub mod terms;
 pub mod tiers;

@@ -41,6 +41,9 @@ fn valid_email(email: &str) -> bool {
         && !email.contains(|c: char| c.is_whitespace() || c.is_control())
 }
 
+/// What a phone number may take, spacing and punctuation included.
+pub const MAX_PHONE_CHARS: usize = 32;
+
 fn valid_phone(phone: &str) -> bool {
     let digits = phone.chars().filter(char::is_ascii_digit).count();
     (6..=15).contains(&digits)
@@ -62,11 +65,14 @@ fn email_field(v: &mut Validator, sent: &str) -> String {
 
 /// A phone as kept: trimmed, checked; empty is none.
 fn phone_field(v: &mut Validator, sent: Option<String>) -> Option<String> {
+    let short = sent
+        .as_deref()
+        .is_none_or(|p| p.chars().count() <= MAX_PHONE_CHARS);
     let phone = sent.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
     v.require(
         "phone",
-        phone.as_deref().is_none_or(valid_phone),
-        "must be a phone number of 6 to 15 digits",
+        short && phone.as_deref().is_none_or(valid_phone),
+        "must be a phone number of 6 to 15 digits, at most 32 characters",
     );
     phone
 }
@@ -90,6 +96,7 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
         balance: Set(0),
         version: Set(0),
         merged_into_account_id: Set(None),
+        closed_at: Set(None),
         held: Set(0),
         created_at: Set(now),
     })
@@ -412,12 +419,24 @@ pub async fn erase(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<()>
     // The account's lock first: a purchase or capture on her card waits, then finds the
     // card retired (or finished first, and its points are forfeited here).
     let account = crate::ledger::lock_account(&txn, account_id).await?;
-    card::Entity::update_many()
-        .col_expr(card::Column::Status, Expr::value(crate::cards::RETIRED))
-        .filter(card::Column::MemberId.eq(member_id))
-        .filter(card::Column::Status.ne(crate::cards::REPLACED))
+    // Closed first: from here on no statement can credit the account (`ledger`).
+    point_account::Entity::update_many()
+        .col_expr(point_account::Column::ClosedAt, Expr::value(Some(now)))
+        .filter(point_account::Column::Id.eq(account_id))
         .exec(&txn)
         .await?;
+    // Twice: the first pass waits for a replacement that holds one of her cards' locks;
+    // the card it made committed before that wait ended, and only a new statement (a
+    // new snapshot on PostgreSQL) sees it. Replacements lock the old card, so none can
+    // start on her cards after the first pass.
+    for _ in 0..2 {
+        card::Entity::update_many()
+            .col_expr(card::Column::Status, Expr::value(crate::cards::RETIRED))
+            .filter(card::Column::MemberId.eq(member_id))
+            .filter(card::Column::Status.is_not_in([crate::cards::REPLACED, crate::cards::RETIRED]))
+            .exec(&txn)
+            .await?;
+    }
     let mut state = crate::holds::void_all_in(&txn, account_id, now).await?;
     let points = state.as_ref().map_or(account.balance, |s| s.balance);
     if points > 0 {

@@ -547,7 +547,9 @@ async fn record_once(
     let transaction = crate::spans::db(app.db.get_database_backend(), "purchase.transaction");
     let (response, changed) = idempotency::run(app, key, |txn| async move {
         let ctx = context(app, &txn, caller, req).await?;
-        if ctx.needs_history(req) {
+        // The account before the campaigns' budget rows: every path (hold captures
+        // too) locks in that order, or two purchases of one member deadlock.
+        if ctx.needs_history(req) || ctx.campaigns_may_apply() {
             locked_unmerged(&txn, ctx.card.account_id).await?;
         }
         let ctx = ctx.with_campaigns(&txn, true).await?;

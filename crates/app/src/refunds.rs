@@ -8,10 +8,11 @@ use crate::ledger::{self, AccountState, EntryContext};
 use crate::programmes::{self, Programme};
 use crate::purchases::{find_own, parse_stored};
 use crate::{App, Caller};
-use coalition_domain::ledger::refund_entry;
+use coalition_domain::ledger::{refund_entry, refund_entry_after_erasure};
 use coalition_domain::money::Money;
 use coalition_domain::refund::{
     clawback_within_balance, refund_share, split_proportionally, PurchaseRecord, RefundError,
+    RefundShare,
 };
 use coalition_domain::{AccountKind, AccountRef, Points};
 use coalition_store::entities::{point_account, posting, purchase, refund};
@@ -72,7 +73,7 @@ async fn purchase_with_locked_account(
     txn: &DatabaseTransaction,
     caller: &Caller,
     purchase_id: Uuid,
-) -> AppResult<(purchase::Model, Uuid)> {
+) -> AppResult<(purchase::Model, point_account::Model)> {
     let number = find_own(txn, caller, purchase_id).await?.card_number;
     let mut account_id = crate::cards::find(txn, caller.programme_id, &number)
         .await?
@@ -81,7 +82,7 @@ async fn purchase_with_locked_account(
         let account = ledger::lock_account(txn, account_id).await?;
         let card = crate::cards::find(txn, caller.programme_id, &number).await?;
         if account.merged_into_account_id.is_none() && card.account_id == account_id {
-            return Ok((find_own(txn, caller, purchase_id).await?, account_id));
+            return Ok((find_own(txn, caller, purchase_id).await?, account));
         }
         account_id = card.account_id;
     }
@@ -95,7 +96,8 @@ async fn refund_in(
     purchase_id: Uuid,
     amount: Money,
 ) -> AppResult<(Refunded, AccountState)> {
-    let (bought, account_id) = purchase_with_locked_account(txn, caller, purchase_id).await?;
+    let (bought, account) = purchase_with_locked_account(txn, caller, purchase_id).await?;
+    let account_id = account.id;
     let already_refunded = parse_stored(&bought.refunded_amount)?;
     let record = PurchaseRecord {
         amount: parse_stored(&bought.amount)?,
@@ -127,32 +129,7 @@ async fn refund_in(
         ));
     }
     let now = chrono::Utc::now();
-    let mut state = ledger::change_balance(txn, account_id, share.points_returned).await?;
-    // Points reserved by POS holds are not clawed back; lapsed holds reserve nothing.
-    if state.held > 0 {
-        if let Some(released) = crate::holds::release_lapsed_in(txn, account_id, now).await? {
-            state = released;
-        }
-    }
-    let (clawed, shortfall) = clawback_within_balance(
-        state.balance - state.held - share.points_returned,
-        share.points_returned,
-        share.clawback_due,
-    );
     let refund_id = Uuid::now_v7();
-    let funders = funders_of(txn, &bought).await?;
-    let weights: Vec<_> = funders.iter().map(|(_, points)| *points).collect();
-    let clawbacks: Vec<_> = funders
-        .iter()
-        .map(|(account, _)| *account)
-        .zip(split_proportionally(clawed, &weights))
-        .collect();
-    let entry = refund_entry(
-        bought.partner_id,
-        account_id,
-        &clawbacks,
-        share.points_returned,
-    )?;
     let ctx = EntryContext {
         programme_id: caller.programme_id,
         reason: format!(
@@ -166,34 +143,35 @@ async fn refund_in(
         refund_id: Some(refund_id),
         breakdown: vec![],
     };
-    let entry_id = ledger::write_entry(txn, Uuid::now_v7(), &entry, &ctx, now).await?;
-    // Returned points get a fresh lot: the spent lots are gone from the ledger's view.
-    let expires_at = programme.lot_expiry(now);
-    ledger::add_lot(
-        txn,
-        caller.programme_id,
-        account_id,
-        entry_id,
-        share.points_returned,
-        expires_at,
-        now,
-    )
-    .await?;
-    // Clawback after the returned lot exists: the lots must always hold the balance.
-    if clawed > 0 {
-        state = ledger::change_balance(txn, account_id, -clawed).await?;
-        ledger::consume_lots(txn, account_id, clawed).await?;
-    }
+    let (state, figures) = if account.closed_at.is_some() {
+        // Her data was erased: the account takes no points; what the refund gives back
+        // is forfeited as her points were, and nothing can be clawed back.
+        let entry = refund_entry_after_erasure(
+            caller.programme_id,
+            bought.partner_id,
+            account_id,
+            share.points_returned,
+        )?;
+        let entry_id = ledger::write_entry(txn, Uuid::now_v7(), &entry, &ctx, now).await?;
+        let figures = RefundFigures {
+            clawed: 0,
+            shortfall: share.clawback_due,
+            entry_id,
+        };
+        (AccountState::from(account), figures)
+    } else {
+        refund_points(txn, &bought, account_id, programme, &share, &ctx, now).await?
+    };
     let row = refund::Model {
         id: refund_id,
         programme_id: caller.programme_id,
         purchase_id: bought.id,
         partner_id: bought.partner_id,
         amount: amount.amount.to_string(),
-        points_clawed_back: clawed,
+        points_clawed_back: figures.clawed,
         points_returned: share.points_returned,
-        points_shortfall: shortfall,
-        entry_id,
+        points_shortfall: figures.shortfall,
+        entry_id: figures.entry_id,
         created_at: now,
     };
     refund::Entity::insert(refund::ActiveModel::from(row.clone()))
@@ -202,7 +180,7 @@ async fn refund_in(
     purchase::Entity::update_many()
         .col_expr(
             purchase::Column::PointsClawedBack,
-            Expr::col(purchase::Column::PointsClawedBack).add(clawed),
+            Expr::col(purchase::Column::PointsClawedBack).add(figures.clawed),
         )
         .col_expr(
             purchase::Column::PointsReturned,
@@ -220,6 +198,74 @@ async fn refund_in(
         },
         state,
     ))
+}
+
+/// What a refund did to the member's points.
+struct RefundFigures {
+    clawed: Points,
+    shortfall: Points,
+    entry_id: Uuid,
+}
+
+/// Gives back the spent points and claws back the earned ones, within the balance.
+async fn refund_points(
+    txn: &DatabaseTransaction,
+    bought: &purchase::Model,
+    account_id: Uuid,
+    programme: &Programme,
+    share: &RefundShare,
+    ctx: &EntryContext,
+    now: chrono::DateTime<chrono::Utc>,
+) -> AppResult<(AccountState, RefundFigures)> {
+    let mut state = ledger::change_balance(txn, account_id, share.points_returned).await?;
+    // Points reserved by POS holds are not clawed back; lapsed holds reserve nothing.
+    if state.held > 0 {
+        if let Some(released) = crate::holds::release_lapsed_in(txn, account_id, now).await? {
+            state = released;
+        }
+    }
+    let (clawed, shortfall) = clawback_within_balance(
+        state.balance - state.held - share.points_returned,
+        share.points_returned,
+        share.clawback_due,
+    );
+    let funders = funders_of(txn, bought).await?;
+    let weights: Vec<_> = funders.iter().map(|(_, points)| *points).collect();
+    let clawbacks: Vec<_> = funders
+        .iter()
+        .map(|(account, _)| *account)
+        .zip(split_proportionally(clawed, &weights))
+        .collect();
+    let entry = refund_entry(
+        bought.partner_id,
+        account_id,
+        &clawbacks,
+        share.points_returned,
+    )?;
+    let entry_id = ledger::write_entry(txn, Uuid::now_v7(), &entry, ctx, now).await?;
+    // Returned points get a fresh lot: the spent lots are gone from the ledger's view.
+    let expires_at = programme.lot_expiry(now);
+    ledger::add_lot(
+        txn,
+        ctx.programme_id,
+        account_id,
+        entry_id,
+        share.points_returned,
+        expires_at,
+        now,
+    )
+    .await?;
+    // Clawback after the returned lot exists: the lots must always hold the balance.
+    if clawed > 0 {
+        state = ledger::change_balance(txn, account_id, -clawed).await?;
+        ledger::consume_lots(txn, account_id, clawed).await?;
+    }
+    let figures = RefundFigures {
+        clawed,
+        shortfall,
+        entry_id,
+    };
+    Ok((state, figures))
 }
 
 /// The accounts that funded a purchase's earned points, each with what it still has to

@@ -39,8 +39,9 @@ pub struct Settlement {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
-    /// Postings of the period on partner and operator accounts that were summed.
-    pub postings: i64,
+    /// Postings of the period on partner and operator accounts that were summed; none
+    /// in a partner's view (it counts every partner's postings).
+    pub postings: Option<i64>,
     pub lines: Vec<Line>,
     pub operator: Operator,
     pub payments: Vec<Payment>,
@@ -96,6 +97,7 @@ impl Settlement {
             return self;
         };
         self.lines.retain(|l| l.partner_id == partner);
+        self.postings = None;
         self.payments
             .retain(|p| p.from == Some(partner) || p.to == Some(partner));
         self.liability.retain(|l| l.partner_id == Some(partner));
@@ -147,6 +149,9 @@ pub async fn settle(
     let (start, end) = (period_start.trunc_subsecs(6), period_end.trunc_subsecs(6));
     validate_period(start, end, Utc::now())?;
     let programme = programmes::load(app, programme_id).await?;
+    // Before this run's own transaction: another run waits in its transaction for the
+    // programme's lock only, never for this, so two runs cannot wait on each other.
+    wait_for_open_transactions(&app.db, end).await?;
     let txn = app.db.begin().await?;
     lock_programme(&txn, programme_id).await?;
     progress(Step::Locked);
@@ -177,6 +182,10 @@ pub async fn settle(
 }
 
 fn validate_period(start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>) -> AppResult<()> {
+    let mut leap = crate::error::Validator::default();
+    leap.instant("period_start", Some(start));
+    leap.instant("period_end", Some(end));
+    leap.finish()?;
     let mut errors = vec![];
     // Earlier years do not compare as text on SQLite; nothing was posted before 2000.
     let earliest = DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
@@ -257,8 +266,66 @@ async fn store(db: &impl ConnectionTrait, s: &Settlement) -> AppResult<()> {
         created_at: Set(s.created_at),
     })
     .exec_without_returning(db)
-    .await?;
+    .await
+    .map_err(|e| {
+        // The overlap check ran under the programme's lock, so only a period that the
+        // check cannot see (one of no length as stored) lands here: an overlap all the same.
+        if coalition_store::is_unique_violation(&e) {
+            AppError::SettlementOverlaps
+        } else {
+            e.into()
+        }
+    })?;
     Ok(())
+}
+
+/// How far the clocks of the servers that stamp postings may be from the database's.
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(5);
+/// How long a run waits for transactions still open in the period.
+const OPEN_TRANSACTIONS_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A posting is stamped before its transaction commits, so a period that ended a moment
+/// ago may still gain postings after its settlement read the period: they would never
+/// be settled. On PostgreSQL the run waits until the period has ended on the database's
+/// clock and every other transaction of this database that began before `period_end`
+/// (plus the clock skew allowed) has ended, and refuses to settle (409
+/// `settlement_period_open`, retry) if they outlast the wait. Transactions stamp after
+/// they begin, and the one-statement purchase no earlier than its statement began, so
+/// what begins after the wait lands after the period (given server clocks not behind
+/// the database's). The sessions of the app's own database role are visible in
+/// `pg_stat_activity`. On SQLite the run's transaction holds the only connection, and
+/// purchases stamp their postings inside theirs.
+async fn wait_for_open_transactions(
+    db: &impl ConnectionTrait,
+    period_end: DateTime<Utc>,
+) -> AppResult<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let sql = "SELECT CAST(COUNT(*) AS BIGINT) AS open, now() >= $2 AS ended \
+               FROM pg_stat_activity \
+               WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND xact_start IS NOT NULL AND xact_start < $1";
+    let began_before = period_end + CLOCK_SKEW;
+    let deadline = std::time::Instant::now() + OPEN_TRANSACTIONS_WAIT;
+    loop {
+        let values = vec![began_before.into(), period_end.into()];
+        let row = db
+            .query_one(statement(db, sql, values))
+            .await?
+            .ok_or_else(|| AppError::Internal("pg_stat_activity gave no row".into()))?;
+        let open: i64 = row.try_get("", "open")?;
+        // The period has ended on the database's clock too: a purchase statement that
+        // begins after this stamps its rows no earlier than now (`earn_statement`).
+        let ended: bool = row.try_get("", "ended")?;
+        if open == 0 && ended {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(AppError::SettlementPeriodOpen { transactions: open });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Writes `$n` placeholders as `?n` for SQLite.
@@ -278,23 +345,35 @@ const PRICES: &str = "prices AS ( \
            issue_price_per_point AS issue, redemption_value_per_point AS redeem \
     FROM partner_prices WHERE programme_id = $1)";
 
-/// The postings of the period on partner and operator accounts, summed per account and
-/// price period; `elsewhere`: of a partner's issued points, those for purchases at
-/// another partner (what it funded).
+/// The period's postings on partner and operator accounts, each with its journal entry
+/// and the moment its points are priced at: when posted, except that a refund reverses
+/// at the prices of the purchase it refunds (a price change in between must not turn a
+/// reversal into a gain or a loss). The purchase is looked up for refund postings only,
+/// through its primary key.
+const PERIOD_POSTINGS: &str = "period AS ( \
+    SELECT p.seq, p.entry_id, p.account_kind, p.account_id, p.amount, p.created_at, \
+           e.kind AS entry_kind, e.partner_id AS entry_partner, \
+           CASE WHEN e.kind = 'refund' AND e.purchase_id IS NOT NULL \
+                THEN COALESCE((SELECT pu.created_at FROM purchases pu WHERE pu.id = e.purchase_id), p.created_at) \
+                ELSE p.created_at END AS priced_at \
+    FROM postings p JOIN journal_entries e ON e.id = p.entry_id \
+    WHERE p.programme_id = $1 AND p.created_at >= $2 AND p.created_at < $3 \
+      AND p.account_kind <> 'member')";
+
+/// Joins a `period` posting `p` to the price period `pr` in force at its pricing time.
+const PRICE_IN_FORCE: &str = "LEFT JOIN prices pr ON pr.partner_id = p.account_id \
+    AND pr.valid_from <= p.priced_at AND (pr.valid_to IS NULL OR p.priced_at < pr.valid_to)";
+
+/// The period's postings summed per account and price period; `elsewhere`: of a
+/// partner's issued points, those for purchases at another partner (what it funded).
 fn aggregate_sql() -> String {
     format!(
-        "WITH {PRICES} \
+        "WITH {PRICES}, {PERIOD_POSTINGS} \
          SELECT p.account_kind, p.account_id, pr.issue, pr.redeem, \
                 CAST(COUNT(*) AS BIGINT) AS postings, \
                 CAST(SUM(p.amount) AS BIGINT) AS points, \
-                CAST(SUM(CASE WHEN e.partner_id = p.account_id THEN 0 ELSE p.amount END) AS BIGINT) AS elsewhere \
-         FROM postings p \
-         JOIN journal_entries e ON e.id = p.entry_id \
-         LEFT JOIN prices pr ON pr.partner_id = p.account_id \
-              AND pr.valid_from <= p.created_at \
-              AND (pr.valid_to IS NULL OR p.created_at < pr.valid_to) \
-         WHERE p.programme_id = $1 AND p.created_at >= $2 AND p.created_at < $3 \
-           AND p.account_kind <> 'member' \
+                CAST(SUM(CASE WHEN p.entry_partner = p.account_id THEN 0 ELSE p.amount END) AS BIGINT) AS elsewhere \
+         FROM period p {PRICE_IN_FORCE} \
          GROUP BY p.account_kind, p.account_id, pr.valid_from, pr.issue, pr.redeem"
     )
 }
@@ -442,7 +521,7 @@ async fn compute(
         period_start: start,
         period_end: end,
         created_at: Utc::now(),
-        postings: f.postings,
+        postings: Some(f.postings),
         lines: s.lines.into_iter().map(line).collect(),
         operator: Operator {
             points_expired: s.operator.points_expired,
@@ -624,7 +703,7 @@ pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<Settlement> 
     Ok(parse(row)?.seen_by(caller))
 }
 
-/// The programme's settlements, latest period first.
+/// The programme's settlements, the most recently run first.
 pub async fn list(app: &App, caller: &Caller, page: PageRequest) -> AppResult<Page<Settlement>> {
     caller.require(&readers())?;
     let after = page.decode_cursor(|c| Uuid::parse_str(c).ok())?;
@@ -659,6 +738,8 @@ pub struct SettledPosting {
     /// none on operator accounts.
     pub price_per_point: Option<Decimal>,
     pub created_at: DateTime<Utc>,
+    /// When its price was read (a refund's postings: when the purchase was posted).
+    pub priced_at: DateTime<Utc>,
 }
 
 /// The postings of the settlement's period that make up `partner`'s line (a partner:
@@ -697,17 +778,12 @@ pub async fn postings(
         None => "p.account_kind <> 'member'",
     };
     let sql = format!(
-        "WITH {PRICES} \
-         SELECT p.seq, p.entry_id, e.kind AS entry_kind, p.account_kind, p.account_id, \
-                p.amount, p.created_at, \
+        "WITH {PRICES}, {PERIOD_POSTINGS} \
+         SELECT p.seq, p.entry_id, p.entry_kind, p.account_kind, p.account_id, \
+                p.amount, p.created_at, p.priced_at, \
                 CASE WHEN p.account_kind = 'partner_issued' THEN pr.issue ELSE pr.redeem END AS price \
-         FROM postings p \
-         JOIN journal_entries e ON e.id = p.entry_id \
-         LEFT JOIN prices pr ON pr.partner_id = p.account_id \
-              AND pr.valid_from <= p.created_at \
-              AND (pr.valid_to IS NULL OR p.created_at < pr.valid_to) \
-         WHERE p.programme_id = $1 AND p.created_at >= $2 AND p.created_at < $3 \
-           AND p.seq > $4 AND {which} \
+         FROM period p {PRICE_IN_FORCE} \
+         WHERE p.seq > $4 AND {which} \
          ORDER BY p.seq LIMIT $5"
     );
     let rows = app.db.query_all(statement(&app.db, &sql, values)).await?;
@@ -728,6 +804,7 @@ pub async fn postings(
                 account_id: r.try_get("", "account_id")?,
                 points: r.try_get("", "amount")?,
                 created_at: r.try_get("", "created_at")?,
+                priced_at: r.try_get("", "priced_at")?,
             })
         })
         .collect::<AppResult<Vec<_>>>()?;

@@ -2,35 +2,26 @@
 //! ladder join them) — kept in memory per programme, because reading them from the
 //! database on every purchase would cost a round trip each.
 //!
-//! They change (`PATCH /v1/partners/{id}`, rules, tiers), and every server process
-//! sharing the database must see a change within a second. A change bumps
-//! `programmes.terms_version` in its own transaction ([`bump`]); every process polls
-//! the versions of the programmes it holds every [`POLL_EVERY`] and drops a snapshot
-//! whose version moved ([`spawn_watcher`]). One mechanism for both backends: with
-//! SQLite there is one process, with PostgreSQL any number. The process that made the
-//! change does not wait for the poll: it records the new version at once
-//! ([`TermsCache::changed`]), and from then on refuses to keep an older snapshot that a
-//! purchase running alongside the change may still have been loading.
+//! They change (`PATCH /v1/partners/{id}`, rules, tiers, campaigns), and every server
+//! process sharing the database must see a change within a second: a change bumps
+//! `programmes.terms_version` ([`bump`]) and the `snapshots` mechanism drops the old
+//! terms everywhere. One mechanism for both backends: with SQLite there is one
+//! process, with PostgreSQL any number.
 
 use crate::error::{AppError, AppResult};
 use crate::partners::Partner;
+use crate::snapshots::{self, Snapshots, Versioned};
 use crate::App;
 use coalition_domain::campaigns::CampaignTerms;
 use coalition_domain::rules::Rule;
 use coalition_domain::tiers::Ladder;
 use coalition_store::entities::{partner, programme};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 use uuid::Uuid;
 
-/// How often each process asks whether the terms it holds changed: well inside the
-/// one second a change may take to reach every process.
-pub const POLL_EVERY: Duration = Duration::from_millis(250);
+pub use crate::snapshots::POLL_EVERY;
 
 /// One programme's terms, as of `version`.
 #[derive(Debug, Clone)]
@@ -52,53 +43,14 @@ impl ProgrammeTerms {
     }
 }
 
-#[derive(Default)]
-struct Held {
-    snapshots: HashMap<Uuid, Arc<ProgrammeTerms>>,
-    /// The newest version this process knows of, per programme: older snapshots are
-    /// not kept.
-    known: HashMap<Uuid, i64>,
+impl Versioned for ProgrammeTerms {
+    fn version(&self) -> i64 {
+        self.version
+    }
 }
 
 /// The snapshots this process holds.
-#[derive(Default)]
-pub struct TermsCache(RwLock<Held>);
-
-impl TermsCache {
-    fn cached(&self, programme_id: Uuid) -> Option<Arc<ProgrammeTerms>> {
-        let held = self.0.read().unwrap_or_else(|e| e.into_inner());
-        held.snapshots.get(&programme_id).cloned()
-    }
-
-    fn keep(&self, programme_id: Uuid, terms: Arc<ProgrammeTerms>) {
-        let mut held = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let newest = held.known.get(&programme_id).copied().unwrap_or(i64::MIN);
-        if terms.version >= newest {
-            held.known.insert(programme_id, terms.version);
-            held.snapshots.insert(programme_id, terms);
-        }
-    }
-
-    /// A change to the programme's terms committed as `version`: forget the snapshot.
-    pub fn changed(&self, programme_id: Uuid, version: i64) {
-        let mut held = self.0.write().unwrap_or_else(|e| e.into_inner());
-        let newest = held.known.entry(programme_id).or_insert(version);
-        *newest = (*newest).max(version);
-        let newest = *newest;
-        if held
-            .snapshots
-            .get(&programme_id)
-            .is_some_and(|t| t.version < newest)
-        {
-            held.snapshots.remove(&programme_id);
-        }
-    }
-
-    fn held_programmes(&self) -> Vec<Uuid> {
-        let held = self.0.read().unwrap_or_else(|e| e.into_inner());
-        held.snapshots.keys().copied().collect()
-    }
-}
+pub type TermsCache = Snapshots<ProgrammeTerms>;
 
 /// The programme's terms, from memory when held.
 pub async fn of_programme(
@@ -158,11 +110,7 @@ async fn reload(
 /// terms under an older version, which the next poll drops — never older terms under
 /// a newer version.
 async fn load(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<ProgrammeTerms> {
-    let version: i64 = programme::Entity::find_by_id(programme_id)
-        .select_only()
-        .column(programme::Column::TermsVersion)
-        .into_tuple()
-        .one(db)
+    let version = snapshots::version(db, programme_id, programme::Column::TermsVersion)
         .await?
         .ok_or(AppError::NotFound("programme"))?;
     let partners = partner::Entity::find()
@@ -187,87 +135,10 @@ async fn load(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<Progra
 /// Records a change to the programme's terms; call it in the change's transaction, and
 /// after the commit hand the returned version to [`TermsCache::changed`].
 pub async fn bump(db: &impl ConnectionTrait, programme_id: Uuid) -> AppResult<i64> {
-    let rows = programme::Entity::update_many()
-        .col_expr(
-            programme::Column::TermsVersion,
-            Expr::col(programme::Column::TermsVersion).add(1),
-        )
-        .filter(programme::Column::Id.eq(programme_id))
-        .exec_with_returning(db)
-        .await?;
-    rows.into_iter()
-        .next()
-        .map(|row| row.terms_version)
-        .ok_or(AppError::NotFound("programme"))
+    snapshots::bump(db, programme_id, programme::Column::TermsVersion).await
 }
 
-/// Polls the versions of the programmes this process holds and drops moved ones, every
-/// [`POLL_EVERY`], for as long as the cache lives.
+/// Drops the snapshots whose programme's terms moved, within [`POLL_EVERY`].
 pub fn spawn_watcher(db: DatabaseConnection, cache: &Arc<TermsCache>) {
-    let cache: Weak<TermsCache> = Arc::downgrade(cache);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(POLL_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(cache) = cache.upgrade() else { return };
-            if let Err(e) = poll(&db, &cache).await {
-                tracing::warn!(error = %e, "checking terms versions failed; retrying");
-            }
-        }
-    });
-}
-
-async fn poll(db: &DatabaseConnection, cache: &TermsCache) -> AppResult<()> {
-    let held = cache.held_programmes();
-    if held.is_empty() {
-        return Ok(());
-    }
-    let versions: Vec<(Uuid, i64)> = programme::Entity::find()
-        .select_only()
-        .column(programme::Column::Id)
-        .column(programme::Column::TermsVersion)
-        .filter(programme::Column::Id.is_in(held))
-        .into_tuple()
-        .all(db)
-        .await?;
-    for (programme_id, version) in versions {
-        cache.changed(programme_id, version);
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn terms(version: i64) -> Arc<ProgrammeTerms> {
-        Arc::new(ProgrammeTerms {
-            version,
-            partners: HashMap::new(),
-            rules: vec![],
-            ladder: Ladder::default(),
-            campaigns: vec![],
-        })
-    }
-
-    #[test]
-    fn a_change_drops_the_snapshot_and_refuses_older_ones() {
-        let cache = TermsCache::default();
-        let programme = Uuid::new_v4();
-        cache.keep(programme, terms(3));
-        assert_eq!(cache.cached(programme).unwrap().version, 3);
-        cache.changed(programme, 3);
-        assert!(
-            cache.cached(programme).is_some(),
-            "same version: still good"
-        );
-        cache.changed(programme, 4);
-        assert!(cache.cached(programme).is_none());
-        // A purchase that began loading before the change must not put version 3 back.
-        cache.keep(programme, terms(3));
-        assert!(cache.cached(programme).is_none());
-        cache.keep(programme, terms(4));
-        assert_eq!(cache.cached(programme).unwrap().version, 4);
-    }
+    snapshots::spawn_watcher(db, cache, programme::Column::TermsVersion);
 }

@@ -317,6 +317,7 @@ pub(crate) async fn insert_batch(
             merged_into_account_id: None,
             held: 0,
             created_at: now,
+            closed_at: None,
         })
     }))
     .exec_without_returning(&txn)

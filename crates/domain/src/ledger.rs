@@ -257,6 +257,22 @@ pub fn refund_entry(
     entry.balanced()
 }
 
+/// A refund on the account of a member whose data was erased: the redemption is
+/// reversed as usual, and the returned points go straight on to the operator's
+/// breakage, as her points did at the erasure (nothing is clawed back: she holds none).
+pub fn refund_entry_after_erasure(
+    programme: Uuid,
+    partner: Uuid,
+    member_account: Uuid,
+    returned: Points,
+) -> Result<JournalEntry, LedgerError> {
+    let member = AccountRef::member(member_account);
+    JournalEntry::new(EntryKind::Refund)
+        .transfer(AccountRef::partner_redeemed(partner), member, returned)
+        .transfer(member, AccountRef::operator_breakage(programme), returned)
+        .balanced()
+}
+
 /// Points that outlived their lots leave the member for the operator's breakage.
 pub fn expiry_entry(
     programme: Uuid,

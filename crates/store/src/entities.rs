@@ -171,6 +171,8 @@ pub mod point_account {
         pub created_at: DateTimeUtc,
         /// Points reserved by the account's live POS holds: `balance - held` is spendable.
         pub held: i64,
+        /// Set when the member's data was erased: the account takes no more points.
+        pub closed_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -112,9 +112,12 @@ pub async fn delete_client(
 /// Rotate a client's secret (admin; a partner: its own partner's clients). The new
 /// secret is shown once. The old one still gets tokens for `overlap_seconds` (default
 /// 3600); 0 cuts it at once, together with every token already issued to the client.
+/// One overlap runs at a time: rotating with an overlap while the last one runs is a
+/// 409 (a second rotation would cut the secret the first promised to keep).
 #[utoipa::path(post, path = "/v1/clients/{id}/rotate-secret", tag = "clients", security(("bearer" = [])), params(("id" = String, Path)),
     request_body = RotateSecretRequest,
-    responses((status = 200, body = RotatedSecretResponse), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = RotatedSecretResponse), (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 409, body = Problem, description = "rotation_in_progress: the previous rotation's overlap is still running")))]
 pub async fn rotate_secret(
     State(app): State<App>,
     Auth(caller): Auth,

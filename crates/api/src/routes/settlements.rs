@@ -21,7 +21,7 @@ use uuid::Uuid;
 #[utoipa::path(post, path = "/v1/settlements", tag = "settlements", security(("bearer" = [])), request_body = NewSettlementRequest,
     responses((status = 201, body = SettlementResponse, description = "settled"),
         (status = 200, body = SettlementResponse, description = "this exact period was settled before: that settlement"),
-        (status = 409, body = Problem, description = "settlement_overlaps: the period overlaps another settlement of the programme"),
+        (status = 409, body = Problem, description = "settlement_overlaps: the period overlaps another settlement of the programme; settlement_period_open: transactions that began before period_end are still open (retry)"),
         (status = 422, body = Problem, description = "validation_failed: period_end not after period_start, or in the future")))]
 pub async fn create_settlement(
     State(app): State<App>,
@@ -128,6 +128,7 @@ pub async fn settlement_postings(
                 price_per_point: p.price_per_point.map(|d| d.to_string()),
                 currency: currency.clone(),
                 created_at: p.created_at,
+                priced_at: p.priced_at,
             })
             .collect(),
         next_cursor: page.next_cursor,
@@ -337,8 +338,9 @@ pub struct SettlementResponse {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
-    /// Postings of the period on partner and operator accounts that were summed.
-    pub postings: i64,
+    /// Postings of the period on partner and operator accounts that were summed; null
+    /// for a partner's token (the count covers every partner).
+    pub postings: Option<i64>,
     pub lines: Vec<SettlementLine>,
     pub operator: OperatorLine,
     /// At most n − 1 transfers that clear every net.
@@ -364,10 +366,13 @@ pub struct SettledPostingResponse {
     /// As posted: negative on `partner_issued` when points were issued.
     pub points: i64,
     /// The issue price (issued account) or redemption value (redeemed account) in force
-    /// when posted; null on operator accounts.
+    /// at `priced_at`; null on operator accounts.
     pub price_per_point: Option<String>,
     pub currency: String,
     pub created_at: DateTime<Utc>,
+    /// When the price was read: `created_at`, or for a refund's postings the time of the
+    /// purchase it refunds (a reversal is priced as what it reverses).
+    pub priced_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
