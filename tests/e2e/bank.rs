@@ -1027,3 +1027,103 @@ async fn a_refund_after_the_points_were_spent_claws_back_what_is_left_and_record
     assert_eq!(again["points_clawed_back"], 0);
     assert_accounts_consistent(&t.app.db, s.prog.id).await;
 }
+
+/// An event dated at `at` (RFC 3339 text as sent).
+fn event_at(id: &str, kind: &str, txn: &str, card: &str, at: &str) -> Value {
+    let mut e = event(id, kind, txn, card, "10.00", GYM_MID);
+    e["occurred_at"] = json!(at);
+    e
+}
+
+#[tokio::test]
+async fn occurred_at_is_range_checked_and_the_lapse_job_cannot_spin() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    let yesterday = (Utc::now() - Duration::days(1)).format("%Y-%m-%d");
+    let leap = format!("{yesterday}T23:59:60Z");
+    let far_future = (Utc::now() + Duration::minutes(10)).to_rfc3339();
+    let too_old = (Utc::now() - Duration::days(401)).to_rfc3339();
+    for (n, at) in [
+        "9999-12-31T00:00:00Z",
+        "+262142-01-01T00:00:00Z",
+        "-5000-01-01T00:00:00Z",
+        leap.as_str(),
+        far_future.as_str(),
+        too_old.as_str(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = send(
+            t,
+            bank,
+            &event_at(
+                &format!("o-{n}"),
+                "authorization",
+                &format!("O{n}"),
+                card,
+                at,
+            ),
+        )
+        .await;
+        assert!(
+            r.status == 422 || r.status == 400,
+            "{at}: {} {}",
+            r.status,
+            r.body
+        );
+        if r.status == 422 {
+            assert_eq!(r.body["code"], "validation_failed", "{at}");
+            assert!(
+                r.body.to_string().contains("occurred_at"),
+                "{at}: {}",
+                r.body
+            );
+        }
+    }
+    assert_eq!(points(t, &s.prog, &s.member).await, (0, 0));
+    // Within the clock skew allowance, and within the age limit: accepted.
+    let soon = (Utc::now() + Duration::minutes(4)).to_rfc3339();
+    send(
+        t,
+        bank,
+        &event_at("o-ok-1", "authorization", "OK1", card, &soon),
+    )
+    .await
+    .expect(200);
+    let old = (Utc::now() - Duration::days(399)).to_rfc3339();
+    send(
+        t,
+        bank,
+        &event_at("o-ok-2", "authorization", "OK2", card, &old),
+    )
+    .await
+    .expect(200);
+    // A row the query counts as due but the re-check does not (on SQLite a year-10000
+    // timestamp stored as text '+10000-…' sorts before '2026-…'): the job still ends.
+    use coalition_store::entities::bank_transaction;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let far = chrono::NaiveDate::from_ymd_opt(10000, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    bank_transaction::Entity::update_many()
+        .col_expr(
+            bank_transaction::Column::LapsesAt,
+            sea_orm::sea_query::Expr::value(far),
+        )
+        .filter(bank_transaction::Column::TransactionId.eq("OK1"))
+        .exec(&t.app.db)
+        .await
+        .unwrap();
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        coalition_app::jobs::run(&t.app, "lapse-authorizations", Utc::now()),
+    )
+    .await
+    .expect("the lapse job must end")
+    .unwrap();
+    // The 399-day-old authorization lapsed; the other is left alone.
+    assert_eq!(report["lapsed"], 1, "{report}");
+}

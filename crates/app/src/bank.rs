@@ -440,8 +440,25 @@ struct Checked {
     request_hash: String,
 }
 
-fn check_event(input: NewEvent, programme: &Programme) -> AppResult<Checked> {
+/// How far ahead of the server's clock an event's `occurred_at` may be (clock skew).
+pub const MAX_EVENT_FUTURE_MINUTES: i64 = 5;
+/// How old an event's `occurred_at` may be: a card network settles and refunds within
+/// months; 400 days covers a year's chargeback window with room to spare.
+pub const MAX_EVENT_AGE_DAYS: i64 = 400;
+
+fn check_event(input: NewEvent, programme: &Programme, now: DateTime<Utc>) -> AppResult<Checked> {
     let mut v = Validator::default();
+    v.instant("occurred_at", Some(input.occurred_at));
+    v.require(
+        "occurred_at",
+        input.occurred_at <= now + chrono::Duration::minutes(MAX_EVENT_FUTURE_MINUTES),
+        &format!("must not be more than {MAX_EVENT_FUTURE_MINUTES} minutes in the future"),
+    );
+    v.require(
+        "occurred_at",
+        input.occurred_at >= now - chrono::Duration::days(MAX_EVENT_AGE_DAYS),
+        &format!("must not be more than {MAX_EVENT_AGE_DAYS} days in the past"),
+    );
     let id = text_field(&mut v, "id", &input.id, MAX_ID_CHARS);
     let event_type = EventType::parse(&input.event_type);
     v.require(
@@ -555,7 +572,7 @@ pub async fn process_event(
     input: NewEvent,
 ) -> AppResult<EventOutcome> {
     let programme = programmes::load(app, caller.programme_id).await?;
-    let req = check_event(input, &programme)?;
+    let req = check_event(input, &programme, Utc::now())?;
     if let Some(seen) = recorded(&app.db, caller.programme_id, bank.id, &req).await? {
         return Ok(seen);
     }
@@ -775,7 +792,11 @@ async fn apply_in(
     match event {
         Event::Authorization { points } if seen.authorized.is_none() => {
             row.authorized_points = Some(points);
-            row.lapses_at = Some(req.occurred_at + app.bank_authorization_lapse);
+            let lapses_at = req
+                .occurred_at
+                .checked_add_signed(app.bank_authorization_lapse)
+                .ok_or_else(|| AppError::Internal("authorization lapse out of range".into()))?;
+            row.lapses_at = Some(lapses_at);
         }
         Event::Clearing { amount, points } if seen.cleared.is_none() => {
             row.cleared_amount = Some(amount.to_string());
@@ -1168,10 +1189,18 @@ pub struct LapseReport {
 /// clearing came) is left alone. A clearing after a lapse still posts.
 pub async fn lapse_authorizations(app: &App, now: DateTime<Utc>) -> AppResult<LapseReport> {
     let mut report = LapseReport::default();
+    // Rows read again and left alone are never selected again: the loop cannot spin on
+    // a row the query counts as due and the re-check does not (and it stops anyway when
+    // a whole batch changed nothing).
+    let mut skipped: Vec<Uuid> = Vec::new();
     loop {
-        let due = bank_transaction::Entity::find()
+        let mut query = bank_transaction::Entity::find()
             .filter(bank_transaction::Column::LapsesAt.lte(now))
-            .filter(bank_transaction::Column::PendingPoints.gt(0))
+            .filter(bank_transaction::Column::PendingPoints.gt(0));
+        if !skipped.is_empty() {
+            query = query.filter(bank_transaction::Column::Id.is_not_in(skipped.clone()));
+        }
+        let due = query
             .order_by_asc(bank_transaction::Column::LapsesAt)
             .limit(500)
             .all(&app.db)
@@ -1179,7 +1208,9 @@ pub async fn lapse_authorizations(app: &App, now: DateTime<Utc>) -> AppResult<La
         if due.is_empty() {
             return Ok(report);
         }
+        let before = report.lapsed;
         for row in due {
+            let id = row.id;
             let txn = app.db.begin().await?;
             ledger::lock_account(&txn, row.account_id).await?;
             let Some(mut row) = bank_transaction::Entity::find_by_id(row.id)
@@ -1187,10 +1218,12 @@ pub async fn lapse_authorizations(app: &App, now: DateTime<Utc>) -> AppResult<La
                 .one(&txn)
                 .await?
             else {
+                skipped.push(id);
                 continue;
             };
             if row.pending_points == 0 || row.lapses_at.is_none_or(|at| at > now) {
                 txn.commit().await?;
+                skipped.push(id);
                 continue;
             }
             let (next, effect) = rules::apply(&seen_of(&row)?, Event::Lapse);
@@ -1207,6 +1240,9 @@ pub async fn lapse_authorizations(app: &App, now: DateTime<Utc>) -> AppResult<La
             app.cache.changed(state.account_id, state.version).await;
             report.lapsed += 1;
             report.points += -effect.pending;
+        }
+        if report.lapsed == before {
+            return Ok(report);
         }
     }
 }
