@@ -1127,3 +1127,45 @@ async fn occurred_at_is_range_checked_and_the_lapse_job_cannot_spin() {
     // The 399-day-old authorization lapsed; the other is left alone.
     assert_eq!(report["lapsed"], 1, "{report}");
 }
+
+#[tokio::test]
+async fn a_bank_funded_rule_applies_to_that_banks_card_events_only() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    // Another bank funds a bonus at the gym.
+    let other = bank_partner(t, &s.prog, "0.5").await;
+    let (other_member, other_card) = card_holder(t, &other, "other-holder@example.org").await;
+    t.post(
+        "/v1/rules",
+        &s.prog.admin,
+        json!({"name": "Other bank's bonus at the gym", "effect": {"kind": "bonus_points", "value": "25"},
+               "conditions": {"partner_ids": [s.gym.id]},
+               "funder": {"kind": "bank", "partner_id": other.id}}),
+    )
+    .await
+    .expect(201);
+    // This bank's card at the gym: the gym's rate only; the other bank pays nothing.
+    let mine = send(
+        t,
+        bank,
+        &event("b2-1", "clearing", "B2A", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(mine["points_posted"], 20, "{mine}");
+    assert_eq!(mine["breakdown"].as_array().unwrap().len(), 1, "{mine}");
+    // The other bank's card: its bonus applies.
+    let theirs = send(
+        t,
+        &other,
+        &event("b2-2", "clearing", "B2B", &other_card, "10.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(theirs["points_posted"], 20 + 25, "{theirs}");
+    assert_eq!(points(t, &s.prog, &other_member).await, (45, 0));
+    // At the gym's till, no bank pays a bonus.
+    let till = t.purchase(&s.gym, &s.loyalty_card, "10.00", 0).await;
+    assert_eq!(till["points_earned"], 20, "{till}");
+    assert_accounts_consistent(&t.app.db, s.prog.id).await;
+}

@@ -919,8 +919,15 @@ async fn price(
             t.discount_percent = Decimal::ZERO;
             t
         });
+    // A bank pays for a bonus on its own cards' transactions only: another bank's
+    // funded rules do not apply here.
     let rules = match &partner {
-        Some(_) => terms.rules.clone(),
+        Some(_) => terms
+            .rules
+            .iter()
+            .filter(|r| !matches!(r.funder, Funder::Bank(b) if b != bank.id))
+            .cloned()
+            .collect(),
         None => vec![],
     };
     let facts = member_facts(db, row.account_id, seller.id, &rules, tier, at).await?;
