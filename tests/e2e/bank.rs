@@ -94,7 +94,13 @@ async fn card_holder(t: &Client, bank: &Bank, email: &str) -> (String, String) {
         .as_str()
         .unwrap()
         .to_owned();
-    let token = format!("tok_{}", Uuid::new_v4().simple());
+    // A random token, never one holding a PAN-like run (digits glued to letters count).
+    let token = loop {
+        let token = format!("tok_{}", Uuid::new_v4().simple());
+        if !coalition_domain::bank::contains_pan(&token) {
+            break token;
+        }
+    };
     let card = t
         .post(
             "/v1/bank/cards",
@@ -1168,4 +1174,81 @@ async fn a_bank_funded_rule_applies_to_that_banks_card_events_only() {
     let till = t.purchase(&s.gym, &s.loyalty_card, "10.00", 0).await;
     assert_eq!(till["points_earned"], 20, "{till}");
     assert_accounts_consistent(&t.app.db, s.prog.id).await;
+}
+
+#[tokio::test]
+async fn disguised_pans_are_refused_in_every_field_query_and_duplicate_key() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    let disguised = [
+        "tok4111111111111111",
+        "4111111111111111x",
+        "4111.1111.1111.1111",
+        "4111/1111/1111/1111",
+        "4111_1111_1111_1111",
+        "4111,1111,1111,1111",
+        "4111  1111  1111  1111",
+        "4111\u{A0}1111\u{A0}1111\u{A0}1111",
+        "4111\u{200B}1111\u{200B}1111\u{200B}1111",
+        "\u{FF14}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}\u{FF11}",
+    ];
+    for (n, pan) in disguised.iter().enumerate() {
+        let r = t
+            .post(
+                "/v1/bank/cards",
+                &bank.token,
+                json!({"member_id": s.member, "card_token": pan, "bin": "411111",
+                       "last4": "1111", "expiry_month": "2030-01"}),
+            )
+            .await;
+        r.expect_problem(422, "pan_not_allowed");
+        let r = t
+            .post(
+                "/v1/members",
+                &bank.token,
+                json!({"name": pan, "email": format!("pan{n}@example.org")}),
+            )
+            .await;
+        r.expect_problem(422, "pan_not_allowed");
+        let mut e = event(&format!("p-{n}"), "clearing", pan, card, "10.00", GYM_MID);
+        send(t, bank, &e)
+            .await
+            .expect_problem(422, "pan_not_allowed");
+        e["transaction_id"] = json!(format!("P{n}"));
+        e["merchant"]["name"] = json!(pan);
+        send(t, bank, &e)
+            .await
+            .expect_problem(422, "pan_not_allowed");
+    }
+    // A duplicate key: the parsed body keeps the last value, the check sees both.
+    let body = format!(
+        r#"{{"member_id":"{}","card_token":"4111111111111111","card_token":"tok_ok","bin":"411111","last4":"1111","expiry_month":"2030-01"}}"#,
+        s.member
+    );
+    let r = t
+        .http
+        .post(format!("{}/v1/bank/cards", t.base))
+        .bearer_auth(&bank.token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("pan_not_allowed"));
+    // A query value with invalid percent-encoding is checked as sent.
+    let r = t
+        .http
+        .get(format!("{}/v1/bank/cards?q=%ZZ4111111111111111", t.base))
+        .bearer_auth(&bank.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("pan_not_allowed"));
+    // Our own card numbers still pass where they belong.
+    t.get(&format!("/v1/cards/{}", s.loyalty_card), &s.prog.admin)
+        .await
+        .expect(200);
+    assert_eq!(points(t, &s.prog, &s.member).await, (0, 0));
 }

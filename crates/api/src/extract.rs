@@ -62,6 +62,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiE
     let mut tree: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     crate::pan::refuse_in_json(&tree)?;
+    crate::pan::refuse_in_raw_json(bytes)?;
     // Every body of this API is an object; serde would also read a struct from an
     // array of its fields in order.
     if !tree.is_object() {

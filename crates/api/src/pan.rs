@@ -73,27 +73,132 @@ pub fn refuse_in_json(value: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses a JSON body holding a PAN anywhere as sent, duplicate keys included (a parsed
+/// tree keeps only the last value of a repeated key).
+pub fn refuse_in_raw_json(bytes: &[u8]) -> Result<(), ApiError> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+    /// Walks every value; `found` gets the first offending path.
+    struct Scan<'a> {
+        path: String,
+        key: Option<String>,
+        found: &'a std::cell::RefCell<Option<String>>,
+    }
+    impl Scan<'_> {
+        fn hit(&self, pan: bool) {
+            if pan && self.found.borrow().is_none() {
+                let path = if self.path.is_empty() {
+                    "body".to_owned()
+                } else {
+                    self.path.clone()
+                };
+                *self.found.borrow_mut() = Some(path);
+            }
+        }
+        fn child(&self, path: String, key: Option<String>) -> Self {
+            Scan {
+                path,
+                key,
+                found: self.found,
+            }
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Scan<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Scan<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<(), E> {
+            let pan = if self.key.as_deref() == Some("card_number") {
+                contains_foreign_pan(v)
+            } else {
+                contains_pan(v)
+            };
+            self.hit(pan);
+            Ok(())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+            self.hit(number_is_pan(&v.to_string()));
+            Ok(())
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+            self.hit(number_is_pan(&v.to_string()));
+            Ok(())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+            self.hit(number_is_pan(&v.to_string()));
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq
+                .next_element_seed(self.child(format!("{}[{i}]", self.path), None))?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                self.hit(contains_pan(&key));
+                map.next_value_seed(self.child(path, Some(key)))?;
+            }
+            Ok(())
+        }
+    }
+    let found = std::cell::RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let scan = Scan {
+        path: String::new(),
+        key: None,
+        found: &found,
+    };
+    if scan.deserialize(&mut de).is_err() {
+        return Ok(()); // not JSON: the parse that follows refuses it
+    }
+    match found.into_inner() {
+        Some(field) => Err(refused(&field)),
+        None => Ok(()),
+    }
+}
+
 /// The first place of a request's path, query or `Idempotency-Key` holding a PAN.
 fn find_in_request(request: &Request) -> Option<String> {
     let uri = request.uri();
     // Our card numbers are let through in any path segment: a path stores nothing, and
     // an unknown route or a card number with junk around it is then answered as before.
-    let segments: Vec<Option<String>> = uri
-        .path()
-        .split('/')
-        .map(|s| form_urldecode(s.replace('+', "%2B").as_bytes()))
-        .collect();
-    for segment in segments.iter().flatten() {
-        if contains_foreign_pan(segment) {
+    // Text that does not decode is checked as sent (it must not slip through).
+    let decoded = |raw: &str| form_urldecode(raw.as_bytes()).unwrap_or_else(|| raw.to_owned());
+    for raw in uri.path().split('/') {
+        if contains_foreign_pan(&decoded(&raw.replace('+', "%2B"))) || contains_foreign_pan(raw) {
             return Some("the path".into());
         }
     }
     if let Some(query) = uri.query() {
         for pair in query.split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let name = form_urldecode(k.as_bytes()).unwrap_or_default();
-            let value = form_urldecode(v.as_bytes()).unwrap_or_default();
-            if contains_pan(&name) || contains_pan(&value) {
+            if [k, v]
+                .iter()
+                .any(|raw| contains_pan(&decoded(raw)) || contains_pan(raw))
+            {
                 return Some("a query parameter".into());
             }
         }
