@@ -1252,3 +1252,49 @@ async fn disguised_pans_are_refused_in_every_field_query_and_duplicate_key() {
         .expect(200);
     assert_eq!(points(t, &s.prog, &s.member).await, (0, 0));
 }
+
+#[tokio::test]
+async fn rule_caps_count_awards_by_the_processing_day_not_occurred_at() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    t.post(
+        "/v1/rules",
+        &s.prog.admin,
+        json!({"name": "Daily gym bonus", "effect": {"kind": "bonus_points", "value": "25"},
+               "conditions": {"partner_ids": [s.gym.id]},
+               "caps": {"per_member_day": 25},
+               "valid_from": (Utc::now() - Duration::days(30)).to_rfc3339()}),
+    )
+    .await
+    .expect(201);
+    let first = send(
+        t,
+        bank,
+        &event("c-1", "clearing", "C1", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(first["points_posted"], 45, "{first}");
+    // The same processing day: capped, even for a back-dated event.
+    let mut back = event("c-2", "clearing", "C2", card, "10.00", GYM_MID);
+    back["occurred_at"] = json!((Utc::now() - Duration::days(2)).to_rfc3339());
+    let capped = send(t, bank, &back).await.expect(200);
+    assert_eq!(capped["points_posted"], 20, "{capped}");
+    // Awards made on an earlier day do not count today, whatever day the event is of.
+    use coalition_store::entities::rule_award;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let yesterday = Utc::now() - Duration::days(1);
+    rule_award::Entity::update_many()
+        .col_expr(
+            rule_award::Column::CreatedAt,
+            sea_orm::sea_query::Expr::value(yesterday),
+        )
+        .filter(rule_award::Column::Points.gt(0))
+        .exec(&t.app.db)
+        .await
+        .unwrap();
+    let mut back = event("c-3", "clearing", "C3", card, "10.00", GYM_MID);
+    back["occurred_at"] = json!((Utc::now() - Duration::days(2)).to_rfc3339());
+    let fresh = send(t, bank, &back).await.expect(200);
+    assert_eq!(fresh["points_posted"], 45, "{fresh}");
+}

@@ -930,7 +930,10 @@ async fn price(
             .collect(),
         None => vec![],
     };
-    let facts = member_facts(db, row.account_id, seller.id, &rules, tier, at).await?;
+    // Caps count awards by the day and month they were made (stamped at processing
+    // time), so the windows are those of the processing time too, not of occurred_at:
+    // a back- or future-dated event neither escapes nor is starved by a cap.
+    let facts = member_facts(db, row.account_id, seller.id, &rules, tier, Utc::now()).await?;
     let purchase = PurchaseTerms {
         amount: req.amount.amount,
         currency: programme.currency.clone(),
@@ -951,7 +954,8 @@ async fn price(
 }
 
 /// What the rules need of the member's history: as a purchase reads it (first purchase
-/// at the partner, the capped rules' awards of the day and month), under the account
+/// at the partner, the capped rules' awards of the day and month of `processed_at`,
+/// the clock awards are stamped on, windows bounded on both sides), under the account
 /// lock the event holds.
 async fn member_facts(
     db: &DatabaseTransaction,
@@ -959,7 +963,7 @@ async fn member_facts(
     seller_id: Uuid,
     rules: &[coalition_domain::rules::Rule],
     tier: Option<coalition_domain::tiers::TierTerms>,
-    at: DateTime<Utc>,
+    processed_at: DateTime<Utc>,
 ) -> AppResult<MemberFacts> {
     let mut facts = MemberFacts {
         tier,
@@ -978,19 +982,24 @@ async fn member_facts(
     if capped.is_empty() {
         return Ok(facts);
     }
-    let day = at.date_naive();
+    let day = processed_at.date_naive();
     let month = day.with_day(1).unwrap_or(day);
     let midnight = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
     let (day_start, month_start) = (midnight(day), midnight(month));
+    let day_end = day_start + chrono::Duration::days(1);
+    let month_end = month
+        .checked_add_months(chrono::Months::new(1))
+        .map_or(day_end, midnight);
     let awards = rule_award::Entity::find()
         .filter(rule_award::Column::AccountId.eq(account_id))
         .filter(rule_award::Column::RuleId.is_in(capped))
         .filter(rule_award::Column::CreatedAt.gte(month_start))
+        .filter(rule_award::Column::CreatedAt.lt(month_end))
         .all(db)
         .await?;
     for a in awards {
         *facts.awarded_this_month.entry(a.rule_id).or_insert(0) += a.points;
-        if a.created_at >= day_start {
+        if a.created_at >= day_start && a.created_at < day_end {
             *facts.awarded_today.entry(a.rule_id).or_insert(0) += a.points;
         }
     }
