@@ -423,10 +423,98 @@ pub fn apply(seen: &Seen, event: Event) -> (Seen, Effect) {
     (next, effect)
 }
 
+// ---------------------------------------------------------------------------------------
+// Which events a card's state lets through
+
+/// A co-branded card's state, as its events see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardState {
+    Active,
+    Blocked,
+    Replaced,
+    /// Its member was erased (her points account is closed): the card does nothing.
+    Retired,
+}
+
+impl CardState {
+    /// From the stored status; an unknown one is treated as blocked.
+    pub fn parse(status: &str) -> Self {
+        match status {
+            "active" => CardState::Active,
+            "replaced" => CardState::Replaced,
+            "retired" => CardState::Retired,
+            _ => CardState::Blocked,
+        }
+    }
+}
+
+impl Seen {
+    /// The transaction began: its authorization or its clearing was seen. A reversal or
+    /// refund seen first does not begin one.
+    pub fn began(&self) -> bool {
+        self.authorized.is_some() || self.cleared.is_some()
+    }
+}
+
+/// Whether a card in `state` takes an event of `event_type` for a transaction of which
+/// `seen` was seen (`Err`: the card's state, and nothing moves):
+/// - active: every event;
+/// - blocked or replaced: the follow-ups of a transaction that began (its clearing,
+///   reversal, refund; a second authorization changes nothing anyway), and a reversal or
+///   refund of one not seen yet (events come in any order; neither moves points before
+///   its authorization or clearing); an authorization or clearing that would begin a
+///   transaction is refused, so no new transaction starts on the card;
+/// - retired: nothing (its member's points were forfeited and her account closed).
+pub fn card_admits(state: CardState, seen: &Seen, event_type: EventType) -> Result<(), CardState> {
+    let begins =
+        matches!(event_type, EventType::Authorization | EventType::Clearing) && !seen.began();
+    match state {
+        CardState::Active => Ok(()),
+        CardState::Retired => Err(state),
+        CardState::Blocked | CardState::Replaced if begins => Err(state),
+        CardState::Blocked | CardState::Replaced => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_blocked_or_replaced_card_only_follows_up_and_a_retired_one_does_nothing() {
+        use EventType::*;
+        let new = Seen::default();
+        let refunded_first = Seen::default().with(Event::Refund {
+            amount: Decimal::ONE,
+        });
+        let authorized = Seen::default().with(Event::Authorization { points: 5 });
+        let cleared = Seen::default().with(Event::Clearing {
+            amount: Decimal::ONE,
+            points: 2,
+        });
+        for t in EventType::ALL {
+            assert_eq!(card_admits(CardState::Active, &new, t), Ok(()));
+            for seen in [&new, &authorized, &cleared] {
+                assert_eq!(
+                    card_admits(CardState::Retired, seen, t),
+                    Err(CardState::Retired)
+                );
+            }
+            for state in [CardState::Blocked, CardState::Replaced] {
+                assert_eq!(card_admits(state, &authorized, t), Ok(()));
+                assert_eq!(card_admits(state, &cleared, t), Ok(()));
+                let starts = matches!(t, Authorization | Clearing);
+                let expected = if starts { Err(state) } else { Ok(()) };
+                assert_eq!(card_admits(state, &new, t), expected, "{t:?}");
+                assert_eq!(card_admits(state, &refunded_first, t), expected, "{t:?}");
+            }
+        }
+        assert_eq!(CardState::parse("active"), CardState::Active);
+        assert_eq!(CardState::parse("retired"), CardState::Retired);
+        assert_eq!(CardState::parse("replaced"), CardState::Replaced);
+        assert_eq!(CardState::parse("blocked"), CardState::Blocked);
+    }
 
     fn d(text: &str) -> Decimal {
         text.parse().unwrap()
