@@ -1298,3 +1298,230 @@ async fn rule_caps_count_awards_by_the_processing_day_not_occurred_at() {
     let fresh = send(t, bank, &back).await.expect(200);
     assert_eq!(fresh["points_posted"], 45, "{fresh}");
 }
+
+/// The id of the bank's first card of a member.
+async fn card_id_of(t: &Client, bank: &Bank, member: &str) -> String {
+    t.get(&format!("/v1/bank/cards?member_id={member}"), &bank.token)
+        .await
+        .expect(200)["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Erasing a member retires her co-branded cards with her loyalty cards: every event of
+/// their tokens is then `409 card_retired` and moves nothing (follow-ups of earlier
+/// transactions too: her points were forfeited), her pending points go, and the bank
+/// can neither block nor replace the card back into use.
+#[tokio::test]
+async fn erasure_retires_the_members_co_branded_cards() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    send(
+        t,
+        bank,
+        &event("e-1", "clearing", "E1", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    send(
+        t,
+        bank,
+        &event("e-2", "authorization", "E2", card, "30.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(points(t, &s.prog, &s.member).await, (20, 60));
+    let card_id = card_id_of(t, bank, &s.member).await;
+    t.call(
+        Method::DELETE,
+        &format!("/v1/members/{}", s.member),
+        Some(&s.prog.admin),
+        None,
+        None,
+    )
+    .await
+    .expect(204);
+    let retired = t
+        .get(&format!("/v1/bank/cards/{card_id}"), &bank.token)
+        .await
+        .expect(200);
+    assert_eq!(retired["status"], "retired");
+    assert_eq!(points(t, &s.prog, &s.member).await, (0, 0));
+    // A new transaction, and follow-ups of both earlier ones: refused, nothing moves.
+    for e in [
+        event("e-3", "clearing", "E3", card, "10.00", GYM_MID),
+        event("e-4", "clearing", "E2", card, "30.00", GYM_MID),
+        event("e-5", "refund", "E1", card, "10.00", GYM_MID),
+        event("e-6", "reversal", "E2", card, "30.00", GYM_MID),
+    ] {
+        send(t, bank, &e).await.expect_problem(409, "card_retired");
+    }
+    assert_eq!(points(t, &s.prog, &s.member).await, (0, 0));
+    // The token stays retired: no block or replacement brings it back.
+    t.post(
+        &format!("/v1/bank/cards/{card_id}/block"),
+        &bank.token,
+        json!({}),
+    )
+    .await
+    .expect_problem(409, "card_retired");
+    t.post(
+        &format!("/v1/bank/cards/{card_id}/replace"),
+        &bank.token,
+        json!({"card_token": "tok-after-erasure", "bin": "492181", "last4": "0001", "expiry_month": "2031-01"}),
+    )
+    .await
+    .expect_problem(409, "card_retired");
+    // A refused event was not recorded: sent again, it is refused again.
+    send(
+        t,
+        bank,
+        &event("e-3", "clearing", "E3", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect_problem(409, "card_retired");
+    t.post(
+        "/v1/bank/cards",
+        &bank.token,
+        json!({"member_id": s.member, "card_token": "tok-erased-2", "bin": "492181",
+               "last4": "0002", "expiry_month": "2031-01"}),
+    )
+    .await
+    .expect_problem(409, "member_erased");
+    assert_eq!(points(t, &s.prog, &s.member).await, (0, 0));
+    assert_accounts_consistent(&t.app.db, s.prog.id).await;
+}
+
+/// A blocked or replaced card starts no new transaction (`409 card_blocked` /
+/// `card_replaced`, nothing moves), while the follow-ups of a transaction that began
+/// before — its clearing, reversal, refund — still apply: no points are stranded.
+#[tokio::test]
+async fn a_blocked_or_replaced_card_starts_nothing_new_but_its_transactions_finish() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    // Before the block: one authorization (to clear), one (to reverse), one clearing
+    // (to refund).
+    for e in [
+        event("b-1", "authorization", "B1", card, "10.00", GYM_MID),
+        event("b-2", "authorization", "B2", card, "20.00", GYM_MID),
+        event("b-3", "clearing", "B3", card, "30.00", GYM_MID),
+    ] {
+        send(t, bank, &e).await.expect(200);
+    }
+    assert_eq!(points(t, &s.prog, &s.member).await, (60, 60));
+    let card_id = card_id_of(t, bank, &s.member).await;
+    t.post(
+        &format!("/v1/bank/cards/{card_id}/block"),
+        &bank.token,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    // New transactions: refused, whatever their first event.
+    for kind in ["authorization", "clearing"] {
+        send(
+            t,
+            bank,
+            &event(
+                &format!("b-new-{kind}"),
+                kind,
+                "B-NEW",
+                card,
+                "50.00",
+                GYM_MID,
+            ),
+        )
+        .await
+        .expect_problem(409, "card_blocked");
+    }
+    assert_eq!(points(t, &s.prog, &s.member).await, (60, 60));
+    // Follow-ups: the clearing posts, the reversal removes, the refund claws back.
+    let cleared = send(
+        t,
+        bank,
+        &event("b-4", "clearing", "B1", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(cleared["points_posted"], 20, "{cleared}");
+    send(
+        t,
+        bank,
+        &event("b-5", "reversal", "B2", card, "20.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    let refund = send(
+        t,
+        bank,
+        &event("b-6", "refund", "B3", card, "30.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(refund["points_clawed_back"], 60, "{refund}");
+    assert_eq!(points(t, &s.prog, &s.member).await, (20, 0));
+    // A refused event was not recorded: sent again, it is refused again.
+    send(
+        t,
+        bank,
+        &event(
+            "b-new-clearing",
+            "clearing",
+            "B-NEW",
+            card,
+            "50.00",
+            GYM_MID,
+        ),
+    )
+    .await
+    .expect_problem(409, "card_blocked");
+
+    // Replaced: the old token starts nothing, finishes what it began; the new one earns.
+    send(
+        t,
+        bank,
+        &event("r-1", "authorization", "R1", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect_problem(409, "card_blocked");
+    t.post(
+        &format!("/v1/bank/cards/{card_id}/replace"),
+        &bank.token,
+        json!({"card_token": "tok-replacement", "bin": "492181", "last4": "0003", "expiry_month": "2031-01"}),
+    )
+    .await
+    .expect(201);
+    send(
+        t,
+        bank,
+        &event(
+            "r-2",
+            "authorization",
+            "R2",
+            "tok-replacement",
+            "10.00",
+            GYM_MID,
+        ),
+    )
+    .await
+    .expect(200);
+    send(
+        t,
+        bank,
+        &event("r-3", "authorization", "R3", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect_problem(409, "card_replaced");
+    // The old card's refund of its earlier transaction still applies.
+    let refund = send(
+        t,
+        bank,
+        &event("r-4", "refund", "B1", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect(200);
+    assert_eq!(refund["points_clawed_back"], 20, "{refund}");
+    assert_eq!(points(t, &s.prog, &s.member).await, (0, 20));
+    assert_accounts_consistent(&t.app.db, s.prog.id).await;
+}

@@ -19,7 +19,7 @@ use crate::programmes::{self, Programme};
 use crate::terms::ProgrammeTerms;
 use crate::{App, Caller, Scope};
 use chrono::{DateTime, Datelike, Utc};
-use coalition_domain::bank::{self as rules, Event, EventType, Seen};
+use coalition_domain::bank::{self as rules, CardState, Event, EventType, Seen};
 use coalition_domain::earning::{
     price_purchase, BreakdownLine, MemberFacts, PurchaseOutcome, PurchaseTerms, Seller,
 };
@@ -64,6 +64,8 @@ pub async fn bank_of(app: &App, caller: &Caller) -> AppResult<Partner> {
 pub const ACTIVE: &str = "active";
 pub const BLOCKED: &str = "blocked";
 pub const REPLACED: &str = "replaced";
+/// Its member was erased: the card does nothing, ever again (`card_retired`).
+pub const RETIRED: &str = "retired";
 
 /// A co-branded card as the bank describes it: its token, never its number.
 pub struct NewBankCard {
@@ -157,8 +159,12 @@ pub async fn issue_card(
         &input.expiry_month,
     );
     v.finish()?;
-    let member = crate::members::visible(&app.db, caller, input.member_id).await?;
-    if member.erased_at.is_some() {
+    let txn = app.db.begin().await?;
+    let member = crate::members::visible(&txn, caller, input.member_id).await?;
+    // Under her account's lock: an erasure either committed before (the account is
+    // closed) or waits, and then retires this card too.
+    let account = ledger::lock_account(&txn, member.account_id).await?;
+    if member.erased_at.is_some() || account.closed_at.is_some() {
         return Err(AppError::MemberErased);
     }
     let card = bank_card::Model {
@@ -176,9 +182,10 @@ pub async fn issue_card(
         created_at: Utc::now(),
     };
     bank_card::Entity::insert(bank_card::ActiveModel::from(card.clone()))
-        .exec_without_returning(&app.db)
+        .exec_without_returning(&txn)
         .await
         .map_err(token_taken)?;
+    txn.commit().await?;
     Ok(card)
 }
 
@@ -204,13 +211,15 @@ pub async fn get_card(app: &App, caller: &Caller, id: Uuid) -> AppResult<bank_ca
     own_card(&app.db, caller, &bank, id, false).await
 }
 
-/// Blocks a card (blocking a blocked card changes nothing). Events of transactions made
-/// before the block still count: a clearing follows its authorization days later.
+/// Blocks a card (blocking a blocked card changes nothing): it starts no new
+/// transaction, but the follow-ups of those it began still count (a clearing follows
+/// its authorization days later; see `coalition_domain::bank::card_admits`).
 pub async fn block_card(app: &App, caller: &Caller, id: Uuid) -> AppResult<bank_card::Model> {
     let bank = bank_of(app, caller).await?;
     let card = own_card(&app.db, caller, &bank, id, false).await?;
     match card.status.as_str() {
         REPLACED => return Err(AppError::CardReplaced),
+        RETIRED => return Err(AppError::CardRetired),
         BLOCKED => return Ok(card),
         _ => {}
     }
@@ -221,10 +230,11 @@ pub async fn block_card(app: &App, caller: &Caller, id: Uuid) -> AppResult<bank_
         .exec(&app.db)
         .await?;
     let card = own_card(&app.db, caller, &bank, id, false).await?;
-    if card.status == REPLACED {
-        return Err(AppError::CardReplaced);
+    match card.status.as_str() {
+        REPLACED => Err(AppError::CardReplaced),
+        RETIRED => Err(AppError::CardRetired),
+        _ => Ok(card),
     }
-    Ok(card)
 }
 
 /// Replaces a card (lost, expired, compromised): a new card for the same member and
@@ -247,8 +257,10 @@ pub async fn replace_card(
     v.finish()?;
     let txn = app.db.begin().await?;
     let old = own_card(&txn, caller, &bank, id, true).await?;
-    if old.status == REPLACED {
-        return Err(AppError::CardReplaced);
+    match old.status.as_str() {
+        REPLACED => return Err(AppError::CardReplaced),
+        RETIRED => return Err(AppError::CardRetired),
+        _ => {}
     }
     let card = bank_card::Model {
         id: Uuid::now_v7(),
@@ -709,6 +721,17 @@ async fn apply_in(
             "bank event delivered twice at once".into(),
         ));
     }
+    // The card as it is now (it was read before the lock; an erasure, which retires it,
+    // takes the same lock first). Her closed account is a retired card too.
+    let card = &bank_card::Entity::find_by_id(card.id)
+        .one(txn)
+        .await?
+        .ok_or(AppError::NotFound("bank card"))?;
+    let card_state = if account.closed_at.is_some() {
+        CardState::Retired
+    } else {
+        CardState::parse(&card.status)
+    };
     let existing = bank_transaction::Entity::find()
         .filter(bank_transaction::Column::ProgrammeId.eq(caller.programme_id))
         .filter(bank_transaction::Column::BankPartnerId.eq(bank.id))
@@ -732,6 +755,13 @@ async fn apply_in(
     // The first event of a transaction fixes its card (and so its account).
     let mut row = existing.unwrap_or_else(|| new_transaction(caller, bank, card, req, now));
     let seen = seen_of(&row)?;
+    // A blocked or replaced card starts no new transaction but finishes those it began;
+    // a retired one does nothing. Refused, nothing is written.
+    rules::card_admits(card_state, &seen, req.event_type).map_err(|state| match state {
+        CardState::Replaced => AppError::CardReplaced,
+        CardState::Retired => AppError::CardRetired,
+        CardState::Active | CardState::Blocked => AppError::CardBlocked,
+    })?;
     let terms = crate::terms::of_programme(app, txn, caller.programme_id).await?;
     // Pricing only for the authorization and the clearing that count (the first of
     // each): a second one changes nothing.

@@ -116,10 +116,11 @@ pub async fn get_card(
     Ok(Json(card_response(card)))
 }
 
-/// Block a card (bank). Its events of transactions made before still count.
+/// Block a card (bank). It starts no new transaction (`card_blocked`); the follow-ups
+/// of transactions it began (clearing, reversal, refund) still count.
 #[utoipa::path(post, path = "/v1/bank/cards/{id}/block", tag = "bank", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = BankCardResponse), (status = 403, body = Problem, description = FORBIDDEN),
-        (status = 404, body = Problem), (status = 409, body = Problem, description = "card_replaced")))]
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "card_replaced, card_retired (its member was erased)")))]
 pub async fn block_card(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -137,7 +138,7 @@ pub async fn block_card(
     request_body = ReplaceBankCardRequest,
     responses((status = 201, body = BankCardResponse, headers(("Location" = String, description = "/v1/bank/cards/{id}"))),
         (status = 403, body = Problem, description = FORBIDDEN), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "card_replaced, card_token_taken"),
+        (status = 409, body = Problem, description = "card_replaced, card_retired (its member was erased), card_token_taken"),
         (status = 422, body = Problem, description = "validation_failed, pan_not_allowed")))]
 pub async fn replace_card(
     State(app): State<App>,
@@ -230,6 +231,7 @@ pub async fn delete_secret(
         (status = 401, body = Problem, description = "unauthorized (token), invalid_signature (missing header, old or future timestamp, no matching signature)"),
         (status = 403, body = Problem, description = FORBIDDEN),
         (status = 404, body = Problem, description = "not_found: no card of this bank has the card_token"),
+        (status = 409, body = Problem, description = "card_blocked, card_replaced (an authorization or clearing that would begin a transaction on a blocked or replaced card; its follow-ups still apply), card_retired (the card's member was erased: no event); nothing moved"),
         (status = 422, body = Problem, description = "validation_failed, currency_mismatch, pan_not_allowed, event_id_reused (the id came before with another body)")))]
 pub async fn post_event(
     State(app): State<App>,
@@ -341,7 +343,7 @@ pub struct BankCardResponse {
     pub last4: String,
     pub bin: String,
     pub expiry_month: String,
-    /// `active`, `blocked` or `replaced`.
+    /// `active`, `blocked`, `replaced` or `retired` (its member was erased).
     pub status: String,
     /// The card that replaced this one.
     pub replaced_by_id: Option<Uuid>,

@@ -130,8 +130,8 @@ pub async fn member_cards(
     }))
 }
 
-/// Erase a member (admin, GDPR): her personal data goes, her cards are retired
-/// (`card_retired` from then on), holds on her points are voided and her remaining
+/// Erase a member (admin, GDPR): her personal data goes, her cards — co-branded bank
+/// cards included — are retired (`card_retired` from then on), holds on her points are voided and her remaining
 /// points are forfeited to the operator's breakage in one `erasure` journal entry.
 /// Her id still answers, with `erased: true` and no personal data.
 #[utoipa::path(delete, path = "/v1/members/{id}", tag = "members", security(("bearer" = [])), params(("id" = String, Path)),
