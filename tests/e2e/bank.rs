@@ -1525,3 +1525,72 @@ async fn a_blocked_or_replaced_card_starts_nothing_new_but_its_transactions_fini
     assert_eq!(points(t, &s.prog, &s.member).await, (0, 20));
     assert_accounts_consistent(&t.app.db, s.prog.id).await;
 }
+
+/// First deliveries racing: the same new event eight times at once moves it once, every
+/// answer 200 with the same figures; and events of one new transaction naming cards of
+/// two members at once (two account locks, so nothing serialises them before the
+/// transaction's unique key) give no 500: the loser of the insert tries again and reads
+/// the winner's transaction.
+#[tokio::test]
+async fn first_deliveries_racing_on_a_unique_key_never_answer_500() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    let clearing = event("q-1", "clearing", "Q", card, "40.00", GYM_MID);
+    let answers = futures::future::join_all((0..8).map(|_| send(t, bank, &clearing))).await;
+    let mut applied = 0;
+    let mut figures = vec![];
+    for a in answers {
+        let mut body = a.expect(200);
+        if body["status"] == "applied" {
+            applied += 1;
+        } else {
+            assert_eq!(body["status"], "duplicate", "{body}");
+        }
+        body["status"] = json!(null);
+        figures.push(body);
+    }
+    assert_eq!(applied, 1);
+    assert!(figures.windows(2).all(|w| w[0] == w[1]), "{figures:?}");
+    assert_eq!(points(t, &s.prog, &s.member).await, (80, 0));
+
+    let (other, other_card) = card_holder(t, bank, "racer@example.org").await;
+    for round in 0..3 {
+        let txn = format!("QX-{round}");
+        let events: Vec<Value> = (0..8)
+            .map(|i| {
+                let token = if i % 2 == 0 {
+                    card.as_str()
+                } else {
+                    other_card.as_str()
+                };
+                event(
+                    &format!("qx-{round}-{i}"),
+                    "authorization",
+                    &txn,
+                    token,
+                    "10.00",
+                    GYM_MID,
+                )
+            })
+            .collect();
+        let answers = futures::future::join_all(events.iter().map(|e| send(t, bank, e))).await;
+        let mut winners = std::collections::HashSet::new();
+        let mut pending = 0;
+        for (i, a) in answers.into_iter().enumerate() {
+            match a.status.as_u16() {
+                200 => {
+                    winners.insert(i % 2);
+                    pending += a.body["points_pending"].as_i64().unwrap();
+                }
+                422 => assert_eq!(a.code(), "validation_failed", "{}", a.body),
+                _ => panic!("round {round}, event {i}: {} {}", a.status, a.body),
+            }
+        }
+        assert_eq!(winners.len(), 1, "one card's member owns the transaction");
+        assert_eq!(pending, 20, "one authorization counts");
+    }
+    let (_, a) = points(t, &s.prog, &s.member).await;
+    let (_, b) = points(t, &s.prog, &other).await;
+    assert_eq!(a + b, 60);
+    assert_accounts_consistent(&t.app.db, s.prog.id).await;
+}

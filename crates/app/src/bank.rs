@@ -585,37 +585,65 @@ pub async fn process_event(
 ) -> AppResult<EventOutcome> {
     let programme = programmes::load(app, caller.programme_id).await?;
     let req = check_event(input, &programme, Utc::now())?;
-    if let Some(seen) = recorded(&app.db, caller.programme_id, bank.id, &req).await? {
-        return Ok(seen);
-    }
-    let card = bank_card::Entity::find()
-        .filter(bank_card::Column::ProgrammeId.eq(caller.programme_id))
-        .filter(bank_card::Column::BankPartnerId.eq(bank.id))
-        .filter(bank_card::Column::CardToken.eq(req.card_token.as_str()))
-        .one(&app.db)
-        .await?
-        .ok_or(AppError::NotFound("bank card"))?;
-    let txn = app.db.begin().await?;
-    let done = apply_in(app, &txn, caller, &programme, bank, &card, &req).await;
-    let (outcome, state) = match done {
-        Ok(done) => done,
-        Err(e) => {
-            txn.rollback().await.ok();
+    // A first delivery that lost a race (the same event, or an event of the same new
+    // transaction on another member's account, committed meanwhile) rolls back and goes
+    // again: it then reads the winner's rows — a duplicate's answer, or the transaction.
+    for _ in 0..MAX_EVENT_ATTEMPTS {
+        if let Some(seen) = recorded(&app.db, caller.programme_id, bank.id, &req).await? {
+            return Ok(seen);
+        }
+        let card = bank_card::Entity::find()
+            .filter(bank_card::Column::ProgrammeId.eq(caller.programme_id))
+            .filter(bank_card::Column::BankPartnerId.eq(bank.id))
+            .filter(bank_card::Column::CardToken.eq(req.card_token.as_str()))
+            .one(&app.db)
+            .await?
+            .ok_or(AppError::NotFound("bank card"))?;
+        let txn = app.db.begin().await?;
+        let (outcome, state) =
+            match apply_in(app, &txn, caller, &programme, bank, &card, &req).await {
+                Ok(Applied::Done(outcome, state)) => (outcome, state),
+                Ok(Applied::Raced) => {
+                    txn.rollback().await.ok();
+                    continue;
+                }
+                Err(e) => {
+                    txn.rollback().await.ok();
+                    return Err(e);
+                }
+            };
+        if let Err(e) = txn.commit().await {
             return match recorded(&app.db, caller.programme_id, bank.id, &req).await? {
                 Some(seen) => Ok(seen),
-                None => Err(e),
+                None => Err(e.into()),
             };
         }
-    };
-    if let Err(e) = txn.commit().await {
-        // A concurrent delivery of the same event won the unique key: its answer.
-        return match recorded(&app.db, caller.programme_id, bank.id, &req).await? {
-            Some(seen) => Ok(seen),
-            None => Err(e.into()),
-        };
+        app.cache.changed(state.account_id, state.version).await;
+        return Ok(outcome);
     }
-    app.cache.changed(state.account_id, state.version).await;
-    Ok(outcome)
+    Err(AppError::Internal(format!(
+        "bank event lost {MAX_EVENT_ATTEMPTS} races in a row"
+    )))
+}
+
+/// How often a first delivery that lost a race on a unique key goes again (the second
+/// try reads the winner's rows; more is a fault).
+const MAX_EVENT_ATTEMPTS: usize = 3;
+
+/// What applying an event in a transaction came to.
+enum Applied {
+    Done(EventOutcome, AccountState),
+    /// Another delivery committed the same unique key first: roll back and go again.
+    Raced,
+}
+
+/// `Raced` for a unique violation (a concurrent first delivery won), else the error.
+fn raced(err: sea_orm::DbErr) -> AppResult<Applied> {
+    if is_unique_violation(&err) {
+        Ok(Applied::Raced)
+    } else {
+        Err(err.into())
+    }
 }
 
 /// The stored answer of an event already processed, as a duplicate; the same id with
@@ -702,7 +730,7 @@ async fn apply_in(
     bank: &Partner,
     card: &bank_card::Model,
     req: &Checked,
-) -> AppResult<(EventOutcome, AccountState)> {
+) -> AppResult<Applied> {
     let now = Utc::now();
     // The account lock first (as everything that changes an account does): events of
     // one member, this transaction's among them, take turns.
@@ -716,10 +744,8 @@ async fn apply_in(
         .await?
         .is_some()
     {
-        // Delivered meanwhile: the caller's rollback and lookup answer `duplicate`.
-        return Err(AppError::Internal(
-            "bank event delivered twice at once".into(),
-        ));
+        // Delivered meanwhile: the caller goes again and answers `duplicate`.
+        return Ok(Applied::Raced);
     }
     // The card as it is now (it was read before the lock; an erasure, which retires it,
     // takes the same lock first). Her closed account is a retired card too.
@@ -868,9 +894,13 @@ async fn apply_in(
     row.points_clawed_back = target.clawed_back;
     row.updated_at = now;
     if is_new {
-        bank_transaction::Entity::insert(bank_transaction::ActiveModel::from(row.clone()))
-            .exec_without_returning(txn)
-            .await?;
+        let inserted =
+            bank_transaction::Entity::insert(bank_transaction::ActiveModel::from(row.clone()))
+                .exec_without_returning(txn)
+                .await;
+        if let Err(e) = inserted {
+            return raced(e);
+        }
     } else {
         let active: bank_transaction::ActiveModel = row.clone().into();
         bank_transaction::Entity::update(reset_all(active))
@@ -884,7 +914,7 @@ async fn apply_in(
     outcome.pending_points = pending_on(txn, card.account_id).await?;
     let response =
         serde_json::to_string(&outcome).map_err(|e| AppError::Internal(e.to_string()))?;
-    bank_event::Entity::insert(bank_event::ActiveModel {
+    let inserted = bank_event::Entity::insert(bank_event::ActiveModel {
         id: Set(Uuid::now_v7()),
         programme_id: Set(caller.programme_id),
         bank_partner_id: Set(bank.id),
@@ -896,7 +926,10 @@ async fn apply_in(
         created_at: Set(now),
     })
     .exec_without_returning(txn)
-    .await?;
+    .await;
+    if let Err(e) = inserted {
+        return raced(e);
+    }
     let mut data = serde_json::to_value(&outcome).map_err(|e| AppError::Internal(e.to_string()))?;
     data["bank_partner_id"] = serde_json::json!(bank.id);
     outbox::append(
@@ -906,7 +939,7 @@ async fn apply_in(
         data,
     )
     .await?;
-    Ok((outcome, state))
+    Ok(Applied::Done(outcome, state))
 }
 
 /// Marks every column of a loaded row as set, so an update writes the row as it is.
