@@ -602,7 +602,7 @@ pub async fn process_event(
         let txn = app.db.begin().await?;
         let (outcome, state) =
             match apply_in(app, &txn, caller, &programme, bank, &card, &req).await {
-                Ok(Applied::Done(outcome, state)) => (outcome, state),
+                Ok(Applied::Done(outcome, state)) => (*outcome, state),
                 Ok(Applied::Raced) => {
                     txn.rollback().await.ok();
                     continue;
@@ -632,7 +632,7 @@ const MAX_EVENT_ATTEMPTS: usize = 3;
 
 /// What applying an event in a transaction came to.
 enum Applied {
-    Done(EventOutcome, AccountState),
+    Done(Box<EventOutcome>, AccountState),
     /// Another delivery committed the same unique key first: roll back and go again.
     Raced,
 }
@@ -939,7 +939,7 @@ async fn apply_in(
         data,
     )
     .await?;
-    Ok(Applied::Done(outcome, state))
+    Ok(Applied::Done(Box::new(outcome), state))
 }
 
 /// Marks every column of a loaded row as set, so an update writes the row as it is.
