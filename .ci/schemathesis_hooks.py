@@ -10,6 +10,11 @@ request may still be refused for these, and only these, problem codes:
   (schemathesis draws keys from a small space and reuses them);
 - `redemption_exceeds_amount`: the points paid are worth more than the bill (the worth of
   a point is the programme's);
+- `pan_not_allowed`: a value holds 13 to 19 digits that pass the Luhn check — what a
+  payment card number looks like — which is refused in every field, path and query of
+  every request (README, "Bank"); no pattern can compute a Luhn check, and a fuzzer's
+  long digit strings (a decimal's fraction, a 16-digit card number not of the
+  programme's own format) pass one in ten times;
 - `validation_failed` naming only `amount.amount` (decimals beyond the programme
   currency's minor unit, or points beyond what a purchase can earn at the partner's rate)
   or only `qualifying_spend.amount` (a tier's spend, likewise in the currency's minor
@@ -54,7 +59,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 STATEFUL_CODES = {
     "currency_mismatch", "idempotency_key_reused", "redemption_exceeds_amount",
-    "segment_unavailable",
+    "segment_unavailable", "pan_not_allowed",
 }
 STATEFUL_FIELDS = {"amount.amount", "qualifying_spend.amount", "cursor", "ends_at"}
 CARD_NUMBER_FIELDS = {"card_number", "number"}

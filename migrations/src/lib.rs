@@ -13,7 +13,8 @@ mod m20261126_000100_campaigns;
 mod m20261126_000200_settlements;
 mod m20261126_000300_client_states;
 mod m20261127_000100_closed_accounts;
-mod m20261203_000100_webhooks;
+mod m20261203_000100_bank;
+mod m20261203_000200_webhooks;
 
 pub struct Migrator;
 
@@ -33,7 +34,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000200_settlements::Migration),
             Box::new(m20261126_000300_client_states::Migration),
             Box::new(m20261127_000100_closed_accounts::Migration),
-            Box::new(m20261203_000100_webhooks::Migration),
+            Box::new(m20261203_000100_bank::Migration),
+            Box::new(m20261203_000200_webhooks::Migration),
         ]
     }
 }

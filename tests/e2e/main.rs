@@ -2,6 +2,7 @@
 //! PostgreSQL (+ Redis) when TEST_DATABASE_URL (and TEST_REDIS_URL) are set.
 
 mod bad_input;
+mod bank;
 mod cache_outage;
 mod campaigns;
 mod chart;

@@ -496,8 +496,14 @@ pub fn assert_refund_reaches_the_points(
 /// database: its lots hold exactly its balance, points always sit behind a usable card,
 /// and every purchase's points are where its card is.
 pub async fn assert_accounts_consistent(db: &sea_orm::DatabaseConnection, programme_id: Uuid) {
-    use coalition_store::entities::{card, point_account, point_lot, purchase};
+    use coalition_store::entities::{bank_card, card, point_account, point_lot, purchase};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    // A co-branded bank card is a card of its member's account too.
+    let bank_cards = bank_card::Entity::find()
+        .filter(bank_card::Column::ProgrammeId.eq(programme_id))
+        .all(db)
+        .await
+        .unwrap();
     let accounts = point_account::Entity::find()
         .filter(point_account::Column::ProgrammeId.eq(programme_id))
         .all(db)
@@ -521,7 +527,11 @@ pub async fn assert_accounts_consistent(db: &sea_orm::DatabaseConnection, progra
         let usable = cards
             .iter()
             .filter(|c| c.account_id == a.id && c.status != "replaced")
-            .count();
+            .count()
+            + bank_cards
+                .iter()
+                .filter(|c| c.account_id == a.id && c.status != "replaced")
+                .count();
         assert!(
             a.balance == 0 || usable > 0,
             "account {} holds {} points and no usable card",

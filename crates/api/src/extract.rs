@@ -25,6 +25,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let RawJson(bytes) = RawJson::from_request(req, state).await?;
+        parse_json(&bytes)
+    }
+}
+
+/// A JSON body's bytes as sent (for a signature over them), its media type checked.
+pub struct RawJson(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -40,7 +52,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
-        Self::parse(&bytes)
+        Ok(Self(bytes))
     }
 }
 
@@ -58,7 +70,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T>
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
         if bytes.is_empty() {
-            return JsonBody::parse(b"{}").map(Self);
+            return parse_json(b"{}").map(Self);
         }
         if !named {
             return Err(ApiError::UnsupportedMediaType);
@@ -68,34 +80,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T>
     }
 }
 
-impl<T: DeserializeOwned> JsonBody<T> {
-    fn parse(bytes: &[u8]) -> Result<Self, ApiError> {
-        let mut tree: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-        // Every body of this API is an object; serde would also read a struct from an
-        // array of its fields in order.
-        if !tree.is_object() {
-            return Err(validation(vec![FieldError::new(
-                "body",
-                "must be a JSON object",
-            )]));
-        }
-        whole_numbers_as_integers(&mut tree);
-        let canonical = tree.to_string();
-        let value = serde_path_to_error::deserialize(tree).map_err(|e| {
-            let field = e.path().to_string();
-            let field = if field == "." {
-                "body".to_owned()
-            } else {
-                field
-            };
-            validation(vec![FieldError::new(
-                &field,
-                plain_words(&e.inner().to_string()),
-            )])
-        })?;
-        Ok(Self { value, canonical })
+/// Parses a JSON body: refuses a PAN anywhere in it (`pan`) before anything else reads
+/// it, then deserializes, naming the offending field on a mismatch.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
+    let mut tree: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    crate::pan::refuse_in_json(&tree)?;
+    crate::pan::refuse_in_raw_json(bytes)?;
+    // Every body of this API is an object; serde would also read a struct from an
+    // array of its fields in order.
+    if !tree.is_object() {
+        return Err(validation(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )]));
     }
+    whole_numbers_as_integers(&mut tree);
+    let canonical = tree.to_string();
+    let value = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." {
+            "body".to_owned()
+        } else {
+            field
+        };
+        validation(vec![FieldError::new(
+            &field,
+            plain_words(&e.inner().to_string()),
+        )])
+    })?;
+    Ok(JsonBody { value, canonical })
 }
 
 /// serde's message with the Rust names in it said in JSON's words: callers never see

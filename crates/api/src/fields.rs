@@ -93,6 +93,25 @@ pub fn condition_categories() -> RefOr<Schema> {
     categories(1, 100, true)
 }
 
+/// A bank's card token: 1 to 128 characters of text (never a card number).
+pub fn card_token() -> RefOr<Schema> {
+    text(128, false)
+}
+
+/// A partner's `merchant_ids`: up to 100 distinct MIDs of 1 to 64 characters each.
+pub fn merchant_ids() -> RefOr<Schema> {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(text(64, false))
+        .max_items(Some(100))
+        .unique_items(true)
+        .description(Some(
+            "The card-network merchant ids (MIDs) the bank sees for this partner; replaces \
+             the list (empty: none). Each names one partner of the programme.",
+        ))
+        .into()
+}
+
 /// A rule condition's days of the week: ISO numbers, Monday 1 to Sunday 7.
 pub fn days_of_week() -> RefOr<Schema> {
     let day = ObjectBuilder::new()

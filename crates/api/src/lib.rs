@@ -6,6 +6,7 @@ mod fields;
 mod metrics;
 pub mod observe;
 pub mod openapi;
+pub mod pan;
 pub mod problem;
 pub mod routes;
 
@@ -35,6 +36,7 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "campaigns", description = "Targeted rewards with a budget, a funder and a holdout"),
         (name = "settlements", description = "Clearing between partners for a closed period, and the points liability"),
         (name = "webhooks", description = "Outbound webhooks: Standard Webhooks signed event deliveries, with a delivery log"),
+        (name = "bank", description = "Co-branded cards and signed card events (bank-scope clients of a bank partner only)"),
         (name = "service", description = "Health and documentation")
     )
 )]
@@ -82,6 +84,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::campaigns::router())
         .merge(routes::settlements::router())
         .merge(routes::webhooks::router())
+        .merge(routes::bank::router())
         .merge(routes::service::router())
 }
 
@@ -112,6 +115,7 @@ pub fn router(app: App) -> Router {
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(routes::service::not_found)
         .method_not_allowed_fallback(routes::service::method_not_allowed)
+        .layer(middleware::from_fn(pan::guard))
         .layer(middleware::from_fn(observe::remember_route))
         .layer(DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(catch_panic())

@@ -45,12 +45,16 @@ impl RequestFacts {
 }
 
 /// The caller's `x-request-id` when it is 1 to 128 visible ASCII characters, so that a
-/// log line cannot be forged or flooded through it.
+/// log line cannot be forged or flooded through it — and holds nothing like a payment
+/// card number, which must never reach a log (`pan`).
 fn incoming_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
     let value = headers.get(&REQUEST_ID)?;
     let bytes = value.as_bytes();
     let sane = (1..=MAX_REQUEST_ID_LEN).contains(&bytes.len())
-        && bytes.iter().all(|b| (0x21..=0x7e).contains(b));
+        && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+        && !value
+            .to_str()
+            .is_ok_and(coalition_domain::bank::contains_pan);
     sane.then(|| value.clone())
 }
 

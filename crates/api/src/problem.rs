@@ -200,6 +200,27 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "idempotency_key_reused",
             "Idempotency-Key reused",
         ),
+        CardTokenTaken => (StatusCode::CONFLICT, "card_token_taken", "Card token taken"),
+        MerchantIdTaken(_) => (
+            StatusCode::CONFLICT,
+            "merchant_id_taken",
+            "Merchant id taken",
+        ),
+        PanNotAllowed(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "pan_not_allowed",
+            "Payment card numbers are not accepted",
+        ),
+        InvalidSignature(_) => (
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "Webhook signature refused",
+        ),
+        EventIdReused(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "event_id_reused",
+            "Event id reused",
+        ),
         Internal(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",

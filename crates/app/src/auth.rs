@@ -266,12 +266,16 @@ fn secret_matches(secret: &str, stored_hash: &str) -> bool {
     argon2_output(&argon, &params, secret.as_bytes(), salt).is_ok_and(|out| out == expected)
 }
 
-/// New client credentials: a public id and a secret shown once.
+/// A new client id and secret. Neither ever holds a PAN-like run of digits (which the
+/// API refuses wherever it appears, hex words included): such a draw is drawn again.
 pub fn new_credentials() -> (String, String) {
-    (
-        format!("cl_{}", random_hex(12)),
-        format!("cs_{}", random_hex(32)),
-    )
+    let clean = |prefix: &str, bytes: usize| loop {
+        let value = format!("{prefix}{}", random_hex(bytes));
+        if !coalition_domain::bank::contains_pan(&value) {
+            break value;
+        }
+    };
+    (clean("cl_", 12), clean("cs_", 32))
 }
 
 /// The client-credentials grant: authenticate the client, then sign a token for the

@@ -36,6 +36,11 @@ pub struct BalanceView {
     pub held_points: Points,
     /// What can be spent now: `points - held_points`.
     pub available_points: Points,
+    /// Points of bank card authorizations not cleared yet: shown, not spendable, not
+    /// in `points`. (A view cached before bank events existed reads as 0: the account's
+    /// version moved with its first event, so such a view is never served after it.)
+    #[serde(default)]
+    pub pending_points: Points,
     /// Money value of the points, as a decimal string in `currency`.
     pub value: String,
     pub currency: String,
@@ -115,6 +120,7 @@ async fn read_balance(
         points: account.balance,
         held_points: held,
         available_points: account.balance - held,
+        pending_points: crate::bank::pending_on(&app.db, account_id).await?,
         value: format_amount(value, &programme.currency),
         currency: programme.currency.to_string(),
         expiring_soon: lots

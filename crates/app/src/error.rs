@@ -102,6 +102,19 @@ pub enum AppError {
     /// A settlement period overlapping one already settled (and not the same period).
     #[error("the period overlaps a settlement of this programme")]
     SettlementOverlaps,
+    #[error("the bank already has a card with this card_token")]
+    CardTokenTaken,
+    #[error("merchant id '{0}' belongs to another partner of the programme")]
+    MerchantIdTaken(String),
+    /// A value that looks like a payment card number (PAN), anywhere in a request.
+    #[error("{0}")]
+    PanNotAllowed(String),
+    /// A bank event whose Standard Webhooks signature does not verify.
+    #[error("{0}")]
+    InvalidSignature(String),
+    /// A bank event id already used with a different body.
+    #[error("event id '{0}' was already delivered with a different body")]
+    EventIdReused(String),
     #[error("{transactions} transactions that began before period_end are still open; retry in a moment")]
     SettlementPeriodOpen { transactions: i64 },
     /// A redelivery of a message a worker is sending right now (under a live lease).

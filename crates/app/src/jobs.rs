@@ -80,6 +80,11 @@ pub const JOBS: &[Job] = &[
         release_lapsed_holds
     ),
     job!(
+        "lapse-authorizations",
+        "remove the pending points of bank authorizations no clearing followed in time",
+        crate::bank::lapse_authorizations
+    ),
+    job!(
         "expire",
         "move what is left of expired lots to the operator's breakage",
         expire_points

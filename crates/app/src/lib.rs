@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod balances;
+pub mod bank;
 pub mod campaigns;
 pub mod cards;
 pub mod clients;
@@ -56,6 +57,9 @@ pub struct App {
     pub hold_ttl: std::time::Duration,
     /// Outbound webhooks: settings and the HTTP client deliveries use.
     pub webhooks: Arc<webhooks::Webhooks>,
+    /// How long a bank authorization stays pending without a clearing before the
+    /// `lapse-authorizations` job removes its points.
+    pub bank_authorization_lapse: chrono::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

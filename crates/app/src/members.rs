@@ -5,7 +5,9 @@ use crate::error::{text_field, AppError, AppResult, Validator};
 use crate::pagination::{Page, PageRequest};
 use crate::{App, Caller, Scope};
 use coalition_domain::ledger::erasure_entry;
-use coalition_store::entities::{card, member, member_partner, point_account, point_lot};
+use coalition_store::entities::{
+    bank_card, bank_transaction, card, member, member_partner, point_account, point_lot,
+};
 use coalition_store::is_unique_violation;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
@@ -78,7 +80,8 @@ fn phone_field(v: &mut Validator, sent: Option<String>) -> Option<String> {
 }
 
 pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Member> {
-    caller.require(&[Scope::Admin, Scope::Partner])?;
+    // A co-brand bank enrols its card holders too (then issues their bank cards).
+    caller.require(&[Scope::Admin, Scope::Partner, Scope::Bank])?;
     let mut v = Validator::default();
     let name = text_field(&mut v, "name", &input.name, 200);
     let email = email_field(&mut v, &input.email);
@@ -165,7 +168,7 @@ pub async fn link_partner(
 /// The partner whose links limit what this caller sees; `None` sees the whole programme.
 pub(crate) fn seeing_partner(caller: &Caller) -> Option<Uuid> {
     match caller.scope {
-        Scope::Partner => caller.partner_id,
+        Scope::Partner | Scope::Bank => caller.partner_id,
         _ => None,
     }
 }
@@ -211,7 +214,7 @@ pub async fn visible(
     caller: &Caller,
     member_id: Uuid,
 ) -> AppResult<member::Model> {
-    caller.require(&[Scope::Admin, Scope::Partner])?;
+    caller.require(&[Scope::Admin, Scope::Partner, Scope::Bank])?;
     let row = in_programme(db, caller, member_id).await?;
     if let Some(partner_id) = seeing_partner(caller) {
         if !linked(db, member_id, partner_id).await? {
@@ -428,11 +431,20 @@ pub async fn erase(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<()>
     // the card it made committed before that wait ended, and only a new statement (a
     // new snapshot on PostgreSQL) sees it. Replacements lock the old card, so none can
     // start on her cards after the first pass.
+    // Her co-branded bank cards too, replaced ones included: every event of their
+    // tokens is `card_retired` from now on (the bank's replacements lock the old card as
+    // well).
     for _ in 0..2 {
         card::Entity::update_many()
             .col_expr(card::Column::Status, Expr::value(crate::cards::RETIRED))
             .filter(card::Column::MemberId.eq(member_id))
             .filter(card::Column::Status.is_not_in([crate::cards::REPLACED, crate::cards::RETIRED]))
+            .exec(&txn)
+            .await?;
+        bank_card::Entity::update_many()
+            .col_expr(bank_card::Column::Status, Expr::value(crate::bank::RETIRED))
+            .filter(bank_card::Column::MemberId.eq(member_id))
+            .filter(bank_card::Column::Status.ne(crate::bank::RETIRED))
             .exec(&txn)
             .await?;
     }
@@ -456,6 +468,21 @@ pub async fn erase(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<()>
             breakdown: vec![],
         };
         crate::ledger::write_entry(&txn, uuid::Uuid::now_v7(), &entry, &ctx, now).await?;
+    }
+    // The pending points of her card authorizations go with her points (nothing can
+    // clear them now); the version moves, so cached pending points are dropped.
+    let cleared = bank_transaction::Entity::update_many()
+        .col_expr(bank_transaction::Column::PendingPoints, Expr::value(0i64))
+        .col_expr(
+            bank_transaction::Column::LapsesAt,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .filter(bank_transaction::Column::AccountId.eq(account_id))
+        .filter(bank_transaction::Column::PendingPoints.gt(0))
+        .exec(&txn)
+        .await?;
+    if cleared.rows_affected > 0 {
+        state = Some(crate::ledger::change_balance(&txn, account_id, 0).await?);
     }
     let mut erased: member::ActiveModel = row.into();
     erased.name = Set(None);

@@ -15,6 +15,8 @@ pub mod events {
     pub const TIER_CHANGED: &str = "tier.changed";
     /// Win-back: "we miss you", once per treated member of a lapsed-segment campaign.
     pub const CAMPAIGN_REMINDER: &str = "campaign.reminder";
+    /// What a bank card event did (`bank::process_event`'s answer, with the bank).
+    pub const BANK_EVENT_PROCESSED: &str = "bank_event.processed";
 }
 
 /// Appends an event; call it with the transaction that makes the change.

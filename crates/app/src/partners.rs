@@ -5,7 +5,7 @@ use crate::pagination::{Page, PageRequest};
 use crate::terms;
 use crate::{App, Caller, Scope};
 use coalition_domain::money::parse_rate;
-use coalition_store::entities::{partner, partner_price};
+use coalition_store::entities::{partner, partner_merchant_id, partner_price};
 use rust_decimal::Decimal;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -55,6 +55,9 @@ pub struct Partner {
     pub issue_price_per_point: Decimal,
     pub redemption_value_per_point: Decimal,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The card-network merchant ids (MIDs) the bank sees for this partner: a bank card
+    /// transaction at one of them earns here (`bank`). Unique per programme.
+    pub merchant_ids: Vec<String>,
 }
 
 impl TryFrom<partner::Model> for Partner {
@@ -71,6 +74,9 @@ impl TryFrom<partner::Model> for Partner {
             earn_points_per_unit: rate(&row.earn_points_per_unit)?,
             issue_price_per_point: rate(&row.issue_price_per_point)?,
             redemption_value_per_point: rate(&row.redemption_value_per_point)?,
+            merchant_ids: serde_json::from_str(&row.merchant_ids).map_err(|_| {
+                AppError::Internal(format!("partner {} has corrupt merchant ids", row.id))
+            })?,
             name: row.name,
             category: row.category,
             created_at: row.created_at,
@@ -107,6 +113,7 @@ pub async fn create(app: &App, caller: &Caller, input: NewPartner) -> AppResult<
         issue_price_per_point: issue.expect("validated"),
         redemption_value_per_point: redeem.expect("validated"),
         created_at: chrono::Utc::now(),
+        merchant_ids: vec![],
     };
     let txn = app.db.begin().await?;
     partner::Entity::insert(partner::ActiveModel {
@@ -119,6 +126,7 @@ pub async fn create(app: &App, caller: &Caller, input: NewPartner) -> AppResult<
         issue_price_per_point: Set(partner.issue_price_per_point.to_string()),
         redemption_value_per_point: Set(partner.redemption_value_per_point.to_string()),
         created_at: Set(partner.created_at),
+        merchant_ids: Set("[]".into()),
     })
     .exec_without_returning(&txn)
     .await?;
@@ -137,6 +145,31 @@ pub struct PartnerChange {
     pub earn_points_per_unit: Option<String>,
     pub issue_price_per_point: Option<String>,
     pub redemption_value_per_point: Option<String>,
+    /// Replaces the partner's merchant ids (an empty list removes them all).
+    pub merchant_ids: Option<Vec<String>>,
+}
+
+/// The most merchant ids one partner may have, and the longest one.
+pub const MAX_MERCHANT_IDS: usize = 100;
+pub const MAX_MERCHANT_ID_CHARS: usize = 64;
+
+/// Checks a partner's new merchant ids: each one non-empty text, none twice.
+fn check_merchant_ids(v: &mut Validator, ids: Vec<String>) -> Vec<String> {
+    v.require(
+        "merchant_ids",
+        ids.len() <= MAX_MERCHANT_IDS,
+        &format!("must have at most {MAX_MERCHANT_IDS} entries"),
+    );
+    let mut out: Vec<String> = Vec::with_capacity(ids.len());
+    for id in ids.iter().take(MAX_MERCHANT_IDS) {
+        let id = text_field(v, "merchant_ids", id, MAX_MERCHANT_ID_CHARS);
+        if out.contains(&id) {
+            v.require("merchant_ids", false, "must not name a merchant id twice");
+        } else if !id.is_empty() {
+            out.push(id);
+        }
+    }
+    out
 }
 
 /// Changes a partner's terms. Every server process prices purchases with the new terms
@@ -165,6 +198,9 @@ pub async fn update(
         "redemption_value_per_point",
         change.redemption_value_per_point,
     );
+    let merchant_ids = change
+        .merchant_ids
+        .map(|ids| check_merchant_ids(&mut v, ids));
     v.finish()?;
     let txn = app.db.begin().await?;
     let current = partner::Entity::find_by_id(id)
@@ -174,6 +210,13 @@ pub async fn update(
         .await?
         .ok_or(AppError::NotFound("partner"))?;
     let mut row: partner::ActiveModel = current.clone().into();
+    if let Some(ids) = &merchant_ids {
+        set_merchant_ids(&txn, caller.programme_id, id, ids).await?;
+        let text = serde_json::to_string(ids).map_err(|e| AppError::Internal(e.to_string()))?;
+        if text != current.merchant_ids {
+            row.set(partner::Column::MerchantIds, text.into());
+        }
+    }
     let changes = [
         (partner::Column::Name, name),
         (partner::Column::Category, category),
@@ -200,6 +243,44 @@ pub async fn update(
     txn.commit().await?;
     app.terms.changed(caller.programme_id, version);
     Ok(updated)
+}
+
+/// Replaces the partner's rows in `partner_merchant_ids`, whose primary key refuses a
+/// MID another partner of the programme has (`409 merchant_id_taken`).
+async fn set_merchant_ids(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    partner_id: Uuid,
+    ids: &[String],
+) -> AppResult<()> {
+    partner_merchant_id::Entity::delete_many()
+        .filter(partner_merchant_id::Column::ProgrammeId.eq(programme_id))
+        .filter(partner_merchant_id::Column::PartnerId.eq(partner_id))
+        .exec(db)
+        .await?;
+    for id in ids {
+        let taken = partner_merchant_id::Entity::find_by_id((programme_id, id.clone()))
+            .one(db)
+            .await?;
+        if taken.is_some() {
+            return Err(AppError::MerchantIdTaken(id.clone()));
+        }
+        partner_merchant_id::Entity::insert(partner_merchant_id::ActiveModel {
+            programme_id: Set(programme_id),
+            merchant_id: Set(id.clone()),
+            partner_id: Set(partner_id),
+        })
+        .exec_without_returning(db)
+        .await
+        .map_err(|e| {
+            if coalition_store::is_unique_violation(&e) {
+                AppError::MerchantIdTaken(id.clone())
+            } else {
+                e.into()
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Settlement prices points at the prices in force when they were posted: every change

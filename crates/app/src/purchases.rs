@@ -292,7 +292,7 @@ fn day_and_month_start(at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
 /// (indexed), so the purchase path needs no index of purchases by account. A purchase
 /// that moved no points leaves no posting and does not count; purchases made on a bearer
 /// card before it was registered stay on the bearer card's account and do not count.
-async fn bought_at(
+pub(crate) async fn bought_at(
     db: &impl ConnectionTrait,
     account_id: Uuid,
     partner_id: Uuid,
@@ -342,13 +342,26 @@ pub(crate) fn price_with(
         at: ctx.at,
         redeem_points: req.redeem_points,
     };
-    let with_campaigns;
-    let rules: &[coalition_domain::rules::Rule] = if ctx.campaigns.is_empty() {
-        &ctx.terms.rules
-    } else {
-        with_campaigns = [ctx.terms.rules.as_slice(), &ctx.campaigns].concat();
-        &with_campaigns
+    // A bank-funded rule applies to the bank's own card events only (crates/app/src/bank.rs):
+    // a bank pays for its bonus on its own cards' transactions, never at a till.
+    let bank_funded = |r: &coalition_domain::rules::Rule| {
+        matches!(r.funder, coalition_domain::rules::Funder::Bank(_))
     };
+    let with_campaigns;
+    let rules: &[coalition_domain::rules::Rule] =
+        if ctx.campaigns.is_empty() && !ctx.terms.rules.iter().any(bank_funded) {
+            &ctx.terms.rules
+        } else {
+            with_campaigns = ctx
+                .terms
+                .rules
+                .iter()
+                .chain(ctx.campaigns.iter())
+                .filter(|r| !bank_funded(r))
+                .cloned()
+                .collect::<Vec<_>>();
+            &with_campaigns
+        };
     let outcome = price_purchase(&terms, facts, rules).map_err(|e| match e {
         EarningError::RedemptionExceedsAmount { .. } => {
             AppError::RedemptionExceedsAmount(e.to_string())

@@ -2,6 +2,7 @@
 //! PostgreSQL + Redis and holds the figures against pgbench and redis-benchmark run on
 //! the same machine in the same run. See BENCHMARKS.md.
 
+mod bank;
 mod baseline;
 mod http1;
 mod load;
@@ -85,6 +86,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         postings: i64,
     },
+    /// Signed bank card events per second (authorization then clearing of new card
+    /// transactions, half at a partner's merchant id) against a fresh database, with N
+    /// co-branded card holders (with --smoke: 50 holders, 2 s).
+    BankEvents {
+        #[arg(long, default_value_t = 1_000)]
+        cards: usize,
+    },
 }
 
 const EARN_CONCURRENCY: usize = 16;
@@ -101,6 +109,10 @@ async fn main() -> ExitCode {
         Some(BenchCommand::Settlement { postings }) => {
             let postings = if args.smoke { 20_000 } else { postings };
             settlement(&args, postings).await
+        }
+        Some(BenchCommand::BankEvents { cards }) => {
+            let cards = if args.smoke { 50 } else { cards };
+            bank_events(&args, cards).await
         }
         None => run(args).await,
     };
@@ -120,6 +132,23 @@ async fn settlement(args: &Args, postings: i64) -> Result<bool, Error> {
         None => std::env::current_exe()?.with_file_name("coalition"),
     };
     settle::run(&binary, &args.database_url, &args.database_name, postings).await
+}
+
+async fn bank_events(args: &Args, cards: usize) -> Result<bool, Error> {
+    let binary = match args.server.clone() {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("coalition"),
+    };
+    bank::run(bank::Settings {
+        binary: &binary,
+        admin_url: &args.database_url,
+        database_name: &args.database_name,
+        redis_url: &args.redis_url,
+        cards,
+        warmup: Duration::from_secs(args.warmup),
+        measure: Duration::from_secs(args.seconds),
+    })
+    .await
 }
 
 struct Row {

@@ -208,7 +208,11 @@ pub async fn configure_economics(server: &Server, programme: &Programme) -> Resu
     Ok(())
 }
 
-async fn token(http: &reqwest::Client, base: &str, client: &Value) -> Result<String, Error> {
+pub(crate) async fn token(
+    http: &reqwest::Client,
+    base: &str,
+    client: &Value,
+) -> Result<String, Error> {
     let res = http
         .post(format!("{base}/oauth/token"))
         .basic_auth(
@@ -226,7 +230,7 @@ async fn token(http: &reqwest::Client, base: &str, client: &Value) -> Result<Str
         .to_owned())
 }
 
-async fn post(
+pub(crate) async fn post(
     http: &reqwest::Client,
     base: &str,
     path: &str,

@@ -1,6 +1,7 @@
 //! Pure domain of the coalition programme: money, points, earning and refund rules,
 //! ledger postings, point lots and card numbers. No I/O lives here.
 
+pub mod bank;
 pub mod campaigns;
 pub mod card_number;
 pub mod clv;

@@ -37,7 +37,7 @@ pub enum RefundError {
 
 /// ⌊points × part / whole⌋, exactly; `None` past `Decimal`'s range (the ledger's limits
 /// keep real purchases far inside it).
-fn share_of(points: Points, part: Decimal, whole: Decimal) -> Option<Points> {
+pub fn share_of_points(points: Points, part: Decimal, whole: Decimal) -> Option<Points> {
     Decimal::from(points)
         .checked_mul(part)?
         .checked_div(whole)?
@@ -62,7 +62,8 @@ pub fn refund_share(
     let before = purchase.already_refunded;
     let after = before + amount;
     let cumulative = |points| -> Result<Points, RefundError> {
-        let share = |part| share_of(points, part, purchase.amount).ok_or(RefundError::OutOfRange);
+        let share =
+            |part| share_of_points(points, part, purchase.amount).ok_or(RefundError::OutOfRange);
         Ok(share(after)? - share(before)?)
     };
     Ok(RefundShare {

@@ -58,7 +58,9 @@ pub fn partners_may_subscribe(event_type: &str) -> bool {
 /// the `data` they see. The operator hears every event of its programme, whole. A
 /// partner hears only events about itself:
 /// - `purchase.recorded`, `refund.recorded`: its own sales (`partner_id` is its id);
-/// - `bank_event.processed`: events its bank sent (`partner_id` is its id);
+/// - `bank_event.processed`: events it sent as the bank (`bank_partner_id` is its id;
+///   `partner_id` there is the merchant's, which does not hear its customers' card
+///   events: they carry the member's coalition-wide balance);
 /// - `settlement.completed`: the settlement's header with its own line only (`lines`
 ///   replaced by `line`), when it has one;
 /// - nothing else (see [`partners_may_subscribe`]).
@@ -90,6 +92,10 @@ pub fn view(event_type: &str, data: &Value, subscriber: Subscriber) -> Option<Va
                 .collect();
             seen.insert("line".into(), line);
             Some(Value::Object(seen))
+        }
+        BANK_EVENT_PROCESSED => {
+            let sender = data.get("bank_partner_id").and_then(Value::as_str);
+            (sender == Some(&partner.to_string())).then(|| data.clone())
         }
         _ => is_own(data).then(|| data.clone()),
     }
@@ -308,8 +314,11 @@ mod tests {
             assert!(view(operator_only, &data, Subscriber::Operator).is_some());
             assert!(!partners_may_subscribe(operator_only));
         }
-        let bank = json!({"event_id": "e", "partner_id": gym});
-        assert!(view(BANK_EVENT_PROCESSED, &bank, Subscriber::Partner(gym)).is_some());
+        let bank_id = Uuid::new_v4();
+        let bank = json!({"event_id": "e", "partner_id": gym, "bank_partner_id": bank_id});
+        assert!(view(BANK_EVENT_PROCESSED, &bank, Subscriber::Partner(bank_id)).is_some());
+        // The merchant where the card was used hears nothing of it, nor does another.
+        assert!(view(BANK_EVENT_PROCESSED, &bank, Subscriber::Partner(gym)).is_none());
         assert!(view(BANK_EVENT_PROCESSED, &bank, Subscriber::Partner(shop)).is_none());
         assert_eq!(view("something.new", &bank, Subscriber::Partner(gym)), None);
     }

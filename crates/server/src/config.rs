@@ -30,6 +30,8 @@ pub struct Config {
     pub jobs_interval: Option<std::time::Duration>,
     /// How long a POS hold reserves points unless captured or voided (default 15 minutes).
     pub hold_ttl_seconds: i64,
+    /// How long a bank authorization stays pending without a clearing (default 7 days).
+    pub bank_authorization_lapse_hours: i64,
     /// Does `serve` (and every other command that opens the database) apply pending
     /// migrations? On by default for SQLite, the embedded single-process set-up; off by
     /// default for PostgreSQL, where a deployment migrates once (`coalition migrate`, the
@@ -229,6 +231,11 @@ impl Config {
             jobs_interval: (jobs_interval > 0)
                 .then(|| std::time::Duration::from_secs(jobs_interval as u64)),
             hold_ttl_seconds: number("COALITION_HOLD_TTL_SECONDS", 900, 1..=86_400)?,
+            bank_authorization_lapse_hours: number(
+                "COALITION_BANK_AUTHORIZATION_LAPSE_HOURS",
+                7 * 24,
+                1..=90 * 24,
+            )?,
             migrate_on_start,
             webhooks,
         })
@@ -340,6 +347,7 @@ mod tests {
             "COALITION_DB_MAX_CONNECTIONS",
             "COALITION_MIGRATE_ON_START",
             "COALITION_HOLD_TTL_SECONDS",
+            "COALITION_BANK_AUTHORIZATION_LAPSE_HOURS",
             "COALITION_CONFIG_FILE",
         ] {
             assert!(names.contains(name), "{name} missing from {names:?}");

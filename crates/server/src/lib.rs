@@ -62,6 +62,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         webhooks: Arc::new(coalition_app::webhooks::Webhooks::new(
             config.webhooks.clone(),
         )?),
+        bank_authorization_lapse: chrono::Duration::hours(config.bank_authorization_lapse_hours),
     })
 }
 

@@ -60,6 +60,9 @@ pub mod partner {
         pub issue_price_per_point: String,
         pub redemption_value_per_point: String,
         pub created_at: DateTimeUtc,
+        /// The card-network merchant ids (MIDs) of this partner, as JSON text.
+        #[sea_orm(column_type = "Text")]
+        pub merchant_ids: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -640,6 +643,161 @@ pub mod settlement {
         #[sea_orm(column_type = "Text")]
         pub document: String,
         pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod partner_merchant_id {
+    use sea_orm::entity::prelude::*;
+
+    /// A MID names one partner per programme (the primary key is the guard).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "partner_merchant_ids")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub programme_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false, column_type = "Text")]
+        pub merchant_id: String,
+        pub partner_id: Uuid,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod bank_card {
+    use sea_orm::entity::prelude::*;
+
+    /// A co-branded card (see `app::bank`): token, BIN, last four — never a PAN.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "bank_cards")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub bank_partner_id: Uuid,
+        pub member_id: Uuid,
+        pub account_id: Uuid,
+        #[sea_orm(column_type = "Text")]
+        pub card_token: String,
+        pub bin: String,
+        pub last4: String,
+        pub expiry_month: String,
+        /// `active`, `blocked` or `replaced`.
+        pub status: String,
+        pub replaced_by_id: Option<Uuid>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod bank_signing_secret {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "bank_signing_secrets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub bank_partner_id: Uuid,
+        /// `whsec_…`: needed as it is to verify signatures; never logged.
+        #[sea_orm(column_type = "Text")]
+        pub secret: String,
+        pub created_at: DateTimeUtc,
+        pub revoked_at: Option<DateTimeUtc>,
+    }
+
+    /// Never prints the secret (a `{:?}` in a log line must not leak it).
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("BankSigningSecret")
+                .field("id", &self.id)
+                .field("bank_partner_id", &self.bank_partner_id)
+                .field("revoked_at", &self.revoked_at)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod bank_event {
+    use sea_orm::entity::prelude::*;
+
+    /// One bank event, once (`ux_bank_events_event`), with the answer it got.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "bank_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub bank_partner_id: Uuid,
+        #[sea_orm(column_type = "Text")]
+        pub event_id: String,
+        pub event_type: String,
+        #[sea_orm(column_type = "Text")]
+        pub transaction_id: String,
+        pub request_hash: String,
+        #[sea_orm(column_type = "Text")]
+        pub response: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod bank_transaction {
+    use sea_orm::entity::prelude::*;
+
+    /// What was seen of one card transaction and what it did (see `app::bank`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "bank_transactions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub bank_partner_id: Uuid,
+        #[sea_orm(column_type = "Text")]
+        pub transaction_id: String,
+        pub card_id: Uuid,
+        pub account_id: Uuid,
+        pub currency: String,
+        pub authorized_points: Option<i64>,
+        pub cleared_amount: Option<String>,
+        pub cleared_points: Option<i64>,
+        /// The partner the clearing was priced at (the bank itself off the coalition).
+        pub cleared_partner_id: Option<Uuid>,
+        pub earn_entry_id: Option<Uuid>,
+        /// JSON: each funder of the posted points, what it gave and what came back.
+        #[sea_orm(column_type = "Text")]
+        pub funders: String,
+        pub refunded_amount: String,
+        pub reversed: bool,
+        pub lapsed: bool,
+        pub lapses_at: Option<DateTimeUtc>,
+        pub pending_points: i64,
+        pub points_posted: i64,
+        pub points_clawed_back: i64,
+        pub points_shortfall: i64,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

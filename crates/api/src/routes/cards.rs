@@ -83,7 +83,7 @@ pub async fn card_balance(
         held_points: view.held_points,
         available_points: view.available_points,
         value: MoneyDto::new(view.value, &view.currency),
-        pending_points: 0,
+        pending_points: view.pending_points,
         expiring_soon: super::members::expiring_soon(view.expiring_soon),
     }))
 }
@@ -208,8 +208,7 @@ pub struct CardBalanceResponse {
     pub available_points: i64,
     /// Money value of the points at the programme's point value.
     pub value: MoneyDto,
-    /// Points shown but not yet spendable (card-linked bank authorizations); none until
-    /// bank events exist.
+    /// Points shown but not yet spendable: co-branded card authorizations not cleared yet.
     pub pending_points: i64,
     /// Lots expiring within 30 days, soonest first.
     pub expiring_soon: Vec<super::members::ExpiringPoints>,

@@ -130,8 +130,8 @@ pub async fn member_cards(
     }))
 }
 
-/// Erase a member (admin, GDPR): her personal data goes, her cards are retired
-/// (`card_retired` from then on), holds on her points are voided and her remaining
+/// Erase a member (admin, GDPR): her personal data goes, her cards — co-branded bank
+/// cards included — are retired (`card_retired` from then on), holds on her points are voided and her remaining
 /// points are forfeited to the operator's breakage in one `erasure` journal entry.
 /// Her id still answers, with `erased: true` and no personal data.
 #[utoipa::path(delete, path = "/v1/members/{id}", tag = "members", security(("bearer" = [])), params(("id" = String, Path)),
@@ -160,6 +160,7 @@ pub async fn member_balance(
         points: view.points,
         held_points: view.held_points,
         available_points: view.available_points,
+        pending_points: view.pending_points,
         value: MoneyDto::new(view.value, &view.currency),
         expiring_soon: expiring_soon(view.expiring_soon),
     }))
@@ -292,6 +293,9 @@ pub struct BalanceResponse {
     pub held_points: i64,
     /// Points that can be spent now: `points - held_points`.
     pub available_points: i64,
+    /// Points shown but not yet spendable: co-branded card authorizations not cleared
+    /// yet (not part of `points`).
+    pub pending_points: i64,
     /// Money value of the points at the programme's point value.
     pub value: MoneyDto,
     /// Lots expiring within 30 days, soonest first.

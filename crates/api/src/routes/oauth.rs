@@ -141,6 +141,19 @@ pub async fn token(
             )
         }
     };
+    // A PAN is never taken in (the failure counters would keep a client id): refused in
+    // the endpoint's own error format before anything looks the client up.
+    let pan = [&credentials.0, &credentials.1]
+        .into_iter()
+        .chain(form.scope.as_ref())
+        .any(|v| coalition_domain::bank::contains_pan(v));
+    if pan {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "a value looks like a payment card number (PAN), which is never accepted",
+        );
+    }
     let source = connection.map(|Extension(ConnectInfo(address))| address.ip());
     match coalition_app::auth::client_credentials_grant(
         &app,

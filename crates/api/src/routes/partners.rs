@@ -24,6 +24,7 @@ fn partner_response(p: partners::Partner) -> PartnerResponse {
         earn_points_per_unit: p.earn_points_per_unit.to_string(),
         issue_price_per_point: p.issue_price_per_point.to_string(),
         redemption_value_per_point: p.redemption_value_per_point.to_string(),
+        merchant_ids: p.merchant_ids,
         created_at: p.created_at,
     }
 }
@@ -85,6 +86,7 @@ pub async fn get_partner(
 #[utoipa::path(patch, path = "/v1/partners/{id}", tag = "partners", security(("bearer" = [])), params(("id" = String, Path)),
     request_body = PartnerChangeRequest,
     responses((status = 200, body = PartnerResponse), (status = 404, body = Problem), (status = 422, body = Problem),
+        (status = 409, body = Problem, description = "merchant_id_taken: another partner of the programme has one of the merchant ids"),
         (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn update_partner(
     State(app): State<App>,
@@ -100,6 +102,7 @@ pub async fn update_partner(
         earn_points_per_unit: b.earn_points_per_unit,
         issue_price_per_point: b.issue_price_per_point,
         redemption_value_per_point: b.redemption_value_per_point,
+        merchant_ids: b.merchant_ids,
     };
     let partner = partners::update(&app, &caller, id, change).await?;
     Ok(Json(partner_response(partner)))
@@ -119,6 +122,9 @@ pub struct PartnerChangeRequest {
     pub issue_price_per_point: Option<String>,
     #[schema(schema_with = crate::fields::optional_rate)]
     pub redemption_value_per_point: Option<String>,
+    /// The card-network merchant ids the bank sees for this partner (replaces the list).
+    #[schema(schema_with = crate::fields::merchant_ids)]
+    pub merchant_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -151,6 +157,9 @@ pub struct PartnerResponse {
     pub earn_points_per_unit: String,
     pub issue_price_per_point: String,
     pub redemption_value_per_point: String,
+    /// The card-network merchant ids (MIDs) of this partner: a co-branded card's
+    /// purchase there earns at this partner.
+    pub merchant_ids: Vec<String>,
     pub created_at: DateTime<Utc>,
 }
 
