@@ -117,7 +117,11 @@ async fn card_holder(t: &Client, bank: &Bank, email: &str) -> (String, String) {
 }
 
 async fn setup() -> Setup {
-    let t = spawn_app().await;
+    setup_with(&[]).await
+}
+
+async fn setup_with(settings: &[(&str, &str)]) -> Setup {
+    let t = spawn_app_with_settings(settings).await;
     let prog = t.programme("Bank coalition").await;
     let gym = t.partner(&prog, "Gym", "2").await;
     let patched = t
@@ -1593,4 +1597,34 @@ async fn first_deliveries_racing_on_a_unique_key_never_answer_500() {
     let (_, b) = points(t, &s.prog, &other).await;
     assert_eq!(a + b, 60);
     assert_accounts_consistent(&t.app.db, s.prog.id).await;
+}
+
+#[tokio::test]
+async fn the_bank_hears_its_card_events_by_webhook_and_the_merchant_does_not() {
+    use crate::webhooks::{subscribe, subscription_settles, verify, Receiver, DELIVERING};
+    let s = setup_with(DELIVERING).await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    let bank_receiver = Receiver::start().await;
+    let gym_receiver = Receiver::start().await;
+    let (_, secret) = subscribe(t, &bank.token, &bank_receiver.url, &["bank_event.processed"]).await;
+    subscribe(t, &s.gym.token, &gym_receiver.url, &["bank_event.processed"]).await;
+    subscription_settles().await;
+
+    let cleared = send(t, bank, &event("w-1", "clearing", "W1", card, "10.00", GYM_MID))
+        .await
+        .expect(200);
+    let got = bank_receiver.wait_for(1, 10).await;
+    assert_eq!(got.len(), 1, "the bank hears its event once");
+    assert!(verify(&secret, &got[0]));
+    let body = got[0].json();
+    assert_eq!(body["type"], "bank_event.processed");
+    assert_eq!(body["data"]["event_id"], "w-1");
+    assert_eq!(body["data"]["bank_partner_id"], bank.id.to_string());
+    assert_eq!(body["data"]["partner_id"], s.gym.id.to_string());
+    assert_eq!(body["data"]["points_posted"], cleared["points_posted"]);
+    assert!(!got[0].body.contains(card.as_str()), "no card token in a message");
+    // The gym, where the card was used, hears nothing of the member's card (the message
+    // carries her coalition-wide balance).
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(gym_receiver.got().is_empty(), "{:?}", gym_receiver.got());
 }

@@ -15,23 +15,23 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// What a test server needs to deliver to the receiver, quickly.
-const DELIVERING: &[(&str, &str)] = &[
+pub(crate) const DELIVERING: &[(&str, &str)] = &[
     ("COALITION_WEBHOOKS_ALLOW_INSECURE", "true"),
     ("COALITION_WEBHOOKS_INTERVAL_MS", "100"),
 ];
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
-    headers: axum::http::HeaderMap,
-    body: String,
+pub(crate) struct Received {
+    pub(crate) headers: axum::http::HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Received {
-    fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         self.headers["webhook-id"].to_str().unwrap().to_owned()
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).expect("a webhook body is JSON")
     }
 }
@@ -47,8 +47,8 @@ struct ReceiverState {
 }
 
 /// A webhook receiver on 127.0.0.1.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     state: ReceiverState,
 }
 
@@ -73,7 +73,7 @@ async fn hook(
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(ReceiverState::default()).await
     }
 
@@ -115,12 +115,12 @@ impl Receiver {
             .extend(answers.iter().copied());
     }
 
-    fn got(&self) -> Vec<Received> {
+    pub(crate) fn got(&self) -> Vec<Received> {
         self.state.got.lock().unwrap().clone()
     }
 
     /// Waits up to `seconds` for at least `n` requests.
-    async fn wait_for(&self, n: usize, seconds: u64) -> Vec<Received> {
+    pub(crate) async fn wait_for(&self, n: usize, seconds: u64) -> Vec<Received> {
         for _ in 0..seconds * 20 {
             if self.got().len() >= n {
                 break;
@@ -132,7 +132,7 @@ impl Receiver {
 }
 
 /// Subscribes `url` to `events` as the holder of `token`: (webhook id, secret).
-async fn subscribe(t: &Client, token: &str, url: &str, events: &[&str]) -> (String, String) {
+pub(crate) async fn subscribe(t: &Client, token: &str, url: &str, events: &[&str]) -> (String, String) {
     let made = t
         .post("/v1/webhooks", token, json!({"url": url, "events": events}))
         .await;
@@ -145,7 +145,7 @@ async fn subscribe(t: &Client, token: &str, url: &str, events: &[&str]) -> (Stri
 
 /// Purchase-path events reach a new subscription within a second (the terms snapshot):
 /// tests wait that long before buying.
-async fn subscription_settles() {
+pub(crate) async fn subscription_settles() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
 }
 
@@ -175,7 +175,7 @@ async fn make_due(db: &DatabaseConnection) {
         .unwrap();
 }
 
-fn verify(secret: &str, r: &Received) -> bool {
+pub(crate) fn verify(secret: &str, r: &Received) -> bool {
     standardwebhooks::Webhook::new(secret)
         .unwrap()
         .verify(r.body.as_bytes(), &r.headers)
