@@ -1628,3 +1628,22 @@ async fn the_bank_hears_its_card_events_by_webhook_and_the_merchant_does_not() {
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert!(gym_receiver.got().is_empty(), "{:?}", gym_receiver.got());
 }
+
+#[tokio::test]
+async fn the_bank_reads_its_card_holders_balance_and_not_anothers() {
+    let s = setup().await;
+    let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
+    send(t, bank, &event("b-1", "clearing", "B1", card, "10.00", GYM_MID))
+        .await
+        .expect(200);
+    let seen = t
+        .get(&format!("/v1/members/{}/balance", s.member), &bank.token)
+        .await
+        .expect(200);
+    assert_eq!(seen["points"], json!(points(t, &s.prog, &s.member).await.0));
+    // A member the bank has no link to is not found, as for a partner.
+    let (stranger, _) = t.member_with_card(&s.gym, "stranger@example.org").await;
+    t.get(&format!("/v1/members/{stranger}/balance"), &bank.token)
+        .await
+        .expect_problem(404, "not_found");
+}

@@ -293,7 +293,15 @@ fn plausible(doc: &Value, schema: &Value, targets: &Targets, name: &str) -> Valu
                 schema["format"], "uuid",
                 "{name} is an id the matrix has no value of A for: add it to Targets::for_property"
             );
-            json!(format!("matrix-{}", Uuid::new_v4().simple()))
+            // Letters only: a digit run of a random id could look like a card number (PAN),
+            // which the API refuses before anything else.
+            let letters: String = Uuid::new_v4()
+                .simple()
+                .to_string()
+                .chars()
+                .map(|c| c.to_digit(10).map_or(c, |d| (b'g' + d as u8) as char))
+                .collect();
+            json!(format!("matrix-{letters}"))
         }
         Some("integer") => json!(schema["minimum"].as_i64().unwrap_or(0)),
         Some("boolean") => json!(false),

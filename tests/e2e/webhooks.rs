@@ -44,6 +44,8 @@ struct ReceiverState {
     /// A held receiver answers a request only once the test lets it (one permit each,
     /// in the order the requests came).
     gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// The body of a failure answer, when not the default.
+    failure_body: Arc<Mutex<Option<&'static str>>>,
 }
 
 /// A webhook receiver on 127.0.0.1.
@@ -66,8 +68,10 @@ async fn hook(
         gate.acquire().await.unwrap().forget();
     }
     let status = axum::http::StatusCode::from_u16(status).unwrap();
+    let failure_body = s.failure_body.lock().unwrap().unwrap_or("not now");
     match retry_after {
-        Some(after) => (status, [("retry-after", after)], "not now").into_response(),
+        Some(after) => (status, [("retry-after", after)], failure_body).into_response(),
+        None if !status.is_success() => (status, failure_body).into_response(),
         None => (status, "thanks").into_response(),
     }
 }
@@ -1053,4 +1057,47 @@ async fn a_sender_whose_lease_ran_out_cannot_overwrite_a_newer_claim() {
     let next: chrono::DateTime<chrono::Utc> =
         failed["next_attempt_at"].as_str().unwrap().parse().unwrap();
     assert!((3..=7).contains(&(next - last).num_seconds()), "{failed}");
+}
+
+#[tokio::test]
+async fn no_card_number_reaches_the_database_by_a_url_or_a_receivers_answer() {
+    let t = spawn_app_with_settings(DELIVERING).await;
+    let prog = t.programme("Hooks").await;
+    // The URL parser decodes the host and drops soft hyphens and dot segments: the
+    // stored form is what counts.
+    for url in [
+        "https://4111%C2%AD1111%C2%AD1111%C2%AD1111.example/hook",
+        "https://x.example/4111111111/a/../111111",
+    ] {
+        t.post(
+            "/v1/webhooks",
+            &prog.admin,
+            json!({"url": url, "events": ["purchase.recorded"]}),
+        )
+        .await
+        .expect_problem(422, "pan_not_allowed");
+    }
+    // A receiver echoing a card number in its error answer: the log keeps none of it.
+    let gym = t.partner(&prog, "Gym", "1").await;
+    let (_, card) = t.member_with_card(&gym, "echo@example.org").await;
+    let receiver = Receiver::start().await;
+    receiver.answer(&[(400, None)]);
+    *receiver.state.failure_body.lock().unwrap() = Some("unknown card 4111 1111 1111 1111");
+    let (hook, _) = subscribe(&t, &prog.admin, &receiver.url, &["purchase.recorded"]).await;
+    subscription_settles().await;
+    t.purchase(&gym, &card, "10.00", 0).await;
+    receiver.wait_for(1, 10).await;
+    let log = log_until(&t, &prog.admin, &hook, |d| d["last_error"].is_string()).await;
+    let error = log["last_error"].as_str().unwrap();
+    assert!(error.starts_with("(withheld"), "{error}");
+    let events: Vec<String> = (0..5000).map(|i| format!("x{i}")).collect();
+    let huge = t
+        .post(
+            "/v1/webhooks",
+            &prog.admin,
+            json!({"url": "https://hooks.example.com/x", "events": events}),
+        )
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(huge["errors"].as_array().unwrap().len(), 1, "one error, not 5,000");
 }

@@ -228,7 +228,7 @@ pub async fn visible(
 /// known (see `directory`), else from the database — learning all the member's partner
 /// links at once, so the next partner to ask is answered from memory too.
 pub async fn visible_account(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<Uuid> {
-    caller.require(&[Scope::Admin, Scope::Partner])?;
+    caller.require(&[Scope::Admin, Scope::Partner, Scope::Bank])?;
     let partner = seeing_partner(caller);
     if let Some(account) = app
         .directory
