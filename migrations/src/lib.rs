@@ -13,6 +13,7 @@ mod m20261126_000100_campaigns;
 mod m20261126_000200_settlements;
 mod m20261126_000300_client_states;
 mod m20261127_000100_closed_accounts;
+mod m20261203_000300_analytics;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000200_settlements::Migration),
             Box::new(m20261126_000300_client_states::Migration),
             Box::new(m20261127_000100_closed_accounts::Migration),
+            Box::new(m20261203_000300_analytics::Migration),
         ]
     }
 }

@@ -13,6 +13,7 @@ mod expiry;
 mod holds;
 mod holds_props;
 mod idempotency;
+mod imports;
 mod ledger_props;
 mod money;
 mod multi_process;

@@ -34,6 +34,8 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "tiers", description = "The tier ladder and members' tiers"),
         (name = "campaigns", description = "Targeted rewards with a budget, a funder and a holdout"),
         (name = "settlements", description = "Clearing between partners for a closed period, and the points liability"),
+        (name = "imports", description = "Historical purchases in"),
+        (name = "analytics", description = "Customer-base models: who is slipping away, what each member is worth"),
         (name = "service", description = "Health and documentation")
     )
 )]
@@ -80,6 +82,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::tiers::router())
         .merge(routes::campaigns::router())
         .merge(routes::settlements::router())
+        .merge(routes::imports::router())
         .merge(routes::service::router())
 }
 

@@ -12,6 +12,7 @@ mod earn_statement;
 pub mod error;
 pub mod holds;
 pub mod idempotency;
+pub mod imports;
 pub mod immutable;
 pub mod jobs;
 pub mod ledger;

@@ -6,6 +6,7 @@
 pub mod campaigns;
 pub mod cards;
 pub mod clients;
+pub mod imports;
 pub mod members;
 pub mod oauth;
 pub mod partners;
