@@ -1,6 +1,7 @@
 //! End-to-end tests: real HTTP against a real server, on SQLite by default and on
 //! PostgreSQL (+ Redis) when TEST_DATABASE_URL (and TEST_REDIS_URL) are set.
 
+mod analytics;
 mod bad_input;
 mod cache_outage;
 mod campaigns;

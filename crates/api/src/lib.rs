@@ -83,6 +83,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::campaigns::router())
         .merge(routes::settlements::router())
         .merge(routes::imports::router())
+        .merge(routes::analytics::router())
         .merge(routes::service::router())
 }
 

@@ -153,7 +153,7 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
         ),
         CannotFit(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            "cannot_fit",
+            "not_enough_data",
             "The model cannot be fitted on this data",
         ),
         CampaignStarted => (

@@ -1,6 +1,7 @@
 //! Use cases of Coalition: one function per business operation, each owning its
 //! transaction boundary and its authorization decision.
 
+pub mod analytics;
 pub mod auth;
 pub mod balances;
 pub mod campaigns;

@@ -3,6 +3,7 @@
 //! This module holds what the resources share: money and breakdown bodies, and the
 //! helpers that shape answers (created, stored for idempotent replay, replayed).
 
+pub mod analytics;
 pub mod campaigns;
 pub mod cards;
 pub mod clients;
