@@ -126,6 +126,8 @@ struct Targets {
     settlement: String,
     /// A Gym's API client (its `id`).
     client: String,
+    /// A CLV model fitted on A's purchases.
+    clv_model: String,
 }
 
 impl Targets {
@@ -142,6 +144,7 @@ impl Targets {
             campaign: Uuid::new_v4().to_string(),
             settlement: Uuid::new_v4().to_string(),
             client: Uuid::new_v4().to_string(),
+            clv_model: Uuid::new_v4().to_string(),
         }
     }
 
@@ -165,6 +168,7 @@ impl Targets {
             "campaigns" => self.campaign.clone(),
             "settlements" => self.settlement.clone(),
             "clients" => self.client.clone(),
+            "clv-models" => self.clv_model.clone(),
             _ => panic!(
                 "{path}: no value of A for {{{param}}} after /{collection}/: add one to the matrix"
             ),
@@ -466,6 +470,37 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .as_str()
         .unwrap()
         .to_owned();
+    // A model of A's customer base (stored as a fit would: A has too few members to fit).
+    let clv_model = Uuid::now_v7();
+    {
+        use coalition_store::entities::clv_model as m;
+        use sea_orm::EntityTrait;
+        let row = m::Model {
+            id: clv_model,
+            programme_id: programme.id,
+            partner_id: None,
+            calibration_end: chrono::Utc::now().date_naive(),
+            currency: "EUR".into(),
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+            bgnbd_log_likelihood: -9582.4,
+            p: Some(6.25),
+            q: Some(3.74),
+            gamma: Some(15.44),
+            gamma_gamma_log_likelihood: Some(-100.0),
+            members: 1,
+            repeat_members: 0,
+            fit_millis: 1,
+            fitted_at: chrono::Utc::now(),
+        };
+        m::Entity::insert(m::ActiveModel::from(row))
+            .exec_without_returning(&t.app.db)
+            .await
+            .unwrap();
+    }
+    let clv_model = clv_model.to_string();
     let secrets = vec![
         (Campaigns, campaign.clone()),
         (Campaigns, campaign_name),
@@ -497,6 +532,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
             campaign,
             settlement,
             client,
+            clv_model,
         },
         gym,
         other_card: cards[1].clone(),
