@@ -29,7 +29,13 @@ fn history() -> String {
         let from = day(2024, 1, 1) + Duration::days(i * 3);
         let every = 7 + (i % 5) * 7;
         let times = if i % 2 == 0 { 3 + i % 7 } else { 200 };
-        buy(&format!("c{i}"), from, every, times, &format!("{}.50", 10 + i % 7));
+        buy(
+            &format!("c{i}"),
+            from,
+            every,
+            times,
+            &format!("{}.50", 10 + i % 7),
+        );
     }
     buy("lapsed", day(2024, 1, 1), 7, 20, "40.00");
     buy("steady", day(2024, 1, 1), 7, 200, "15.00");
@@ -69,7 +75,11 @@ async fn a_fitted_model_tells_the_lapsed_from_the_steady() {
     assert_eq!(report["members_created"], 62);
 
     let model = t
-        .post("/v1/analytics/clv-models", &prog.admin, json!({"calibration_end": END}))
+        .post(
+            "/v1/analytics/clv-models",
+            &prog.admin,
+            json!({"calibration_end": END}),
+        )
         .await
         .expect(201);
     assert_eq!(model["members"], 62);
@@ -91,21 +101,33 @@ async fn a_fitted_model_tells_the_lapsed_from_the_steady() {
         let t = &t;
         let admin = prog.admin.clone();
         async move {
-            t.get(&format!("/v1/members/{member}/clv?model_id={id}&weeks=26"), &admin)
-                .await
-                .expect(200)
+            t.get(
+                &format!("/v1/members/{member}/clv?model_id={id}&weeks=26"),
+                &admin,
+            )
+            .await
+            .expect(200)
         }
     };
     let l = clv(lapsed.clone()).await;
     let s = clv(steady.clone()).await;
-    assert_eq!((l["frequency"].clone(), l["weeks"].clone()), (json!(19), json!(26)));
+    assert_eq!(
+        (l["frequency"].clone(), l["weeks"].clone()),
+        (json!(19), json!(26))
+    );
     assert!(l["p_alive"].as_f64().unwrap() < 0.1, "{l}");
     assert!(s["p_alive"].as_f64().unwrap() > 0.8, "{s}");
     assert!(
-        s["expected_purchases"].as_f64().unwrap() > 10.0 * l["expected_purchases"].as_f64().unwrap(),
+        s["expected_purchases"].as_f64().unwrap()
+            > 10.0 * l["expected_purchases"].as_f64().unwrap(),
         "{s} {l}"
     );
-    for field in ["total_spend", "expected_value_per_purchase", "expected_spend", "clv"] {
+    for field in [
+        "total_spend",
+        "expected_value_per_purchase",
+        "expected_spend",
+        "clv",
+    ] {
         assert!(is_money(&s[field]), "{field}: {s}");
     }
     assert_eq!(l["total_spend"]["amount"], "800.00");
@@ -133,7 +155,10 @@ async fn a_fitted_model_tells_the_lapsed_from_the_steady() {
         }
     }
     assert!(seen.len() > 7, "{}", seen.len());
-    let ids: Vec<&str> = seen.iter().map(|m| m["member_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = seen
+        .iter()
+        .map(|m| m["member_id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&lapsed.as_str()));
     assert!(!ids.contains(&steady.as_str()));
     let unique: std::collections::HashSet<&&str> = ids.iter().collect();
@@ -141,7 +166,13 @@ async fn a_fitted_model_tells_the_lapsed_from_the_steady() {
     assert!(seen.iter().all(|m| m["p_alive"].as_f64().unwrap() < 0.3));
     let totals: Vec<f64> = seen
         .iter()
-        .map(|m| m["total_spend"]["amount"].as_str().unwrap().parse().unwrap())
+        .map(|m| {
+            m["total_spend"]["amount"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert!(totals.windows(2).all(|w| w[0] >= w[1]), "{totals:?}");
     // A threshold of 0 lists no one.
@@ -157,16 +188,28 @@ async fn analytics_refuse_partners_bad_dates_and_bad_parameters() {
     let t = spawn_app().await;
     let prog = t.programme("Retention refusals").await;
     let shop = t.partner(&prog, "Shop", "1").await;
-    t.post("/v1/analytics/clv-models", &shop.token, json!({"calibration_end": END}))
-        .await
-        .expect_problem(403, "insufficient_scope");
-    t.post("/v1/analytics/clv-models", &prog.admin, json!({"calibration_end": "2999-01-01"}))
-        .await
-        .expect_problem(422, "validation_failed");
+    t.post(
+        "/v1/analytics/clv-models",
+        &shop.token,
+        json!({"calibration_end": END}),
+    )
+    .await
+    .expect_problem(403, "insufficient_scope");
+    t.post(
+        "/v1/analytics/clv-models",
+        &prog.admin,
+        json!({"calibration_end": "2999-01-01"}),
+    )
+    .await
+    .expect_problem(422, "validation_failed");
     // No purchases yet.
-    t.post("/v1/analytics/clv-models", &prog.admin, json!({"calibration_end": END}))
-        .await
-        .expect_problem(422, "not_enough_data");
+    t.post(
+        "/v1/analytics/clv-models",
+        &prog.admin,
+        json!({"calibration_end": END}),
+    )
+    .await
+    .expect_problem(422, "not_enough_data");
     t.post(
         "/v1/analytics/clv-models",
         &prog.admin,

@@ -80,12 +80,18 @@ async fn a_csv_history_is_imported_once_without_points_and_members_are_found_by_
 
     // The purchases keep their day, earn nothing, and the partner sees its customers.
     let listed = t
-        .get(&format!("/v1/purchases?partner_id={}&limit=100", shop.id), &prog.admin)
+        .get(
+            &format!("/v1/purchases?partner_id={}&limit=100", shop.id),
+            &prog.admin,
+        )
         .await
         .expect(200);
     let rows = listed["data"].as_array().unwrap();
     assert_eq!(rows.len(), 5);
-    assert!(rows.iter().all(|p| p["points_earned"] == json!(0)), "{listed}");
+    assert!(
+        rows.iter().all(|p| p["points_earned"] == json!(0)),
+        "{listed}"
+    );
     use coalition_store::entities::{member, posting, purchase};
     let c1 = member::Entity::find()
         .filter(member::Column::ProgrammeId.eq(prog.id))
@@ -106,7 +112,9 @@ async fn a_csv_history_is_imported_once_without_points_and_members_are_found_by_
         .collect();
     days.sort();
     assert_eq!(days, ["2024-01-05", "2024-02-05", "2024-02-05"]);
-    assert!(theirs.iter().all(|p| p.store_ref.as_deref() == Some("north")));
+    assert!(theirs
+        .iter()
+        .all(|p| p.store_ref.as_deref() == Some("north")));
     // No posting: settlement charges no one for history.
     let postings = posting::Entity::find()
         .filter(posting::Column::ProgrammeId.eq(prog.id))
@@ -122,12 +130,16 @@ async fn a_bad_row_names_its_line_and_nothing_is_imported() {
     let t = spawn_app().await;
     let prog = t.programme("Bad imports").await;
     let shop = t.partner(&prog, "Shop", "1").await;
-    let body = "customer_ref,date,amount\nc-1,2024-01-05,10.00\nc-2,2024-01-06,ten\nc-3,2024-01-07,1\n";
+    let body =
+        "customer_ref,date,amount\nc-1,2024-01-05,10.00\nc-2,2024-01-06,ten\nc-3,2024-01-07,1\n";
     let (status, problem) = post_import(&t, &prog.admin, shop.id, "csv", body).await;
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["code"], "invalid_import_row");
     assert_eq!(problem["line"], 3);
-    assert!(problem["detail"].as_str().unwrap().contains("line 3"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("line 3"),
+        "{problem}"
+    );
     assert_eq!(purchases_of(&t, prog.id).await, 0);
     // A cdnow row with a bad date, after a good one.
     let body = " 00001 19970101  1   11.77\n 00002 19971301  1   12.00\n";
@@ -136,13 +148,19 @@ async fn a_bad_row_names_its_line_and_nothing_is_imported() {
     assert_eq!(purchases_of(&t, prog.id).await, 0);
     // Unknown format, missing partner, a partner of another programme.
     let (status, problem) = post_import(&t, &prog.admin, shop.id, "xls", "").await;
-    assert_eq!((status, problem["code"].clone()), (422, json!("validation_failed")));
+    assert_eq!(
+        (status, problem["code"].clone()),
+        (422, json!("validation_failed"))
+    );
     let (status, problem) = post_import(&t, &prog.admin, Uuid::now_v7(), "csv", CSV).await;
     assert_eq!((status, problem["code"].clone()), (404, json!("not_found")));
     // Not text/csv.
     let res = t
         .http
-        .post(format!("{}/v1/imports/purchases?partner_id={}", t.base, shop.id))
+        .post(format!(
+            "{}/v1/imports/purchases?partner_id={}",
+            t.base, shop.id
+        ))
         .bearer_auth(&prog.admin)
         .json(&json!({}))
         .send()
@@ -157,7 +175,10 @@ async fn a_partner_may_not_import() {
     let prog = t.programme("Partner imports").await;
     let shop = t.partner(&prog, "Shop", "1").await;
     let (status, problem) = post_import(&t, &shop.token, shop.id, "csv", CSV).await;
-    assert_eq!((status, problem["code"].clone()), (403, json!("insufficient_scope")));
+    assert_eq!(
+        (status, problem["code"].clone()),
+        (403, json!("insufficient_scope"))
+    );
     assert_eq!(purchases_of(&t, prog.id).await, 0);
 }
 
@@ -183,7 +204,12 @@ async fn the_cli_imports_a_cdnow_file_and_skips_it_the_second_time() {
     .unwrap();
     let run = |file: &std::path::Path| {
         coalition(&env)
-            .args(["import", "purchases", "--programme-id", &prog.id.to_string()])
+            .args([
+                "import",
+                "purchases",
+                "--programme-id",
+                &prog.id.to_string(),
+            ])
             .args(["--partner-id", &shop.id.to_string(), "--format", "cdnow"])
             .arg(file)
             .output()
@@ -207,7 +233,10 @@ async fn the_cli_imports_a_cdnow_file_and_skips_it_the_second_time() {
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(stderr.contains("bad.txt:2:"), "{stderr}");
     let listed = client
-        .get(&format!("/v1/purchases?partner_id={}&limit=100", shop.id), &prog.admin)
+        .get(
+            &format!("/v1/purchases?partner_id={}&limit=100", shop.id),
+            &prog.admin,
+        )
         .await
         .expect(200);
     assert_eq!(listed["data"].as_array().unwrap().len(), 5);

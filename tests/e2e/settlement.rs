@@ -24,7 +24,12 @@ fn eur(amount: &str) -> Value {
     json!({"amount": amount, "currency": "EUR"})
 }
 
-pub(crate) async fn settle(t: &Client, token: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Resp {
+pub(crate) async fn settle(
+    t: &Client,
+    token: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Resp {
     t.post(
         "/v1/settlements",
         token,

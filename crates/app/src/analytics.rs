@@ -19,13 +19,11 @@ use crate::programmes;
 use crate::{App, Caller, Scope};
 use chrono::{NaiveDate, Utc};
 use coalition_domain::clv::{
-    customer_lifetime_value, group_by_rf, spend_observations, BgNbd, CustomerSummary,
-    GammaGamma,
+    customer_lifetime_value, group_by_rf, spend_observations, BgNbd, CustomerSummary, GammaGamma,
 };
 use coalition_store::entities::{clv_model, member, partner};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    Statement, Value,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement, Value,
 };
 use uuid::Uuid;
 
@@ -85,7 +83,10 @@ async fn histories(
             "(CAST(p.amount AS REAL) - CAST(p.refunded_amount AS REAL))",
         ),
     };
-    let mut values: Vec<Value> = vec![programme_id.into(), end.format("%Y-%m-%d").to_string().into()];
+    let mut values: Vec<Value> = vec![
+        programme_id.into(),
+        end.format("%Y-%m-%d").to_string().into(),
+    ];
     let param = |values: &Vec<Value>| match backend {
         DbBackend::Postgres => format!("${}", values.len()),
         _ => "?".to_owned(),
@@ -178,8 +179,10 @@ pub async fn fit_for(
             "no member bought anything on or before calibration_end".into(),
         ));
     }
-    let summaries: Vec<CustomerSummary> =
-        histories.iter().map(|h| h.summary(calibration_end)).collect();
+    let summaries: Vec<CustomerSummary> = histories
+        .iter()
+        .map(|h| h.summary(calibration_end))
+        .collect();
     let started = std::time::Instant::now();
     let groups = group_by_rf(&summaries);
     let bg = BgNbd::fit(&groups).map_err(|e| AppError::CannotFit(format!("BG/NBD: {e}")))?;
@@ -353,7 +356,10 @@ pub async fn at_risk(
     caller.require(&[Scope::Admin])?;
     let after = page.decode_cursor(|c| {
         let (bits, id) = c.split_once(':')?;
-        Some((u64::from_str_radix(bits, 16).ok()?, Uuid::parse_str(id).ok()?))
+        Some((
+            u64::from_str_radix(bits, 16).ok()?,
+            Uuid::parse_str(id).ok()?,
+        ))
     })?;
     let model = model_or_latest(app, caller, model_id).await?;
     let all = histories(

@@ -21,7 +21,9 @@ use crate::programmes;
 use crate::{App, Caller, Scope};
 use chrono::{DateTime, NaiveDate, Utc};
 use coalition_domain::limits;
-use coalition_store::entities::{journal_entry, member, member_partner, partner, point_account, purchase};
+use coalition_store::entities::{
+    journal_entry, member, member_partner, partner, point_account, purchase,
+};
 use rust_decimal::Decimal;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -225,8 +227,15 @@ fn parse(text: &str, format: Format, minor_units: u32) -> AppResult<Vec<Row>> {
                 .collect();
             let at = |name: &str| columns.iter().position(|c| c == name);
             for c in &columns {
-                if !["customer_ref", "date", "amount", "partner_id", "store_ref", "staff_ref"]
-                    .contains(&c.as_str())
+                if ![
+                    "customer_ref",
+                    "date",
+                    "amount",
+                    "partner_id",
+                    "store_ref",
+                    "staff_ref",
+                ]
+                .contains(&c.as_str())
                 {
                     return Err(bad(header.0, format!("unknown column '{c}' (expected customer_ref, date, amount and optionally partner_id, store_ref, staff_ref)")));
                 }
@@ -239,7 +248,8 @@ fn parse(text: &str, format: Format, minor_units: u32) -> AppResult<Vec<Row>> {
                     "the header must name customer_ref, date and amount",
                 ));
             };
-            let (c_partner, c_store, c_staff) = (at("partner_id"), at("store_ref"), at("staff_ref"));
+            let (c_partner, c_store, c_staff) =
+                (at("partner_id"), at("store_ref"), at("staff_ref"));
             for (i, raw) in lines {
                 let line = i + 1;
                 if raw.trim().is_empty() {
@@ -270,9 +280,10 @@ fn parse(text: &str, format: Format, minor_units: u32) -> AppResult<Vec<Row>> {
                 };
                 let partner_id = match optional(c_partner, "partner_id")? {
                     None => None,
-                    Some(text) => Some(Uuid::parse_str(&text).map_err(|_| {
-                        bad(line, format!("partner_id '{text}' is not a UUID"))
-                    })?),
+                    Some(text) => Some(
+                        Uuid::parse_str(&text)
+                            .map_err(|_| bad(line, format!("partner_id '{text}' is not a UUID")))?,
+                    ),
                 };
                 let store_ref = optional(c_store, "store_ref")?;
                 let staff_ref = optional(c_staff, "staff_ref")?;
@@ -333,7 +344,11 @@ pub async fn import(
 ) -> AppResult<ImportReport> {
     let programme = programmes::load(app, request.programme_id).await?;
     let currency = programme.currency.code().to_owned();
-    let rows = parse(request.text, request.format, programme.currency.minor_units())?;
+    let rows = parse(
+        request.text,
+        request.format,
+        programme.currency.minor_units(),
+    )?;
     // Every partner named must be the programme's.
     let partners: HashMap<Uuid, String> = partner::Entity::find()
         .filter(partner::Column::ProgrammeId.eq(request.programme_id))
@@ -360,8 +375,7 @@ pub async fn import(
     let total = report.rows;
     let mut done = 0u64;
     for batch in rows.chunks(BATCH_ROWS) {
-        let (imported, created) =
-            write_batch(app, &request, &currency, &partners, batch).await?;
+        let (imported, created) = write_batch(app, &request, &currency, &partners, batch).await?;
         report.imported += imported;
         report.members_created += created;
         done += batch.len() as u64;

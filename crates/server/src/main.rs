@@ -254,8 +254,8 @@ async fn run_configured(command: Command, config: &Config) -> Result<(), String>
                     file,
                 },
         } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let app = coalition_server::build_app(config).await?;
             let format = coalition_app::imports::Format::parse(&format)
                 .ok_or_else(|| format!("--format {format}: must be cdnow or csv"))?;
@@ -266,21 +266,23 @@ async fn run_configured(command: Command, config: &Config) -> Result<(), String>
                 text: &text,
             };
             let bar = Bar::new();
-            let report = coalition_app::imports::import(&app, request, |done, total| {
-                bar.show(done, total)
-            })
-            .await
-            .map_err(|e| match e {
-                coalition_app::AppError::ImportRow { line, message } => {
-                    format!("{}:{line}: {message}", file.display())
-                }
-                coalition_app::AppError::NotFound(what) => {
-                    format!("{what} not found in programme {programme_id}")
-                }
-                other => other.to_string(),
-            })?;
+            let report =
+                coalition_app::imports::import(&app, request, |done, total| bar.show(done, total))
+                    .await
+                    .map_err(|e| match e {
+                        coalition_app::AppError::ImportRow { line, message } => {
+                            format!("{}:{line}: {message}", file.display())
+                        }
+                        coalition_app::AppError::NotFound(what) => {
+                            format!("{what} not found in programme {programme_id}")
+                        }
+                        other => other.to_string(),
+                    })?;
             bar.finish();
-            println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string(&report).map_err(|e| e.to_string())?
+            );
             Ok(())
         }
         Command::Openapi => unreachable!("handled above"),

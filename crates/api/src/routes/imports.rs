@@ -116,7 +116,11 @@ pub async fn import_purchases(
         return Err(coalition_app::AppError::ImportRow {
             line: 1 + bytes
                 .iter()
-                .take(std::str::from_utf8(&bytes).err().map_or(0, |e| e.valid_up_to()))
+                .take(
+                    std::str::from_utf8(&bytes)
+                        .err()
+                        .map_or(0, |e| e.valid_up_to()),
+                )
                 .filter(|b| **b == b'\n')
                 .count() as u64,
             message: "not UTF-8 text".into(),
