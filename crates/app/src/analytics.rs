@@ -105,7 +105,7 @@ async fn histories(
         filters.push_str(&format!(" AND m.id = {}", param(&values)));
     }
     let sql = format!(
-        "WITH days AS ( \
+        "WITH days AS MATERIALIZED ( \
            SELECT m.id AS member_id, {day} AS day, SUM({amount}) AS total \
            FROM purchases p JOIN members m ON m.account_id = p.account_id AND m.programme_id = p.programme_id \
            WHERE p.programme_id = {p1} AND m.erased_at IS NULL AND {day} <= {p2}{filters} \
