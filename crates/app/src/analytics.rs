@@ -105,18 +105,20 @@ async fn histories(
         filters.push_str(&format!(" AND m.id = {}", param(&values)));
     }
     let sql = format!(
-        "WITH days AS MATERIALIZED ( \
+        "WITH days AS ( \
            SELECT m.id AS member_id, {day} AS day, SUM({amount}) AS total \
            FROM purchases p JOIN members m ON m.account_id = p.account_id AND m.programme_id = p.programme_id \
            WHERE p.programme_id = {p1} AND m.erased_at IS NULL AND {day} <= {p2}{filters} \
            GROUP BY m.id, {day}), \
+         ranked AS ( \
+           SELECT member_id, day, total, ROW_NUMBER() OVER (PARTITION BY member_id ORDER BY day) AS k \
+           FROM days), \
          members_days AS ( \
-           SELECT member_id, MIN(day) AS first_day, MAX(day) AS last_day, COUNT(*) AS n, SUM(total) AS total \
-           FROM days GROUP BY member_id) \
-         SELECT md.member_id, mm.external_ref, md.first_day, md.last_day, md.n, md.total, d.total AS first_total \
-         FROM members_days md \
-         JOIN days d ON d.member_id = md.member_id AND d.day = md.first_day \
-         JOIN members mm ON mm.id = md.member_id"
+           SELECT member_id, MIN(day) AS first_day, MAX(day) AS last_day, COUNT(*) AS n, SUM(total) AS total, \
+             SUM(CASE WHEN k = 1 THEN total ELSE 0 END) AS first_total \
+           FROM ranked GROUP BY member_id) \
+         SELECT md.member_id, mm.external_ref, md.first_day, md.last_day, md.n, md.total, md.first_total \
+         FROM members_days md JOIN members mm ON mm.id = md.member_id"
     );
     let rows = db
         .query_all(Statement::from_sql_and_values(backend, sql, values))
