@@ -15,6 +15,7 @@ mod m20261126_000300_client_states;
 mod m20261127_000100_closed_accounts;
 mod m20261203_000100_bank;
 mod m20261203_000200_webhooks;
+mod m20261203_000300_analytics;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000100_closed_accounts::Migration),
             Box::new(m20261203_000100_bank::Migration),
             Box::new(m20261203_000200_webhooks::Migration),
+            Box::new(m20261203_000300_analytics::Migration),
         ]
     }
 }

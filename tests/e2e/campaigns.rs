@@ -515,6 +515,7 @@ async fn the_holdout_share_is_within_two_percent_of_the_setting_on_ten_thousand_
             floor_tier_id: sea_orm::Set(None),
             floor_reason: sea_orm::Set(None),
             floor_ends_at: sea_orm::Set(None),
+            external_ref: sea_orm::Set(None),
         });
         member::Entity::insert_many(rows)
             .exec_without_returning(&t.app.db)

@@ -1,6 +1,7 @@
 //! End-to-end tests: real HTTP against a real server, on SQLite by default and on
 //! PostgreSQL (+ Redis) when TEST_DATABASE_URL (and TEST_REDIS_URL) are set.
 
+mod analytics;
 mod bad_input;
 mod bank;
 mod cache_outage;
@@ -14,6 +15,7 @@ mod expiry;
 mod holds;
 mod holds_props;
 mod idempotency;
+mod imports;
 mod ledger_props;
 mod money;
 mod multi_process;

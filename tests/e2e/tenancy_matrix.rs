@@ -131,6 +131,8 @@ struct Targets {
     /// A's operator's webhook endpoint, and one of its deliveries.
     webhook: String,
     delivery: String,
+    /// A CLV model fitted on A's purchases.
+    clv_model: String,
 }
 
 impl Targets {
@@ -149,6 +151,7 @@ impl Targets {
             client: Uuid::new_v4().to_string(),
             webhook: Uuid::new_v4().to_string(),
             delivery: Uuid::new_v4().to_string(),
+            clv_model: Uuid::new_v4().to_string(),
         }
     }
 
@@ -177,6 +180,7 @@ impl Targets {
             // The bank's routes answer 403 to every caller here (none is a bank client)
             // whatever the id; the bank tests cover their tenancy.
             "signing-secrets" => self.client.clone(),
+            "clv-models" => self.clv_model.clone(),
             _ => panic!(
                 "{path}: no value of A for {{{param}}} after /{collection}/: add one to the matrix"
             ),
@@ -510,6 +514,37 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
         .as_str()
         .unwrap()
         .to_owned();
+    // A model of A's customer base (stored as a fit would: A has too few members to fit).
+    let clv_model = Uuid::now_v7();
+    {
+        use coalition_store::entities::clv_model as m;
+        use sea_orm::EntityTrait;
+        let row = m::Model {
+            id: clv_model,
+            programme_id: programme.id,
+            partner_id: None,
+            calibration_end: chrono::Utc::now().date_naive(),
+            currency: "EUR".into(),
+            r: 0.243,
+            alpha: 4.414,
+            a: 0.793,
+            b: 2.426,
+            bgnbd_log_likelihood: -9582.4,
+            p: Some(6.25),
+            q: Some(3.74),
+            gamma: Some(15.44),
+            gamma_gamma_log_likelihood: Some(-100.0),
+            members: 1,
+            repeat_members: 0,
+            fit_millis: 1,
+            fitted_at: chrono::Utc::now(),
+        };
+        m::Entity::insert(m::ActiveModel::from(row))
+            .exec_without_returning(&t.app.db)
+            .await
+            .unwrap();
+    }
+    let clv_model = clv_model.to_string();
     let secrets = vec![
         (Campaigns, campaign.clone()),
         (Campaigns, campaign_name),
@@ -545,6 +580,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
             client,
             webhook,
             delivery,
+            clv_model,
         },
         gym,
         other_card: cards[1].clone(),

@@ -37,6 +37,8 @@ use utoipa_swagger_ui::SwaggerUi;
         (name = "settlements", description = "Clearing between partners for a closed period, and the points liability"),
         (name = "webhooks", description = "Outbound webhooks: Standard Webhooks signed event deliveries, with a delivery log"),
         (name = "bank", description = "Co-branded cards and signed card events (bank-scope clients of a bank partner only)"),
+        (name = "imports", description = "Historical purchases in"),
+        (name = "analytics", description = "Customer-base models: who is slipping away, what each member is worth"),
         (name = "service", description = "Health and documentation")
     )
 )]
@@ -85,6 +87,8 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::settlements::router())
         .merge(routes::webhooks::router())
         .merge(routes::bank::router())
+        .merge(routes::imports::router())
+        .merge(routes::analytics::router())
         .merge(routes::service::router())
 }
 

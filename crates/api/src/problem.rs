@@ -30,6 +30,9 @@ pub struct Problem {
     /// (`GET /v1/purchases/{purchase_id}`, or refund it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purchase_id: Option<uuid::Uuid>,
+    /// `invalid_import_row`: the line of the input (1 = the first line, header included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -138,6 +141,21 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "concurrent_change",
             "Changed at the same time",
         ),
+        ConcurrentImport => (
+            StatusCode::CONFLICT,
+            "concurrent_change",
+            "Changed at the same time",
+        ),
+        ImportRow { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_import_row",
+            "A row of the import is invalid",
+        ),
+        CannotFit(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_enough_data",
+            "The model cannot be fitted on this data",
+        ),
         CampaignStarted => (
             StatusCode::CONFLICT,
             "campaign_started",
@@ -244,6 +262,7 @@ pub fn problem_response(
         code: code.to_owned(),
         errors,
         purchase_id: None,
+        line: None,
     };
     problem_body_response(status, body)
 }
@@ -297,6 +316,10 @@ impl IntoResponse for ApiError {
                     AppError::DuplicateExternalRef { purchase_id, .. } => *purchase_id,
                     _ => None,
                 };
+                let line = match &err {
+                    AppError::ImportRow { line, .. } => Some(*line),
+                    _ => None,
+                };
                 let errors = match err {
                     AppError::Validation(fields) => fields
                         .into_iter()
@@ -315,6 +338,7 @@ impl IntoResponse for ApiError {
                     code: code.to_owned(),
                     errors,
                     purchase_id,
+                    line,
                 };
                 let mut response = problem_body_response(status, body);
                 if let Some(seconds) = retry_after {

@@ -124,6 +124,15 @@ pub enum AppError {
     DeliveryInFlight {
         lease_ends: chrono::DateTime<chrono::Utc>,
     },
+    /// A row of an import that cannot be imported; nothing of the import was written.
+    #[error("line {line}: {message}")]
+    ImportRow { line: u64, message: String },
+    /// Another import created some of the same members at the same moment.
+    #[error("another import created some of these members at the same time; run the import again (what was imported is skipped)")]
+    ConcurrentImport,
+    /// The model cannot be fitted on this data (no purchases, or no maximum found).
+    #[error("{0}")]
+    CannotFit(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -1,6 +1,7 @@
 //! Use cases of Coalition: one function per business operation, each owning its
 //! transaction boundary and its authorization decision.
 
+pub mod analytics;
 pub mod auth;
 pub mod balances;
 pub mod bank;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod holds;
 pub mod idempotency;
 pub mod immutable;
+pub mod imports;
 pub mod jobs;
 pub mod ledger;
 pub mod members;

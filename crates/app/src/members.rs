@@ -120,6 +120,7 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
         floor_tier_id: Set(None),
         floor_reason: Set(None),
         floor_ends_at: Set(None),
+        external_ref: Set(None),
     };
     match member::Entity::insert(row)
         .exec_without_returning(&txn)
@@ -488,6 +489,7 @@ pub async fn erase(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<()>
     erased.name = Set(None);
     erased.email = Set(None);
     erased.phone = Set(None);
+    erased.external_ref = Set(None);
     erased.consent_marketing = Set(false);
     erased.consent_data_sharing = Set(false);
     erased.erased_at = Set(Some(now));

@@ -738,6 +738,7 @@ pub(crate) fn plan(
         points_returned: 0,
         entry_id,
         created_at: now,
+        occurred_at: None,
     };
     let partner = Some(priced.partner.id);
     let link_member = priced.card.member_id.filter(|member_id| {

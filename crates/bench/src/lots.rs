@@ -209,6 +209,7 @@ impl Rows {
                 points_returned: 0,
                 entry_id,
                 created_at: at,
+                occurred_at: None,
             }),
         })
     }

@@ -339,6 +339,7 @@ pub(crate) async fn insert_batch(
             floor_tier_id: None,
             floor_reason: None,
             floor_ends_at: None,
+            external_ref: None,
         })
     }))
     .exec_without_returning(&txn)

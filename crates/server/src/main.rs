@@ -48,6 +48,11 @@ enum Command {
         #[arg(long, value_parser = rfc3339)]
         now: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Import historical data; prints a JSON report.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Settle the half-open period [--from, --to) of a programme; prints the settlement
     /// as JSON (the same period again prints the first settlement).
     Settle {
@@ -78,6 +83,27 @@ fn iso_4217(text: &str) -> Result<String, String> {
     coalition_domain::Currency::parse_iso_4217(text)
         .map(|c| c.code().to_owned())
         .map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Import dated historical purchases of a partner: members are found or created by
+    /// their customer reference, purchases keep their day and earn no points. Checks the
+    /// whole file first (a bad row: its line, nothing imported), then writes batches of
+    /// 1000 rows, each in one transaction; run it again after a failure and what was
+    /// imported is skipped. Prints {"rows","imported","skipped","members_created"}.
+    Purchases {
+        #[arg(long)]
+        programme_id: uuid::Uuid,
+        #[arg(long)]
+        partner_id: uuid::Uuid,
+        /// `cdnow` (whitespace-separated customer id, YYYYMMDD, CDs, dollars) or `csv`
+        /// (header customer_ref,date,amount + optional partner_id, store_ref, staff_ref).
+        #[arg(long, value_parser = ["cdnow", "csv"])]
+        format: String,
+        /// The file to import.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,6 +245,46 @@ async fn run_configured(command: Command, config: &Config) -> Result<(), String>
             println!("{out}");
             Ok(())
         }
+        Command::Import {
+            command:
+                ImportCommand::Purchases {
+                    programme_id,
+                    partner_id,
+                    format,
+                    file,
+                },
+        } => {
+            let text =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let app = coalition_server::build_app(config).await?;
+            let format = coalition_app::imports::Format::parse(&format)
+                .ok_or_else(|| format!("--format {format}: must be cdnow or csv"))?;
+            let request = coalition_app::imports::ImportRequest {
+                programme_id,
+                partner_id,
+                format,
+                text: &text,
+            };
+            let bar = Bar::new();
+            let report =
+                coalition_app::imports::import(&app, request, |done, total| bar.show(done, total))
+                    .await
+                    .map_err(|e| match e {
+                        coalition_app::AppError::ImportRow { line, message } => {
+                            format!("{}:{line}: {message}", file.display())
+                        }
+                        coalition_app::AppError::NotFound(what) => {
+                            format!("{what} not found in programme {programme_id}")
+                        }
+                        other => other.to_string(),
+                    })?;
+            bar.finish();
+            println!(
+                "{}",
+                serde_json::to_string(&report).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
         Command::Openapi => unreachable!("handled above"),
     }
 }
@@ -279,6 +345,41 @@ impl Progress {
             "[{bar}] {n}/4 {what} ({:.2} s)",
             self.started.elapsed().as_secs_f64()
         );
+    }
+}
+
+/// A progress bar of an import on stderr, only when a person watches a terminal.
+struct Bar {
+    shown: bool,
+    started: std::time::Instant,
+}
+
+impl Bar {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            shown: std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn show(&self, done: u64, total: u64) {
+        if !self.shown || total == 0 {
+            return;
+        }
+        let filled = (done * 30 / total) as usize;
+        eprint!(
+            "\r[{}{}] {done}/{total} rows ({:.1} s)",
+            "#".repeat(filled),
+            "-".repeat(30 - filled),
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
+        }
     }
 }
 

@@ -126,6 +126,8 @@ pub mod member {
         #[sea_orm(column_type = "Text", nullable)]
         pub floor_reason: Option<String>,
         pub floor_ends_at: Option<DateTimeUtc>,
+        /// The customer number an import knows the member by (unique per programme).
+        pub external_ref: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -303,6 +305,8 @@ pub mod purchase {
         pub points_returned: i64,
         pub entry_id: Uuid,
         pub created_at: DateTimeUtc,
+        /// When an imported purchase happened (its historical day); NULL: at `created_at`.
+        pub occurred_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -870,6 +874,39 @@ pub mod webhook_delivery {
         pub lease_token: Option<Uuid>,
         pub delivered_at: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod clv_model {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "clv_models")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub programme_id: Uuid,
+        pub partner_id: Option<Uuid>,
+        pub calibration_end: Date,
+        pub currency: String,
+        pub r: f64,
+        pub alpha: f64,
+        pub a: f64,
+        pub b: f64,
+        pub bgnbd_log_likelihood: f64,
+        pub p: Option<f64>,
+        pub q: Option<f64>,
+        pub gamma: Option<f64>,
+        pub gamma_gamma_log_likelihood: Option<f64>,
+        pub members: i64,
+        pub repeat_members: i64,
+        pub fit_millis: i64,
+        pub fitted_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -4,9 +4,11 @@
 //! helpers that shape answers (created, stored for idempotent replay, replayed).
 
 pub mod bank;
+pub mod analytics;
 pub mod campaigns;
 pub mod cards;
 pub mod clients;
+pub mod imports;
 pub mod members;
 pub mod oauth;
 pub mod partners;

@@ -1,7 +1,101 @@
-//! A small derivative-free minimiser: Nelder–Mead with restarts. The likelihoods are
-//! smooth in log-parameters but their gradients are tedious (digammas, ₂F₁-free but
-//! long); a few thousand evaluations over grouped data cost milliseconds, so simplicity
-//! wins over BFGS here.
+//! Minimisers for the likelihood fits: BFGS where the gradient is known (BG/NBD: about
+//! 30 evaluations of value and gradient on CDNOW), and a derivative-free Nelder–Mead
+//! with restarts (Gamma-Gamma, and the fallback should BFGS not converge).
+
+/// BFGS with a backtracking (Armijo) line search, for a smooth `f` whose gradient is
+/// known: `fg(x)` gives the value and the gradient. Stops when the gradient's largest
+/// component is below `gradient_tolerance`; `None` when it does not get there (a
+/// non-finite value at the start, a line search that finds no decrease, or too many
+/// iterations), so the caller can fall back to [`minimize`].
+pub fn bfgs(
+    fg: impl Fn(&[f64]) -> (f64, Vec<f64>),
+    start: &[f64],
+    gradient_tolerance: f64,
+) -> Option<Minimum> {
+    const MAX_ITERATIONS: usize = 500;
+    let n = start.len();
+    let mut x = start.to_vec();
+    let (mut value, mut gradient) = fg(&x);
+    let mut evaluations = 1;
+    if !value.is_finite() || gradient.iter().any(|g| !g.is_finite()) {
+        return None;
+    }
+    // The inverse Hessian estimate, identity at first.
+    let mut h: Vec<f64> = (0..n * n)
+        .map(|i| if i % (n + 1) == 0 { 1.0 } else { 0.0 })
+        .collect();
+    for _ in 0..MAX_ITERATIONS {
+        if gradient.iter().all(|g| g.abs() < gradient_tolerance) {
+            return Some(Minimum {
+                point: x,
+                value,
+                evaluations,
+            });
+        }
+        let mut direction: Vec<f64> = (0..n)
+            .map(|i| -(0..n).map(|j| h[i * n + j] * gradient[j]).sum::<f64>())
+            .collect();
+        let mut slope: f64 = direction.iter().zip(&gradient).map(|(d, g)| d * g).sum();
+        if slope >= 0.0 {
+            // Not a descent direction: forget the curvature learnt so far.
+            for (i, v) in h.iter_mut().enumerate() {
+                *v = if i % (n + 1) == 0 { 1.0 } else { 0.0 };
+            }
+            direction = gradient.iter().map(|g| -g).collect();
+            slope = -gradient.iter().map(|g| g * g).sum::<f64>();
+        }
+        let mut step = 1.0;
+        let (next, next_value, next_gradient) = loop {
+            let candidate: Vec<f64> = x
+                .iter()
+                .zip(&direction)
+                .map(|(x, d)| x + step * d)
+                .collect();
+            let (v, g) = fg(&candidate);
+            evaluations += 1;
+            if v.is_finite() && g.iter().all(|g| g.is_finite()) && v <= value + 1e-4 * step * slope
+            {
+                break (candidate, v, g);
+            }
+            step *= 0.5;
+            if step < 1e-12 {
+                // No decrease left that floating point can see: a minimum if the
+                // gradient is nearly flat there.
+                let flat = gradient.iter().all(|g| g.abs() < 1e3 * gradient_tolerance);
+                return flat.then_some(Minimum {
+                    point: x,
+                    value,
+                    evaluations,
+                });
+            }
+        };
+        let s: Vec<f64> = next.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let y: Vec<f64> = next_gradient
+            .iter()
+            .zip(&gradient)
+            .map(|(a, b)| a - b)
+            .collect();
+        let sy: f64 = s.iter().zip(&y).map(|(s, y)| s * y).sum();
+        if sy > 1e-300 {
+            // H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ
+            let rho = 1.0 / sy;
+            let hy: Vec<f64> = (0..n)
+                .map(|i| (0..n).map(|j| h[i * n + j] * y[j]).sum())
+                .collect();
+            let yhy: f64 = y.iter().zip(&hy).map(|(y, hy)| y * hy).sum();
+            for i in 0..n {
+                for j in 0..n {
+                    h[i * n + j] += -rho * (hy[i] * s[j] + s[i] * hy[j])
+                        + (rho * rho * yhy + rho) * s[i] * s[j];
+                }
+            }
+        }
+        x = next;
+        value = next_value;
+        gradient = next_gradient;
+    }
+    None
+}
 
 /// Where a minimisation ended.
 #[derive(Debug, Clone, PartialEq)]
