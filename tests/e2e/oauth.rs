@@ -241,7 +241,7 @@ async fn an_address_guessing_unknown_client_ids_is_limited_before_any_hashing() 
     let prog = t.programme("Coalition").await;
     let gym = t.partner(&prog, "Gym", "1").await;
     let attacker = client_from(ATTACKER);
-    let unknown = || format!("cl_{}", uuid::Uuid::new_v4().simple());
+    let unknown = || format!("cl_{}", random_letters());
     // 20 attempts at once: all pass the first check, but they take turns to hash, and
     // each asks again at its turn, so five are hashed (and fail) and the rest refused.
     let hashes = t.app.token_guard.secret_hashes();
@@ -345,7 +345,7 @@ async fn only_at_jwt_tokens_whose_lifetime_has_begun_are_accepted() {
 /// raw connection, waits until the server is hashing its secret, and hangs up.
 async fn hang_up_mid_hash(t: &TestApp) {
     use tokio::io::AsyncWriteExt;
-    let id = format!("cl_{}", uuid::Uuid::new_v4().simple());
+    let id = format!("cl_{}", random_letters());
     let url = format!("{}/oauth/token", t.base);
     let authorization = reqwest::Client::new()
         .post(&url)
@@ -391,7 +391,7 @@ async fn hanging_up_while_the_secret_is_hashed_still_counts_the_failure() {
         hang_up_mid_hash(&t).await;
     }
     // The failures of the three who hung up count: the address is at its limit.
-    let unknown = format!("cl_{}", uuid::Uuid::new_v4().simple());
+    let unknown = format!("cl_{}", random_letters());
     let attacker = client_from(ATTACKER);
     expect_limited(&token_request(&attacker, &t.base, &unknown, "cs_guess").await);
 }

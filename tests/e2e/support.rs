@@ -806,3 +806,15 @@ pub async fn two_processes() -> Option<TwoProcesses> {
         _servers: (first, second),
     })
 }
+
+/// A random word of 32 letters: unique like a UUID, but with no digit run the API could
+/// take for a payment card number (refused wherever it appears) — for made-up client ids,
+/// names and addresses sent in requests.
+pub fn random_letters() -> String {
+    Uuid::new_v4()
+        .simple()
+        .to_string()
+        .chars()
+        .map(|c| c.to_digit(10).map_or(c, |d| (b'g' + d as u8) as char))
+        .collect()
+}

@@ -299,13 +299,7 @@ fn plausible(doc: &Value, schema: &Value, targets: &Targets, name: &str) -> Valu
             );
             // Letters only: a digit run of a random id could look like a card number (PAN),
             // which the API refuses before anything else.
-            let letters: String = Uuid::new_v4()
-                .simple()
-                .to_string()
-                .chars()
-                .map(|c| c.to_digit(10).map_or(c, |d| (b'g' + d as u8) as char))
-                .collect();
-            json!(format!("matrix-{letters}"))
+            json!(format!("matrix-{}", random_letters()))
         }
         Some("integer") => json!(schema["minimum"].as_i64().unwrap_or(0)),
         Some("boolean") => json!(false),
@@ -368,7 +362,7 @@ struct WorldA {
 async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
     let began = chrono::Utc::now();
     let gym = t.partner(programme, "A Gym", "1").await;
-    let tag = Uuid::new_v4().simple().to_string();
+    let tag = random_letters();
     let (name, email) = (format!("Annabel {tag}"), format!("ann.{tag}@example.org"));
     let ann = t
         .post(
@@ -594,7 +588,7 @@ async fn world_b(t: &TestApp, programme: &Programme) -> Partner {
     let (_, card) = t
         .member_with_card(
             &gym,
-            &format!("bea.{}@example.org", Uuid::new_v4().simple()),
+            &format!("bea.{}@example.org", random_letters()),
         )
         .await;
     let purchase = t.purchase(&gym, &card, "30.00", 0).await;
