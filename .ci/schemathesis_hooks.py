@@ -15,6 +15,8 @@ request may still be refused for these, and only these, problem codes:
   every request (README, "Bank"); no pattern can compute a Luhn check, and a fuzzer's
   long digit strings (a decimal's fraction, a 16-digit card number not of the
   programme's own format) pass one in ten times;
+- `not_enough_data`: a customer-value model needs purchases on or before its calibration
+  end, which depends on what the programme holds;
 - `validation_failed` naming only `amount.amount` (decimals beyond the programme
   currency's minor unit, or points beyond what a purchase can earn at the partner's rate)
   or only `qualifying_spend.amount` (a tier's spend, likewise in the currency's minor
@@ -59,7 +61,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 STATEFUL_CODES = {
     "currency_mismatch", "idempotency_key_reused", "redemption_exceeds_amount",
-    "segment_unavailable", "pan_not_allowed",
+    "segment_unavailable", "pan_not_allowed", "not_enough_data",
 }
 STATEFUL_FIELDS = {"amount.amount", "qualifying_spend.amount", "cursor", "ends_at"}
 CARD_NUMBER_FIELDS = {"card_number", "number"}

@@ -385,6 +385,11 @@ pub fn campaign_group() -> RefOr<Schema> {
         .into()
 }
 
+/// An import's `format`.
+pub fn import_format() -> RefOr<Schema> {
+    string(false).enum_values(Some(["csv", "cdnow"])).into()
+}
+
 /// A webhook's `url` (`app::webhooks::check_url`): an https:// URL; plain http and
 /// private addresses only where the operator allows them.
 pub fn webhook_url() -> RefOr<Schema> {

@@ -140,6 +140,7 @@ pub struct ClvParams {
     /// The model (default: the programme's latest).
     pub model_id: Option<Uuid>,
     /// Weeks ahead for `expected_purchases` and `expected_spend`, 1–520 (default 52).
+    #[param(minimum = 1, maximum = 520)]
     pub weeks: Option<u32>,
 }
 
@@ -271,12 +272,15 @@ pub async fn member_clv(
 #[allow(dead_code)]
 pub struct AtRiskParams {
     /// Members whose P(alive) is below this, 0–1 (default 0.3).
+    #[param(minimum = 0, maximum = 1)]
     pub p_alive_below: Option<f64>,
     /// The model (default: the programme's latest).
     pub model_id: Option<Uuid>,
-    /// Weeks ahead for each member's `expected_purchases` (default 52).
+    /// Weeks ahead for each member's `expected_purchases`, 1–520 (default 52).
+    #[param(minimum = 1, maximum = 520)]
     pub weeks: Option<u32>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` from the previous page.
     pub cursor: Option<String>,

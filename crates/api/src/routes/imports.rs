@@ -27,6 +27,7 @@ pub struct ImportParams {
     /// `csv` (default): a header `customer_ref,date,amount` (+ optional `partner_id`,
     /// `store_ref`, `staff_ref`), dates `YYYY-MM-DD`, no quoted fields; `cdnow`:
     /// whitespace-separated `customer_id date(YYYYMMDD) cds dollars`.
+    #[param(schema_with = crate::fields::import_format)]
     pub format: Option<String>,
 }
 
