@@ -16,7 +16,9 @@ request may still be refused for these, and only these, problem codes:
   long digit strings (a decimal's fraction, a 16-digit card number not of the
   programme's own format) pass one in ten times;
 - `not_enough_data`: a customer-value model needs purchases on or before its calibration
-  end, which depends on what the programme holds;
+  end, which depends on what the programme holds; `invalid_import_row`: an import's body
+  is CSV or CDNOW rows, a grammar a `text/csv` string schema cannot state; and
+  `validation_failed` naming only `calibration_end` (it must not be in the future);
 - `validation_failed` naming only `amount.amount` (decimals beyond the programme
   currency's minor unit, or points beyond what a purchase can earn at the partner's rate)
   or only `qualifying_spend.amount` (a tier's spend, likewise in the currency's minor
@@ -61,9 +63,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 STATEFUL_CODES = {
     "currency_mismatch", "idempotency_key_reused", "redemption_exceeds_amount",
-    "segment_unavailable", "pan_not_allowed", "not_enough_data",
+    "segment_unavailable", "pan_not_allowed", "not_enough_data", "invalid_import_row",
 }
-STATEFUL_FIELDS = {"amount.amount", "qualifying_spend.amount", "cursor", "ends_at"}
+STATEFUL_FIELDS = {"amount.amount", "qualifying_spend.amount", "cursor", "ends_at", "calibration_end"}
 CARD_NUMBER_FIELDS = {"card_number", "number"}
 RULE_FIELDS = {
     "conditions.partner_ids", "conditions.tier_ids", "funder.partner_id", "funder.kind",
