@@ -14,25 +14,10 @@ use sha2::Sha256;
 
 /// Whether `digits` (ASCII digits only) passes the Luhn check.
 fn luhn_valid(digits: &[u8]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 1 {
-                let doubled = d * 2;
-                if doubled > 9 {
-                    doubled - 9
-                } else {
-                    doubled
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum % 10 == 0
+    match digits.split_last() {
+        Some((last, body)) => crate::card_number::luhn_check_digit(body) == u32::from(last - b'0'),
+        None => false,
+    }
 }
 
 /// Whether `text` holds something that looks like a payment card number: 13 to 19
