@@ -26,8 +26,8 @@ use coalition_store::entities::{card, point_account, point_lot};
 use rand::RngCore;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -167,17 +167,12 @@ pub async fn issue(app: &App, caller: &Caller, member_id: Option<Uuid>) -> AppRe
         }
         None => {
             let account_id = Uuid::now_v7();
-            point_account::Entity::insert(point_account::ActiveModel {
-                id: Set(account_id),
-                programme_id: Set(caller.programme_id),
-                member_id: Set(None),
-                balance: Set(0),
-                version: Set(0),
-                merged_into_account_id: Set(None),
-                closed_at: Set(None),
-                held: Set(0),
-                created_at: Set(chrono::Utc::now()),
-            })
+            point_account::Entity::insert(crate::ledger::new_account(
+                account_id,
+                caller.programme_id,
+                None,
+                chrono::Utc::now(),
+            ))
             .exec_without_returning(&txn)
             .await?;
             let card = NewCard {

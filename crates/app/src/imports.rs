@@ -121,7 +121,9 @@ fn check_ref(line: usize, what: &str, text: &str) -> AppResult<String> {
     if coalition_domain::bank::contains_pan(text) {
         return Err(bad(
             line,
-            format!("{what} holds what looks like a payment card number (PAN), which is never accepted"),
+            format!(
+                "{what} holds what looks like a payment card number (PAN), which is never accepted"
+            ),
         ));
     }
     Ok(text.to_owned())
@@ -461,17 +463,7 @@ async fn write_batch(
             .map(|c| ((*c).to_owned(), Uuid::now_v7(), Uuid::now_v7()))
             .collect();
         point_account::Entity::insert_many(ids.iter().map(|(_, member_id, account_id)| {
-            point_account::ActiveModel {
-                id: Set(*account_id),
-                programme_id: Set(programme_id),
-                member_id: Set(Some(*member_id)),
-                balance: Set(0),
-                version: Set(0),
-                merged_into_account_id: Set(None),
-                closed_at: Set(None),
-                held: Set(0),
-                created_at: Set(now),
-            }
+            crate::ledger::new_account(*account_id, programme_id, Some(*member_id), now)
         }))
         .exec_without_returning(&txn)
         .await?;

@@ -350,3 +350,25 @@ pub async fn posted_balance(
         .await?;
     Ok(sum.flatten().unwrap_or(0))
 }
+
+/// A new, empty points account of a programme (a member's, or a card's before anyone
+/// registers it).
+pub(crate) fn new_account(
+    id: Uuid,
+    programme_id: Uuid,
+    member_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+) -> point_account::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    point_account::ActiveModel {
+        id: Set(id),
+        programme_id: Set(programme_id),
+        member_id: Set(member_id),
+        balance: Set(0),
+        version: Set(0),
+        merged_into_account_id: Set(None),
+        closed_at: Set(None),
+        held: Set(0),
+        created_at: Set(created_at),
+    }
+}

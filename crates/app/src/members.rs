@@ -91,17 +91,12 @@ pub async fn enrol(app: &App, caller: &Caller, input: NewMember) -> AppResult<Me
     let now = chrono::Utc::now();
     let (member_id, account_id) = (Uuid::now_v7(), Uuid::now_v7());
     let txn = app.db.begin().await?;
-    point_account::Entity::insert(point_account::ActiveModel {
-        id: Set(account_id),
-        programme_id: Set(caller.programme_id),
-        member_id: Set(Some(member_id)),
-        balance: Set(0),
-        version: Set(0),
-        merged_into_account_id: Set(None),
-        closed_at: Set(None),
-        held: Set(0),
-        created_at: Set(now),
-    })
+    point_account::Entity::insert(crate::ledger::new_account(
+        account_id,
+        caller.programme_id,
+        Some(member_id),
+        now,
+    ))
     .exec_without_returning(&txn)
     .await?;
     let row = member::ActiveModel {
