@@ -1606,13 +1606,29 @@ async fn the_bank_hears_its_card_events_by_webhook_and_the_merchant_does_not() {
     let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
     let bank_receiver = Receiver::start().await;
     let gym_receiver = Receiver::start().await;
-    let (_, secret) = subscribe(t, &bank.token, &bank_receiver.url, &["bank_event.processed"]).await;
-    subscribe(t, &s.gym.token, &gym_receiver.url, &["bank_event.processed"]).await;
+    let (_, secret) = subscribe(
+        t,
+        &bank.token,
+        &bank_receiver.url,
+        &["bank_event.processed"],
+    )
+    .await;
+    subscribe(
+        t,
+        &s.gym.token,
+        &gym_receiver.url,
+        &["bank_event.processed"],
+    )
+    .await;
     subscription_settles().await;
 
-    let cleared = send(t, bank, &event("w-1", "clearing", "W1", card, "10.00", GYM_MID))
-        .await
-        .expect(200);
+    let cleared = send(
+        t,
+        bank,
+        &event("w-1", "clearing", "W1", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect(200);
     let got = bank_receiver.wait_for(1, 10).await;
     assert_eq!(got.len(), 1, "the bank hears its event once");
     assert!(verify(&secret, &got[0]));
@@ -1622,7 +1638,10 @@ async fn the_bank_hears_its_card_events_by_webhook_and_the_merchant_does_not() {
     assert_eq!(body["data"]["bank_partner_id"], bank.id.to_string());
     assert_eq!(body["data"]["partner_id"], s.gym.id.to_string());
     assert_eq!(body["data"]["points_posted"], cleared["points_posted"]);
-    assert!(!got[0].body.contains(card.as_str()), "no card token in a message");
+    assert!(
+        !got[0].body.contains(card.as_str()),
+        "no card token in a message"
+    );
     // The gym, where the card was used, hears nothing of the member's card (the message
     // carries her coalition-wide balance).
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
@@ -1633,9 +1652,13 @@ async fn the_bank_hears_its_card_events_by_webhook_and_the_merchant_does_not() {
 async fn the_bank_reads_its_card_holders_balance_and_not_anothers() {
     let s = setup().await;
     let (t, bank, card) = (&s.t, &s.bank, &s.card_token);
-    send(t, bank, &event("b-1", "clearing", "B1", card, "10.00", GYM_MID))
-        .await
-        .expect(200);
+    send(
+        t,
+        bank,
+        &event("b-1", "clearing", "B1", card, "10.00", GYM_MID),
+    )
+    .await
+    .expect(200);
     let seen = t
         .get(&format!("/v1/members/{}/balance", s.member), &bank.token)
         .await

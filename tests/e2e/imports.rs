@@ -149,7 +149,11 @@ async fn a_bad_row_names_its_line_and_nothing_is_imported() {
     // A card number as a customer reference is never kept (a CSV body is not JSON).
     let body = "customer_ref,date,amount\nc-1,2024-01-05,10.00\n4111 1111 1111 1111,2024-01-06,1\n";
     let (status, problem) = post_import(&t, &prog.admin, shop.id, "csv", body).await;
-    assert_eq!((status, problem["line"].clone()), (422, json!(3)), "{problem}");
+    assert_eq!(
+        (status, problem["line"].clone()),
+        (422, json!(3)),
+        "{problem}"
+    );
     assert!(!problem.to_string().contains("4111"), "{problem}");
     assert_eq!(purchases_of(&t, prog.id).await, 0);
     // Unknown format, missing partner, a partner of another programme.

@@ -586,10 +586,7 @@ async fn world_a(t: &TestApp, programme: &Programme) -> WorldA {
 async fn world_b(t: &TestApp, programme: &Programme) -> Partner {
     let gym = t.partner(programme, "B Gym", "1").await;
     let (_, card) = t
-        .member_with_card(
-            &gym,
-            &format!("bea.{}@example.org", random_letters()),
-        )
+        .member_with_card(&gym, &format!("bea.{}@example.org", random_letters()))
         .await;
     let purchase = t.purchase(&gym, &card, "30.00", 0).await;
     t.post_moving(

@@ -136,7 +136,12 @@ impl Receiver {
 }
 
 /// Subscribes `url` to `events` as the holder of `token`: (webhook id, secret).
-pub(crate) async fn subscribe(t: &Client, token: &str, url: &str, events: &[&str]) -> (String, String) {
+pub(crate) async fn subscribe(
+    t: &Client,
+    token: &str,
+    url: &str,
+    events: &[&str],
+) -> (String, String) {
     let made = t
         .post("/v1/webhooks", token, json!({"url": url, "events": events}))
         .await;
@@ -1099,5 +1104,9 @@ async fn no_card_number_reaches_the_database_by_a_url_or_a_receivers_answer() {
         )
         .await
         .expect_problem(422, "validation_failed");
-    assert_eq!(huge["errors"].as_array().unwrap().len(), 1, "one error, not 5,000");
+    assert_eq!(
+        huge["errors"].as_array().unwrap().len(),
+        1,
+        "one error, not 5,000"
+    );
 }

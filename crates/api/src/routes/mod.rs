@@ -3,8 +3,8 @@
 //! This module holds what the resources share: money and breakdown bodies, and the
 //! helpers that shape answers (created, stored for idempotent replay, replayed).
 
-pub mod bank;
 pub mod analytics;
+pub mod bank;
 pub mod campaigns;
 pub mod cards;
 pub mod clients;
