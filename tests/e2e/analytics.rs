@@ -224,3 +224,20 @@ async fn analytics_refuse_partners_bad_dates_and_bad_parameters() {
         .await
         .expect_problem(403, "insufficient_scope");
 }
+
+#[tokio::test]
+async fn a_history_that_only_begins_on_the_calibration_end_is_not_fitted() {
+    let t = spawn_app().await;
+    let prog = t.programme("Day one").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let csv = "customer_ref,date,amount\na,2024-01-05,10\nb,2024-01-05,20\n";
+    let (status, _) = crate::imports::post_import(&t, &prog.admin, shop.id, "csv", csv).await;
+    assert_eq!(status, 200);
+    t.post(
+        "/v1/analytics/clv-models",
+        &prog.admin,
+        json!({"calibration_end": "2024-01-05"}),
+    )
+    .await
+    .expect_problem(422, "not_enough_data");
+}

@@ -252,3 +252,43 @@ async fn the_cli_imports_a_cdnow_file_and_skips_it_the_second_time() {
     assert_eq!(listed["data"].as_array().unwrap().len(), 5);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test]
+async fn a_byte_order_mark_is_no_part_of_a_customer_and_underscored_amounts_are_refused() {
+    let t = spawn_app().await;
+    let prog = t.programme("Odd files").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (status, _) = post_import(
+        &t,
+        &prog.admin,
+        shop.id,
+        "cdnow",
+        "\u{feff}00001 19970101 1 11.77\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, report) = post_import(
+        &t,
+        &prog.admin,
+        shop.id,
+        "cdnow",
+        "00001 19970102 1 11.77\n",
+    )
+    .await;
+    assert_eq!(
+        (status, report["members_created"].clone()),
+        (200, json!(0)),
+        "{report}"
+    );
+    let with_header =
+        "\u{feff}customer_id date number_of_cds dollar_value\n00001 19970103 1 11.77\n";
+    let (status, report) = post_import(&t, &prog.admin, shop.id, "cdnow", with_header).await;
+    assert_eq!(status, 200, "{report}");
+    let body = "customer_ref,date,amount\nc1,2024-01-05,1_0.0_0\n";
+    let (status, problem) = post_import(&t, &prog.admin, shop.id, "csv", body).await;
+    assert_eq!(
+        (status, problem["code"].clone()),
+        (422, json!("invalid_import_row")),
+        "{problem}"
+    );
+}

@@ -185,6 +185,14 @@ pub async fn fit_for(
         .iter()
         .map(|h| h.summary(calibration_end))
         .collect();
+    // With every first purchase on the calibration end day the likelihood is flat: a
+    // "fit" would be the optimiser's starting point.
+    if summaries.iter().all(|s| s.age_days == 0) {
+        return Err(AppError::CannotFit(
+            "every member's first purchase is on calibration_end: there is no history to fit yet"
+                .into(),
+        ));
+    }
     let started = std::time::Instant::now();
     let groups = group_by_rf(&summaries);
     let bg = BgNbd::fit(&groups).map_err(|e| AppError::CannotFit(format!("BG/NBD: {e}")))?;

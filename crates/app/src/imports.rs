@@ -131,10 +131,16 @@ fn check_ref(line: usize, what: &str, text: &str) -> AppResult<String> {
 
 fn check_amount(line: usize, text: &str, minor_units: u32) -> AppResult<Decimal> {
     let text = text.trim();
+    // Digits and at most one point only: the decimal parser would also read `1_000`,
+    // `1e3` and the like, which a garbled export should not pass as an amount.
+    let plain = text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+')
+        && text.matches('.').count() <= 1;
     let amount: Decimal = text
         .parse()
         .ok()
-        .filter(|_| text.len() <= 28 && !text.contains(['e', 'E']))
+        .filter(|_| text.len() <= 28 && plain)
         .ok_or_else(|| bad(line, format!("amount '{text}' is not a decimal number")))?;
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(bad(line, format!("amount {text} is negative")));
@@ -175,6 +181,8 @@ fn check_day(line: usize, text: &str) -> AppResult<NaiveDate> {
 
 /// Parses and checks the whole input; the first bad row stops it, with its line number.
 fn parse(text: &str, format: Format, minor_units: u32) -> AppResult<Vec<Row>> {
+    // A byte-order mark, as spreadsheets write, is not part of the first field.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut rows = Vec::new();
     let mut seen: HashMap<u64, u32> = HashMap::new();
     let mut keyed = |key: String| {
@@ -231,7 +239,6 @@ fn parse(text: &str, format: Format, minor_units: u32) -> AppResult<Vec<Row>> {
             };
             let columns: Vec<String> = header
                 .1
-                .trim_start_matches('\u{feff}')
                 .split(',')
                 .map(|c| c.trim().to_ascii_lowercase())
                 .collect();
