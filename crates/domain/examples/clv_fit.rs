@@ -3,6 +3,9 @@
 //!
 //!     cargo run --release -p coalition-domain --example clv_fit -- CDNOW_master.txt
 //!
+//! Each fit runs `--runs N` times (default 7) and the median and fastest times are
+//! printed; `examples/lifetimes_fit.py` times `lifetimes` the same way for comparison.
+//!
 //! With `--write-fixtures DIR` it also writes the grouped summaries that
 //! `tests/clv_cdnow.rs` fits (`cdnow_rf_groups.txt`, `cdnow_spend.txt`).
 
@@ -38,29 +41,30 @@ fn main() {
         ms(started)
     );
 
-    let started = Instant::now();
-    let bg = BgNbd::fit(&groups).expect("BG/NBD fit");
-    let bg_ms = ms(started);
+    let runs: usize = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .map_or(7, |n| n.parse().expect("--runs takes a number"));
+    let (bg, bg_ms) = timed(runs, || BgNbd::fit(&groups).expect("BG/NBD fit"));
     let p = bg.params;
     println!(
         "BG/NBD  r = {:.10}  alpha = {:.10}  a = {:.10}  b = {:.10}",
         p.r, p.alpha, p.a, p.b
     );
     println!(
-        "BG/NBD  log-likelihood = {:.6}  ({} evaluations, fit {bg_ms:.1} ms)",
+        "BG/NBD  log-likelihood = {:.6}  ({} evaluations, fit {bg_ms})",
         bg.log_likelihood, bg.evaluations
     );
 
-    let started = Instant::now();
-    let gg = GammaGamma::fit(&spend).expect("Gamma-Gamma fit");
-    let gg_ms = ms(started);
+    let (gg, gg_ms) = timed(runs, || GammaGamma::fit(&spend).expect("Gamma-Gamma fit"));
     let q = gg.params;
     println!(
         "GammaGamma  p = {:.10}  q = {:.10}  gamma = {:.10}",
         q.p, q.q, q.gamma
     );
     println!(
-        "GammaGamma  log-likelihood = {:.6}  ({} evaluations, fit {gg_ms:.1} ms)",
+        "GammaGamma  log-likelihood = {:.6}  ({} evaluations, fit {gg_ms})",
         gg.log_likelihood, gg.evaluations
     );
 
@@ -103,6 +107,25 @@ fn write_fixtures<'a>(dir: &str, summaries: impl Iterator<Item = &'a CustomerSum
         spend += &format!("{} {total_cents}\n", o.frequency);
     }
     fs::write(format!("{dir}/cdnow_spend.txt"), spend).expect("write cdnow_spend.txt");
+}
+
+/// Runs `fit` `runs` times: its result and "median X ms, fastest Y ms of N runs".
+fn timed<T>(runs: usize, fit: impl Fn() -> T) -> (T, String) {
+    let mut times = Vec::with_capacity(runs.max(1));
+    let mut result = None;
+    for _ in 0..runs.max(1) {
+        let started = Instant::now();
+        result = Some(fit());
+        times.push(ms(started));
+    }
+    times.sort_by(f64::total_cmp);
+    let figures = format!(
+        "median {:.2} ms, fastest {:.2} ms of {} runs",
+        times[times.len() / 2],
+        times[0],
+        times.len()
+    );
+    (result.expect("at least one run"), figures)
 }
 
 fn ms(since: Instant) -> f64 {

@@ -99,9 +99,16 @@ impl BgNbd {
             let (ll, w) = if k.ln_dropout_odds == f64::NEG_INFINITY {
                 (base + still_alive, 0.0)
             } else {
+                // ln(e^s + e^d) and w = e^d / (e^s + e^d) from one exp.
                 let dropped = k.ln_dropout_odds - k.r_plus_x * ln_tx;
-                let both = log_add_exp(still_alive, dropped);
-                (base + both, (dropped - both).exp())
+                let e = (-(dropped - still_alive).abs()).exp();
+                let both = still_alive.max(dropped) + e.ln_1p();
+                let w = if dropped >= still_alive {
+                    1.0 / (1.0 + e)
+                } else {
+                    e / (1.0 + e)
+                };
+                (base + both, w)
             };
             let c = g.count;
             total += c * ll;
