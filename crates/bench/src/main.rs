@@ -2,6 +2,7 @@
 //! PostgreSQL + Redis and holds the figures against pgbench and redis-benchmark run on
 //! the same machine in the same run. See BENCHMARKS.md.
 
+mod analytics;
 mod bank;
 mod baseline;
 mod http1;
@@ -93,6 +94,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000)]
         cards: usize,
     },
+    /// Time each retention analytics answer (CLV fit, at-risk, Pareto, ABC/XYZ, RFM,
+    /// forecast, staff) over a year of N purchases imported into a fresh PostgreSQL
+    /// database (with --smoke: 20,000).
+    Analytics {
+        #[arg(long, default_value_t = 1_000_000)]
+        purchases: usize,
+    },
 }
 
 const EARN_CONCURRENCY: usize = 16;
@@ -114,6 +122,10 @@ async fn main() -> ExitCode {
             let cards = if args.smoke { 50 } else { cards };
             bank_events(&args, cards).await
         }
+        Some(BenchCommand::Analytics { purchases }) => {
+            let purchases = if args.smoke { 20_000 } else { purchases };
+            analytics(&args, purchases).await
+        }
         None => run(args).await,
     };
     match outcome {
@@ -132,6 +144,21 @@ async fn settlement(args: &Args, postings: i64) -> Result<bool, Error> {
         None => std::env::current_exe()?.with_file_name("coalition"),
     };
     settle::run(&binary, &args.database_url, &args.database_name, postings).await
+}
+
+async fn analytics(args: &Args, purchases: usize) -> Result<bool, Error> {
+    let binary = match args.server.clone() {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("coalition"),
+    };
+    analytics::run(analytics::Settings {
+        binary: &binary,
+        admin_url: &args.database_url,
+        database_name: &args.database_name,
+        redis_url: &args.redis_url,
+        purchases,
+    })
+    .await
 }
 
 async fn bank_events(args: &Args, cards: usize) -> Result<bool, Error> {

@@ -230,10 +230,13 @@ impl BgNbd {
             (-ll / n, gradient.iter().map(|g| -g / n).collect())
         };
         let min = match bfgs(with_gradient, &[0.0; 4], 1e-7) {
-            Some(min) => min,
-            None => {
+            Ok(min) => min,
+            Err(reached) => {
                 let objective = |p: &[f64]| -Self::from_log(p).indexed_log_likelihood(&data) / n;
-                let starts = [vec![0.0; 4], vec![0.0, mean_age.max(1e-3).ln(), 0.0, 0.0]];
+                let mut starts = vec![vec![0.0; 4], vec![0.0, mean_age.max(1e-3).ln(), 0.0, 0.0]];
+                if reached.value.is_finite() {
+                    starts.push(reached.point);
+                }
                 minimize(objective, &starts, 1.0)
             }
         };

@@ -136,10 +136,16 @@ impl GammaGamma {
             (-ll / n, gradient.iter().map(|g| -g / n).collect())
         };
         let min = match bfgs(with_gradient, &[0.0; 3], 1e-7) {
-            Some(min) => min,
-            None => {
+            Ok(min) => min,
+            // Nelder–Mead from where BFGS got to (or from the start if it got nowhere).
+            Err(reached) => {
                 let objective = |l: &[f64]| -Self::from_log(l).log_likelihood(obs) / n;
-                minimize(objective, &[vec![0.0; 3]], 1.0)
+                let start = if reached.value.is_finite() {
+                    reached.point
+                } else {
+                    vec![0.0; 3]
+                };
+                minimize(objective, &[start], 1.0)
             }
         };
         if !min.value.is_finite() {
@@ -282,5 +288,33 @@ mod tests {
                 gradient[i]
             );
         }
+    }
+
+    #[test]
+    fn spend_without_heterogeneity_ends_within_the_budget() {
+        // Means of x uniform draws from one distribution for everyone: the likelihood's
+        // maximum is at q, γ → ∞ (no customer spends more than another on average).
+        let mut state: u64 = 7;
+        let mut uniform = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let obs: Vec<SpendObservation> = (0..2000)
+            .map(|i| {
+                let x = 1 + i % 12;
+                let mean = (0..x).map(|_| 5.0 + 195.0 * uniform()).sum::<f64>() / f64::from(x);
+                SpendObservation {
+                    frequency: x,
+                    mean_value: mean,
+                }
+            })
+            .collect();
+        let fit = GammaGamma::fit(&obs).unwrap();
+        assert!(fit.evaluations <= 6_000, "{}", fit.evaluations);
+        // Whatever the point on the ridge, the expected spend is the population's.
+        let e = fit.params.conditional_expected_average_value(3, 180.0);
+        assert!((90.0..=120.0).contains(&e), "{e} {:?}", fit.params);
     }
 }

@@ -4,21 +4,26 @@
 
 /// BFGS with a backtracking (Armijo) line search, for a smooth `f` whose gradient is
 /// known: `fg(x)` gives the value and the gradient. Stops when the gradient's largest
-/// component is below `gradient_tolerance`; `None` when it does not get there (a
-/// non-finite value at the start, a line search that finds no decrease, or too many
-/// iterations), so the caller can fall back to [`minimize`].
+/// component is below `gradient_tolerance`; `Err` with the best point reached when it
+/// does not get there (a non-finite value at the start, a line search that finds no
+/// decrease, or too many iterations — a likelihood whose maximum lies at infinity walks
+/// a ridge forever), so the caller can go on from there with [`minimize`].
 pub fn bfgs(
     fg: impl Fn(&[f64]) -> (f64, Vec<f64>),
     start: &[f64],
     gradient_tolerance: f64,
-) -> Option<Minimum> {
+) -> Result<Minimum, Minimum> {
     const MAX_ITERATIONS: usize = 500;
     let n = start.len();
     let mut x = start.to_vec();
     let (mut value, mut gradient) = fg(&x);
     let mut evaluations = 1;
     if !value.is_finite() || gradient.iter().any(|g| !g.is_finite()) {
-        return None;
+        return Err(Minimum {
+            point: x,
+            value: f64::INFINITY,
+            evaluations,
+        });
     }
     // The inverse Hessian estimate, identity at first.
     let mut h: Vec<f64> = (0..n * n)
@@ -26,7 +31,7 @@ pub fn bfgs(
         .collect();
     for _ in 0..MAX_ITERATIONS {
         if gradient.iter().all(|g| g.abs() < gradient_tolerance) {
-            return Some(Minimum {
+            return Ok(Minimum {
                 point: x,
                 value,
                 evaluations,
@@ -62,11 +67,12 @@ pub fn bfgs(
                 // No decrease left that floating point can see: a minimum if the
                 // gradient is nearly flat there.
                 let flat = gradient.iter().all(|g| g.abs() < 1e3 * gradient_tolerance);
-                return flat.then_some(Minimum {
+                let reached = Minimum {
                     point: x,
                     value,
                     evaluations,
-                });
+                };
+                return if flat { Ok(reached) } else { Err(reached) };
             }
         };
         let s: Vec<f64> = next.iter().zip(&x).map(|(a, b)| a - b).collect();
@@ -94,7 +100,11 @@ pub fn bfgs(
         value = next_value;
         gradient = next_gradient;
     }
-    None
+    Err(Minimum {
+        point: x,
+        value,
+        evaluations,
+    })
 }
 
 /// Where a minimisation ended.
@@ -118,6 +128,10 @@ const MAX_EVALUATIONS_PER_RUN: usize = 20_000;
 /// Restarts stop when one improves the value by less than this (relative).
 const RESTART_TOLERANCE: f64 = 1e-13;
 const MAX_RESTARTS: usize = 50;
+/// All starts and restarts together: a likelihood whose maximum lies at infinity (spend
+/// with no heterogeneity between customers drives Gamma-Gamma's q and γ up together)
+/// would otherwise be followed for tens of thousands of evaluations.
+const MAX_EVALUATIONS: usize = 6_000;
 
 /// Minimises `f` from each of `starts`, keeping the best result.
 ///
@@ -128,9 +142,12 @@ const MAX_RESTARTS: usize = 50;
 /// simply backs away from parameters where the likelihood overflows.
 pub fn minimize(f: impl Fn(&[f64]) -> f64, starts: &[Vec<f64>], step: f64) -> Minimum {
     let mut evaluations = 0;
+    // Each start gets its share of the budget.
+    let per_start = MAX_EVALUATIONS / starts.len().max(1);
     let mut best: Option<(Vec<f64>, f64)> = None;
     for start in starts {
-        let (point, value) = minimize_from(&f, start, step, &mut evaluations);
+        let budget = evaluations + per_start;
+        let (point, value) = minimize_from(&f, start, step, &mut evaluations, budget);
         if best.as_ref().is_none_or(|(_, v)| value < *v) {
             best = Some((point, value));
         }
@@ -148,10 +165,14 @@ fn minimize_from(
     start: &[f64],
     step: f64,
     evaluations: &mut usize,
+    budget: usize,
 ) -> (Vec<f64>, f64) {
-    let (mut point, mut value) = nelder_mead(f, start, step, evaluations);
+    let (mut point, mut value) = nelder_mead(f, start, step, evaluations, budget);
     for _ in 0..MAX_RESTARTS {
-        let (p, v) = nelder_mead(f, &point, RESTART_STEP, evaluations);
+        if *evaluations >= budget {
+            break;
+        }
+        let (p, v) = nelder_mead(f, &point, RESTART_STEP, evaluations, budget);
         let improvement = value - v;
         if v <= value {
             point = p;
@@ -183,6 +204,7 @@ fn nelder_mead(
     start: &[f64],
     step: f64,
     evaluations: &mut usize,
+    budget: usize,
 ) -> (Vec<f64>, f64) {
     let n = start.len();
     let mut simplex: Vec<(Vec<f64>, f64)> = Vec::with_capacity(n + 1);
@@ -193,7 +215,7 @@ fn nelder_mead(
         let v = evaluate(f, &p, evaluations);
         simplex.push((p, v));
     }
-    let budget = *evaluations + MAX_EVALUATIONS_PER_RUN;
+    let budget = budget.min(*evaluations + MAX_EVALUATIONS_PER_RUN);
     loop {
         simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
         if converged(&simplex) || *evaluations >= budget {
