@@ -17,7 +17,7 @@ fn day(y: i32, m: u32, d: u32) -> NaiveDate {
 /// Ten weeks from Monday 2024-01-01. Each week k (0–9):
 /// - the shop: `a` buys 60.00 on Monday at store S1 from staff ann, and a new customer
 ///   `n{k}` buys 40.00 on Wednesday at store S2 from bob — 100.00 a week;
-/// - the cafe: `c` buys 10·(k+1) on Friday at store CAFE (no staff) — except in week 9,
+/// - the cafe: `c` buys 10·(k+1) on Sunday at store CAFE (no staff) — except in week 9,
 ///   where `c` buys 80.00 and `n9` 20.00 (100.00 all the same).
 ///
 /// Programme weekly sales: 110, 120, …, 200 (a straight line); the shop's: 100 flat; the
@@ -29,12 +29,12 @@ fn history(shop: Uuid, cafe: Uuid) -> String {
         let week = monday + Duration::weeks(k);
         csv += &format!("a,{week},60.00,{shop},S1,ann\n");
         csv += &format!("n{k},{},40.00,{shop},S2,bob\n", week + Duration::days(2));
-        let friday = week + Duration::days(4);
+        let sunday = week + Duration::days(6);
         if k < 9 {
-            csv += &format!("c,{friday},{}.00,{cafe},CAFE,\n", 10 * (k + 1));
+            csv += &format!("c,{sunday},{}.00,{cafe},CAFE,\n", 10 * (k + 1));
         } else {
-            csv += &format!("c,{friday},80.00,{cafe},CAFE,\n");
-            csv += &format!("n9,{friday},20.00,{cafe},CAFE,\n");
+            csv += &format!("c,{sunday},80.00,{cafe},CAFE,\n");
+            csv += &format!("n9,{sunday},20.00,{cafe},CAFE,\n");
         }
     }
     csv
@@ -176,7 +176,7 @@ async fn the_forecast_follows_known_weekly_sales_and_backtests_them() {
     )
     .await
     .expect_problem(404, "not_found");
-    // Seven weeks are too few.
+    // Seven Mondays are six whole weeks (the data ends on the last Monday): too few.
     let other_shop = t.partner(&other, "Shop", "1").await;
     let mut short = String::from("customer_ref,date,amount\n");
     for k in 0..7i64 {
@@ -196,7 +196,7 @@ async fn the_forecast_follows_known_weekly_sales_and_backtests_them() {
         problem["detail"]
             .as_str()
             .unwrap()
-            .contains("7 complete weeks"),
+            .contains("6 complete weeks"),
         "{problem}"
     );
 
@@ -275,7 +275,7 @@ async fn staff_and_stores_are_ranked_with_exact_figures() {
 
     // The ten weeks. ann served `a` (enrolled: her first purchase ever; back a week
     // later), 3 of whose purchases fell in the campaign (02-19, 02-26, 03-04). bob served
-    // ten new customers, one of whom (`n9`) came back two days later at the cafe; `n8`'s
+    // ten new customers, one of whom (`n9`) came back four days later at the cafe; `n8`'s
     // purchase was in the campaign, `n7` is control. The cafe served `c` (enrolled, back
     // every week) and `n9` (enrolled by bob, not back).
     let all = t

@@ -161,6 +161,45 @@ async fn weekly_sales(
     Ok(out)
 }
 
+/// The first and last purchase days of the programme.
+async fn data_range(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+) -> AppResult<(Option<NaiveDate>, Option<NaiveDate>)> {
+    let backend = db.get_database_backend();
+    let (first, last) = match backend {
+        DbBackend::Postgres => (
+            "to_char(MIN(COALESCE(p.occurred_at, p.created_at)) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+            "to_char(MAX(COALESCE(p.occurred_at, p.created_at)) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        ),
+        _ => (
+            "substr(MIN(COALESCE(p.occurred_at, p.created_at)), 1, 10)",
+            "substr(MAX(COALESCE(p.occurred_at, p.created_at)), 1, 10)",
+        ),
+    };
+    let sql = format!(
+        "SELECT {first} AS first_day, {last} AS last_day FROM purchases p WHERE p.programme_id = {}",
+        arg(backend, 1)
+    );
+    let row = db
+        .query_one(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [programme_id.into()],
+        ))
+        .await?;
+    let get = |name: &str| -> AppResult<Option<NaiveDate>> {
+        match &row {
+            None => Ok(None),
+            Some(r) => r
+                .try_get::<Option<String>>("", name)?
+                .map(|t| parse_day(&t))
+                .transpose(),
+        }
+    };
+    Ok((get("first_day")?, get("last_day")?))
+}
+
 /// One week and its sales.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeekSales {
@@ -173,7 +212,8 @@ pub struct WeekSales {
 pub struct Forecast {
     pub currency: String,
     pub partner_id: Option<Uuid>,
-    /// Every week from the first with a sale to the last complete week with one.
+    /// Every whole week from the first with a sale to the last with one: weeks before the
+    /// current one, within the programme's first and last purchase days.
     pub history: Vec<WeekSales>,
     /// The forecast, from the week after the history; rounded to the minor unit.
     pub weeks: Vec<WeekSales>,
@@ -224,8 +264,26 @@ pub async fn forecast(
     let programme = programmes::load(app, caller.programme_id).await?;
     check_partner(app, caller.programme_id, partner_id).await?;
     let minor = programme.currency.minor_units();
+    // Only whole weeks: before the current one, and within the programme's data — a
+    // history imported from a Wednesday to a Tuesday leaves its first and last weeks
+    // half-counted, and a half week would read as a collapse of sales.
     let this_week = week_start(Utc::now().date_naive());
-    let sparse = weekly_sales(&app.db, caller.programme_id, partner_id, minor, this_week).await?;
+    let (first_day, last_day) = data_range(&app.db, caller.programme_id).await?;
+    let first_whole = match first_day {
+        Some(d) if week_start(d) == d => d,
+        Some(d) => week_start(d) + Duration::weeks(1),
+        None => this_week,
+    };
+    let end = match last_day {
+        Some(d) => this_week.min(week_start(d + Duration::days(1))),
+        None => this_week,
+    };
+    let sparse: Vec<(NaiveDate, Decimal)> =
+        weekly_sales(&app.db, caller.programme_id, partner_id, minor, end)
+            .await?
+            .into_iter()
+            .filter(|(start, _)| *start >= first_whole)
+            .collect();
     // Every week from the first to the last, those without sales at zero.
     let mut history: Vec<WeekSales> = vec![];
     for (start, sales) in sparse {
@@ -406,7 +464,10 @@ async fn ranking(
         programme_id.into(),
         date(from),
         date(to),
-        date(to + Duration::days(RETURN_DAYS)),
+        date(
+            to.checked_add_signed(Duration::days(RETURN_DAYS))
+                .unwrap_or(NaiveDate::MAX),
+        ),
     ];
     let rows = db
         .query_all(Statement::from_sql_and_values(backend, sql, values))

@@ -7,7 +7,7 @@ use crate::problem::Problem;
 use crate::routes::analytics::parsed;
 use axum::extract::{RawQuery, State};
 use axum::Json;
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Datelike, Duration, NaiveDate, Utc};
 use coalition_app::sales::{self, Effectiveness, Ranking, WeekSales};
 use coalition_app::App;
 use rust_decimal::prelude::FromPrimitive;
@@ -84,8 +84,10 @@ pub struct ForecastResponse {
     #[schema(example = "8.25")]
     pub backtest_mape: Option<String>,
     pub backtest: BacktestDto,
-    /// Every week from the first with a sale to the last complete week with one (the
-    /// current, unfinished week is left out), weeks without sales at "0".
+    /// Every whole week from the first with a sale to the last with one, weeks without
+    /// sales at "0.00". Weeks only partly covered are left out: the current week, and the
+    /// first and last weeks of the programme's data when it starts after a Monday or ends
+    /// before a Sunday (an imported history ending on a Tuesday).
     pub history: Vec<WeekSalesDto>,
     /// The forecast: the `weeks` weeks after the history, never negative.
     pub weeks: Vec<WeekSalesDto>,
@@ -272,11 +274,11 @@ pub async fn staff(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<StaffResponse>> {
     let q = query.as_deref();
-    let date = "must be a date (YYYY-MM-DD)";
-    let to =
-        parsed(q, "to", |_: &NaiveDate| true, date)?.unwrap_or_else(|| Utc::now().date_naive());
-    let from =
-        parsed(q, "from", |_: &NaiveDate| true, date)?.unwrap_or_else(|| to - Duration::days(364));
+    let date = "must be a date (YYYY-MM-DD) in the years 0001 to 9999";
+    let sane = |d: &NaiveDate| (1..=9999).contains(&d.year());
+    let to = parsed(q, "to", sane, date)?.unwrap_or_else(|| Utc::now().date_naive());
+    let from = parsed(q, "from", sane, date)?
+        .unwrap_or_else(|| to.checked_sub_signed(Duration::days(364)).unwrap_or(to));
     let limit = parsed(
         q,
         "limit",
