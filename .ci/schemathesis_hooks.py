@@ -49,6 +49,9 @@ request may still be refused for these, and only these, problem codes:
   address, or be plain http (refused unless the deployment allows it:
   COALITION_WEBHOOKS_ALLOW_INSECURE), and a partner's endpoint may not ask for the
   operator-only events (the caller decides, not the body).
+- `validation_failed` naming only `from` of `GET /v1/analytics/staff` because it is
+  after `to` (or after today when `to` is left out): two dates the document admits
+  each, in an order it cannot state.
 - `409 rotation_in_progress`: a client's secret was rotated with an overlap that still
   runs (an earlier operation of the run rotated it).
 - `validation_failed` naming `card_number` or `number` (a card number in a body or a
@@ -116,6 +119,8 @@ def refused_for_state(response) -> bool:
     if not errors:
         return True
     fields = {e.get("field") for e in errors}
+    if fields == {"from"} and all("after `to`" in str(e.get("message")) for e in errors):
+        return True
     return (
         (len(fields) == 1 and fields <= STATEFUL_FIELDS)
         or fields <= RULE_FIELDS

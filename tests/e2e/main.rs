@@ -12,6 +12,7 @@ mod concurrency;
 mod deploy;
 mod economics;
 mod expiry;
+mod forecast_staff;
 mod holds;
 mod holds_props;
 mod idempotency;

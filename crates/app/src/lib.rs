@@ -27,6 +27,7 @@ pub mod programmes;
 pub mod purchases;
 pub mod refunds;
 pub mod rules;
+pub mod sales;
 pub mod settlements;
 mod snapshots;
 mod spans;

@@ -15,6 +15,7 @@ pub mod partners;
 pub mod purchases;
 pub mod redemptions;
 pub mod rules;
+pub mod sales;
 pub mod service;
 pub mod settlements;
 pub mod tiers;
