@@ -567,6 +567,7 @@ pub struct WindowResultsResponse {
     pub net_effect_ci_low: Option<MoneyDto>,
     pub net_effect_ci_high: Option<MoneyDto>,
     /// `gain`, `loss` or `inconclusive`.
+    #[schema(schema_with = crate::fields::campaign_verdict)]
     pub verdict: String,
 }
 
@@ -574,9 +575,11 @@ pub struct WindowResultsResponse {
 pub struct CampaignResultsResponse {
     pub campaign_id: Uuid,
     /// The campaign's status when measured: `scheduled`, `running` or `ended`.
+    #[schema(schema_with = crate::fields::campaign_status)]
     pub status: String,
     /// Where revenue is counted: `reward_partners` (the reward's `partner_ids`) or
     /// `programme` (every partner).
+    #[schema(schema_with = crate::fields::revenue_at)]
     pub revenue_at: String,
     /// The reward's partners, when revenue is counted there only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -599,6 +602,7 @@ pub struct CampaignResultsResponse {
     pub net_effect_ci_low: Option<MoneyDto>,
     pub net_effect_ci_high: Option<MoneyDto>,
     /// `gain` (the net effect's interval above zero), `loss` (below) or `inconclusive`.
+    #[schema(schema_with = crate::fields::campaign_verdict)]
     pub verdict: String,
     /// With `after_days`, the same figures for the days after the campaign's end; null
     /// without `after_days` or before the campaign has ended.
