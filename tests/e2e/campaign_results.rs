@@ -7,6 +7,7 @@
 
 use crate::support::*;
 use chrono::{Duration, Utc};
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -215,9 +216,25 @@ async fn a_campaign_that_only_gives_points_away_is_a_loss() {
     let id = c["id"].as_str().unwrap();
     let card = |m: &String| cards[m].as_str();
     // Both groups buy 40, 50, 60, 70 at the diet store, and 1000 at the shop, which
-    // does not count: the reward is the diet store's only.
+    // does not count: the reward is the diet store's only. After the first two treated
+    // purchases the diet store's issue price goes from 0.012 to 0.018 a point.
     for group in [&treated, &control] {
-        for (m, a) in group.iter().zip(["40.00", "50.00", "60.00", "70.00"]) {
+        for (i, (m, a)) in group
+            .iter()
+            .zip(["40.00", "50.00", "60.00", "70.00"])
+            .enumerate()
+        {
+            if group == &treated && i == 2 {
+                t.call(
+                    Method::PATCH,
+                    &format!("/v1/partners/{}", diet.id),
+                    Some(&prog.admin),
+                    Some(json!({"issue_price_per_point": "0.018"})),
+                    None,
+                )
+                .await
+                .expect(200);
+            }
             let bought = t.purchase(&diet, card(m), a, 0).await;
             let bonus = if group == &treated { 5000 } else { 0 };
             let base: i64 = a.trim_end_matches(".00").parse().unwrap(); // 1 a euro
@@ -245,13 +262,14 @@ async fn a_campaign_that_only_gives_points_away_is_a_loss() {
         ("0.00", "-22.34", "22.34")
     );
     assert_eq!(amount(&r["incremental_revenue"]), "0.00");
-    // 4 × 5000 points at the diet store's issue price, 0.012.
+    // 4 × 5000 points at the diet store's issue price in force at each purchase:
+    // 2 × 5000 × 0.012 + 2 × 5000 × 0.018 = 120 + 180.
     assert_eq!(r["points_given"], 20000);
-    assert_eq!(amount(&r["points_cost"]), "240.00");
-    assert_eq!(amount(&r["net_effect"]), "-240.00");
-    // 4 × ∓22.337147 − 240.
-    assert_eq!(amount(&r["net_effect_ci_low"]), "-329.35");
-    assert_eq!(amount(&r["net_effect_ci_high"]), "-150.65");
+    assert_eq!(amount(&r["points_cost"]), "300.00");
+    assert_eq!(amount(&r["net_effect"]), "-300.00");
+    // 4 × ∓22.337147 − 300.
+    assert_eq!(amount(&r["net_effect_ci_low"]), "-389.35");
+    assert_eq!(amount(&r["net_effect_ci_high"]), "-210.65");
     assert_eq!(r["verdict"], "loss");
 }
 

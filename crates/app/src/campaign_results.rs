@@ -335,6 +335,8 @@ fn empty() -> GroupFigures {
 /// The points the campaign gave (its breakdown lines) and what they cost, exact: summed
 /// in SQL per funder and price period (the number of the programme's price changes made
 /// by the entry's time), each group valued at its funder's issue price in force then.
+/// The entries are found by the campaign's id in their breakdown text, then parsed
+/// (`jsonb_array_elements` on PostgreSQL, `json_each` on SQLite).
 async fn points_cost(
     db: &impl ConnectionTrait,
     programme: &Programme,
@@ -357,35 +359,47 @@ async fn points_cost(
             "CAST(json_extract(l.value, '$.points') AS BIGINT)",
         ),
     };
-    let id = campaign.id.to_string();
-    let values: Vec<Value> = vec![
-        programme.id.into(),
-        campaign.starts_at.into(),
-        format!("%\"campaign_id\":\"{id}\"%").into(),
-        id.into(),
-    ];
-    let sql = format!(
-        "SELECT funder_kind, funder_id, entry_partner, period, CAST(SUM(points) AS BIGINT) AS points \
-         FROM ( \
-           SELECT {kind} AS funder_kind, {funder_id} AS funder_id, e.partner_id AS entry_partner, \
-             (SELECT CAST(COUNT(*) AS BIGINT) FROM partner_prices pp \
-              WHERE pp.programme_id = $1 AND pp.valid_from <= e.created_at) AS period, \
-             {points} AS points \
-           FROM journal_entries e {lines} \
-           WHERE e.programme_id = $1 AND e.created_at >= $2 AND e.breakdown LIKE $3 \
-             AND {line} = $4) x \
-         GROUP BY funder_kind, funder_id, entry_partner, period"
-    );
-    let rows = db.query_all(statement(backend, &sql, values)).await?;
-    if rows.is_empty() {
-        return Ok((0, Decimal::ZERO));
-    }
+    // Every price change, in the order settlement reads them. A line's price period is
+    // the number of changes made by its entry's time: those made by the campaign's start
+    // precede every line; later ones (rare) become a CASE in the statement, so no line
+    // needs a look-up of its own.
     let prices = partner_price::Entity::find()
         .filter(partner_price::Column::ProgrammeId.eq(programme.id))
         .order_by_asc(partner_price::Column::ValidFrom)
         .order_by_asc(partner_price::Column::Id)
         .all(db)
         .await?;
+    let id = campaign.id.to_string();
+    let mut values: Vec<Value> = vec![
+        programme.id.into(),
+        campaign.starts_at.into(),
+        format!("%\"campaign_id\":\"{id}\"%").into(),
+        id.into(),
+    ];
+    let before = prices
+        .iter()
+        .take_while(|p| p.valid_from <= campaign.starts_at)
+        .count();
+    let mut period = before.to_string();
+    if before < prices.len() {
+        period = String::from("CASE");
+        for (k, p) in prices.iter().enumerate().skip(before).rev() {
+            values.push(p.valid_from.into());
+            period += &format!(" WHEN e.created_at >= ${} THEN {}", values.len(), k + 1);
+        }
+        period += &format!(" ELSE {before} END");
+    }
+    let sql = format!(
+        "SELECT funder_kind, funder_id, entry_partner, period, CAST(SUM(points) AS BIGINT) AS points \
+         FROM ( \
+           SELECT {kind} AS funder_kind, {funder_id} AS funder_id, e.partner_id AS entry_partner, \
+             CAST({period} AS BIGINT) AS period, {points} AS points \
+           FROM journal_entries e {lines} \
+           WHERE e.programme_id = $1 AND e.created_at >= $2 AND e.breakdown LIKE $3 \
+             AND {line} = $4) x \
+         GROUP BY funder_kind, funder_id, entry_partner, period"
+    );
+    let rows = db.query_all(statement(backend, &sql, values)).await?;
     let (mut given, mut cost) = (0i64, Decimal::ZERO);
     for r in rows {
         let kind: Option<String> = r.try_get("", "funder_kind")?;
