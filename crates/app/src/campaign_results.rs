@@ -121,13 +121,29 @@ pub async fn results(
     let now = Utc::now();
     let to = campaign.ends_at.min(now);
     let from = campaign.starts_at.min(to);
-    let (points_given, cost) = points_cost(&app.db, &programme, &campaign).await?;
-    let window = measure(&app.db, &programme, &campaign, from, to, points_given, cost).await?;
-    let after = match after_days {
-        Some(days) if campaign.ends_at < now => {
-            let from = campaign.ends_at;
-            let to = (from + Duration::days(days)).min(now);
-            Some(measure(&app.db, &programme, &campaign, from, to, 0, Decimal::ZERO).await?)
+    let after_window = match after_days {
+        Some(days) if campaign.ends_at < now => Some((
+            campaign.ends_at,
+            (campaign.ends_at + Duration::days(days)).min(now),
+        )),
+        _ => None,
+    };
+    // The statements are independent: run them side by side.
+    let db = &app.db;
+    let ((points_given, cost), during, after) = tokio::try_join!(
+        points_cost(db, &programme, &campaign),
+        groups(db, &programme, &campaign, from, to),
+        async {
+            match after_window {
+                Some((from, to)) => Ok(Some(groups(db, &programme, &campaign, from, to).await?)),
+                None => Ok(None),
+            }
+        },
+    )?;
+    let window = assess(&programme, from, to, during, points_given, cost)?;
+    let after = match (after_window, after) {
+        (Some((from, to)), Some(groups)) => {
+            Some(assess(&programme, from, to, groups, 0, Decimal::ZERO)?)
         }
         _ => None,
     };
@@ -141,16 +157,15 @@ pub async fn results(
     })
 }
 
-async fn measure(
-    db: &impl ConnectionTrait,
+/// The window's figures from its groups and the points' cost.
+fn assess(
     programme: &Programme,
-    campaign: &Campaign,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    (treatment, control): (GroupFigures, GroupFigures),
     points_given: i64,
     cost: Decimal,
 ) -> AppResult<WindowResults> {
-    let (treatment, control) = groups(db, programme, campaign, from, to).await?;
     let minor = programme.currency.minor_units();
     let round =
         |d: Decimal| d.round_dp_with_strategy(minor, RoundingStrategy::MidpointAwayFromZero);
