@@ -385,6 +385,27 @@ pub fn campaign_group() -> RefOr<Schema> {
         .into()
 }
 
+/// A campaign result's `verdict`.
+pub fn campaign_verdict() -> RefOr<Schema> {
+    string(false)
+        .enum_values(Some(["gain", "loss", "inconclusive"]))
+        .into()
+}
+
+/// Where a campaign's results count revenue.
+pub fn revenue_at() -> RefOr<Schema> {
+    string(false)
+        .enum_values(Some(["reward_partners", "programme"]))
+        .into()
+}
+
+/// A campaign's `status`.
+pub fn campaign_status() -> RefOr<Schema> {
+    string(false)
+        .enum_values(Some(["scheduled", "running", "ended"]))
+        .into()
+}
+
 /// An import's `format`.
 pub fn import_format() -> RefOr<Schema> {
     string(false).enum_values(Some(["csv", "cdnow"])).into()

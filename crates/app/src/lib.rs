@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod auth;
 pub mod balances;
 pub mod bank;
+pub mod campaign_results;
 pub mod campaigns;
 pub mod cards;
 pub mod clients;

@@ -14,6 +14,7 @@ pub mod money;
 pub mod refund;
 pub mod rules;
 pub mod settlement;
+pub mod stats;
 pub mod tiers;
 pub mod webhooks;
 

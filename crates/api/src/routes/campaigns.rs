@@ -9,6 +9,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use coalition_app::campaign_results::{self, GroupFigures, WindowResults};
 use coalition_app::campaigns::{self, Campaign, CampaignFields, RewardFields, SegmentFields};
 use coalition_app::error::FieldError;
 use coalition_app::rules::FunderFields;
@@ -160,6 +161,144 @@ pub async fn list_campaign_members(
             .collect(),
         next_cursor: page.next_cursor,
     }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ResultsParams {
+    /// Also measure the `after_days` days after the campaign's end (1–3650), to see
+    /// whether the effect lasted.
+    #[param(minimum = 1, maximum = 3650)]
+    pub after_days: Option<i64>,
+}
+
+/// What the campaign really earned: its treatment group against its holdout (admin).
+///
+/// - **Window**: `starts_at` to `ends_at` (`window`), or to now while the campaign runs.
+///   With `after_days`, `after` holds the same figures for the `after_days` days from
+///   `ends_at` (up to now); `after` is null while the campaign has not ended.
+/// - **Revenue** of a member: purchases in the window, net of refunds, on the purchase's
+///   day (an imported purchase's historical day) — at the reward's `partner_ids` when
+///   the reward is limited to partners (`revenue_at` `reward_partners`), else anywhere
+///   in the programme (`programme`). Members who bought nothing count as 0. Every
+///   member recorded in the group counts (`GET /v1/campaigns/{id}/members`), erased ones
+///   included. `buyers`: members with at least one purchase counted.
+/// - **`uplift_per_member`**: mean revenue per member, treatment − control, with a 95 %
+///   Welch interval (Welch–Satterthwaite degrees of freedom, Student-t quantile). It is
+///   null — and so are `incremental_revenue` and `net_effect`, and the verdict is
+///   `inconclusive` — when either group has fewer than two members (no control group,
+///   e.g. `holdout_percent` 0: the uplift cannot be estimated).
+/// - **`incremental_revenue`** = uplift × treatment members. **`points_cost`**: the
+///   points the campaign awarded (`points_given`, its ledger lines; a refund's clawback
+///   is not deducted, as for the budget), each valued at its funder's issue price per point in force when posted (a
+///   partner's or bank's price, the operator's point value), as settlement prices
+///   them; in `after` it is zero (the campaign gives nothing after its end).
+///   **`net_effect`** = incremental revenue − points cost, with its 95 % interval
+///   (`net_effect_ci_low`, `net_effect_ci_high`).
+/// - **`verdict`**: `gain` when the net effect's interval lies above zero, `loss` when
+///   below, `inconclusive` otherwise.
+///
+/// Money is rounded to the currency's minor unit. Standing earning rules
+/// (`/v1/rules`) have no holdout, hence no control group and no results.
+#[utoipa::path(get, path = "/v1/campaigns/{id}/results", tag = "campaigns", security(("bearer" = [])),
+    params(("id" = String, Path), ResultsParams),
+    responses((status = 200, body = CampaignResultsResponse),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "forbidden: an admin token is needed"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "not_found: no such campaign in the caller's programme"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "validation_failed: `after_days` is not a whole number from 1 to 3650")))]
+pub async fn campaign_results(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    PathText(id): PathText,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<CampaignResultsResponse>> {
+    let id = path_id(&id, "campaign")?;
+    let after_days = after_days_param(query.as_deref())?;
+    let r = campaign_results::results(&app, &caller, id, after_days).await?;
+    let c = r.currency.as_str();
+    let w = window_results(&r.window, c);
+    Ok(Json(CampaignResultsResponse {
+        campaign_id: r.campaign_id,
+        status: r.status.to_owned(),
+        revenue_at: if r.revenue_partner_ids.is_some() {
+            "reward_partners"
+        } else {
+            "programme"
+        }
+        .to_owned(),
+        partner_ids: r.revenue_partner_ids,
+        window: w.window,
+        treatment: w.treatment,
+        control: w.control,
+        uplift_per_member: w.uplift_per_member,
+        incremental_revenue: w.incremental_revenue,
+        points_given: w.points_given,
+        points_cost: w.points_cost,
+        net_effect: w.net_effect,
+        net_effect_ci_low: w.net_effect_ci_low,
+        net_effect_ci_high: w.net_effect_ci_high,
+        verdict: w.verdict,
+        after: r.after.map(|a| window_results(&a, c)),
+    }))
+}
+
+fn after_days_param(query: Option<&str>) -> ApiResult<Option<i64>> {
+    let bad = || {
+        validation(vec![FieldError::new(
+            "after_days",
+            "must be a whole number from 1 to 3650",
+        )])
+    };
+    let Some(query) = query else { return Ok(None) };
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_urldecode(k.as_bytes()).as_deref() == Some("after_days") {
+            let value = form_urldecode(v.as_bytes()).ok_or_else(bad)?;
+            let days: i64 = value.parse().map_err(|_| bad())?;
+            if !(1..=campaign_results::MAX_AFTER_DAYS).contains(&days) {
+                return Err(bad());
+            }
+            return Ok(Some(days));
+        }
+    }
+    Ok(None)
+}
+
+fn group_results(g: &GroupFigures, currency: &str) -> GroupResults {
+    GroupResults {
+        members: g.members,
+        buyers: g.buyers,
+        revenue_per_member: g.revenue_per_member.map(|m| money(m, currency)),
+    }
+}
+
+fn window_results(w: &WindowResults, c: &str) -> WindowResultsResponse {
+    WindowResultsResponse {
+        window: ResultsWindow {
+            from: w.from,
+            to: w.to,
+        },
+        treatment: group_results(&w.treatment, c),
+        control: group_results(&w.control, c),
+        uplift_per_member: w.uplift.as_ref().map(|u| UpliftResponse {
+            estimate: money(u.estimate, c),
+            ci_low: money(u.ci_low, c),
+            ci_high: money(u.ci_high, c),
+            degrees_of_freedom: if u.degrees_of_freedom.is_finite() {
+                Some(u.degrees_of_freedom)
+            } else {
+                None
+            },
+        }),
+        incremental_revenue: w.incremental_revenue.map(|m| money(m, c)),
+        points_given: w.points_given,
+        points_cost: money(w.points_cost, c),
+        net_effect: w.net_effect.map(|m| money(m, c)),
+        net_effect_ci_low: w.net_effect_ci.map(|(low, _)| money(low, c)),
+        net_effect_ci_high: w.net_effect_ci.map(|(_, high)| money(high, c)),
+        verdict: w.verdict.as_str().to_owned(),
+    }
 }
 
 fn group_param(query: Option<&str>) -> ApiResult<Option<Group>> {
@@ -386,10 +525,95 @@ pub struct CampaignMemberList {
     pub next_cursor: Option<String>,
 }
 
+/// One group's figures in a window.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupResults {
+    pub members: i64,
+    /// Members with at least one purchase counted in the window.
+    pub buyers: i64,
+    /// The group's revenue ÷ its members (null without members).
+    pub revenue_per_member: Option<MoneyDto>,
+}
+
+/// Mean revenue per member, treatment − control, with its 95 % Welch interval.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpliftResponse {
+    pub estimate: MoneyDto,
+    pub ci_low: MoneyDto,
+    pub ci_high: MoneyDto,
+    /// Welch–Satterthwaite degrees of freedom of the interval (null when neither group
+    /// varies: the interval is the estimate).
+    pub degrees_of_freedom: Option<f64>,
+}
+
+/// The measured period: from `from` (included) to `to` (excluded).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResultsWindow {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// The after-window's figures (as the campaign's own).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WindowResultsResponse {
+    pub window: ResultsWindow,
+    pub treatment: GroupResults,
+    pub control: GroupResults,
+    pub uplift_per_member: Option<UpliftResponse>,
+    pub incremental_revenue: Option<MoneyDto>,
+    pub points_given: i64,
+    pub points_cost: MoneyDto,
+    pub net_effect: Option<MoneyDto>,
+    pub net_effect_ci_low: Option<MoneyDto>,
+    pub net_effect_ci_high: Option<MoneyDto>,
+    /// `gain`, `loss` or `inconclusive`.
+    #[schema(schema_with = crate::fields::campaign_verdict)]
+    pub verdict: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CampaignResultsResponse {
+    pub campaign_id: Uuid,
+    /// The campaign's status when measured: `scheduled`, `running` or `ended`.
+    #[schema(schema_with = crate::fields::campaign_status)]
+    pub status: String,
+    /// Where revenue is counted: `reward_partners` (the reward's `partner_ids`) or
+    /// `programme` (every partner).
+    #[schema(schema_with = crate::fields::revenue_at)]
+    pub revenue_at: String,
+    /// The reward's partners, when revenue is counted there only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner_ids: Option<Vec<Uuid>>,
+    /// The campaign's window as measured (to now while it runs).
+    pub window: ResultsWindow,
+    pub treatment: GroupResults,
+    pub control: GroupResults,
+    /// Null when either group has fewer than two members.
+    pub uplift_per_member: Option<UpliftResponse>,
+    /// `uplift_per_member.estimate` × treatment members.
+    pub incremental_revenue: Option<MoneyDto>,
+    /// The points the campaign gave (its ledger lines).
+    pub points_given: i64,
+    /// `points_given` valued at each funder's issue price per point.
+    pub points_cost: MoneyDto,
+    /// `incremental_revenue` − `points_cost`.
+    pub net_effect: Option<MoneyDto>,
+    /// The net effect's 95 % interval.
+    pub net_effect_ci_low: Option<MoneyDto>,
+    pub net_effect_ci_high: Option<MoneyDto>,
+    /// `gain` (the net effect's interval above zero), `loss` (below) or `inconclusive`.
+    #[schema(schema_with = crate::fields::campaign_verdict)]
+    pub verdict: String,
+    /// With `after_days`, the same figures for the days after the campaign's end; null
+    /// without `after_days` or before the campaign has ended.
+    pub after: Option<WindowResultsResponse>,
+}
+
 pub fn router() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(create_campaign, list_campaigns))
         .routes(routes!(get_campaign, update_campaign))
         .routes(routes!(end_campaign))
         .routes(routes!(list_campaign_members))
+        .routes(routes!(campaign_results))
 }
