@@ -92,14 +92,6 @@ fn arg(backend: DbBackend, n: usize) -> String {
     }
 }
 
-/// A date parameter as SQL comparable with [`day_expr`].
-fn date_arg(backend: DbBackend, n: usize) -> String {
-    match backend {
-        DbBackend::Postgres => format!("CAST(${n} AS DATE)"),
-        _ => format!("?{n}"),
-    }
-}
-
 fn parse_day(text: &str) -> AppResult<NaiveDate> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .map_err(|_| AppError::Internal(format!("purchase day '{text}' is not a date")))
@@ -409,65 +401,58 @@ async fn ranking(
 ) -> AppResult<Ranking> {
     let backend = db.get_database_backend();
     let col = kind.column();
-    let day = day_expr(backend);
     let net = net_amount(backend, minor_units);
-    let (p, d_from, d_to, d_horizon) = (
-        arg(backend, 1),
-        date_arg(backend, 2),
-        date_arg(backend, 3),
-        date_arg(backend, 4),
-    );
-    let gap = match backend {
-        DbBackend::Postgres => "(d.next_day - s.day)",
-        _ => "(julianday(d.next_day) - julianday(s.day))",
+    // The analytics day as a whole number of days since 2000-01-01, so that a window
+    // frame can be a number of days on both backends.
+    let day_number = match backend {
+        DbBackend::Postgres => format!("({} - DATE '2000-01-01')", day_expr(backend)),
+        _ => format!(
+            "CAST(julianday({}) - 2451544.5 AS INTEGER)",
+            day_expr(backend)
+        ),
     };
     let sales = match backend {
-        DbBackend::Postgres => "CAST(SUM(net) AS TEXT)",
-        _ => "SUM(net)",
+        DbBackend::Postgres => "CAST(SUM(s.net) AS TEXT)",
+        _ => "SUM(s.net)",
     };
     let ts = "COALESCE(p.occurred_at, p.created_at)";
-    let sql = format!(
-        "WITH served AS ( \
-           SELECT p.id, p.account_id, p.{col} AS ref, {day} AS day, {ts} AS ts, {net} AS net \
-           FROM purchases p \
-           WHERE p.programme_id = {p} AND p.{col} IS NOT NULL AND {day} >= {d_from} AND {day} <= {d_to}), \
-         accounts AS (SELECT DISTINCT account_id FROM served), \
-         firsts AS ( \
-           SELECT id FROM ( \
-             SELECT p.id, ROW_NUMBER() OVER (PARTITION BY p.account_id ORDER BY {ts}, p.id) AS k \
-             FROM purchases p WHERE p.programme_id = {p} AND p.account_id IN (SELECT account_id FROM accounts)) f \
-           WHERE k = 1), \
-         days AS ( \
-           SELECT account_id, day, LEAD(day) OVER (PARTITION BY account_id ORDER BY day) AS next_day \
-           FROM (SELECT DISTINCT p.account_id, {day} AS day FROM purchases p \
-                 WHERE p.programme_id = {p} AND {day} >= {d_from} AND {day} <= {d_horizon} \
-                   AND p.account_id IN (SELECT account_id FROM accounts)) x), \
-         lines AS ( \
-           SELECT s.ref, s.net, m.id AS member_id, \
-             CASE WHEN f.id IS NOT NULL THEN m.id END AS enrolled, \
-             CASE WHEN d.next_day IS NOT NULL AND {gap} <= {RETURN_DAYS} THEN m.id END AS returned, \
-             CASE WHEN m.id IS NOT NULL AND EXISTS ( \
-               SELECT 1 FROM campaigns c JOIN campaign_members cm ON cm.campaign_id = c.id \
-               WHERE c.programme_id = {p} AND cm.member_id = m.id AND cm.\"group\" = 'treatment' \
-                 AND s.ts >= c.starts_at AND s.ts < c.ends_at) THEN 1 ELSE 0 END AS converted \
-           FROM served s \
-           JOIN days d ON d.account_id = s.account_id AND d.day = s.day \
-           LEFT JOIN firsts f ON f.id = s.id \
-           LEFT JOIN members m ON m.account_id = s.account_id AND m.programme_id = {p}) \
-         SELECT ref, {sales} AS sales, COUNT(*) AS purchases, COUNT(DISTINCT member_id) AS served, \
-           COUNT(DISTINCT enrolled) AS enrolled, COUNT(DISTINCT returned) AS returned, \
-           SUM(converted) AS converted, COUNT(*) OVER () AS refs \
-         FROM lines GROUP BY ref ORDER BY SUM(net) DESC, ref ASC LIMIT {limit}"
+    let (p, d_from, d_to, d_horizon) = (
+        arg(backend, 1),
+        arg(backend, 2),
+        arg(backend, 3),
+        arg(backend, 4),
     );
-    let date = |d: NaiveDate| Value::from(d.format("%Y-%m-%d").to_string());
+    // One pass over the programme's purchases up to 90 days after the period, each with
+    // its rank among its account's purchases (1: the first ever) and the number of the
+    // account's purchases on the 90 days after its day; then the period's purchases that
+    // carry a reference, grouped by it.
+    let sql = format!(
+        "SELECT s.ref, {sales} AS sales, COUNT(*) AS purchases, COUNT(DISTINCT m.id) AS served, \
+           COUNT(DISTINCT CASE WHEN s.k = 1 THEN m.id END) AS enrolled, \
+           COUNT(DISTINCT CASE WHEN s.later > 0 THEN m.id END) AS returned, \
+           SUM(CASE WHEN m.id IS NOT NULL AND EXISTS ( \
+             SELECT 1 FROM campaigns c JOIN campaign_members cm ON cm.campaign_id = c.id \
+             WHERE c.programme_id = {p} AND cm.member_id = m.id AND cm.\"group\" = 'treatment' \
+               AND s.ts >= c.starts_at AND s.ts < c.ends_at) THEN 1 ELSE 0 END) AS converted, \
+           COUNT(*) OVER () AS refs \
+         FROM ( \
+           SELECT p.account_id, p.{col} AS ref, {day_number} AS dn, {ts} AS ts, {net} AS net, \
+             ROW_NUMBER() OVER (PARTITION BY p.account_id ORDER BY {ts}, p.id) AS k, \
+             COUNT(*) OVER (PARTITION BY p.account_id ORDER BY {day_number} \
+               RANGE BETWEEN 1 FOLLOWING AND {RETURN_DAYS} FOLLOWING) AS later \
+           FROM purchases p \
+           WHERE p.programme_id = {p} AND {day_number} <= {d_horizon}) s \
+         LEFT JOIN members m ON m.account_id = s.account_id AND m.programme_id = {p} \
+         WHERE s.ref IS NOT NULL AND s.dn >= {d_from} AND s.dn <= {d_to} \
+         GROUP BY s.ref ORDER BY SUM(s.net) DESC, s.ref ASC LIMIT {limit}"
+    );
+    let epoch = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+    let number = |d: NaiveDate| Value::from((d - epoch).num_days());
     let values: Vec<Value> = vec![
         programme_id.into(),
-        date(from),
-        date(to),
-        date(
-            to.checked_add_signed(Duration::days(RETURN_DAYS))
-                .unwrap_or(NaiveDate::MAX),
-        ),
+        number(from),
+        number(to),
+        number(to + Duration::days(RETURN_DAYS)),
     ];
     let rows = db
         .query_all(Statement::from_sql_and_values(backend, sql, values))
