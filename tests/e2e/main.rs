@@ -7,6 +7,7 @@ mod bank;
 mod cache_outage;
 mod campaigns;
 mod chart;
+mod classics;
 mod clients;
 mod concurrency;
 mod deploy;

@@ -89,6 +89,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::bank::router())
         .merge(routes::imports::router())
         .merge(routes::analytics::router())
+        .merge(routes::classification::router())
         .merge(routes::service::router())
 }
 

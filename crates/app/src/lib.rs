@@ -7,6 +7,7 @@ pub mod balances;
 pub mod bank;
 pub mod campaigns;
 pub mod cards;
+pub mod classics;
 pub mod clients;
 pub mod credentials;
 pub mod directory;

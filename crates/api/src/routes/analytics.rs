@@ -207,7 +207,7 @@ fn member_response(model: &ClvModel, v: MemberValue, weeks: u32) -> MemberClvRes
 }
 
 /// All values of `name` in the query, each form-urldecoded (`None`: it did not decode).
-fn query_value(query: Option<&str>, name: &str) -> Option<Option<String>> {
+pub(crate) fn query_value(query: Option<&str>, name: &str) -> Option<Option<String>> {
     query
         .into_iter()
         .flat_map(|q| q.split('&'))
@@ -218,7 +218,7 @@ fn query_value(query: Option<&str>, name: &str) -> Option<Option<String>> {
         })
 }
 
-fn parsed<T: std::str::FromStr>(
+pub(crate) fn parsed<T: std::str::FromStr>(
     query: Option<&str>,
     name: &str,
     ok: impl Fn(&T) -> bool,
