@@ -562,3 +562,84 @@ async fn rfm_and_at_risk_campaign_segments_assign_their_members() {
     assert!(assigned.contains(&member_of(&t, prog.id, "lapsed").await));
     assert!(!assigned.contains(&member_of(&t, prog.id, "steady").await));
 }
+
+/// Timings at about a million purchases (ignored: run by hand with `--ignored
+/// --nocapture`): 30,000 imported members, each purchase then copied back week by week
+/// (47 weeks, about 70 % of them kept at random) by SQL.
+#[tokio::test]
+#[ignore]
+async fn classics_at_a_million_purchases() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let t = spawn_app().await;
+    let prog = t.programme("Million").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let mut csv = String::from("customer_ref,date,amount\n");
+    for i in 0..30_000u32 {
+        csv.push_str(&format!(
+            "c{i},2025-06-30,{}.{:02}\n",
+            (i * 37) % 200 + 1,
+            i % 100
+        ));
+    }
+    let started = std::time::Instant::now();
+    let (status, report) = post_import(&t, &prog.admin, shop.id, "csv", &csv).await;
+    assert_eq!(status, 200, "{report}");
+    eprintln!("import of 30,000: {:?}", started.elapsed());
+    let db = &t.app.db;
+    let backend = db.get_database_backend();
+    let started = std::time::Instant::now();
+    for k in 1..=47 {
+        let sql = match backend {
+            DbBackend::Postgres => format!(
+                "INSERT INTO purchases (id, programme_id, partner_id, account_id, card_number, external_ref, store_ref, staff_ref, amount, currency, discount, points_earned, points_redeemed, refunded_amount, points_clawed_back, points_returned, entry_id, created_at, occurred_at) \
+                 SELECT gen_random_uuid(), programme_id, partner_id, account_id, card_number, external_ref || '-{k}', store_ref, staff_ref, amount, currency, discount, points_earned, points_redeemed, refunded_amount, points_clawed_back, points_returned, entry_id, created_at, occurred_at - make_interval(days => {d}) \
+                 FROM purchases WHERE programme_id = '{p}' AND external_ref NOT LIKE '%-%' AND random() < 0.7",
+                d = 7 * k,
+                p = prog.id
+            ),
+            _ => format!(
+                "INSERT INTO purchases (id, programme_id, partner_id, account_id, card_number, external_ref, store_ref, staff_ref, amount, currency, discount, points_earned, points_redeemed, refunded_amount, points_clawed_back, points_returned, entry_id, created_at, occurred_at) \
+                 SELECT randomblob(16), programme_id, partner_id, account_id, card_number, external_ref || '-{k}', store_ref, staff_ref, amount, currency, discount, points_earned, points_redeemed, refunded_amount, points_clawed_back, points_returned, entry_id, created_at, strftime('%Y-%m-%d %H:%M:%S+00:00', occurred_at, '-{d} days') \
+                 FROM purchases WHERE programme_id = ? AND external_ref NOT LIKE '%-%' AND abs(random()) % 10 < 7",
+                d = 7 * k
+            ),
+        };
+        let values: Vec<sea_orm::Value> = match backend {
+            DbBackend::Postgres => vec![],
+            _ => vec![prog.id.into()],
+        };
+        db.execute(Statement::from_sql_and_values(backend, sql, values))
+            .await
+            .unwrap();
+    }
+    let count = db
+        .query_one(Statement::from_string(
+            backend,
+            "SELECT COUNT(*) AS n FROM purchases",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    eprintln!("{count} purchases written in {:?}", started.elapsed());
+    for path in [
+        "/v1/analytics/pareto?from=2024-07-01&to=2025-06-30".to_owned(),
+        format!(
+            "/v1/analytics/pareto?from=2024-07-01&to=2025-06-30&partner_id={}",
+            shop.id
+        ),
+        "/v1/analytics/abc-xyz?from=2024-07-01&to=2025-06-30".to_owned(),
+        "/v1/analytics/abc-xyz/members?from=2024-07-01&to=2025-06-30&class=AX&limit=20".to_owned(),
+        "/v1/analytics/rfm?as_of=2025-06-30&limit=20".to_owned(),
+        "/v1/analytics/rfm?as_of=2025-06-30&segment=champions&limit=20".to_owned(),
+    ] {
+        let started = std::time::Instant::now();
+        let answer = t.get(&path, &prog.admin).await.expect(200);
+        let summary = answer
+            .get("members")
+            .cloned()
+            .unwrap_or_else(|| json!(answer["data"].as_array().map(|d| d.len())));
+        eprintln!("{path}: {:?} ({summary})", started.elapsed());
+    }
+}
