@@ -110,8 +110,9 @@ impl Sql {
         }
     }
 
-    /// The purchases of the programme's members (not erased) from `from` to `to`,
-    /// `p` joined to `m`: `FROM … WHERE …`, its parameters pushed to `values`.
+    /// The programme's purchases (`p`) from `from` to `to`: `FROM … WHERE …`, its
+    /// parameters pushed to `values`. Queries group them by account first and join the
+    /// (far fewer) totals to `members` after, leaving erased members out there.
     fn purchases(
         &self,
         values: &mut Vec<Value>,
@@ -128,8 +129,7 @@ impl Sql {
         values.push(to.format("%Y-%m-%d").to_string().into());
         let p3 = self.param(values);
         let mut sql = format!(
-            "FROM purchases p JOIN members m ON m.account_id = p.account_id AND m.programme_id = p.programme_id \
-             WHERE p.programme_id = {p1} AND m.erased_at IS NULL AND {day} >= {p2} AND {day} <= {p3}"
+            "FROM purchases p WHERE p.programme_id = {p1} AND {day} >= {p2} AND {day} <= {p3}"
         );
         if let Some(partner_id) = partner_id {
             values.push(partner_id.into());
@@ -190,8 +190,11 @@ pub async fn pareto(
         partner_id,
     );
     let net = &sql.net;
-    let statement =
-        format!("SELECT CAST(SUM({net}) AS BIGINT) AS sales {from} GROUP BY m.id ORDER BY sales");
+    let statement = format!(
+        "WITH a AS (SELECT p.account_id, SUM({net}) AS sales {from} GROUP BY p.account_id) \
+         SELECT CAST(a.sales AS BIGINT) AS sales FROM a \
+         JOIN members m ON m.account_id = a.account_id AND m.erased_at IS NULL"
+    );
     let rows = app
         .db
         .query_all(Statement::from_sql_and_values(
@@ -267,12 +270,12 @@ async fn classified(
     let from = sql.purchases(&mut values, programme_id, period.from, period.to, None);
     let (net, month) = (&sql.net, sql.month);
     let statement = format!(
-        "WITH mm AS (SELECT m.id AS member_id, {month} AS month, SUM({net}) AS t {from} \
-                     GROUP BY m.id, {month}) \
-         SELECT mm.member_id, mx.external_ref, CAST(SUM(mm.t) AS BIGINT) AS sales, \
-                CAST(SUM(mm.t * mm.t) AS BIGINT) AS sum_sq \
-         FROM mm JOIN members mx ON mx.id = mm.member_id \
-         GROUP BY mm.member_id, mx.external_ref"
+        "WITH mm AS (SELECT p.account_id, {month} AS month, SUM({net}) AS t {from} \
+                     GROUP BY p.account_id, {month}), \
+         a AS (SELECT account_id, SUM(t) AS sales, SUM(t * t) AS sum_sq FROM mm GROUP BY account_id) \
+         SELECT mx.id AS member_id, mx.external_ref, CAST(a.sales AS BIGINT) AS sales, \
+                CAST(a.sum_sq AS BIGINT) AS sum_sq \
+         FROM a JOIN members mx ON mx.account_id = a.account_id AND mx.erased_at IS NULL"
     );
     let rows = app
         .db
@@ -469,9 +472,11 @@ async fn rfm_rows(
     };
     let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
     let statement = format!(
-        "WITH d AS (SELECT m.id AS member_id, {day} AS day, SUM({net}) AS t {from} GROUP BY m.id, {day}), \
-         agg AS (SELECT member_id, MAX(day) AS last_day, COUNT(*) AS days, CAST(SUM(t) AS BIGINT) AS sales \
-                 FROM d GROUP BY member_id), \
+        "WITH d AS (SELECT p.account_id, {day} AS day, SUM({net}) AS t {from} GROUP BY p.account_id, {day}), \
+         acc AS (SELECT account_id, MAX(day) AS last_day, COUNT(*) AS days, CAST(SUM(t) AS BIGINT) AS sales \
+                 FROM d GROUP BY account_id), \
+         agg AS (SELECT mx.id AS member_id, acc.last_day, acc.days, acc.sales FROM acc \
+                 JOIN members mx ON mx.account_id = acc.account_id AND mx.erased_at IS NULL), \
          scored AS (SELECT member_id, last_day, days, sales, \
                     NTILE(5) OVER (ORDER BY last_day, member_id) AS r, \
                     NTILE(5) OVER (ORDER BY days, member_id) AS f, \
