@@ -124,13 +124,30 @@ impl Sql {
         let day = self.day;
         values.push(programme_id.into());
         let p1 = self.param(values);
-        values.push(from.format("%Y-%m-%d").to_string().into());
-        let p2 = self.param(values);
-        values.push(to.format("%Y-%m-%d").to_string().into());
-        let p3 = self.param(values);
-        let mut sql = format!(
-            "FROM purchases p WHERE p.programme_id = {p1} AND {day} >= {p2} AND {day} <= {p3}"
-        );
+        let mut sql = match self.backend {
+            // Timestamps compared as timestamps: no per-row `to_char` to filter.
+            DbBackend::Postgres => {
+                let midnight = |d: NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc();
+                values.push(midnight(from).into());
+                let p2 = self.param(values);
+                values.push(midnight(to + Duration::days(1)).into());
+                let p3 = self.param(values);
+                format!(
+                    "FROM purchases p WHERE p.programme_id = {p1} \
+                     AND COALESCE(p.occurred_at, p.created_at) >= {p2} \
+                     AND COALESCE(p.occurred_at, p.created_at) < {p3}"
+                )
+            }
+            _ => {
+                values.push(from.format("%Y-%m-%d").to_string().into());
+                let p2 = self.param(values);
+                values.push(to.format("%Y-%m-%d").to_string().into());
+                let p3 = self.param(values);
+                format!(
+                    "FROM purchases p WHERE p.programme_id = {p1} AND {day} >= {p2} AND {day} <= {p3}"
+                )
+            }
+        };
         if let Some(partner_id) = partner_id {
             values.push(partner_id.into());
             sql.push_str(&format!(" AND p.partner_id = {}", self.param(values)));
