@@ -53,7 +53,7 @@ impl Period {
         if (to - from).num_days() >= MAX_PERIOD_DAYS {
             return Err(AppError::Validation(vec![FieldError::new(
                 "from",
-                &format!("the period may span at most {MAX_PERIOD_DAYS} days"),
+                format!("the period may span at most {MAX_PERIOD_DAYS} days"),
             )]));
         }
         Ok(Period { from, to })

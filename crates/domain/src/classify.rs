@@ -309,7 +309,7 @@ impl RfmSegment {
 /// The FM score: the mean of the frequency and monetary scores, rounded half up
 /// (`(f + m + 1) / 2` in integers).
 pub fn fm_score(frequency: u8, monetary: u8) -> u8 {
-    (frequency + monetary + 1) / 2
+    (frequency + monetary).div_ceil(2)
 }
 
 /// The R × FM map (scores 1–5, 5 best):
