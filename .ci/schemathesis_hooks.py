@@ -39,8 +39,13 @@ request may still be refused for these, and only these, problem codes:
   programme, the clock or another field: the segment's fields a `kind` requires and the
   ids they name (`segment.*`), `reward.value` (by `reward.kind`), `reward.partner_ids`,
   `funder.*`, `ends_at` (in the future, after `starts_at`) and `reminder` (lapsed
-  segments only); and `segment_unavailable`, the documented refusal of the `at_risk` and
-  `rfm` segments until customer analytics exist.
+  segments only), `segment.p_alive_below` and `segment.segments` (required by the
+  `at_risk` and `rfm` kinds); and `409 no_clv_model`: an `at_risk` segment needs a CLV
+  model fitted on the programme's purchases.
+- `validation_failed` naming only the period and thresholds of the classic analytics
+  (`from`, `to`, `a`, `b`, `x`, `y`): `from` must not follow `to` (which defaults to
+  today, the clock), the period spans at most 3660 days, and `a < b`, `x < y` relate two
+  parameters.
 - `validation_failed` naming only `period_start` and/or `period_end` of a settlement
   (the end must not be in the future — it depends on the clock — and must follow the
   start), and `409 settlement_overlaps` (the period overlaps one already settled).
@@ -66,7 +71,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 STATEFUL_CODES = {
     "currency_mismatch", "idempotency_key_reused", "redemption_exceeds_amount",
-    "segment_unavailable", "pan_not_allowed", "not_enough_data", "invalid_import_row",
+    "pan_not_allowed", "not_enough_data", "invalid_import_row",
 }
 STATEFUL_FIELDS = {"amount.amount", "qualifying_spend.amount", "cursor", "ends_at", "calibration_end"}
 CARD_NUMBER_FIELDS = {"card_number", "number"}
@@ -82,12 +87,13 @@ CAMPAIGN_FIELDS = {
     "segment.min_spend.currency", "segment.max_spend", "segment.max_spend.amount",
     "segment.max_spend.currency", "segment.partner_id", "segment.member_ids",
     "reward.value", "reward.partner_ids", "funder.partner_id", "funder.kind", "ends_at",
-    "reminder",
+    "reminder", "segment.p_alive_below", "segment.segments",
 }
+CLASSICS_FIELDS = {"from", "to", "a", "b", "x", "y"}
 SETTLEMENT_FIELDS = {"period_start", "period_end"}
 WEBHOOK_FIELDS = {"url", "events"}
 # 409s that depend on what happened before: a settled period, a running rotation overlap.
-CONFLICT_CODES = {"settlement_overlaps", "rotation_in_progress"}
+CONFLICT_CODES = {"settlement_overlaps", "rotation_in_progress", "no_clv_model"}
 
 
 def check_digit_refusal(error) -> bool:
@@ -127,6 +133,7 @@ def refused_for_state(response) -> bool:
         or fields <= CAMPAIGN_FIELDS
         or fields <= SETTLEMENT_FIELDS
         or fields <= WEBHOOK_FIELDS
+        or fields <= CLASSICS_FIELDS
     )
 
 

@@ -10,11 +10,11 @@ fn day(y: i32, m: u32, d: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(y, m, d).unwrap()
 }
 
-const END: &str = "2025-06-30";
+pub(crate) const END: &str = "2025-06-30";
 
 /// 60 customers with their own rhythms, half of whom stop; plus `lapsed` (weekly for 20
 /// weeks, then silent for over a year) and `steady` (weekly to the end).
-fn history() -> String {
+pub(crate) fn history() -> String {
     let end = day(2025, 6, 30);
     let mut csv = String::from("customer_ref,date,amount\n");
     let mut buy = |who: &str, from: NaiveDate, every: i64, times: i64, amount: &str| {
@@ -42,7 +42,7 @@ fn history() -> String {
     csv
 }
 
-async fn member_of(t: &TestApp, programme: uuid::Uuid, external_ref: &str) -> String {
+pub(crate) async fn member_of(t: &TestApp, programme: uuid::Uuid, external_ref: &str) -> String {
     use coalition_store::entities::member;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     member::Entity::find()

@@ -293,12 +293,47 @@ async fn bad_campaigns_are_refused_with_every_field_named_and_nothing_written() 
         .await
         .expect_problem(422, "validation_failed");
     assert!(fields(refused).contains("reminder"));
-    for kind in ["at_risk", "rfm"] {
-        let later = with(body(&[&ann]), json!({"segment": {"kind": kind}}));
-        t.post("/v1/campaigns", &prog.admin, later)
+    // The computed segments need their own fields (tests/e2e/classics.rs assigns them).
+    for (segment, field) in [
+        (json!({"kind": "at_risk"}), "segment.p_alive_below"),
+        (
+            json!({"kind": "at_risk", "p_alive_below": 1.0}),
+            "segment.p_alive_below",
+        ),
+        (json!({"kind": "rfm"}), "segment.segments"),
+        (
+            json!({"kind": "rfm", "segments": ["champions", "vips"]}),
+            "segment.segments",
+        ),
+        (
+            json!({"kind": "rfm", "segments": ["lost"], "days": 3}),
+            "segment.days",
+        ),
+    ] {
+        let refused = t
+            .post(
+                "/v1/campaigns",
+                &prog.admin,
+                with(body(&[&ann]), json!({"segment": segment})),
+            )
             .await
-            .expect_problem(422, "segment_unavailable");
+            .expect_problem(422, "validation_failed");
+        assert!(
+            fields(refused.clone()).contains(field),
+            "{field}: {refused}"
+        );
     }
+    // No CLV model fitted yet: at_risk cannot be evaluated.
+    t.post(
+        "/v1/campaigns",
+        &prog.admin,
+        with(
+            body(&[&ann]),
+            json!({"segment": {"kind": "at_risk", "p_alive_below": 0.3}}),
+        ),
+    )
+    .await
+    .expect_problem(409, "no_clv_model");
     let none = t.get("/v1/campaigns", &prog.admin).await.expect(200);
     assert_eq!(none["data"].as_array().unwrap().len(), 0);
 }

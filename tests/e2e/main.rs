@@ -8,6 +8,7 @@ mod cache_outage;
 mod campaign_results;
 mod campaigns;
 mod chart;
+mod classics;
 mod clients;
 mod concurrency;
 mod deploy;

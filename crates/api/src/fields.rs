@@ -363,12 +363,20 @@ pub fn optional_spend() -> RefOr<Schema> {
     spend_schema(true)
 }
 
-/// `campaigns::SEGMENT_KINDS` (`at_risk` and `rfm` are refused with 422
-/// `segment_unavailable` until customer analytics exist).
+/// `campaigns::SEGMENT_KINDS`.
 pub fn segment_kind() -> RefOr<Schema> {
     string(false)
         .enum_values(Some(coalition_app::campaigns::SEGMENT_KINDS))
         .into()
+}
+
+/// `classify::RfmSegment` names.
+pub fn rfm_segment() -> RefOr<Schema> {
+    let names: Vec<&str> = coalition_domain::classify::RfmSegment::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    string(false).enum_values(Some(names)).into()
 }
 
 /// `RewardKind::parse`.

@@ -90,6 +90,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::imports::router())
         .merge(routes::analytics::router())
         .merge(routes::sales::router())
+        .merge(routes::classification::router())
         .merge(routes::service::router())
 }
 

@@ -161,10 +161,10 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "campaign_started",
             "The campaign has started",
         ),
-        SegmentUnavailable(_) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "segment_unavailable",
-            "Segment not available yet",
+        NoClvModel => (
+            StatusCode::CONFLICT,
+            "no_clv_model",
+            "No CLV model fitted yet",
         ),
         RefundExceedsRemaining(_) => (
             StatusCode::CONFLICT,

@@ -416,3 +416,47 @@ fn ordered(x: f64) -> u64 {
         bits | (1 << 63)
     }
 }
+
+/// The programme's latest model (any partner's), if one was fitted.
+pub async fn latest_model(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+) -> AppResult<Option<ClvModel>> {
+    use sea_orm::QueryOrder;
+    Ok(clv_model::Entity::find()
+        .filter(clv_model::Column::ProgrammeId.eq(programme_id))
+        .order_by_desc(clv_model::Column::Id)
+        .one(db)
+        .await?)
+}
+
+/// The members whose P(alive) under the programme's latest model is below
+/// `p_alive_below` (the `at_risk` campaign segment): one aggregation in SQL, P(alive) in
+/// Rust. None when no model was fitted.
+pub async fn at_risk_member_ids(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    p_alive_below: f64,
+) -> AppResult<Option<Vec<Uuid>>> {
+    let Some(model) = latest_model(db, programme_id).await? else {
+        return Ok(None);
+    };
+    let (bg, _) = models(&model);
+    let all = histories(
+        db,
+        programme_id,
+        model.partner_id,
+        None,
+        model.calibration_end,
+    )
+    .await?;
+    Ok(Some(
+        all.iter()
+            .filter(|h| {
+                let s = h.summary(model.calibration_end);
+                bg.probability_alive(s.frequency, s.recency(), s.age()) < p_alive_below
+            })
+            .map(|h| h.member_id)
+            .collect(),
+    ))
+}

@@ -68,6 +68,12 @@ pub enum Segment {
     PartnerMembers { partner_id: Uuid },
     /// Exactly these members.
     Members { member_ids: Vec<Uuid> },
+    /// P(alive) below `p_alive_below` (0–1, exclusive) under the programme's latest CLV
+    /// model at each assignment round.
+    AtRisk { p_alive_below: Decimal },
+    /// In one of these RFM segments (`coalition_domain::classify::RfmSegment` names), as
+    /// of the assignment round's day.
+    Rfm { segments: Vec<String> },
 }
 
 impl Segment {
@@ -79,6 +85,8 @@ impl Segment {
             Segment::SpendBand { .. } => "spend_band",
             Segment::PartnerMembers { .. } => "partner_members",
             Segment::Members { .. } => "members",
+            Segment::AtRisk { .. } => "at_risk",
+            Segment::Rfm { .. } => "rfm",
         }
     }
 }
@@ -156,6 +164,8 @@ pub struct SegmentFields {
     pub max_spend: Option<(String, String)>,
     pub partner_id: Option<Uuid>,
     pub member_ids: Option<Vec<Uuid>>,
+    pub p_alive_below: Option<f64>,
+    pub segments: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -512,9 +522,6 @@ async fn segment(
         );
         Some(value)
     };
-    if matches!(s.kind.as_str(), "at_risk" | "rfm") {
-        return Err(AppError::SegmentUnavailable(s.kind));
-    }
     refuse_foreign_fields(&s, v);
     let segment = match s.kind.as_str() {
         "lapsed" => days(v, "days", s.days).map(|days| Segment::Lapsed { days }),
@@ -600,6 +607,55 @@ async fn segment(
             );
             Some(Segment::Members { member_ids: ids })
         }
+        "at_risk" => {
+            required(v, "p_alive_below", s.p_alive_below.is_some());
+            let below = s.p_alive_below.filter(|p| *p > 0.0 && *p < 1.0);
+            v.require(
+                "segment.p_alive_below",
+                s.p_alive_below.is_none() || below.is_some(),
+                "must be above 0 and below 1",
+            );
+            match below.and_then(|p| p.to_string().parse::<Decimal>().ok()) {
+                Some(p_alive_below) => {
+                    if crate::analytics::latest_model(db, programme.id)
+                        .await?
+                        .is_none()
+                    {
+                        return Err(AppError::NoClvModel);
+                    }
+                    Some(Segment::AtRisk { p_alive_below })
+                }
+                None => None,
+            }
+        }
+        "rfm" => {
+            use coalition_domain::classify::RfmSegment;
+            let names = s.segments.unwrap_or_default();
+            v.require(
+                "segment.segments",
+                !names.is_empty(),
+                "must name at least one RFM segment",
+            );
+            let unknown: Vec<&String> = names
+                .iter()
+                .filter(|n| RfmSegment::parse(n).is_none())
+                .collect();
+            v.require(
+                "segment.segments",
+                unknown.is_empty(),
+                &format!(
+                    "{unknown:?} are not RFM segments (champions, loyal, potential_loyalists, \
+                     new, promising, need_attention, about_to_sleep, at_risk, cannot_lose, \
+                     hibernating, lost)"
+                ),
+            );
+            let segments: Vec<String> = RfmSegment::ALL
+                .iter()
+                .filter(|k| names.iter().any(|n| n == k.as_str()))
+                .map(|k| k.as_str().to_owned())
+                .collect();
+            (!segments.is_empty() && unknown.is_empty()).then_some(Segment::Rfm { segments })
+        }
         _ => {
             v.require(
                 "segment.kind",
@@ -622,6 +678,8 @@ fn refuse_foreign_fields(s: &SegmentFields, v: &mut Validator) {
         "spend_band" => &["window_days", "min_spend", "max_spend"],
         "partner_members" => &["partner_id"],
         "members" => &["member_ids"],
+        "at_risk" => &["p_alive_below"],
+        "rfm" => &["segments"],
         _ => return,
     };
     let given = [
@@ -634,6 +692,8 @@ fn refuse_foreign_fields(s: &SegmentFields, v: &mut Validator) {
         ("max_spend", s.max_spend.is_some()),
         ("partner_id", s.partner_id.is_some()),
         ("member_ids", s.member_ids.is_some()),
+        ("p_alive_below", s.p_alive_below.is_some()),
+        ("segments", s.segments.is_some()),
     ];
     for (name, present) in given {
         v.require(
@@ -849,10 +909,33 @@ where
         Segment::Tier { .. } => crate::tiers::ladder(db, programme_id).await?,
         _ => Ladder::default(),
     };
+    if let Some(mut ids) = computed_members(db, programme_id, c, now).await? {
+        // Computed once per round, then assigned a page at a time like the others (the
+        // page's select still leaves out the erased and the already assigned).
+        ids.sort_unstable();
+        let mut assigned = 0;
+        for chunk in ids.chunks(ASSIGN_BATCH as usize) {
+            let select = unassigned_page(programme_id, c, &ladder, None, now, Some(chunk));
+            let statement = db.get_database_backend().build(&select);
+            let page: Vec<Uuid> = db
+                .query_all(statement)
+                .await?
+                .iter()
+                .map(|row| row.try_get_by_index::<Uuid>(0))
+                .collect::<Result<_, _>>()?;
+            if page.is_empty() {
+                continue;
+            }
+            let txn = db.begin().await?;
+            assigned += record(&txn, programme_id, c, &page, now).await?;
+            txn.commit().await?;
+        }
+        return Ok(assigned);
+    }
     let mut after: Option<Uuid> = None;
     let mut assigned = 0;
     loop {
-        let select = unassigned_page(programme_id, c, &ladder, after, now);
+        let select = unassigned_page(programme_id, c, &ladder, after, now, None);
         let statement = db.get_database_backend().build(&select);
         let ids: Vec<Uuid> = db
             .query_all(statement)
@@ -870,6 +953,47 @@ where
             return Ok(assigned);
         }
         after = Some(last);
+    }
+}
+
+/// The members of a computed segment (`at_risk`: P(alive) in Rust; `rfm`: its own
+/// query), in one go; none for the segments the page select evaluates itself.
+async fn computed_members(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    c: &Campaign,
+    now: DateTime<Utc>,
+) -> AppResult<Option<Vec<Uuid>>> {
+    match &c.definition.segment {
+        Segment::AtRisk { p_alive_below } => {
+            let below = rust_decimal::prelude::ToPrimitive::to_f64(p_alive_below).unwrap_or(0.0);
+            // No model (none fitted since): nobody is known to be at risk.
+            Ok(Some(
+                crate::analytics::at_risk_member_ids(db, programme_id, below)
+                    .await?
+                    .unwrap_or_default(),
+            ))
+        }
+        Segment::Rfm { segments } => {
+            let segments: Vec<coalition_domain::classify::RfmSegment> = segments
+                .iter()
+                .filter_map(|s| coalition_domain::classify::RfmSegment::parse(s))
+                .collect();
+            let minor = coalition_domain::Currency::parse(&c.currency)
+                .map(|c| c.minor_units())
+                .unwrap_or(2);
+            Ok(Some(
+                crate::classics::rfm_member_ids(
+                    db,
+                    programme_id,
+                    minor,
+                    now.date_naive(),
+                    &segments,
+                )
+                .await?,
+            ))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -991,7 +1115,13 @@ fn unassigned_page(
     ladder: &Ladder,
     after: Option<Uuid>,
     now: DateTime<Utc>,
+    computed: Option<&[Uuid]>,
 ) -> SelectStatement {
+    let in_segment = match computed {
+        Some(ids) => Cond::all()
+            .add(Expr::col((member::Entity, member::Column::Id)).is_in(ids.iter().copied())),
+        None => in_segment(programme_id, &c.definition.segment, ladder, now),
+    };
     let m = |col: member::Column| Expr::col((member::Entity, col));
     let mut select = Query::select();
     select
@@ -1016,7 +1146,7 @@ fn unassigned_page(
             )
             .not(),
         )
-        .cond_where(in_segment(programme_id, &c.definition.segment, ladder, now))
+        .cond_where(in_segment)
         .order_by((member::Entity, member::Column::Id), sea_orm::Order::Asc)
         .limit(ASSIGN_BATCH);
     if let Some(after) = after {
@@ -1100,6 +1230,8 @@ fn in_segment(programme_id: Uuid, segment: &Segment, ladder: &Ladder, now: DateT
             )
         }
         Segment::Tier { tier_id } => effective_tier_is(*tier_id, ladder, now),
+        // Computed in Rust or by their own query: `assign` names their members.
+        Segment::AtRisk { .. } | Segment::Rfm { .. } => Cond::all().add(Expr::val(1).eq(0)),
     }
 }
 
@@ -1232,6 +1364,10 @@ impl Segment {
             }
             Segment::PartnerMembers { partner_id } => f.partner_id = Some(*partner_id),
             Segment::Members { member_ids } => f.member_ids = Some(member_ids.clone()),
+            Segment::AtRisk { p_alive_below } => {
+                f.p_alive_below = rust_decimal::prelude::ToPrimitive::to_f64(p_alive_below)
+            }
+            Segment::Rfm { segments } => f.segments = Some(segments.clone()),
         }
         f
     }

@@ -95,8 +95,9 @@ pub enum AppError {
     TierRankTaken(i32),
     #[error("the campaign has started; only ending it is possible now")]
     CampaignStarted,
-    #[error("the '{0}' segment needs customer analytics that are not built yet")]
-    SegmentUnavailable(String),
+    /// The `at_risk` segment needs a fitted CLV model (`POST /v1/analytics/clv-models`).
+    #[error("the programme has no CLV model yet: fit one with POST /v1/analytics/clv-models")]
+    NoClvModel,
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
     /// A settlement period overlapping one already settled (and not the same period).

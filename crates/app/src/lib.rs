@@ -8,6 +8,7 @@ pub mod bank;
 pub mod campaign_results;
 pub mod campaigns;
 pub mod cards;
+pub mod classics;
 pub mod clients;
 pub mod credentials;
 pub mod directory;

@@ -4,6 +4,7 @@
 pub mod bank;
 pub mod campaigns;
 pub mod card_number;
+pub mod classify;
 pub mod clv;
 pub mod earning;
 pub mod forecast;

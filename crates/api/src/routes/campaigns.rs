@@ -26,7 +26,8 @@ use uuid::Uuid;
 #[utoipa::path(post, path = "/v1/campaigns", tag = "campaigns", security(("bearer" = [])), request_body = NewCampaignRequest,
     responses((status = 201, body = CampaignResponse, headers(("Location" = String, description = "/v1/campaigns/{id}"))),
         (status = 422, body = Problem, content_type = "application/problem+json",
-         description = "validation_failed: errors[] names each field (unknown partners, tiers or members, a funder that is not a bank, ends_at not after starts_at); segment_unavailable: at_risk and rfm need customer analytics, not built yet")))]
+         description = "validation_failed: errors[] names each field (unknown partners, tiers or members, a funder that is not a bank, ends_at not after starts_at, p_alive_below outside 0–1, unknown RFM segments)"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "no_clv_model: an at_risk segment needs a fitted CLV model")))]
 pub async fn create_campaign(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -81,8 +82,8 @@ pub async fn get_campaign(
 #[utoipa::path(patch, path = "/v1/campaigns/{id}", tag = "campaigns", security(("bearer" = [])), params(("id" = String, Path)), request_body = CampaignPatch,
     responses((status = 200, body = CampaignResponse),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "campaign_started: only ending it is possible now"),
-        (status = 422, body = Problem, content_type = "application/problem+json", description = "validation_failed or segment_unavailable")))]
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "campaign_started: only ending it is possible now; no_clv_model: an at_risk segment needs a fitted CLV model"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "validation_failed")))]
 pub async fn update_campaign(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -331,6 +332,8 @@ fn segment_fields(s: SegmentDto) -> SegmentFields {
         max_spend: s.max_spend.map(|m| (m.amount, m.currency)),
         partner_id: s.partner_id,
         member_ids: s.member_ids,
+        p_alive_below: s.p_alive_below,
+        segments: s.segments,
     }
 }
 
@@ -369,6 +372,8 @@ fn response(c: &Campaign) -> CampaignResponse {
             max_spend: money_of(s.max_spend),
             partner_id: s.partner_id,
             member_ids: s.member_ids,
+            p_alive_below: s.p_alive_below,
+            segments: s.segments,
         },
         reward: RewardDto {
             kind: r.kind.clone(),
@@ -394,8 +399,10 @@ fn response(c: &Campaign) -> CampaignResponse {
 /// other; `spend_band` + `window_days` + `min_spend` (+ `max_spend`): spent that much,
 /// net of refunds, in the last `window_days` days (UTC days, today included);
 /// `partner_members` + `partner_id`: linked to the partner; `members` + `member_ids`:
-/// exactly these. `at_risk` and `rfm` are refused (422 `segment_unavailable`) until
-/// customer analytics exist. Erased members are never targeted.
+/// exactly these; `at_risk` + `p_alive_below` (0–1, exclusive): P(alive) below it under
+/// the programme's latest CLV model (409 `no_clv_model` when none is fitted);
+/// `rfm` + `segments`: in one of these RFM segments (`GET /v1/analytics/rfm`) as of the
+/// day members are assigned. Erased members are never targeted.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentDto {
@@ -424,6 +431,14 @@ pub struct SegmentDto {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(min_items = 1, max_items = 1000)]
     pub member_ids: Option<Vec<Uuid>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, exclusive_maximum = 1)]
+    pub p_alive_below: Option<f64>,
+    /// RFM segment names: champions, loyal, potential_loyalists, new, promising,
+    /// need_attention, about_to_sleep, at_risk, cannot_lose, hibernating, lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 11)]
+    pub segments: Option<Vec<String>>,
 }
 
 /// What a treated member earns: `multiplier` (value − 1) × the partner's base points

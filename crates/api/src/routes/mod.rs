@@ -7,6 +7,7 @@ pub mod analytics;
 pub mod bank;
 pub mod campaigns;
 pub mod cards;
+pub mod classification;
 pub mod clients;
 pub mod imports;
 pub mod members;
