@@ -6,6 +6,7 @@ pub mod campaigns;
 pub mod card_number;
 pub mod clv;
 pub mod earning;
+pub mod imports;
 pub mod ledger;
 pub mod limits;
 pub mod lots;
