@@ -72,6 +72,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 STATEFUL_CODES = {
     "currency_mismatch", "idempotency_key_reused", "redemption_exceeds_amount",
     "pan_not_allowed", "not_enough_data", "invalid_import_row",
+    "imported_purchase_not_refundable",
 }
 STATEFUL_FIELDS = {"amount.amount", "qualifying_spend.amount", "cursor", "ends_at", "calibration_end"}
 CARD_NUMBER_FIELDS = {"card_number", "number"}

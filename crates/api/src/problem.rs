@@ -171,6 +171,11 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "refund_exceeds_remaining",
             "Refund above what is left",
         ),
+        ImportedPurchaseNotRefundable => (
+            StatusCode::CONFLICT,
+            "imported_purchase_not_refundable",
+            "Imported purchases cannot be refunded",
+        ),
         HoldNotHeld { .. } => (
             StatusCode::CONFLICT,
             "hold_not_held",

@@ -71,6 +71,10 @@ pub enum AppError {
     AccountMerged,
     #[error("{0}")]
     RefundExceedsRemaining(String),
+    /// An imported (historical) purchase: it was made on no card of the programme, and
+    /// its points (if the import earned any) are not clawed back by a refund.
+    #[error("the purchase was imported from history; imported purchases cannot be refunded")]
+    ImportedPurchaseNotRefundable,
     /// A capture or void of a POS hold that was captured or voided already.
     #[error("the hold is {status}, no longer held")]
     HoldNotHeld { status: String },

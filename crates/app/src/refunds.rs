@@ -81,7 +81,12 @@ async fn purchase_with_locked_account(
     caller: &Caller,
     purchase_id: Uuid,
 ) -> AppResult<(purchase::Model, point_account::Model)> {
-    let number = find_own(txn, caller, purchase_id).await?.card_number;
+    let bought = find_own(txn, caller, purchase_id).await?;
+    // An imported purchase has no card (and a historical day): nothing to refund to.
+    if bought.occurred_at.is_some() || bought.card_number.is_empty() {
+        return Err(AppError::ImportedPurchaseNotRefundable);
+    }
+    let number = bought.card_number;
     let mut account_id = crate::cards::find(txn, caller.programme_id, &number)
         .await?
         .account_id;

@@ -8,6 +8,7 @@ pub mod classify;
 pub mod clv;
 pub mod earning;
 pub mod forecast;
+pub mod imports;
 pub mod ledger;
 pub mod limits;
 pub mod lots;

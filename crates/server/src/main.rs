@@ -88,10 +88,11 @@ fn iso_4217(text: &str) -> Result<String, String> {
 #[derive(Subcommand)]
 enum ImportCommand {
     /// Import dated historical purchases of a partner: members are found or created by
-    /// their customer reference, purchases keep their day and earn no points. Checks the
+    /// their customer reference, purchases keep their day and earn no points (unless
+    /// --earn). Checks the
     /// whole file first (a bad row: its line, nothing imported), then writes batches of
     /// 1000 rows, each in one transaction; run it again after a failure and what was
-    /// imported is skipped. Prints {"rows","imported","skipped","members_created"}.
+    /// imported is skipped. Prints {"rows","imported","skipped","members_created","points_earned"}.
     Purchases {
         #[arg(long)]
         programme_id: uuid::Uuid,
@@ -101,6 +102,11 @@ enum ImportCommand {
         /// (header customer_ref,date,amount + optional partner_id, store_ref, staff_ref).
         #[arg(long, value_parser = ["cdnow", "csv"])]
         format: String,
+        /// Earn points at the standing earning rules in force on each purchase's day
+        /// (base rate and rules valid that day; no campaigns, tiers, first-purchase or
+        /// per-member-capped rules), posted now; the points expire counting from today.
+        #[arg(long)]
+        earn: bool,
         /// The file to import.
         file: std::path::PathBuf,
     },
@@ -251,6 +257,7 @@ async fn run_configured(command: Command, config: &Config) -> Result<(), String>
                     programme_id,
                     partner_id,
                     format,
+                    earn,
                     file,
                 },
         } => {
@@ -264,6 +271,7 @@ async fn run_configured(command: Command, config: &Config) -> Result<(), String>
                 partner_id,
                 format,
                 text: &text,
+                earn,
             };
             let bar = Bar::new();
             let report =

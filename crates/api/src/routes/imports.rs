@@ -29,6 +29,12 @@ pub struct ImportParams {
     /// whitespace-separated `customer_id date(YYYYMMDD) cds dollars`.
     #[param(schema_with = crate::fields::import_format)]
     pub format: Option<String>,
+    /// `true`: the purchases earn points at the standing earning rules in force on
+    /// their historical day (the partner's base rate and the rules whose validity window
+    /// holds that day; no campaigns, no tier, no rule with a first-purchase condition or
+    /// a per-member cap), posted now as journal entries; the points expire counting from
+    /// the import. `false` (default): they earn none.
+    pub earn: Option<bool>,
 }
 
 /// What an import did.
@@ -42,6 +48,8 @@ pub struct ImportResponse {
     pub skipped: u64,
     /// Members created, found by none of their customer references.
     pub members_created: u64,
+    /// Points the purchases imported now earned (0 unless `earn=true`).
+    pub points_earned: i64,
 }
 
 fn query_value(query: Option<&str>, name: &str) -> Option<Option<String>> {
@@ -56,8 +64,9 @@ fn query_value(query: Option<&str>, name: &str) -> Option<Option<String>> {
 }
 
 /// Import dated historical purchases (admin). Members are found, or created, by their
-/// customer reference (`external_ref`); purchases keep their historical day and earn no
-/// points. The whole body is checked first: a bad row answers 422 `invalid_import_row`
+/// customer reference (`external_ref`, never an erased member's: an erased customer's
+/// rows make a new member); purchases keep their historical day and earn no points unless
+/// `earn=true`. Imported purchases cannot be refunded. The whole body is checked first: a bad row answers 422 `invalid_import_row`
 /// with its `line`, and nothing is imported. Rows imported before (by any earlier import
 /// of the same rows for the same partner) are skipped, so a failed or repeated import
 /// can simply be sent again.
@@ -68,7 +77,7 @@ fn query_value(query: Option<&str>, name: &str) -> Option<Option<String>> {
         (status = 409, body = Problem, description = "concurrent_change: another import created the same members at the same moment; send it again"),
         (status = 413, body = Problem, description = "payload_too_large: the body is over 16 MiB (use `coalition import purchases`)"),
         (status = 415, body = Problem, description = "unsupported_media_type: the body is not sent as text/csv (or text/plain)"),
-        (status = 422, body = Problem, description = "invalid_import_row: a row cannot be imported (`line` names it; nothing was imported); validation_failed: `partner_id` or `format` missing or invalid")))]
+        (status = 422, body = Problem, description = "invalid_import_row: a row cannot be imported (`line` names it; nothing was imported); validation_failed: `partner_id`, `format` or `earn` missing or invalid; balance_limit_exceeded: with `earn=true`, a member's points would pass the balance limit (that batch is not written)")))]
 pub async fn import_purchases(
     State(app): State<App>,
     Auth(caller): Auth,
@@ -86,6 +95,15 @@ pub async fn import_purchases(
         Some(text) => text.as_deref().and_then(Format::parse),
     }
     .ok_or_else(|| validation(vec![FieldError::new("format", "must be csv or cdnow")]))?;
+    let earn = match query_value(query.as_deref(), "earn") {
+        None => Some(false),
+        Some(text) => match text.as_deref() {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => None,
+        },
+    }
+    .ok_or_else(|| validation(vec![FieldError::new("earn", "must be true or false")]))?;
     let is_text = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -128,12 +146,13 @@ pub async fn import_purchases(
         }
         .into());
     };
-    let report = imports::import_as(&app, &caller, partner_id, format, text).await?;
+    let report = imports::import_as(&app, &caller, partner_id, format, text, earn).await?;
     Ok(Json(ImportResponse {
         rows: report.rows,
         imported: report.imported,
         skipped: report.skipped,
         members_created: report.members_created,
+        points_earned: report.points_earned,
     })
     .into_response())
 }

@@ -244,7 +244,7 @@ pub async fn get_purchase(
 #[utoipa::path(post, path = "/v1/purchases/{id}/refunds", tag = "purchases", security(("bearer" = [])),
     params(("id" = String, Path), ("Idempotency-Key" = String, Header)), request_body = RefundRequest,
     responses((status = 201, body = RefundResponse), (status = 400, body = Problem), (status = 404, body = Problem),
-        (status = 409, body = Problem, description = "refund_exceeds_remaining"), (status = 422, body = Problem)))]
+        (status = 409, body = Problem, description = "refund_exceeds_remaining: more than is left to refund; imported_purchase_not_refundable: the purchase was imported from history (no card), it cannot be refunded"), (status = 422, body = Problem)))]
 pub async fn refund_purchase(
     State(app): State<App>,
     Auth(caller): Auth,
