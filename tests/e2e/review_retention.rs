@@ -265,3 +265,120 @@ async fn odd_analytics_parameters_never_answer_500() {
     }
     assert!(bad.is_empty(), "{bad:#?}");
 }
+
+async fn post_earning_import(
+    t: &Client,
+    token: &str,
+    partner: uuid::Uuid,
+    body: String,
+) -> (u16, Value) {
+    let res = t
+        .http
+        .post(format!(
+            "{}/v1/imports/purchases?partner_id={partner}&format=csv&earn=true",
+            t.base
+        ))
+        .bearer_auth(token)
+        .header("Content-Type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .expect("import");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("JSON answer"))
+}
+
+/// Held: four earning imports of overlapping files at once (each row in two or more of
+/// them, customers shared across rows) earn every row's points exactly once; the
+/// ledger balances and the balances are the lots.
+#[tokio::test]
+async fn overlapping_earning_imports_at_once_earn_each_row_once() {
+    let t = spawn_app().await;
+    let prog = t.programme("Racing earns").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    // Row k: customer c{k % 7}, day 2024-01-(k+1), amount k + 1 → k + 1 points.
+    let row = |k: usize| format!("c{},2024-01-{:02},{}.00\n", k % 7, k + 1, k + 1);
+    let files: Vec<String> = (0..4)
+        .map(|f| {
+            let mut body = String::from("customer_ref,date,amount\n");
+            for k in (f * 5)..(f * 5 + 12).min(28) {
+                body += &row(k);
+            }
+            body
+        })
+        .collect();
+    let all_rows: std::collections::BTreeSet<usize> =
+        (0..4).flat_map(|f| (f * 5)..(f * 5 + 12).min(28)).collect();
+    let answers = futures::future::join_all(
+        files
+            .iter()
+            .map(|f| post_earning_import(&t, &prog.admin, shop.id, f.clone())),
+    )
+    .await;
+    let mut earned = 0;
+    for (status, report) in &answers {
+        if *status == 409 {
+            continue; // concurrent_change: documented, send again below
+        }
+        assert_eq!(*status, 200, "{report}");
+        earned += report["points_earned"].as_i64().unwrap();
+    }
+    for f in &files {
+        let (status, report) = post_earning_import(&t, &prog.admin, shop.id, f.clone()).await;
+        assert_eq!(status, 200, "{report}");
+        earned += report["points_earned"].as_i64().unwrap();
+    }
+    let expected: i64 = all_rows.iter().map(|k| *k as i64 + 1).sum();
+    assert_eq!(earned, expected, "every row's points once: {answers:?}");
+    let mut total = 0;
+    for c in 0..7 {
+        let id = member_of(&t, prog.id, &format!("c{c}")).await;
+        let want: i64 = all_rows
+            .iter()
+            .filter(|k| *k % 7 == c)
+            .map(|k| *k as i64 + 1)
+            .sum();
+        assert_eq!(t.points(&prog.admin, &id).await, want, "c{c}");
+        total += want;
+    }
+    assert_eq!(total, expected);
+    assert_accounts_consistent(&t.app.db, prog.id).await;
+}
+
+/// One journal entry moves at most 10^12 points (README, Decisions: "Limits"; the
+/// bound that keeps every sum of points inside i64), but an earning import writes one
+/// entry per partner and batch of up to 1,000 purchases, each of which may earn 10^12:
+/// two customers earning 6·10^11 each make an entry of 1.2·10^12 points.
+#[tokio::test]
+async fn an_earning_import_never_writes_an_entry_over_the_points_limit() {
+    use coalition_store::entities::posting;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let t = spawn_app().await;
+    let prog = t.programme("Huge earns").await;
+    let shop = t.partner(&prog, "Shop", "1000000").await;
+    let (status, report) = post_earning_import(
+        &t,
+        &prog.admin,
+        shop.id,
+        "customer_ref,date,amount\na,2024-01-02,600000.00\nb,2024-01-02,600000.00\n".into(),
+    )
+    .await;
+    if status != 200 {
+        // Refusing is fine too, as long as it is not a 500.
+        assert!(status < 500, "{report}");
+        return;
+    }
+    let postings = posting::Entity::find()
+        .filter(posting::Column::ProgrammeId.eq(prog.id))
+        .all(&t.app.db)
+        .await
+        .unwrap();
+    let mut per_entry: std::collections::HashMap<uuid::Uuid, i64> = Default::default();
+    for p in postings.iter().filter(|p| p.amount > 0) {
+        *per_entry.entry(p.entry_id).or_insert(0) += p.amount;
+    }
+    assert!(
+        per_entry.values().all(|moved| *moved <= 1_000_000_000_000),
+        "an entry moved more than 10^12 points: {per_entry:?} ({report})"
+    );
+}
