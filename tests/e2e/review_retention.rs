@@ -382,3 +382,65 @@ async fn an_earning_import_never_writes_an_entry_over_the_points_limit() {
         "an entry moved more than 10^12 points: {per_entry:?} ({report})"
     );
 }
+
+/// The `at_risk` campaign segment judges P(alive) as of the latest model's calibration
+/// end, not as of the day it assigns: with a model calibrated in mid-2025, a member who
+/// lapsed then but has bought every week of the last two months is still "probably
+/// leaving" and gets the win-back reminder (BG/NBD's fitted parameters give P(alive) at
+/// any day; the members' histories up to the assignment day should be used, or a stale
+/// model refused).
+#[tokio::test]
+async fn an_at_risk_campaign_does_not_target_a_member_who_bought_last_week() {
+    use crate::analytics::{history, END};
+    let t = spawn_app().await;
+    let prog = t.programme("Stale at-risk").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    import(&t, &prog, &shop, &history()).await;
+    t.post(
+        "/v1/analytics/clv-models",
+        &prog.admin,
+        serde_json::json!({"calibration_end": END}),
+    )
+    .await
+    .expect(201);
+    // `lapsed` comes back: a purchase every week of the last eight.
+    let today = chrono::Utc::now().date_naive();
+    let mut back = String::from("customer_ref,date,amount\n");
+    for k in 1..=8 {
+        back += &format!("lapsed,{},40.00\n", today - chrono::Duration::weeks(k));
+    }
+    import(&t, &prog, &shop, &back).await;
+    let lapsed = member_of(&t, prog.id, "lapsed").await;
+    let c = t
+        .post(
+            "/v1/campaigns",
+            &prog.admin,
+            serde_json::json!({
+                "name": "Win back", "segment": {"kind": "at_risk", "p_alive_below": 0.3},
+                "reward": {"kind": "bonus", "value": "10"}, "funder": {"kind": "operator"},
+                "budget_points": 1000,
+                "ends_at": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
+            }),
+        )
+        .await
+        .expect(201);
+    let id = c["id"].as_str().unwrap();
+    let mut assigned = vec![];
+    for group in ["treatment", "control"] {
+        let page = t
+            .get(
+                &format!("/v1/campaigns/{id}/members?group={group}&limit=100"),
+                &prog.admin,
+            )
+            .await
+            .expect(200);
+        for m in page["data"].as_array().unwrap() {
+            assigned.push(m["member_id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(!assigned.is_empty());
+    assert!(
+        !assigned.contains(&lapsed),
+        "a member who bought every week of the last eight is not at risk"
+    );
+}
