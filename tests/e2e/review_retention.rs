@@ -444,3 +444,78 @@ async fn an_at_risk_campaign_does_not_target_a_member_who_bought_last_week() {
         "a member who bought every week of the last eight is not at risk"
     );
 }
+
+/// Held: a spreadsheet's file (BOM, CRLF, no final newline) imports the same as a plain
+/// one; bytes that are not UTF-8, a 1 MB line and a formula-like reference are refused
+/// or kept as text, never a 500.
+#[tokio::test]
+async fn spreadsheet_quirks_and_hostile_rows_are_handled() {
+    let t = spawn_app().await;
+    let prog = t.programme("Quirks").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let report = import(
+        &t,
+        &prog,
+        &shop,
+        "\u{feff}customer_ref,date,amount,staff_ref\r\nq1,2025-01-10,0.10,S1\r\nq1,2025-01-10,0.20,S1",
+    )
+    .await;
+    assert_eq!(report["imported"], 2, "{report}");
+    let staff = t
+        .get(
+            "/v1/analytics/staff?from=2025-01-01&to=2025-01-31",
+            &prog.admin,
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        staff["staff"][0]["ref"], "S1",
+        "no CR in the reference: {staff}"
+    );
+    assert_eq!(staff["staff"][0]["sales"], "0.30", "{staff}");
+    let pareto = t
+        .get(
+            "/v1/analytics/pareto?from=2025-01-01&to=2025-01-31",
+            &prog.admin,
+        )
+        .await
+        .expect(200);
+    assert_eq!(pareto["sales"]["amount"], "0.30", "{pareto}");
+
+    let send = |body: Vec<u8>| {
+        let t = &t;
+        let admin = prog.admin.clone();
+        async move {
+            let res = t
+                .http
+                .post(format!(
+                    "{}/v1/imports/purchases?partner_id={}&format=csv",
+                    t.base, shop.id
+                ))
+                .bearer_auth(admin)
+                .header("Content-Type", "text/csv")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, problem) =
+        send(b"customer_ref,date,amount\nx\xe9,2025-01-10,1.00\n".to_vec()).await;
+    assert_eq!(
+        (status, &problem["line"]),
+        (422, &serde_json::json!(2)),
+        "{problem}"
+    );
+    let long = format!(
+        "customer_ref,date,amount\n{},2025-01-10,1.00\n",
+        "a".repeat(1 << 20)
+    );
+    let (status, problem) = send(long.into_bytes()).await;
+    assert_eq!(status, 422, "{problem}");
+    let formula =
+        "customer_ref,date,amount\n=HYPERLINK(\"x\"),2025-01-10,1.00\n@SUM(A1),2025-01-10,1.00\n";
+    let (status, answer) = send(formula.as_bytes().to_vec()).await;
+    assert!(status < 500, "{answer}");
+}
