@@ -519,3 +519,37 @@ async fn spreadsheet_quirks_and_hostile_rows_are_handled() {
     let (status, answer) = send(formula.as_bytes().to_vec()).await;
     assert!(status < 500, "{answer}");
 }
+
+/// A customer whose only purchase was refunded in full bought nothing, net: yet Pareto
+/// counts her among the `members` who bought (a zero at the bottom of the Lorenz curve,
+/// a larger "top 20 %"), and RFM scores her — with the most recent day, she is a "new"
+/// customer an `rfm` campaign would reward for a purchase she returned.
+#[tokio::test]
+async fn a_customer_who_returned_everything_is_no_buyer_in_pareto_or_rfm() {
+    let t = spawn_app().await;
+    let prog = t.programme("Returned").await;
+    let shop = t.partner(&prog, "Shop", "1").await;
+    let (_kept, kept_card) = t.member_with_card(&shop, "kept@example.org").await;
+    let (gone, gone_card) = t.member_with_card(&shop, "gone@example.org").await;
+    t.purchase(&shop, &kept_card, "10.00", 0).await;
+    let bought = t.purchase(&shop, &gone_card, "20.00", 0).await;
+    t.post_moving(
+        &format!("/v1/purchases/{}/refunds", bought["id"].as_str().unwrap()),
+        &shop.token,
+        serde_json::json!({"amount": {"amount": "20.00", "currency": "EUR"}}),
+    )
+    .await
+    .expect(201);
+    let pareto = t.get("/v1/analytics/pareto", &prog.admin).await.expect(200);
+    assert_eq!(pareto["sales"]["amount"], "10.00", "{pareto}");
+    assert_eq!(pareto["members"], 1, "one member bought, net: {pareto}");
+    let rfm = t.get("/v1/analytics/rfm", &prog.admin).await.expect(200);
+    assert!(
+        rfm["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["member_id"] != gone.as_str()),
+        "{rfm}"
+    );
+}
