@@ -35,6 +35,7 @@ mod review_economics;
 mod review_erasure_credentials;
 mod review_fixes;
 mod review_holds_expiry;
+mod review_retention;
 mod rules;
 mod settlement;
 mod story;
