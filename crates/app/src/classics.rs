@@ -6,7 +6,9 @@
 //! programme's currency: `CAST(amount AS NUMERIC)` on PostgreSQL, `REAL` rounded to the
 //! minor unit on SQLite (exact for any realistic amount). A purchase counts on its
 //! analytics day, `COALESCE(occurred_at, created_at)` in UTC, net of `refunded_amount`.
-//! Erased members are left out. RFM's quintiles are `NTILE(5)` in SQL, and its lists
+//! Erased members are left out, and so are members whose net sales in the period are not
+//! positive (a customer who returned everything is no buyer): RFM counts only days with
+//! a positive net. RFM's quintiles are `NTILE(5)` in SQL, and its lists
 //! are filtered and paged there; Pareto and ABC/XYZ read one row per member and classify
 //! in Rust with the domain's pure functions (so the rules have one definition).
 
@@ -208,7 +210,8 @@ pub async fn pareto(
     );
     let net = &sql.net;
     let statement = format!(
-        "WITH a AS (SELECT p.account_id, SUM({net}) AS sales {from} GROUP BY p.account_id) \
+        "WITH a AS (SELECT p.account_id, SUM({net}) AS sales {from} GROUP BY p.account_id \
+                    HAVING SUM({net}) > 0) \
          SELECT CAST(a.sales AS BIGINT) AS sales FROM a \
          JOIN members m ON m.account_id = a.account_id AND m.erased_at IS NULL"
     );
@@ -274,6 +277,20 @@ pub struct AbcXyz {
     pub matrix: Vec<((Abc, Xyz), MatrixCell)>,
 }
 
+/// A sum of squares as the database wrote it: an integer (PostgreSQL's NUMERIC) or a
+/// double (SQLite's `total`, e.g. `1.0e+22`).
+fn sum_of_squares(text: &str) -> AppResult<i128> {
+    let text = text.trim();
+    if let Ok(exact) = text.parse::<i128>() {
+        return Ok(exact);
+    }
+    match text.parse::<f64>() {
+        // `as` saturates: beyond i128 (sums of 10^19 a month) the CV is off, never a panic.
+        Ok(v) if v.is_finite() => Ok(v.round() as i128),
+        _ => Err(AppError::Internal(format!("sum of squares '{text}' is not a number"))),
+    }
+}
+
 /// Every member who bought in the period, classified, by sales (largest first), then id.
 async fn classified(
     app: &App,
@@ -286,12 +303,20 @@ async fn classified(
     let mut values = Vec::new();
     let from = sql.purchases(&mut values, programme_id, period.from, period.to, None);
     let (net, month) = (&sql.net, sql.month);
+    // The sum of squared monthly totals outgrows 64 bits from about 30 million a month:
+    // exact NUMERIC on PostgreSQL; on SQLite (integers only up to 64 bits) a double,
+    // exact up to 2^53 — read back as text either way.
+    let sum_sq = match sql.backend {
+        DbBackend::Postgres => "CAST(SUM(CAST(t AS NUMERIC) * t) AS TEXT)",
+        _ => "CAST(total(CAST(t AS REAL) * t) AS TEXT)",
+    };
     let statement = format!(
         "WITH mm AS (SELECT p.account_id, {month} AS month, SUM({net}) AS t {from} \
                      GROUP BY p.account_id, {month}), \
-         a AS (SELECT account_id, SUM(t) AS sales, SUM(t * t) AS sum_sq FROM mm GROUP BY account_id) \
+         a AS (SELECT account_id, SUM(t) AS sales, {sum_sq} AS sum_sq FROM mm GROUP BY account_id \
+               HAVING SUM(t) > 0) \
          SELECT mx.id AS member_id, mx.external_ref, CAST(a.sales AS BIGINT) AS sales, \
-                CAST(a.sum_sq AS BIGINT) AS sum_sq \
+                a.sum_sq \
          FROM a JOIN members mx ON mx.account_id = a.account_id AND mx.erased_at IS NULL"
     );
     let rows = app
@@ -302,17 +327,18 @@ async fn classified(
             values,
         ))
         .await?;
-    let mut found: Vec<(Uuid, Option<String>, i64, i64)> = rows
+    let mut found: Vec<(Uuid, Option<String>, i64, i128)> = rows
         .iter()
         .map(|r| {
+            let sum_sq: String = r.try_get("", "sum_sq")?;
             Ok((
                 r.try_get("", "member_id")?,
                 r.try_get("", "external_ref")?,
                 r.try_get("", "sales")?,
-                r.try_get("", "sum_sq")?,
+                sum_of_squares(&sum_sq)?,
             ))
         })
-        .collect::<Result<_, sea_orm::DbErr>>()?;
+        .collect::<AppResult<_>>()?;
     found.sort_by_key(|(id, _, sales, _)| (std::cmp::Reverse(*sales), *id));
     let sales: Vec<i64> = found.iter().map(|f| f.2).collect();
     let total: i128 = sales.iter().map(|&s| i128::from(s)).sum();
@@ -322,7 +348,7 @@ async fn classified(
         .into_iter()
         .zip(classes)
         .map(|((member_id, external_ref, sales, sum_sq), abc)| {
-            let cv = cv_from_sums(sales, i128::from(sum_sq), months);
+            let cv = cv_from_sums(sales, sum_sq, months);
             ClassifiedMember {
                 member_id,
                 external_ref,
@@ -489,7 +515,8 @@ async fn rfm_rows(
     };
     let limit = limit.map(|l| format!(" LIMIT {l}")).unwrap_or_default();
     let statement = format!(
-        "WITH d AS (SELECT p.account_id, {day} AS day, SUM({net}) AS t {from} GROUP BY p.account_id, {day}), \
+        "WITH d AS (SELECT p.account_id, {day} AS day, SUM({net}) AS t {from} GROUP BY p.account_id, {day} \
+                    HAVING SUM({net}) > 0), \
          acc AS (SELECT account_id, MAX(day) AS last_day, COUNT(*) AS days, CAST(SUM(t) AS BIGINT) AS sales \
                  FROM d GROUP BY account_id), \
          agg AS (SELECT mx.id AS member_id, acc.last_day, acc.days, acc.sales FROM acc \

@@ -136,6 +136,42 @@ fn bad(line: usize, message: impl Into<String>) -> AppError {
     }
 }
 
+/// Each batch writes one journal entry per partner: its points must stay within the
+/// limit of one entry (which keeps every sum of points inside 64-bit integers). The
+/// first row that takes a batch's entry over it is refused, before anything is written.
+fn within_entry_limit(rows: &[Row], default_partner: Uuid) -> AppResult<()> {
+    for batch in rows.chunks(BATCH_ROWS) {
+        let mut totals: HashMap<Uuid, i64> = HashMap::new();
+        for row in batch {
+            let total = totals
+                .entry(row.partner_id.unwrap_or(default_partner))
+                .or_insert(0);
+            *total = total.saturating_add(row.earned);
+            if *total > coalition_domain::limits::MAX_POINTS_PER_ENTRY {
+                return Err(bad(
+                    row.line,
+                    format!(
+                        "with this row, the points its batch of up to {BATCH_ROWS} rows earns at its partner exceed {}, the most one journal entry holds; import these amounts without earning",
+                        coalition_domain::limits::MAX_POINTS_PER_ENTRY
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A field of a row's key with `\\` and `|` escaped, so that a bar inside a reference
+/// cannot move between fields and make two different rows one key (store "s", staff
+/// "t|u" against store "s|t", staff "u"). Fields without either are kept as they are.
+fn key_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains(['\\', '|']) {
+        text.replace('\\', "\\\\").replace('|', "\\|").into()
+    } else {
+        text.into()
+    }
+}
+
 fn check_ref(line: usize, what: &str, text: &str) -> AppResult<String> {
     let text = text.trim();
     if text.is_empty() {
@@ -246,7 +282,7 @@ fn parse(text: &str, format: Format, minor_units: u32) -> AppResult<Vec<Row>> {
                     .parse()
                     .map_err(|_| bad(line, format!("CDs '{}' is not a whole number", fields[2])))?;
                 let amount = check_amount(line, fields[3], minor_units)?;
-                let key = format!("cdnow|{customer_ref}|{day}|{cds}|{amount}");
+                let key = format!("cdnow|{}|{day}|{cds}|{amount}", key_field(&customer_ref));
                 rows.push(Row {
                     line,
                     customer_ref,
@@ -278,7 +314,10 @@ fn parse(text: &str, format: Format, minor_units: u32) -> AppResult<Vec<Row>> {
                 .map(|c| c.trim().to_ascii_lowercase())
                 .collect();
             let at = |name: &str| columns.iter().position(|c| c == name);
-            for c in &columns {
+            for (i, c) in columns.iter().enumerate() {
+                if columns[..i].contains(c) {
+                    return Err(bad(header.0, format!("column '{c}' is named twice")));
+                }
                 if ![
                     "customer_ref",
                     "date",
@@ -340,10 +379,11 @@ fn parse(text: &str, format: Format, minor_units: u32) -> AppResult<Vec<Row>> {
                 let store_ref = optional(c_store, "store_ref")?;
                 let staff_ref = optional(c_staff, "staff_ref")?;
                 let key = format!(
-                    "csv|{customer_ref}|{day}|{amount}|{}|{}|{}",
+                    "csv|{}|{day}|{amount}|{}|{}|{}",
+                    key_field(&customer_ref),
                     partner_id.map(|p| p.to_string()).unwrap_or_default(),
-                    store_ref.as_deref().unwrap_or(""),
-                    staff_ref.as_deref().unwrap_or("")
+                    key_field(store_ref.as_deref().unwrap_or("")),
+                    key_field(staff_ref.as_deref().unwrap_or(""))
                 );
                 rows.push(Row {
                     line,
@@ -563,6 +603,7 @@ pub async fn import(
             row.earned = earned;
             row.funded = funded;
         }
+        within_entry_limit(&rows, request.partner_id)?;
     }
     let shared = Batches {
         programme,
