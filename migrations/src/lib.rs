@@ -16,6 +16,7 @@ mod m20261127_000100_closed_accounts;
 mod m20261203_000100_bank;
 mod m20261203_000200_webhooks;
 mod m20261203_000300_analytics;
+mod m20261203_000400_members_account_index;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000100_bank::Migration),
             Box::new(m20261203_000200_webhooks::Migration),
             Box::new(m20261203_000300_analytics::Migration),
+            Box::new(m20261203_000400_members_account_index::Migration),
         ]
     }
 }
