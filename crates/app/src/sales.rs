@@ -18,7 +18,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryResult, Statement,
-    Value,
+    TransactionTrait, Value,
 };
 use uuid::Uuid;
 
@@ -338,15 +338,6 @@ pub enum Kind {
     Store,
 }
 
-impl Kind {
-    fn column(self) -> &'static str {
-        match self {
-            Kind::Staff => "staff_ref",
-            Kind::Store => "store_ref",
-        }
-    }
-}
-
 /// One staff member's or store's figures over a period.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effectiveness {
@@ -390,17 +381,26 @@ pub const RETURN_DAYS: i64 = 90;
 /// The most rows of each list.
 pub const MAX_ROWS: u64 = 100;
 
-async fn ranking(
+/// Both lists of the effectiveness report, from one statement.
+///
+/// Only the period's purchases and the 90 days after it are read row by row, in one
+/// window pass per account ordered by day: `k` (1: the account's first purchase from the
+/// period's start on) and `later` (the account's purchases on the 90 days after the
+/// row's day). A purchase is the account's first ever when `k` is 1 and the account has
+/// no purchase before the period (a hash of the accounts that bought before it). Campaign
+/// conversions are a hash join of the period's purchases to the treatment groups. The
+/// period's purchases that carry a reference are then grouped per reference and member
+/// (so "distinct members" are counted rows, not `COUNT(DISTINCT …)`), then per reference,
+/// for both lists at once.
+async fn rankings(
     db: &impl ConnectionTrait,
     programme_id: Uuid,
-    kind: Kind,
     from: NaiveDate,
     to: NaiveDate,
     minor_units: u32,
     limit: u64,
-) -> AppResult<Ranking> {
+) -> AppResult<(Ranking, Ranking)> {
     let backend = db.get_database_backend();
-    let col = kind.column();
     let net = net_amount(backend, minor_units);
     // The analytics day as a whole number of days since 2000-01-01, so that a window
     // frame can be a number of days on both backends.
@@ -412,8 +412,8 @@ async fn ranking(
         ),
     };
     let sales = match backend {
-        DbBackend::Postgres => "CAST(SUM(s.net) AS TEXT)",
-        _ => "SUM(s.net)",
+        DbBackend::Postgres => "CAST(t.net AS TEXT)",
+        _ => "t.net",
     };
     let ts = "COALESCE(p.occurred_at, p.created_at)";
     let (p, d_from, d_to, d_horizon) = (
@@ -422,29 +422,58 @@ async fn ranking(
         arg(backend, 3),
         arg(backend, 4),
     );
-    // One pass over the programme's purchases up to 90 days after the period, each with
-    // its rank among its account's purchases (1: the first ever) and the number of the
-    // account's purchases on the 90 days after its day; then the period's purchases that
-    // carry a reference, grouped by it.
     let sql = format!(
-        "SELECT s.ref, {sales} AS sales, COUNT(*) AS purchases, COUNT(DISTINCT m.id) AS served, \
-           COUNT(DISTINCT CASE WHEN s.k = 1 THEN m.id END) AS enrolled, \
-           COUNT(DISTINCT CASE WHEN s.later > 0 THEN m.id END) AS returned, \
-           SUM(CASE WHEN m.id IS NOT NULL AND EXISTS ( \
-             SELECT 1 FROM campaigns c JOIN campaign_members cm ON cm.campaign_id = c.id \
-             WHERE c.programme_id = {p} AND cm.member_id = m.id AND cm.\"group\" = 'treatment' \
-               AND s.ts >= c.starts_at AND s.ts < c.ends_at) THEN 1 ELSE 0 END) AS converted, \
-           COUNT(*) OVER () AS refs \
-         FROM ( \
-           SELECT p.account_id, p.{col} AS ref, {day_number} AS dn, {ts} AS ts, {net} AS net, \
-             ROW_NUMBER() OVER (PARTITION BY p.account_id ORDER BY {ts}, p.id) AS k, \
-             COUNT(*) OVER (PARTITION BY p.account_id ORDER BY {day_number} \
+        "WITH s AS MATERIALIZED ( \
+           SELECT p.id, p.account_id, p.staff_ref, p.store_ref, p.ts, p.dn, p.net, \
+             ROW_NUMBER() OVER (PARTITION BY p.account_id ORDER BY p.dn, p.ts, p.id) AS k, \
+             COUNT(*) OVER (PARTITION BY p.account_id ORDER BY p.dn \
                RANGE BETWEEN 1 FOLLOWING AND {RETURN_DAYS} FOLLOWING) AS later \
-           FROM purchases p \
-           WHERE p.programme_id = {p} AND {day_number} <= {d_horizon}) s \
-         LEFT JOIN members m ON m.account_id = s.account_id AND m.programme_id = {p} \
-         WHERE s.ref IS NOT NULL AND s.dn >= {d_from} AND s.dn <= {d_to} \
-         GROUP BY s.ref ORDER BY SUM(s.net) DESC, s.ref ASC LIMIT {limit}"
+           FROM (SELECT p.id, p.account_id, p.staff_ref, p.store_ref, {ts} AS ts, \
+               {day_number} AS dn, {net} AS net \
+             FROM purchases p WHERE p.programme_id = {p}) p \
+           WHERE p.dn >= {d_from} AND p.dn <= {d_horizon}), \
+         b AS ( \
+           SELECT p.account_id FROM purchases p \
+           WHERE p.programme_id = {p} AND {day_number} < {d_from} GROUP BY p.account_id), \
+         cv AS ( \
+           SELECT s.id, m.id AS mid FROM s \
+           JOIN members m ON m.account_id = s.account_id AND m.programme_id = {p} \
+           JOIN campaign_members cm ON cm.member_id = m.id AND cm.\"group\" = 'treatment' \
+           JOIN campaigns c ON c.id = cm.campaign_id AND c.programme_id = {p} \
+           WHERE s.dn <= {d_to} AND s.ts >= c.starts_at AND s.ts < c.ends_at \
+           GROUP BY s.id, m.id), \
+         r AS MATERIALIZED ( \
+           SELECT s.account_id, s.staff_ref, s.store_ref, s.net, m.id AS mid, \
+             CASE WHEN s.k = 1 AND b.account_id IS NULL THEN 1 ELSE 0 END AS first, \
+             CASE WHEN s.later > 0 THEN 1 ELSE 0 END AS ret, \
+             CASE WHEN cv.id IS NULL THEN 0 ELSE 1 END AS conv \
+           FROM s \
+           LEFT JOIN members m ON m.account_id = s.account_id AND m.programme_id = {p} \
+           LEFT JOIN b ON b.account_id = s.account_id \
+           LEFT JOIN cv ON cv.id = s.id AND cv.mid = m.id \
+           WHERE s.dn <= {d_to} AND (s.staff_ref IS NOT NULL OR s.store_ref IS NOT NULL)), \
+         g AS ( \
+           SELECT 1 AS kind, r.staff_ref AS ref, r.mid, SUM(r.net) AS net, COUNT(*) AS n, \
+             MAX(r.first) AS first, MAX(r.ret) AS ret, SUM(r.conv) AS conv \
+           FROM r WHERE r.staff_ref IS NOT NULL GROUP BY r.staff_ref, r.account_id, r.mid \
+           UNION ALL \
+           SELECT 2, r.store_ref, r.mid, SUM(r.net), COUNT(*), MAX(r.first), MAX(r.ret), \
+             SUM(r.conv) \
+           FROM r WHERE r.store_ref IS NOT NULL GROUP BY r.store_ref, r.account_id, r.mid), \
+         t AS ( \
+           SELECT g.kind, g.ref, SUM(g.net) AS net, CAST(SUM(g.n) AS BIGINT) AS purchases, \
+             COUNT(g.mid) AS served, \
+             CAST(SUM(CASE WHEN g.mid IS NOT NULL THEN g.first ELSE 0 END) AS BIGINT) \
+               AS enrolled, \
+             CAST(SUM(CASE WHEN g.mid IS NOT NULL THEN g.ret ELSE 0 END) AS BIGINT) \
+               AS returned, \
+             CAST(SUM(g.conv) AS BIGINT) AS converted, \
+             ROW_NUMBER() OVER (PARTITION BY g.kind ORDER BY SUM(g.net) DESC, g.ref ASC) AS pos, \
+             COUNT(*) OVER (PARTITION BY g.kind) AS refs \
+           FROM g GROUP BY g.kind, g.ref) \
+         SELECT CAST(t.kind AS BIGINT) AS kind, t.ref, {sales} AS sales, t.purchases, t.served, t.enrolled, \
+           t.returned, t.converted, t.refs \
+         FROM t WHERE t.pos <= {limit} ORDER BY t.kind, t.pos"
     );
     let epoch = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
     let number = |d: NaiveDate| Value::from((d - epoch).num_days());
@@ -457,21 +486,36 @@ async fn ranking(
     let rows = db
         .query_all(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    let mut total = 0;
-    let mut out = Vec::with_capacity(rows.len());
+    let mut staff = Ranking {
+        total: 0,
+        rows: Vec::new(),
+    };
+    let mut stores = Ranking {
+        total: 0,
+        rows: Vec::new(),
+    };
     for r in rows {
-        total = r.try_get::<i64>("", "refs")?;
-        out.push(Effectiveness {
+        let kind = if r.try_get::<i64>("", "kind")? == 1 {
+            Kind::Staff
+        } else {
+            Kind::Store
+        };
+        let list = match kind {
+            Kind::Staff => &mut staff,
+            Kind::Store => &mut stores,
+        };
+        list.total = r.try_get::<i64>("", "refs")?;
+        list.rows.push(Effectiveness {
             reference: r.try_get("", "ref")?,
             sales: read_sum(backend, &r, "sales", minor_units)?,
             purchases: r.try_get("", "purchases")?,
             members_served: r.try_get("", "served")?,
             members_enrolled: r.try_get("", "enrolled")?,
             members_returned: r.try_get("", "returned")?,
-            campaign_conversions: r.try_get::<Option<i64>>("", "converted")?.unwrap_or(0),
+            campaign_conversions: r.try_get("", "converted")?,
         });
     }
-    Ok(Ranking { total, rows: out })
+    Ok((staff, stores))
 }
 
 /// `GET /v1/analytics/staff`: sales, purchases, members enrolled and served, returns
@@ -494,26 +538,15 @@ pub async fn staff(
     let programme = programmes::load(app, caller.programme_id).await?;
     let minor = programme.currency.minor_units();
     let limit = limit.clamp(1, MAX_ROWS);
-    let staff = ranking(
-        &app.db,
-        caller.programme_id,
-        Kind::Staff,
-        from,
-        to,
-        minor,
-        limit,
-    )
-    .await?;
-    let stores = ranking(
-        &app.db,
-        caller.programme_id,
-        Kind::Store,
-        from,
-        to,
-        minor,
-        limit,
-    )
-    .await?;
+    // More memory for this statement's sorts and hashes than the default `work_mem`,
+    // so that they do not spill to disk at a million purchases.
+    let txn = app.db.begin().await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL work_mem = '64MB'")
+            .await?;
+    }
+    let (staff, stores) = rankings(&txn, caller.programme_id, from, to, minor, limit).await?;
+    txn.commit().await?;
     Ok(StaffReport {
         currency: programme.currency.code().to_owned(),
         from,
