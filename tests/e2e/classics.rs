@@ -518,7 +518,7 @@ async fn rfm_and_at_risk_campaign_segments_assign_their_members() {
     assert_eq!(report["assigned"], 0, "{report}");
     assert_eq!(campaign_members(&t, admin, &c).await, expected);
 
-    // at_risk: the programme's latest CLV model decides, as the at-risk list does.
+    // at_risk: the programme's latest CLV model's parameters decide, on the day of assignment.
     let prog = t.programme("At-risk campaign").await;
     let shop = t.partner(&prog, "Shop", "1").await;
     let (status, report) = post_import(&t, &prog.admin, shop.id, "csv", &clv_history()).await;
@@ -558,9 +558,12 @@ async fn rfm_and_at_risk_campaign_segments_assign_their_members() {
     .collect();
     let assigned = campaign_members(&t, &prog.admin, &c).await;
     assert!(listed.len() > 7, "{}", listed.len());
-    assert_eq!(assigned, listed);
+    // The list judges as of the model's calibration end; the campaign as of the day it
+    // assigns (today, long after this history ends): whoever was slipping away then and
+    // bought nothing since still is, and others (the steady buyer, silent since) joined.
+    assert!(assigned.is_superset(&listed), "{assigned:?} ⊉ {listed:?}");
     assert!(assigned.contains(&member_of(&t, prog.id, "lapsed").await));
-    assert!(!assigned.contains(&member_of(&t, prog.id, "steady").await));
+    assert!(!listed.contains(&member_of(&t, prog.id, "steady").await));
 }
 
 /// Timings at about a million purchases (ignored: run by hand with `--ignored

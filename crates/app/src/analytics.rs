@@ -431,29 +431,27 @@ pub async fn latest_model(
 }
 
 /// The members whose P(alive) under the programme's latest model is below
-/// `p_alive_below` (the `at_risk` campaign segment): one aggregation in SQL, P(alive) in
-/// Rust. None when no model was fitted.
+/// `p_alive_below` on `as_of` (the `at_risk` campaign segment, judged on the day members
+/// are assigned: the model's parameters describe the customer base, each member's
+/// history runs to that day, so a member who bought last week is not at risk because
+/// the model was calibrated months ago). One aggregation in SQL, P(alive) in Rust. None
+/// when no model was fitted.
 pub async fn at_risk_member_ids(
     db: &impl ConnectionTrait,
     programme_id: Uuid,
     p_alive_below: f64,
+    as_of: NaiveDate,
 ) -> AppResult<Option<Vec<Uuid>>> {
     let Some(model) = latest_model(db, programme_id).await? else {
         return Ok(None);
     };
     let (bg, _) = models(&model);
-    let all = histories(
-        db,
-        programme_id,
-        model.partner_id,
-        None,
-        model.calibration_end,
-    )
-    .await?;
+    let as_of = as_of.max(model.calibration_end);
+    let all = histories(db, programme_id, model.partner_id, None, as_of).await?;
     Ok(Some(
         all.iter()
             .filter(|h| {
-                let s = h.summary(model.calibration_end);
+                let s = h.summary(as_of);
                 bg.probability_alive(s.frequency, s.recency(), s.age()) < p_alive_below
             })
             .map(|h| h.member_id)

@@ -969,7 +969,7 @@ async fn computed_members(
             let below = rust_decimal::prelude::ToPrimitive::to_f64(p_alive_below).unwrap_or(0.0);
             // No model (none fitted since): nobody is known to be at risk.
             Ok(Some(
-                crate::analytics::at_risk_member_ids(db, programme_id, below)
+                crate::analytics::at_risk_member_ids(db, programme_id, below, now.date_naive())
                     .await?
                     .unwrap_or_default(),
             ))

@@ -287,7 +287,9 @@ fn sum_of_squares(text: &str) -> AppResult<i128> {
     match text.parse::<f64>() {
         // `as` saturates: beyond i128 (sums of 10^19 a month) the CV is off, never a panic.
         Ok(v) if v.is_finite() => Ok(v.round() as i128),
-        _ => Err(AppError::Internal(format!("sum of squares '{text}' is not a number"))),
+        _ => Err(AppError::Internal(format!(
+            "sum of squares '{text}' is not a number"
+        ))),
     }
 }
 

@@ -291,6 +291,17 @@ pub async fn forecast(
         }
         history.push(WeekSales { start, sales });
     }
+    // A partner that stopped selling has zero weeks up to the programme's last whole
+    // week: its forecast starts where everyone's does, not at its last sale.
+    while let Some(next) = history.last().map(|w| w.start + Duration::weeks(1)) {
+        if next >= end {
+            break;
+        }
+        history.push(WeekSales {
+            start: next,
+            sales: Decimal::ZERO,
+        });
+    }
     if history.len() < forecast::MIN_HISTORY {
         return Err(AppError::CannotFit(format!(
             "{} complete weeks of sales history; a forecast needs at least {}",
@@ -341,6 +352,9 @@ pub enum Kind {
 /// One staff member's or store's figures over a period.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effectiveness {
+    /// The partner whose till sent the reference: references are the partners' own, so
+    /// the shop's "S1" and the café's "S1" are two lines.
+    pub partner_id: Uuid,
     /// The `staff_ref` or `store_ref`.
     pub reference: String,
     /// Net sales of its purchases in the period.
@@ -424,11 +438,11 @@ async fn rankings(
     );
     let sql = format!(
         "WITH s AS MATERIALIZED ( \
-           SELECT p.id, p.account_id, p.staff_ref, p.store_ref, p.ts, p.dn, p.net, \
+           SELECT p.id, p.account_id, p.partner_id, p.staff_ref, p.store_ref, p.ts, p.dn, p.net, \
              ROW_NUMBER() OVER (PARTITION BY p.account_id ORDER BY p.dn, p.ts, p.id) AS k, \
              COUNT(*) OVER (PARTITION BY p.account_id ORDER BY p.dn \
                RANGE BETWEEN 1 FOLLOWING AND {RETURN_DAYS} FOLLOWING) AS later \
-           FROM (SELECT p.id, p.account_id, p.staff_ref, p.store_ref, {ts} AS ts, \
+           FROM (SELECT p.id, p.account_id, p.partner_id, p.staff_ref, p.store_ref, {ts} AS ts, \
                {day_number} AS dn, {net} AS net \
              FROM purchases p WHERE p.programme_id = {p}) p \
            WHERE p.dn >= {d_from} AND p.dn <= {d_horizon}), \
@@ -443,7 +457,7 @@ async fn rankings(
            WHERE s.dn <= {d_to} AND s.ts >= c.starts_at AND s.ts < c.ends_at \
            GROUP BY s.id, m.id), \
          r AS MATERIALIZED ( \
-           SELECT s.account_id, s.staff_ref, s.store_ref, s.net, m.id AS mid, \
+           SELECT s.account_id, s.partner_id, s.staff_ref, s.store_ref, s.net, m.id AS mid, \
              CASE WHEN s.k = 1 AND b.account_id IS NULL THEN 1 ELSE 0 END AS first, \
              CASE WHEN s.later > 0 THEN 1 ELSE 0 END AS ret, \
              CASE WHEN cv.id IS NULL THEN 0 ELSE 1 END AS conv \
@@ -453,25 +467,28 @@ async fn rankings(
            LEFT JOIN cv ON cv.id = s.id AND cv.mid = m.id \
            WHERE s.dn <= {d_to} AND (s.staff_ref IS NOT NULL OR s.store_ref IS NOT NULL)), \
          g AS ( \
-           SELECT 1 AS kind, r.staff_ref AS ref, r.mid, SUM(r.net) AS net, COUNT(*) AS n, \
-             MAX(r.first) AS first, MAX(r.ret) AS ret, SUM(r.conv) AS conv \
-           FROM r WHERE r.staff_ref IS NOT NULL GROUP BY r.staff_ref, r.account_id, r.mid \
+           SELECT 1 AS kind, r.partner_id, r.staff_ref AS ref, r.mid, SUM(r.net) AS net, \
+             COUNT(*) AS n, MAX(r.first) AS first, MAX(r.ret) AS ret, SUM(r.conv) AS conv \
+           FROM r WHERE r.staff_ref IS NOT NULL \
+           GROUP BY r.partner_id, r.staff_ref, r.account_id, r.mid \
            UNION ALL \
-           SELECT 2, r.store_ref, r.mid, SUM(r.net), COUNT(*), MAX(r.first), MAX(r.ret), \
-             SUM(r.conv) \
-           FROM r WHERE r.store_ref IS NOT NULL GROUP BY r.store_ref, r.account_id, r.mid), \
+           SELECT 2, r.partner_id, r.store_ref, r.mid, SUM(r.net), COUNT(*), MAX(r.first), \
+             MAX(r.ret), SUM(r.conv) \
+           FROM r WHERE r.store_ref IS NOT NULL \
+           GROUP BY r.partner_id, r.store_ref, r.account_id, r.mid), \
          t AS ( \
-           SELECT g.kind, g.ref, SUM(g.net) AS net, CAST(SUM(g.n) AS BIGINT) AS purchases, \
+           SELECT g.kind, g.partner_id, g.ref, SUM(g.net) AS net, CAST(SUM(g.n) AS BIGINT) AS purchases, \
              COUNT(g.mid) AS served, \
              CAST(SUM(CASE WHEN g.mid IS NOT NULL THEN g.first ELSE 0 END) AS BIGINT) \
                AS enrolled, \
              CAST(SUM(CASE WHEN g.mid IS NOT NULL THEN g.ret ELSE 0 END) AS BIGINT) \
                AS returned, \
              CAST(SUM(g.conv) AS BIGINT) AS converted, \
-             ROW_NUMBER() OVER (PARTITION BY g.kind ORDER BY SUM(g.net) DESC, g.ref ASC) AS pos, \
+             ROW_NUMBER() OVER (PARTITION BY g.kind \
+               ORDER BY SUM(g.net) DESC, g.ref ASC, g.partner_id ASC) AS pos, \
              COUNT(*) OVER (PARTITION BY g.kind) AS refs \
-           FROM g GROUP BY g.kind, g.ref) \
-         SELECT CAST(t.kind AS BIGINT) AS kind, t.ref, {sales} AS sales, t.purchases, t.served, t.enrolled, \
+           FROM g GROUP BY g.kind, g.partner_id, g.ref) \
+         SELECT CAST(t.kind AS BIGINT) AS kind, t.partner_id, t.ref, {sales} AS sales, t.purchases, t.served, t.enrolled, \
            t.returned, t.converted, t.refs \
          FROM t WHERE t.pos <= {limit} ORDER BY t.kind, t.pos"
     );
@@ -506,6 +523,7 @@ async fn rankings(
         };
         list.total = r.try_get::<i64>("", "refs")?;
         list.rows.push(Effectiveness {
+            partner_id: r.try_get("", "partner_id")?,
             reference: r.try_get("", "ref")?,
             sales: read_sum(backend, &r, "sales", minor_units)?,
             purchases: r.try_get("", "purchases")?,

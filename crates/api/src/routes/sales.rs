@@ -194,6 +194,9 @@ pub struct StaffParams {
 /// One staff member's (`staff_ref`) or store's (`store_ref`) figures over the period.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EffectivenessDto {
+    /// The partner the reference belongs to: references are each partner's own (the
+    /// shop's "S1" and the café's "S1" are two lines).
+    pub partner_id: Uuid,
     /// The `staff_ref` or `store_ref` purchases carry.
     #[serde(rename = "ref")]
     #[schema(rename = "ref")]
@@ -226,11 +229,11 @@ pub struct StaffResponse {
     #[schema(value_type = String, format = Date)]
     pub to: NaiveDate,
     pub currency: String,
-    /// Per `staff_ref`, by sales (highest first), then by reference.
+    /// Per partner and `staff_ref`, by sales (highest first), then by reference.
     pub staff: Vec<EffectivenessDto>,
     /// How many staff references sold in the period.
     pub staff_total: i64,
-    /// Per `store_ref`, by sales (highest first), then by reference.
+    /// Per partner and `store_ref`, by sales (highest first), then by reference.
     pub stores: Vec<EffectivenessDto>,
     /// How many store references sold in the period.
     pub stores_total: i64,
@@ -248,6 +251,7 @@ fn share(part: i64, whole: i64) -> Option<String> {
 fn rows(r: Ranking, currency: &str) -> (Vec<EffectivenessDto>, i64) {
     let dto = |e: Effectiveness| EffectivenessDto {
         returned_within_90_days: share(e.members_returned, e.members_served),
+        partner_id: e.partner_id,
         reference: e.reference,
         sales: money(e.sales, currency).amount,
         purchases: e.purchases,
