@@ -1,10 +1,11 @@
 //! Sales analytics over HTTP: the weekly forecast with its backtest, and staff and store
 //! effectiveness, on an imported hand-made history whose figures are known.
 
+use crate::analytics::member_of;
 use crate::imports::post_import;
 use crate::support::*;
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
-use coalition_store::entities::{campaign, campaign_member, member};
+use coalition_store::entities::{campaign, campaign_member};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::{json, Value};
@@ -38,17 +39,6 @@ fn history(shop: Uuid, cafe: Uuid) -> String {
         }
     }
     csv
-}
-
-async fn member_id(t: &TestApp, programme: Uuid, external_ref: &str) -> Uuid {
-    member::Entity::find()
-        .filter(member::Column::ProgrammeId.eq(programme))
-        .filter(member::Column::ExternalRef.eq(external_ref))
-        .one(&t.app.db)
-        .await
-        .unwrap()
-        .unwrap()
-        .id
 }
 
 fn week(start: &str, sales: &str) -> Value {
@@ -243,9 +233,9 @@ async fn staff_and_stores_are_ranked_with_exact_figures() {
     // A campaign that ran from 2024-02-19 to 2024-03-05 (end excluded), `a` and `n8` in
     // its treatment group, `n7` in its control group.
     let (a, n7, n8) = (
-        member_id(&t, prog.id, "a").await,
-        member_id(&t, prog.id, "n7").await,
-        member_id(&t, prog.id, "n8").await,
+        member_of(&t, prog.id, "a").await.parse::<Uuid>().unwrap(),
+        member_of(&t, prog.id, "n7").await.parse::<Uuid>().unwrap(),
+        member_of(&t, prog.id, "n8").await.parse::<Uuid>().unwrap(),
     );
     let body = json!({
         "name": "Winter", "segment": {"kind": "members", "member_ids": [a, n7, n8]},

@@ -58,9 +58,8 @@ use coalition_store::entities::{
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Statement, TransactionTrait,
 };
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -997,17 +996,14 @@ async fn write_batch(app: &App, shared: &Batches, batch: &[Row]) -> AppResult<Wr
                 });
                 *credits.entry(account_id).or_insert(0) += points;
                 points_total += points;
-                lots.push(point_lot::ActiveModel {
-                    id: Set(Uuid::now_v7()),
-                    programme_id: Set(programme_id),
-                    account_id: Set(account_id),
-                    entry_id: Set(entry_id),
-                    points_initial: Set(points),
-                    points_remaining: Set(points),
-                    expires_at: Set(expires_at),
-                    created_at: Set(now),
-                    reminder_stage: NotSet,
-                });
+                lots.push(crate::ledger::new_lot(
+                    programme_id,
+                    account_id,
+                    entry_id,
+                    points,
+                    expires_at,
+                    now,
+                ));
             }
             out.points_earned += points_total;
             format!(

@@ -252,7 +252,29 @@ pub async fn add_lot(
     if points == 0 {
         return Ok(());
     }
-    point_lot::Entity::insert(point_lot::ActiveModel {
+    point_lot::Entity::insert(new_lot(
+        programme_id,
+        account_id,
+        entry_id,
+        points,
+        expires_at,
+        now,
+    ))
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+/// A new lot of `points` credited by `entry_id`, all of them remaining.
+pub fn new_lot(
+    programme_id: Uuid,
+    account_id: Uuid,
+    entry_id: Uuid,
+    points: Points,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> point_lot::ActiveModel {
+    point_lot::ActiveModel {
         id: Set(Uuid::now_v7()),
         programme_id: Set(programme_id),
         account_id: Set(account_id),
@@ -262,10 +284,7 @@ pub async fn add_lot(
         expires_at: Set(expires_at),
         created_at: Set(now),
         reminder_stage: NotSet,
-    })
-    .exec_without_returning(db)
-    .await?;
-    Ok(())
+    }
 }
 
 /// Lots read per query while consuming: one read covers nearly every purchase or refund.
