@@ -20,6 +20,7 @@ pub mod immutable;
 pub mod imports;
 pub mod jobs;
 pub mod ledger;
+pub mod me;
 pub mod members;
 pub mod metrics;
 pub mod outbox;
