@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod mailer;
 pub mod member_sessions;
+pub mod me;
 pub mod members;
 pub mod metrics;
 pub mod outbox;
