@@ -53,7 +53,10 @@ fn csrf_for(token: &str) -> String {
 
 /// A cookie value that can be a token at all: anything else is not looked up.
 fn well_formed(token: &str) -> bool {
-    token.len() == 64 && token.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    token.len() == 64
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn session_of(row: &member_session::Model, token: &str) -> MemberSession {
@@ -117,7 +120,9 @@ pub async fn find(app: &App, cookie_value: &str) -> AppResult<Option<MemberSessi
             .await?;
         return Ok(None);
     }
-    let member = member::Entity::find_by_id(row.member_id).one(&app.db).await?;
+    let member = member::Entity::find_by_id(row.member_id)
+        .one(&app.db)
+        .await?;
     let alive = member
         .as_ref()
         .is_some_and(|m| m.erased_at.is_none() && m.programme_id == row.programme_id);
@@ -182,7 +187,11 @@ mod tests {
     fn the_csrf_token_is_tied_to_the_session_token() {
         let (a, b) = ("a".repeat(64), "b".repeat(64));
         assert_ne!(csrf_for(&a), csrf_for(&b));
-        assert_ne!(csrf_for(&a), token_hash(&a), "the stored hash is not the CSRF token");
+        assert_ne!(
+            csrf_for(&a),
+            token_hash(&a),
+            "the stored hash is not the CSRF token"
+        );
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));

@@ -130,7 +130,10 @@ pub async fn entry(
             }
         }
     };
-    let Some(programme) = programme::Entity::find_by_id(programme_id).one(&app.db).await? else {
+    let Some(programme) = programme::Entity::find_by_id(programme_id)
+        .one(&app.db)
+        .await?
+    else {
         return Ok(None);
     };
     Ok(Some(Entry {
@@ -174,10 +177,7 @@ pub async fn request_code(
     lang: Lang,
 ) -> AppResult<Requested> {
     let window = REQUEST_WINDOW;
-    let mut keys = vec![(
-        format!("signin address {email}"),
-        app.signin.per_address,
-    )];
+    let mut keys = vec![(format!("signin address {email}"), app.signin.per_address)];
     if let Some(source) = source {
         keys.push((format!("signin source {source}"), app.signin.per_source));
     }
@@ -200,8 +200,7 @@ pub async fn request_code(
         let cutoff = Utc::now() - window * 2;
         let _ = coalition_store::portal::signin_request_counter::Entity::delete_many()
             .filter(
-                coalition_store::portal::signin_request_counter::Column::WindowStartedAt
-                    .lt(cutoff),
+                coalition_store::portal::signin_request_counter::Column::WindowStartedAt.lt(cutoff),
             )
             .exec(&app.db)
             .await;
@@ -370,12 +369,7 @@ pub enum Verified {
 
 /// Checks a code for an address and, when right, uses it up and starts a session (one
 /// transaction: the code is gone exactly when the session exists).
-pub async fn verify_code(
-    app: &App,
-    entry: &Entry,
-    email: &str,
-    code: &str,
-) -> AppResult<Verified> {
+pub async fn verify_code(app: &App, entry: &Entry, email: &str, code: &str) -> AppResult<Verified> {
     let code = code.trim();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(Verified::Refused);

@@ -219,13 +219,14 @@ impl Config {
             }
         };
         let smtp_url = get("COALITION_SMTP_URL");
-        let smtp_from =
-            get("COALITION_SMTP_FROM").unwrap_or_else(|| coalition_app::mailer::DEFAULT_FROM.into());
+        let smtp_from = get("COALITION_SMTP_FROM")
+            .unwrap_or_else(|| coalition_app::mailer::DEFAULT_FROM.into());
         if let Err(message) =
             coalition_app::mailer::Mailer::from_settings(smtp_url.as_deref(), &smtp_from)
         {
             // Which of the two is wrong: the sender alone decides it.
-            let setting = if coalition_app::mailer::Mailer::from_settings(None, &smtp_from).is_err() {
+            let setting = if coalition_app::mailer::Mailer::from_settings(None, &smtp_from).is_err()
+            {
                 "COALITION_SMTP_FROM"
             } else {
                 "COALITION_SMTP_URL"

@@ -86,7 +86,11 @@ impl Browser {
     }
 
     fn cookie_header(&self) -> String {
-        let mut pairs: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut pairs: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         pairs.sort();
         pairs.join("; ")
     }
@@ -99,7 +103,8 @@ impl Browser {
             if attributes.contains("Max-Age=0") {
                 self.cookies.remove(name.trim());
             } else {
-                self.cookies.insert(name.trim().to_owned(), value.trim().to_owned());
+                self.cookies
+                    .insert(name.trim().to_owned(), value.trim().to_owned());
             }
         }
     }
@@ -133,7 +138,12 @@ impl Browser {
     }
 
     /// A form POST with extra headers (e.g. a foreign `Origin`).
-    pub async fn post_with(&mut self, path: &str, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
+    pub async fn post_with(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
         let mut request = self.http.post(format!("{}{path}", self.base)).form(fields);
         for (k, v) in headers {
             request = request.header(*k, *v);
@@ -147,21 +157,32 @@ impl Browser {
 
     /// Opens the sign-in page and asks for a code for `email`: the code page.
     pub async fn request_code(&mut self, via: Via, email: &str) -> Page {
-        let form = self.get(&format!("/portal/sign-in?next=%2Fportal{}", via.query())).await;
+        let form = self
+            .get(&format!("/portal/sign-in?next=%2Fportal{}", via.query()))
+            .await;
         assert_eq!(form.status, 200, "sign-in page: {}", form.body);
         let csrf = form.csrf().expect("the sign-in form carries a csrf token");
         let via_fields = via.fields();
-        let mut fields: Vec<(&str, &str)> = vec![("email", email), ("csrf", &csrf), ("next", "/portal")];
+        let mut fields: Vec<(&str, &str)> =
+            vec![("email", email), ("csrf", &csrf), ("next", "/portal")];
         fields.extend(via_fields.iter().map(|(k, v)| (*k, v.as_str())));
         self.post("/portal/sign-in", &fields).await
     }
 
     /// Sends a code from the code page (`page`) for `email`.
     pub async fn submit_code(&mut self, via: Via, email: &str, code: &str) -> Page {
-        let csrf = self.cookies.get("coalition_csrf").cloned().expect("csrf cookie");
+        let csrf = self
+            .cookies
+            .get("coalition_csrf")
+            .cloned()
+            .expect("csrf cookie");
         let via_fields = via.fields();
-        let mut fields: Vec<(&str, &str)> =
-            vec![("email", email), ("code", code), ("csrf", &csrf), ("next", "/portal")];
+        let mut fields: Vec<(&str, &str)> = vec![
+            ("email", email),
+            ("code", code),
+            ("csrf", &csrf),
+            ("next", "/portal"),
+        ];
         fields.extend(via_fields.iter().map(|(k, v)| (*k, v.as_str())));
         self.post("/portal/sign-in/code", &fields).await
     }
@@ -174,12 +195,15 @@ impl Browser {
         let code = sink.next_code_for(email, seen).await;
         let done = self.submit_code(via, email, &code).await;
         assert_eq!(done.status, 303, "sign-in: {}", done.body);
-        self.session().expect("a session cookie after sign-in").to_owned()
+        self.session()
+            .expect("a session cookie after sign-in")
+            .to_owned()
     }
 }
 
 /// Signs `email` in through `via` with the code from `sink`; the `coalition_session`
 /// cookie's value.
+#[allow(dead_code)]
 pub async fn sign_in(app: &TestApp, sink: &SmtpSink, via: Via, email: &str) -> String {
     Browser::new(app).sign_in(sink, via, email).await
 }

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct Delivered {
     pub from: String,
     pub to: Vec<String>,
@@ -37,7 +38,9 @@ impl Drop for SmtpSink {
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind SMTP sink");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind SMTP sink");
         let port = listener.local_addr().unwrap().port();
         let inbox = Arc::new(Inbox::default());
         let serving = inbox.clone();
@@ -81,12 +84,16 @@ impl SmtpSink {
                 return got.last().unwrap().clone();
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("no mail to {address} within 10 s (have {} messages in all)", self.messages().len());
+                panic!(
+                    "no mail to {address} within 10 s (have {} messages in all)",
+                    self.messages().len()
+                );
             }
         }
     }
 
     /// The code in the next message to `address` (waits for it).
+    #[allow(dead_code)]
     pub async fn code_for(&self, address: &str) -> String {
         let seen = self.messages_to(address).len();
         self.next_code_for(address, seen).await
@@ -110,7 +117,9 @@ pub fn code_in(data: &str) -> Option<String> {
 
 fn address_in(argument: &str) -> String {
     let start = argument.find('<').map_or(0, |i| i + 1);
-    let end = argument[start..].find('>').map_or(argument.len(), |i| start + i);
+    let end = argument[start..]
+        .find('>')
+        .map_or(argument.len(), |i| start + i);
     argument[start..end].trim().to_owned()
 }
 
@@ -128,7 +137,11 @@ async fn session(stream: TcpStream, inbox: Arc<Inbox>) -> std::io::Result<()> {
         let command = line.trim_end();
         let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
         match verb.as_str() {
-            "EHLO" => write.write_all(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n").await?,
+            "EHLO" => {
+                write
+                    .write_all(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                    .await?
+            }
             "HELO" => write.write_all(b"250 sink.test\r\n").await?,
             "MAIL" => {
                 from = address_in(&command[4..]);

@@ -51,11 +51,20 @@ pub fn router() -> Router<App> {
         .route("/portal/partners", get(pages::partners))
         .route("/portal/offers", get(pages::offers))
         .route("/portal/cards", get(pages::cards))
-        .route("/portal/cards/{id}/block", get(pages::block_confirm).post(pages::block))
+        .route(
+            "/portal/cards/{id}/block",
+            get(pages::block_confirm).post(pages::block),
+        )
         .route("/portal/profile", get(pages::profile))
         .route("/portal/profile/marketing", post(pages::marketing))
-        .route("/portal/profile/erase", get(pages::erase_confirm).post(pages::erase))
-        .route("/portal/sign-in", get(signin::form).post(signin::request_code))
+        .route(
+            "/portal/profile/erase",
+            get(pages::erase_confirm).post(pages::erase),
+        )
+        .route(
+            "/portal/sign-in",
+            get(signin::form).post(signin::request_code),
+        )
         .route("/portal/sign-in/code", post(signin::submit_code))
         .route("/portal/sign-out", post(signin::sign_out))
         .route("/portal/lang", get(switch_language))
@@ -158,7 +167,13 @@ pub(crate) fn over_https(headers: &HeaderMap) -> bool {
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').next().unwrap_or("").trim().eq_ignore_ascii_case("https"))
+        .is_some_and(|v| {
+            v.split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("https")
+        })
 }
 
 pub(crate) fn secure_attribute(headers: &HeaderMap) -> &'static str {
@@ -314,7 +329,10 @@ pub struct NavItem {
 }
 
 /// An HTML answer with the headers every portal page carries: no caching (pages show
-/// personal data), no framing, no referrer, a policy that allows only our stylesheet.
+/// personal data), no framing, no referrer, a policy that allows only our stylesheet
+/// (and the brand colour's inline style attribute). No `form-action`: browsers apply it
+/// to the redirects after a form too, and the sign-in's redirect to `/oauth/authorize`
+/// goes on to the partner app's registered redirect URI.
 pub(crate) fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
     let body = match body {
         Ok(body) => body,
@@ -332,18 +350,24 @@ pub(crate) fn html(status: StatusCode, body: Result<String, askama::Error>) -> R
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     response
 }
 
 /// The session of the request's cookie, if live.
-pub(crate) async fn session(app: &App, headers: &HeaderMap) -> Result<Option<MemberSession>, Response> {
+pub(crate) async fn session(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<Option<MemberSession>, Response> {
     let Some(value) = cookie(headers, member_sessions::COOKIE) else {
         return Ok(None);
     };
@@ -363,9 +387,22 @@ mod tests {
 
     #[test]
     fn only_local_paths_are_followed() {
-        assert_eq!(local_path(Some("/portal/history?cursor=x")), "/portal/history?cursor=x");
-        assert_eq!(local_path(Some("/oauth/authorize?a=1")), "/oauth/authorize?a=1");
-        for bad in ["//evil.example", "/\\evil.example", "https://evil.example", "portal", "/a\nb", ""] {
+        assert_eq!(
+            local_path(Some("/portal/history?cursor=x")),
+            "/portal/history?cursor=x"
+        );
+        assert_eq!(
+            local_path(Some("/oauth/authorize?a=1")),
+            "/oauth/authorize?a=1"
+        );
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "portal",
+            "/a\nb",
+            "",
+        ] {
             assert_eq!(local_path(Some(bad)), "/portal", "{bad:?}");
         }
         assert_eq!(local_path(None), "/portal");
@@ -375,9 +412,15 @@ mod tests {
     fn the_language_comes_from_the_cookie_then_accept_language() {
         let mut headers = HeaderMap::new();
         assert_eq!(language(&headers), Lang::En);
-        headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("fr-FR, ro;q=0.8, en;q=0.5"));
+        headers.insert(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("fr-FR, ro;q=0.8, en;q=0.5"),
+        );
         assert_eq!(language(&headers), Lang::Ro);
-        headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("ro;q=0.3, en-GB"));
+        headers.insert(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("ro;q=0.3, en-GB"),
+        );
         assert_eq!(language(&headers), Lang::En);
         headers.insert(header::COOKIE, HeaderValue::from_static("a=b; lang=ro"));
         assert_eq!(language(&headers), Lang::Ro);
@@ -390,7 +433,10 @@ mod tests {
         assert_eq!(f["next"], "/portal");
         assert_eq!(f["x"], "");
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("coalition_session=abc; lang=en"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("coalition_session=abc; lang=en"),
+        );
         assert_eq!(cookie(&headers, "coalition_session"), Some("abc"));
         assert_eq!(cookie(&headers, "missing"), None);
         assert_eq!(url_encode("/a b?c=d&e"), "%2Fa%20b%3Fc%3Dd%26e");
@@ -399,15 +445,24 @@ mod tests {
     #[test]
     fn csrf_needs_the_token_and_a_same_site_origin() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_static("rewards.example.org"));
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_static("rewards.example.org"),
+        );
         assert!(csrf_ok(&headers, Some("t"), Some("t")));
         assert!(!csrf_ok(&headers, Some("t"), Some("u")));
         assert!(!csrf_ok(&headers, Some("t"), None));
         assert!(!csrf_ok(&headers, None, None));
         assert!(!csrf_ok(&headers, Some(""), Some("")));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("https://rewards.example.org"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://rewards.example.org"),
+        );
         assert!(csrf_ok(&headers, Some("t"), Some("t")));
-        headers.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(!csrf_ok(&headers, Some("t"), Some("t")));
         headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!csrf_ok(&headers, Some("t"), Some("t")));

@@ -38,7 +38,12 @@ struct Carried {
 
 impl Carried {
     fn from(fields: &HashMap<String, String>) -> Carried {
-        let get = |k: &str| fields.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
+        let get = |k: &str| {
+            fields
+                .get(k)
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
         Carried {
             next: local_path(fields.get("next").map(String::as_str)),
             partner: get("partner"),
@@ -85,7 +90,13 @@ struct CodePage {
     error: Option<String>,
 }
 
-fn chrome(headers: &HeaderMap, entry: &Entry, csrf: &str, title: &'static str, here: &str) -> Chrome {
+fn chrome(
+    headers: &HeaderMap,
+    entry: &Entry,
+    csrf: &str,
+    title: &'static str,
+    here: &str,
+) -> Chrome {
     let t = texts(language(headers));
     let brand = entry
         .partner
@@ -107,7 +118,9 @@ fn chrome(headers: &HeaderMap, entry: &Entry, csrf: &str, title: &'static str, h
 /// new one (set on the answer).
 fn form_token(headers: &HeaderMap) -> (String, bool) {
     match cookie(headers, CSRF_COOKIE) {
-        Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => (v.to_owned(), false),
+        Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            (v.to_owned(), false)
+        }
         _ => {
             let mut bytes = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -116,7 +129,12 @@ fn form_token(headers: &HeaderMap) -> (String, bool) {
     }
 }
 
-fn with_form_token(mut response: Response, headers: &HeaderMap, token: &str, fresh: bool) -> Response {
+fn with_form_token(
+    mut response: Response,
+    headers: &HeaderMap,
+    token: &str,
+    fresh: bool,
+) -> Response {
     if fresh {
         let cookie = format!(
             "{CSRF_COOKIE}={token}; Path=/portal; HttpOnly; SameSite=Lax{}",
@@ -129,7 +147,13 @@ fn with_form_token(mut response: Response, headers: &HeaderMap, token: &str, fre
 
 fn no_programme(headers: &HeaderMap) -> Response {
     let t = texts(language(headers));
-    message_page(headers, StatusCode::NOT_FOUND, t.no_programme_title, t.no_programme, None)
+    message_page(
+        headers,
+        StatusCode::NOT_FOUND,
+        t.no_programme_title,
+        t.no_programme,
+        None,
+    )
 }
 
 /// `GET /portal/sign-in`: the e-mail form (or, signed in already, straight on to `next`).
@@ -147,7 +171,9 @@ pub async fn form(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Respo
         Err(e) => return error_page(&headers, e),
     };
     let (token, fresh) = form_token(&headers);
-    let here = uri.path_and_query().map_or("/portal/sign-in", |p| p.as_str());
+    let here = uri
+        .path_and_query()
+        .map_or("/portal/sign-in", |p| p.as_str());
     let t = texts(language(&headers));
     let page = SignInPage {
         c: chrome(&headers, &entry, &token, t.signin_title, here),
@@ -162,7 +188,13 @@ pub async fn form(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Respo
 
 fn csrf_refused(headers: &HeaderMap) -> Response {
     let t = texts(language(headers));
-    message_page(headers, StatusCode::FORBIDDEN, t.csrf_title, t.csrf_text, None)
+    message_page(
+        headers,
+        StatusCode::FORBIDDEN,
+        t.csrf_title,
+        t.csrf_text,
+        None,
+    )
 }
 
 /// `POST /portal/sign-in` (`email`, `csrf`, `next`, `partner` or `programme`): asks for
