@@ -770,3 +770,78 @@ async fn limits_codes_and_sessions_hold_across_two_servers_on_one_database() {
     assert_eq!(on_one.request_code(via, &ann).await.status, 429);
     assert_eq!(fresh_on_two.request_code(via, &ann).await.status, 429);
 }
+
+/// The log lines of a JSON log file, each as an object (its event's fields merged in).
+fn log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|mut line| {
+            if let Some(fields) = line.get("fields").cloned() {
+                if let (Some(line), Some(fields)) = (line.as_object_mut(), fields.as_object()) {
+                    line.extend(fields.clone());
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn without_smtp_the_development_mailer_writes_the_code_to_the_log() {
+    let mut env = vec![
+        ("DATABASE_URL", fresh_database_url().await),
+        ("COALITION_DB_MAX_CONNECTIONS", "10".to_owned()),
+        ("COALITION_JOBS_INTERVAL_SECONDS", "0".to_owned()),
+        ("COALITION_LOG", "info".to_owned()),
+        ("COALITION_LOG_FORMAT", "json".to_owned()),
+    ];
+    if let Some(redis_url) = test_redis_url() {
+        env.push(("REDIS_URL", redis_url));
+        env.push((
+            "COALITION_REDIS_PREFIX",
+            format!("coalition-test-{}:", Uuid::new_v4().simple()),
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("coalition-portal-log-{}.log", Uuid::new_v4()));
+    let file = std::fs::File::create(&path).unwrap();
+    let server = start_server_logging_to(&env, std::process::Stdio::from(file)).await;
+    let t = spawn_client(&server.base);
+    let programme = create_programme(&env, &t).await;
+    let gym = t.partner(&programme, "Iron Gym", "1").await;
+    let ann = email("ann");
+    t.member_with_card(&gym, &ann).await;
+
+    let said = log_lines(&path);
+    assert!(
+        said.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("mail goes to the log"))),
+        "serve says at start that mail goes to the log"
+    );
+    let mut browser = Browser::at(&server.base);
+    let page = browser.request_code(Via::Nothing, &ann).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut code = None;
+    for _ in 0..100 {
+        code = log_lines(&path)
+            .iter()
+            .filter(|l| l["mailer"] == "development" && l["to"] == ann.as_str())
+            .find_map(|l| crate::support::smtp::code_in(l["text"].as_str()?));
+        if code.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let code = code.expect("the development mailer logged the code");
+    let done = browser.submit_code(Via::Nothing, &ann, &code).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(browser.get("/portal").await.status, 200);
+    // Nothing else secret reaches the log: not the session token, not the form token.
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert!(!log.contains(browser.session().unwrap()));
+    assert!(!log.contains(browser.cookies["coalition_csrf"].as_str()));
+    drop(server);
+    let _ = std::fs::remove_file(&path);
+}
