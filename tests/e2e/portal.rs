@@ -845,3 +845,42 @@ async fn without_smtp_the_development_mailer_writes_the_code_to_the_log() {
     drop(server);
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn home_shows_the_tier_the_spend_missing_for_the_next_and_expiring_points() {
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let app = spawn_app_with_settings(&[("COALITION_SMTP_URL", url.as_str())]).await;
+    let programme = app.programme_with_expiry(10).await;
+    for (name, rank, spend) in [("Basic", 1, "0"), ("Gold", 2, "100.00")] {
+        let body = serde_json::json!({
+            "name": name, "rank": rank,
+            "qualifying_spend": {"amount": spend, "currency": "EUR"},
+            "discount_percent": "0", "earn_multiplier": "1",
+        });
+        app.post("/v1/tiers", &programme.admin, body)
+            .await
+            .expect(201);
+    }
+    let gym = app.partner(&programme, "Iron Gym", "1").await;
+    let ann = email("ann");
+    let (_, card) = app.member_with_card(&gym, &ann).await;
+    app.purchase(&gym, &card, "40.00", 0).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&sink, Via::Partner(gym.id), &ann).await;
+    let home = browser.get("/portal").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert_eq!(home.element("tier").as_deref(), Some("Basic"));
+    assert_eq!(home.element("spend-12m").as_deref(), Some("40.00 EUR"));
+    assert_eq!(home.element("missing").as_deref(), Some("60.00 EUR"));
+    assert!(
+        home.body
+            .contains("id=\"tier-progress\" max=\"100.00\" value=\"40.00\""),
+        "{}",
+        home.body
+    );
+    assert_eq!(home.body.matches("class=\"expiring-row\"").count(), 1);
+    assert!(home
+        .body
+        .contains("<strong class=\"expiring-points\">40</strong>"));
+}
