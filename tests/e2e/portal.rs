@@ -884,3 +884,74 @@ async fn home_shows_the_tier_the_spend_missing_for_the_next_and_expiring_points(
         .body
         .contains("<strong class=\"expiring-points\">40</strong>"));
 }
+
+#[tokio::test]
+async fn offers_show_the_treatment_groups_campaigns_and_never_a_control_group() {
+    let w = world().await;
+    let mut by_id = std::collections::HashMap::new();
+    for i in 0..16 {
+        let address = email(&format!("m{i}"));
+        let (id, _) = w.app.member_with_card(&w.gym, &address).await;
+        by_id.insert(id, address);
+    }
+    let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+    let ends = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let campaign = w
+        .app
+        .post(
+            "/v1/campaigns",
+            &w.programme.admin,
+            serde_json::json!({
+                "name": "Double points at the gym", "segment": {"kind": "members", "member_ids": ids},
+                "reward": {"kind": "multiplier", "value": "2", "partner_ids": [w.gym.id]},
+                "funder": {"kind": "operator"}, "budget_points": 100000, "ends_at": ends,
+                "holdout_percent": 50,
+            }),
+        )
+        .await
+        .expect(201);
+    let id = campaign["id"].as_str().unwrap();
+    let first_of = |group: &'static str| {
+        let app = &w.app;
+        let admin = w.programme.admin.clone();
+        async move {
+            let page = app
+                .get(
+                    &format!("/v1/campaigns/{id}/members?group={group}&limit=100"),
+                    &admin,
+                )
+                .await
+                .expect(200);
+            page["data"][0]["member_id"].as_str().map(str::to_owned)
+        }
+    };
+    let treated = first_of("treatment").await.expect("someone is treated");
+    let held_out = first_of("control").await.expect("someone is held out");
+
+    let mut treated_browser = Browser::new(&w.app);
+    treated_browser
+        .sign_in(&w.sink, Via::Partner(w.gym.id), &by_id[&treated])
+        .await;
+    let offers = treated_browser.get("/portal/offers").await;
+    assert_eq!(
+        offers.body.matches("offer-row").count(),
+        1,
+        "{}",
+        offers.body
+    );
+    assert!(offers.body.contains("Double points at the gym"));
+    assert!(offers.body.contains("Iron Gym"), "where the offer applies");
+
+    let mut control_browser = Browser::new(&w.app);
+    control_browser
+        .sign_in(&w.sink, Via::Partner(w.gym.id), &by_id[&held_out])
+        .await;
+    let none = control_browser.get("/portal/offers").await;
+    assert!(none.element("offers-empty").is_some());
+    assert!(
+        !none.body.contains("Double points"),
+        "a control group is never shown"
+    );
+    let home = control_browser.get("/portal").await;
+    assert!(!home.body.contains("Double points") && !home.body.contains("control"));
+}
