@@ -955,3 +955,76 @@ async fn offers_show_the_treatment_groups_campaigns_and_never_a_control_group() 
     let home = control_browser.get("/portal").await;
     assert!(!home.body.contains("Double points") && !home.body.contains("control"));
 }
+
+#[tokio::test]
+async fn sessions_end_when_idle_too_long_after_seven_days_and_when_the_operator_erases_her() {
+    use coalition_store::portal::member_session;
+    let w = world().await;
+    let (ann, bob) = (email("ann"), email("bob"));
+    w.app.member_with_card(&w.gym, &ann).await;
+    let (bob_id, _) = w.app.member_with_card(&w.gym, &bob).await;
+    let via = Via::Partner(w.gym.id);
+    let mut idle = Browser::new(&w.app);
+    idle.sign_in(&w.sink, via, &ann).await;
+    let mut old = Browser::new(&w.app);
+    old.sign_in(&w.sink, via, &ann).await;
+    let mut erased = Browser::new(&w.app);
+    erased.sign_in(&w.sink, via, &bob).await;
+    let hash = |token: &str| {
+        use sha2::Digest;
+        hex_of(&sha2::Sha256::digest(token.as_bytes()))
+    };
+    let now = chrono::Utc::now();
+    // 12 hours without a request.
+    member_session::Entity::update_many()
+        .col_expr(
+            member_session::Column::LastSeenAt,
+            Expr::value(now - chrono::Duration::hours(12)),
+        )
+        .filter(member_session::Column::TokenHash.eq(hash(idle.session().unwrap())))
+        .exec(&w.app.app.db)
+        .await
+        .unwrap();
+    // Used a minute ago, but signed in 7 days ago.
+    member_session::Entity::update_many()
+        .col_expr(
+            member_session::Column::LastSeenAt,
+            Expr::value(now - chrono::Duration::minutes(1)),
+        )
+        .col_expr(
+            member_session::Column::ExpiresAt,
+            Expr::value(now - chrono::Duration::seconds(1)),
+        )
+        .filter(member_session::Column::TokenHash.eq(hash(old.session().unwrap())))
+        .exec(&w.app.app.db)
+        .await
+        .unwrap();
+    assert_eq!(idle.get("/portal").await.status, 303);
+    assert_eq!(old.get("/portal").await.status, 303);
+    // The operator erases Bob: his session opens nothing any more.
+    assert_eq!(erased.get("/portal").await.status, 200);
+    w.app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/members/{bob_id}"),
+            Some(&w.programme.admin),
+            None,
+            None,
+        )
+        .await
+        .expect(204);
+    assert_eq!(erased.get("/portal").await.status, 303);
+    let left = member_session::Entity::find()
+        .filter(member_session::Column::ProgrammeId.eq(w.programme.id))
+        .all(&w.app.app.db)
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "ended sessions are deleted when met: {left:?}"
+    );
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
