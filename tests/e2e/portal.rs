@@ -379,6 +379,12 @@ async fn the_sign_in_speaks_english_and_romanian() {
         .get("/portal/lang?set=ro&next=https%3A%2F%2Fevil.example")
         .await;
     assert_eq!(away.location(), Some("/portal"));
+    // A path with a space or UTF-8 in it is followed, encoded (never a 500).
+    let odd = browser
+        .get("/portal/lang?set=en&next=%2Fportal%2F%C3%A4%20x")
+        .await;
+    assert_eq!(odd.status, 303);
+    assert_eq!(odd.location(), Some("/portal/%C3%A4%20x"));
     // The stylesheet is served by the binary.
     let css = browser.get("/portal/static/portal.css").await;
     assert_eq!(css.status, 200);
