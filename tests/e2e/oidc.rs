@@ -4,18 +4,20 @@
 
 use crate::support::oidc::{
     authorize, browser, code_for, exchange, partner_app, pkce, request_params, see_other,
-    sign_in, token_request, PartnerApp, REDIRECT_URI,
+    sign_in, sign_in_from, spawn_app_with_mail, token_request, PartnerApp, REDIRECT_URI,
 };
+use crate::support::smtp::SmtpSink;
 use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn setup() -> (TestApp, Programme, Partner, PartnerApp) {
-    let t = spawn_app().await;
+/// A server that mails sign-in codes to `SmtpSink`, a programme, a partner and its app.
+async fn setup() -> (TestApp, SmtpSink, Programme, Partner, PartnerApp) {
+    let (t, sink) = spawn_app_with_mail().await;
     let programme = t.programme("Iron Coalition").await;
     let partner = t.partner(&programme, "Iron Gym", "1").await;
     let app = partner_app(&t, &programme, &partner).await;
-    (t, programme, partner, app)
+    (t, sink, programme, partner, app)
 }
 
 /// `GET /oauth/userinfo` with a bearer token: (status, body, code).
@@ -204,7 +206,7 @@ async fn redirect_uris_are_registered_checked_listed_and_replaced() {
 /// the endpoint must be no open redirector.
 #[tokio::test]
 async fn an_untrusted_client_or_redirect_uri_gets_a_page_not_a_redirect() {
-    let (t, programme, _partner, app) = setup().await;
+    let (t, _sink, programme, _partner, app) = setup().await;
     let pkce = pkce();
     let good = request_params(&app, &pkce);
     let with = |name: &str, value: Option<&str>| {
@@ -270,7 +272,7 @@ async fn an_untrusted_client_or_redirect_uri_gets_a_page_not_a_redirect() {
 /// (RFC 6749 §4.1.2.1), so the app can tell its member what happened.
 #[tokio::test]
 async fn later_errors_go_back_to_the_app_with_its_state() {
-    let (t, _programme, _partner, app) = setup().await;
+    let (t, _sink, _programme, _partner, app) = setup().await;
     let pkce = pkce();
     let good = request_params(&app, &pkce);
     let replace = |name: &'static str, value: Option<&str>| {
@@ -309,7 +311,7 @@ async fn later_errors_go_back_to_the_app_with_its_state() {
 
 #[tokio::test]
 async fn without_a_session_the_member_is_sent_to_the_portal_sign_in_of_the_apps_partner() {
-    let (t, _programme, partner, app) = setup().await;
+    let (t, _sink, _programme, partner, app) = setup().await;
     let pkce = pkce();
     let response = authorize(&t, None, &request_params(&app, &pkce)).await;
     let original = response.url().clone();
@@ -332,7 +334,7 @@ async fn without_a_session_the_member_is_sent_to_the_portal_sign_in_of_the_apps_
 /// partner's token is no member token.
 #[tokio::test]
 async fn a_member_token_never_reaches_a_partner_or_admin_route() {
-    let (t, programme, partner, app) = setup().await;
+    let (t, _sink, programme, partner, app) = setup().await;
     let member_id = enrol(&t, &partner, "mia@example.com").await;
     // A genuine member token, as the token endpoint would sign it.
     let token = t
@@ -380,7 +382,7 @@ async fn a_partner_app_signs_a_member_in_with_a_stock_openid_connect_library() {
         AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
         OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
     };
-    let (t, _programme, partner, app) = setup().await;
+    let (t, sink, _programme, partner, app) = setup().await;
     let member_id = enrol(&t, &partner, "ana@example.com").await;
     let http = browser();
     let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(t.base.clone()).unwrap(), &http)
@@ -402,13 +404,18 @@ async fn a_partner_app_signs_a_member_in_with_a_stock_openid_connect_library() {
         .add_scope(Scope::new("member".into()))
         .set_pkce_challenge(challenge)
         .url();
-    // Not signed in: to the portal, and back to the same request after the sign-in.
+    // Not signed in: to the portal's sign-in, and back to the same request afterwards.
     let first = http.get(url.clone()).send().await.unwrap();
-    let (location, query) = see_other(&first);
+    let (location, _) = see_other(&first);
     assert!(location.starts_with("/portal/sign-in"), "{location}");
-    let cookie = sign_in(&t, partner.id, "ana@example.com").await;
+    let (back_to, cookie) = sign_in_from(&t, &sink, &location, "ana@example.com").await;
+    assert_eq!(
+        back_to,
+        format!("{}?{}", url.path(), url.query().unwrap()),
+        "the sign-in returns to the authorization request"
+    );
     let back = http
-        .get(format!("{}{}", t.base, query["next"]))
+        .get(format!("{}{back_to}", t.base))
         .header("cookie", format!("coalition_session={cookie}"))
         .send()
         .await
@@ -463,9 +470,9 @@ async fn a_partner_app_signs_a_member_in_with_a_stock_openid_connect_library() {
 
 #[tokio::test]
 async fn a_code_is_good_once_for_its_app_with_its_verifier_and_redirect_uri() {
-    let (t, programme, partner, app) = setup().await;
+    let (t, sink, programme, partner, app) = setup().await;
     enrol(&t, &partner, "li@example.com").await;
-    let cookie = sign_in(&t, partner.id, "li@example.com").await;
+    let cookie = sign_in(&t, &sink, partner.id, "li@example.com").await;
     let pkce_pair = pkce();
     let code = code_for(&t, &app, &cookie, &pkce_pair).await;
 
@@ -528,9 +535,9 @@ async fn refresh(t: &TestApp, app: &PartnerApp, token: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_rotated_refresh_token_used_again_revokes_the_sign_in() {
-    let (t, programme, partner, app) = setup().await;
+    let (t, sink, programme, partner, app) = setup().await;
     enrol(&t, &partner, "ro@example.com").await;
-    let cookie = sign_in(&t, partner.id, "ro@example.com").await;
+    let cookie = sign_in(&t, &sink, partner.id, "ro@example.com").await;
     let pair = pkce();
     let code = code_for(&t, &app, &cookie, &pair).await;
     let (_, first) = exchange(&t, &app, &code, &pair.verifier).await;
@@ -561,12 +568,12 @@ async fn a_rotated_refresh_token_used_again_revokes_the_sign_in() {
 
 #[tokio::test]
 async fn a_session_of_another_programme_gets_no_code_and_an_erased_member_no_access() {
-    let (t, programme, partner, app) = setup().await;
+    let (t, sink, programme, partner, app) = setup().await;
     // Signed in at another programme's partner: no session for this app's programme.
     let elsewhere = t.programme("Elsewhere").await;
     let other_partner = t.partner(&elsewhere, "Far Gym", "1").await;
     enrol(&t, &other_partner, "zoe@example.com").await;
-    let foreign = sign_in(&t, other_partner.id, "zoe@example.com").await;
+    let foreign = sign_in(&t, &sink, other_partner.id, "zoe@example.com").await;
     let response = authorize(&t, Some(&foreign), &request_params(&app, &pkce())).await;
     let (location, query) = see_other(&response);
     assert!(location.starts_with("/portal/sign-in?"), "{location}");
@@ -574,7 +581,7 @@ async fn a_session_of_another_programme_gets_no_code_and_an_erased_member_no_acc
 
     // A member's token stops working when the member is erased, and so does the refresh.
     let member_id = enrol(&t, &partner, "eve@example.com").await;
-    let cookie = sign_in(&t, partner.id, "eve@example.com").await;
+    let cookie = sign_in(&t, &sink, partner.id, "eve@example.com").await;
     let pair = pkce();
     let code = code_for(&t, &app, &cookie, &pair).await;
     let (_, tokens) = exchange(&t, &app, &code, &pair.verifier).await;
@@ -603,7 +610,7 @@ async fn a_session_of_another_programme_gets_no_code_and_an_erased_member_no_acc
 
     // Disabling the app's client cuts its members' tokens too.
     enrol(&t, &partner, "kai@example.com").await;
-    let cookie = sign_in(&t, partner.id, "kai@example.com").await;
+    let cookie = sign_in(&t, &sink, partner.id, "kai@example.com").await;
     let pair = pkce();
     let code = code_for(&t, &app, &cookie, &pair).await;
     let (_, tokens) = exchange(&t, &app, &code, &pair.verifier).await;

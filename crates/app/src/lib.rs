@@ -20,6 +20,7 @@ pub mod immutable;
 pub mod imports;
 pub mod jobs;
 pub mod ledger;
+pub mod mailer;
 pub mod me;
 pub mod member_sessions;
 pub mod members;
@@ -34,6 +35,7 @@ pub mod refunds;
 pub mod rules;
 pub mod sales;
 pub mod settlements;
+pub mod signin;
 mod snapshots;
 mod spans;
 pub mod terms;
@@ -70,6 +72,10 @@ pub struct App {
     /// How long a bank authorization stays pending without a clearing before the
     /// `lapse-authorizations` job removes its points.
     pub bank_authorization_lapse: chrono::Duration,
+    /// Where sign-in codes go: SMTP, or the log (development mailer).
+    pub mailer: Arc<mailer::Mailer>,
+    /// Limits on requests for sign-in codes.
+    pub signin: signin::Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
