@@ -296,6 +296,10 @@ async fn later_errors_go_back_to_the_app_with_its_state() {
         ("no scope", replace("scope", None), "invalid_scope", Some("st-123")),
         ("unknown scope", replace("scope", Some("openid admin")), "invalid_scope", Some("st-123")),
         ("prompt none, no session", replace("prompt", Some("none")), "login_required", Some("st-123")),
+        ("prompt login", replace("prompt", Some("login")), "login_required", Some("st-123")),
+        ("prompt consent", replace("prompt", Some("consent")), "consent_required", Some("st-123")),
+        ("unknown prompt", replace("prompt", Some("maybe")), "invalid_request", Some("st-123")),
+        ("twice the state", { let mut p = replace("nonce", None); p.push(("state", "other".into())); p }, "invalid_request", None),
     ];
     for (case, params, error, state) in cases {
         let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -335,17 +335,30 @@ pub async fn authorize(
     if nonce.is_some_and(|n| n.is_empty() || n.len() > 255 || n.chars().any(char::is_control)) {
         return fail("invalid_request", "nonce must be 1 to 255 characters, without control characters");
     }
-    if let Some(prompt) = prompt {
-        let prompts: Vec<&str> = prompt.split(' ').filter(|p| !p.is_empty()).collect();
-        if prompts.iter().any(|p| !["none", "login", "consent"].contains(p)) {
-            return fail("invalid_request", "prompt may be none, login or consent");
+    // Only `none` is honoured. A fresh sign-in (`login`), a consent screen (`consent`)
+    // or an account choice cannot be forced here — the portal's sign-in comes back to
+    // this very request, so `login` would loop — and OIDC Core §3.1.2.1 asks for an
+    // error rather than silently ignoring them.
+    let mut prompt_none = false;
+    for value in prompt.unwrap_or("").split(' ').filter(|p| !p.is_empty()) {
+        match value {
+            "none" => prompt_none = true,
+            "login" => {
+                return fail(
+                    "login_required",
+                    "a new sign-in cannot be forced here; sign out on the portal first",
+                )
+            }
+            "consent" => return fail("consent_required", "there is no consent screen"),
+            "select_account" => {
+                return fail("account_selection_required", "there is no account choice")
+            }
+            _ => return fail("invalid_request", "prompt may only be none"),
         }
     }
-    let prompt_none = prompt.is_some_and(|p| p.split(' ').any(|p| p == "none"));
-    let force_login = prompt.is_some_and(|p| p.split(' ').any(|p| p == "login"));
 
     // A session of another programme is no session here: it must not open this one.
-    let session = match session_cookie.filter(|_| !force_login) {
+    let session = match session_cookie {
         Some(cookie) => crate::member_sessions::find(app, cookie)
             .await?
             .filter(|s| s.programme_id == client.programme_id),

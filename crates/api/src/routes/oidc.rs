@@ -72,7 +72,7 @@ pub async fn openid_configuration(State(app): State<App>) -> Response {
         ]),
         scopes_supported: strings(&oidc::SUPPORTED_SCOPES),
         claims_supported: strings(&["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp"]),
-        prompt_values_supported: strings(&["none", "login"]),
+        prompt_values_supported: strings(&["none"]),
         authorization_response_iss_parameter_supported: true,
     };
     // Changes only with the deployment; relying parties may cache it for a while.
@@ -144,8 +144,8 @@ pub struct AuthorizeParams {
     code_challenge_method: String,
     /// Returned in the ID token.
     nonce: Option<String>,
-    /// `none` (answer `login_required` instead of showing the sign-in) or `login`
-    /// (sign in again even with a session).
+    /// `none`: answer `login_required` instead of showing the sign-in. (`login`,
+    /// `consent` and `select_account` cannot be honoured and answer their OIDC errors.)
     prompt: Option<String>,
 }
 
