@@ -61,13 +61,23 @@ pub async fn create(app: &App, caller: &Caller, input: NewClient) -> AppResult<C
             PartnerKind::Bank => Scope::Bank,
         },
     };
-    // The client and its redirect URIs together or not at all.
+    // Hashed before the transaction opens: argon2 must not hold SQLite's one
+    // connection. Then the client and its redirect URIs together or not at all.
+    let credentials = new_hashed_credentials().await?;
     let txn = app.db.begin().await?;
-    let created = insert(&txn, caller.programme_id, NewClient { name, ..input }, scope).await?;
+    let input = NewClient { name, ..input };
+    let created = insert_hashed(&txn, caller.programme_id, input, scope, credentials).await?;
     crate::oidc::replace_redirect_uris(&txn, caller.programme_id, created.id, &created.redirect_uris)
         .await?;
     txn.commit().await?;
     Ok(created)
+}
+
+/// A client id, its secret and the secret's hash.
+async fn new_hashed_credentials() -> AppResult<(String, String, String)> {
+    let (client_id, client_secret) = new_credentials();
+    let secret_hash = hash_off_thread(&client_secret).await?;
+    Ok((client_id, client_secret, secret_hash))
 }
 
 pub(crate) async fn insert(
@@ -76,8 +86,17 @@ pub(crate) async fn insert(
     input: NewClient,
     scope: Scope,
 ) -> AppResult<CreatedClient> {
-    let (client_id, client_secret) = new_credentials();
-    let secret_hash = hash_off_thread(&client_secret).await?;
+    let credentials = new_hashed_credentials().await?;
+    insert_hashed(db, programme_id, input, scope, credentials).await
+}
+
+async fn insert_hashed(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    input: NewClient,
+    scope: Scope,
+    (client_id, client_secret, secret_hash): (String, String, String),
+) -> AppResult<CreatedClient> {
     let id = Uuid::now_v7();
     api_client::Entity::insert(api_client::ActiveModel {
         id: Set(id),
