@@ -18,6 +18,7 @@ mod m20261203_000200_webhooks;
 mod m20261203_000300_analytics;
 mod m20261203_000410_members_account_index;
 mod m20261203_000500_portal;
+mod m20261203_000600_oauth;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000300_analytics::Migration),
             Box::new(m20261203_000410_members_account_index::Migration),
             Box::new(m20261203_000500_portal::Migration),
+            Box::new(m20261203_000600_oauth::Migration),
         ]
     }
 }

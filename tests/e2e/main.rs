@@ -24,6 +24,7 @@ mod money;
 mod multi_process;
 mod oauth;
 mod observability;
+mod oidc;
 mod openapi;
 mod operations;
 mod partner_terms;

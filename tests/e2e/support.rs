@@ -2,6 +2,10 @@
 //! SQLite by default, PostgreSQL when TEST_DATABASE_URL names one, with Redis when
 //! TEST_REDIS_URL is set.
 
+pub mod oidc;
+#[allow(unused_imports)]
+pub use oidc::member_token;
+
 use coalition_app::App;
 use coalition_server::config::Config;
 use reqwest::{Method, StatusCode};
@@ -169,6 +173,12 @@ async fn spawn_app_with(redis_url: Option<String>, extra: &[(&str, &str)]) -> Te
     settings.insert("COALITION_WEBHOOKS_INTERVAL_MS".to_owned(), "0".to_owned());
     // Every test starts on a fresh database, PostgreSQL included.
     settings.insert("COALITION_MIGRATE_ON_START".to_owned(), "true".to_owned());
+    // Bound first: the server's public URL (the OpenID issuer) is its real address.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    settings.insert("COALITION_PUBLIC_URL".to_owned(), base.clone());
     for (name, value) in extra {
         settings.insert((*name).to_owned(), (*value).to_owned());
     }
@@ -176,10 +186,6 @@ async fn spawn_app_with(redis_url: Option<String>, extra: &[(&str, &str)]) -> Te
     let app = coalition_server::build_app(&config)
         .await
         .expect("build app");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let served = app.clone();
     tokio::spawn(async move {
         let jobs = config.jobs_interval;

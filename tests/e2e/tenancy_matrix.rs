@@ -303,6 +303,8 @@ fn plausible(doc: &Value, schema: &Value, targets: &Targets, name: &str) -> Valu
         }
         Some("integer") => json!(schema["minimum"].as_i64().unwrap_or(0)),
         Some("boolean") => json!(false),
+        // An empty list is a valid value of every list field (redirect_uris).
+        Some("array") => json!([]),
         other => panic!("{name}: no plausible value for type {other:?}"),
     }
 }

@@ -181,6 +181,32 @@ impl FromRequestParts<App> for Auth {
     }
 }
 
+/// The member of `Authorization: Bearer <member access token>`, for `/v1/me` routes: a
+/// member token (ES256, scope `member`) whose client is still active, whose sign-in was
+/// not revoked and whose member still exists, unerased, in the token's programme
+/// (`coalition_app::oidc::authenticate_member`). A partner's or the operator's token is
+/// a 403 `member_token_required`; anything else a 401.
+pub struct MemberAuth(pub coalition_app::me::MemberPrincipal);
+
+impl FromRequestParts<App> for MemberAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .ok_or_else(|| {
+                ApiError::App(coalition_app::AppError::Unauthorized(
+                    "a member's bearer access token is required".into(),
+                ))
+            })?;
+        let principal = coalition_app::oidc::authenticate_member(app, token).await?;
+        Ok(MemberAuth(principal))
+    }
+}
+
 /// The token of `Bearer <token>`. The scheme is case-insensitive (RFC 9110 §11.1): a
 /// client that writes `BEARER` or `bearer` sends the same credentials.
 fn bearer_token(value: &str) -> Option<&str> {

@@ -20,7 +20,7 @@ use coalition_app::App;
 use std::any::Any;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::security::{
-    ClientCredentials, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Scopes, SecurityScheme,
+    AuthorizationCode, ClientCredentials, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Scopes, SecurityScheme,
 };
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -31,7 +31,7 @@ use utoipa_swagger_ui::SwaggerUi;
     info(title = "Coalition", version = "1.0.0", description = "Coalition loyalty network: partners earn and redeem points on one shared card programme."),
     modifiers(&Security),
     tags(
-        (name = "auth", description = "OAuth2 client credentials"),
+        (name = "auth", description = "OAuth2: client credentials for partners and operators; authorization code + PKCE, refresh tokens and OpenID Connect for members through partners' apps"),
         (name = "partners"), (name = "clients"), (name = "members"), (name = "cards"),
         (name = "purchases"), (name = "redemptions", description = "POS holds: points reserved at the till, then captured or voided"),
         (name = "tiers", description = "The tier ladder and members' tiers"),
@@ -65,11 +65,20 @@ impl Modify for Security {
             ("partner", "a merchant's own operations"),
             ("bank", "co-brand issuer operations"),
         ]);
+        let member_scopes = Scopes::from_iter([
+            ("openid", "an ID token naming the member"),
+            ("member", "the member's own data (/v1/me)"),
+        ]);
         components.add_security_scheme(
             "oauth2",
-            SecurityScheme::OAuth2(OAuth2::new([Flow::ClientCredentials(
-                ClientCredentials::new("/oauth/token", scopes),
-            )])),
+            SecurityScheme::OAuth2(OAuth2::new([
+                Flow::ClientCredentials(ClientCredentials::new("/oauth/token", scopes)),
+                Flow::AuthorizationCode(AuthorizationCode::new(
+                    "/oauth/authorize",
+                    "/oauth/token",
+                    member_scopes,
+                )),
+            ])),
         );
     }
 }
@@ -77,6 +86,7 @@ impl Modify for Security {
 fn api_router() -> OpenApiRouter<App> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::oauth::router())
+        .merge(routes::oidc::router())
         .merge(routes::partners::router())
         .merge(routes::clients::router())
         .merge(routes::members::router())

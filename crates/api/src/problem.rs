@@ -99,6 +99,16 @@ fn classify(err: &AppError) -> (StatusCode, &'static str, &'static str) {
             "invalid_scope",
             "Scope not granted",
         ),
+        InvalidGrant(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Authorization grant refused",
+        ),
+        MemberTokenRequired => (
+            StatusCode::FORBIDDEN,
+            "member_token_required",
+            "A member token is required",
+        ),
         RateLimited { .. } => (
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_requests",

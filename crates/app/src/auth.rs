@@ -4,6 +4,7 @@
 //! client authentications are limited and verified secrets remembered (`guard`).
 
 mod guard;
+pub mod member_tokens;
 
 pub use guard::{FailureLimits, TokenGuard, FAILURE_WINDOW};
 
@@ -291,6 +292,24 @@ pub async fn client_credentials_grant(
     requested_scope: Option<&str>,
     source: Option<IpAddr>,
 ) -> AppResult<IssuedToken> {
+    let client = authenticate_client(app, client_id, client_secret, source).await?;
+    let scope = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
+        None => client.scope.clone(),
+        Some(s) if s == client.scope => client.scope.clone(),
+        Some(_) => return Err(AppError::InvalidScope),
+    };
+    app.tokens.issue(&client, &scope)
+}
+
+/// Client authentication at the token endpoint, for every grant: the active client whose
+/// secret this is, with the limits and the memory of verified secrets described at
+/// [`client_credentials_grant`]; `InvalidClient` otherwise.
+pub async fn authenticate_client(
+    app: &crate::App,
+    client_id: &str,
+    client_secret: &str,
+    source: Option<IpAddr>,
+) -> AppResult<api_client::Model> {
     use sea_orm::{ColumnTrait, QueryFilter};
     let guard = &app.token_guard;
     let counted = guard.counted(client_id, source);
@@ -318,15 +337,7 @@ pub async fn client_credentials_grant(
     }
     let verified =
         remembered || verify_secret(guard, &counted, &accepted, client_id, client_secret).await?;
-    let Some(client) = client.filter(|_| verified) else {
-        return Err(AppError::InvalidClient);
-    };
-    let scope = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
-        None => client.scope.clone(),
-        Some(s) if s == client.scope => client.scope.clone(),
-        Some(_) => return Err(AppError::InvalidScope),
-    };
-    app.tokens.issue(&client, &scope)
+    client.filter(|_| verified).ok_or(AppError::InvalidClient)
 }
 
 /// The stored hashes whose secret gets a token now: the current one, and the one a

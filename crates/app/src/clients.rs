@@ -25,6 +25,8 @@ pub const DEFAULT_OVERLAP_SECONDS: i64 = 3600;
 pub struct NewClient {
     pub name: String,
     pub partner_id: Option<Uuid>,
+    /// Where a partner's app may receive members' authorization codes (`oidc`).
+    pub redirect_uris: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -35,12 +37,19 @@ pub struct CreatedClient {
     pub name: String,
     pub partner_id: Option<Uuid>,
     pub scope: Scope,
+    pub redirect_uris: Vec<String>,
 }
 
 pub async fn create(app: &App, caller: &Caller, input: NewClient) -> AppResult<CreatedClient> {
     caller.require(&[Scope::Admin])?;
     let mut v = Validator::default();
     let name = text_field(&mut v, "name", &input.name, 200);
+    crate::oidc::check_redirect_uris(&mut v, "redirect_uris", &input.redirect_uris);
+    v.require(
+        "redirect_uris",
+        input.redirect_uris.is_empty() || input.partner_id.is_some(),
+        "only a partner's client signs members in; an operator client has no redirect URIs",
+    );
     v.finish()?;
     let scope = match input.partner_id {
         None => Scope::Admin,
@@ -52,13 +61,23 @@ pub async fn create(app: &App, caller: &Caller, input: NewClient) -> AppResult<C
             PartnerKind::Bank => Scope::Bank,
         },
     };
-    insert(
-        &app.db,
-        caller.programme_id,
-        NewClient { name, ..input },
-        scope,
-    )
-    .await
+    // Hashed before the transaction opens: argon2 must not hold SQLite's one
+    // connection. Then the client and its redirect URIs together or not at all.
+    let credentials = new_hashed_credentials().await?;
+    let txn = app.db.begin().await?;
+    let input = NewClient { name, ..input };
+    let created = insert_hashed(&txn, caller.programme_id, input, scope, credentials).await?;
+    crate::oidc::replace_redirect_uris(&txn, caller.programme_id, created.id, &created.redirect_uris)
+        .await?;
+    txn.commit().await?;
+    Ok(created)
+}
+
+/// A client id, its secret and the secret's hash.
+async fn new_hashed_credentials() -> AppResult<(String, String, String)> {
+    let (client_id, client_secret) = new_credentials();
+    let secret_hash = hash_off_thread(&client_secret).await?;
+    Ok((client_id, client_secret, secret_hash))
 }
 
 pub(crate) async fn insert(
@@ -67,8 +86,17 @@ pub(crate) async fn insert(
     input: NewClient,
     scope: Scope,
 ) -> AppResult<CreatedClient> {
-    let (client_id, client_secret) = new_credentials();
-    let secret_hash = hash_off_thread(&client_secret).await?;
+    let credentials = new_hashed_credentials().await?;
+    insert_hashed(db, programme_id, input, scope, credentials).await
+}
+
+async fn insert_hashed(
+    db: &impl ConnectionTrait,
+    programme_id: Uuid,
+    input: NewClient,
+    scope: Scope,
+    (client_id, client_secret, secret_hash): (String, String, String),
+) -> AppResult<CreatedClient> {
     let id = Uuid::now_v7();
     api_client::Entity::insert(api_client::ActiveModel {
         id: Set(id),
@@ -93,6 +121,7 @@ pub(crate) async fn insert(
         name: input.name,
         partner_id: input.partner_id,
         scope,
+        redirect_uris: input.redirect_uris,
     })
 }
 
@@ -115,6 +144,8 @@ pub struct ClientInfo {
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// Until when the secret a rotation replaced still gets tokens, while it does.
     pub previous_secret_valid_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Filled by [`with_redirect_uris`]; empty from `From<api_client::Model>` alone.
+    pub redirect_uris: Vec<String>,
 }
 
 impl From<api_client::Model> for ClientInfo {
@@ -131,6 +162,7 @@ impl From<api_client::Model> for ClientInfo {
             previous_secret_valid_until: row
                 .previous_secret_expires_at
                 .filter(|until| *until > now && row.previous_secret_hash.is_some()),
+            redirect_uris: vec![],
         }
     }
 }
@@ -201,11 +233,62 @@ pub async fn list(app: &App, caller: &Caller, page: PageRequest) -> AppResult<Pa
         .limit(page.limit + 1)
         .all(&app.db)
         .await?;
-    Ok(page.page(rows, |c| c.id.to_string(), ClientInfo::from))
+    let mut page = page.page(rows, |c| c.id.to_string(), ClientInfo::from);
+    page.data = with_redirect_uris(&app.db, page.data).await?;
+    Ok(page)
+}
+
+/// The clients with their registered redirect URIs.
+pub async fn with_redirect_uris(
+    db: &impl ConnectionTrait,
+    mut clients: Vec<ClientInfo>,
+) -> AppResult<Vec<ClientInfo>> {
+    let ids: Vec<Uuid> = clients.iter().map(|c| c.id).collect();
+    let mut uris = crate::oidc::redirect_uris(db, &ids).await?;
+    for client in &mut clients {
+        client.redirect_uris = uris.remove(&client.id).unwrap_or_default();
+    }
+    Ok(clients)
+}
+
+async fn one_with_redirect_uris(
+    db: &impl ConnectionTrait,
+    row: api_client::Model,
+) -> AppResult<ClientInfo> {
+    let mut one = with_redirect_uris(db, vec![row.into()]).await?;
+    one.pop()
+        .ok_or_else(|| AppError::Internal("a client vanished while read".into()))
 }
 
 pub async fn get(app: &App, caller: &Caller, id: Uuid) -> AppResult<ClientInfo> {
-    Ok(visible(&app.db, caller, id).await?.into())
+    let row = visible(&app.db, caller, id).await?;
+    one_with_redirect_uris(&app.db, row).await
+}
+
+/// Replaces a partner client's redirect URIs (admin). Codes already issued keep the URI
+/// they were issued for; the next authorization request is matched against the new list.
+pub async fn set_redirect_uris(
+    app: &App,
+    caller: &Caller,
+    id: Uuid,
+    uris: Vec<String>,
+) -> AppResult<ClientInfo> {
+    caller.require(&[Scope::Admin])?;
+    let mut v = Validator::default();
+    crate::oidc::check_redirect_uris(&mut v, "redirect_uris", &uris);
+    v.finish()?;
+    let txn = app.db.begin().await?;
+    let row = visible_locked(&txn, caller, id).await?;
+    if row.partner_id.is_none() && !uris.is_empty() {
+        return Err(AppError::Validation(vec![crate::error::FieldError::new(
+            "redirect_uris",
+            "only a partner's client signs members in; an operator client has no redirect URIs",
+        )]));
+    }
+    crate::oidc::replace_redirect_uris(&txn, caller.programme_id, row.id, &uris).await?;
+    let info = one_with_redirect_uris(&txn, row).await?;
+    txn.commit().await?;
+    Ok(info)
 }
 
 /// A new secret, shown once. The old one still gets tokens for `overlap_seconds`
@@ -250,7 +333,7 @@ pub async fn rotate_secret(
         Ok(active)
     })
     .await?;
-    Ok((row.into(), secret))
+    Ok((one_with_redirect_uris(&app.db, row).await?, secret))
 }
 
 /// Disables the client: no new tokens, and its existing tokens stop working.
@@ -276,7 +359,7 @@ async fn set_status(app: &App, caller: &Caller, id: Uuid, status: &str) -> AppRe
         Ok(active)
     })
     .await?;
-    Ok(row.into())
+    one_with_redirect_uris(&app.db, row).await
 }
 
 /// Deletes the client; its tokens stop working and its secret gets none.
@@ -286,6 +369,7 @@ pub async fn delete(app: &App, caller: &Caller, id: Uuid) -> AppResult<()> {
     let row = visible_locked(&txn, caller, id).await?;
     let version = credentials::bump(&txn, caller.programme_id).await?;
     refuse_removing_last_operator(&txn, &row).await?;
+    crate::oidc::replace_redirect_uris(&txn, caller.programme_id, row.id, &[]).await?;
     api_client::Entity::delete_by_id(row.id).exec(&txn).await?;
     txn.commit().await?;
     app.credentials.changed(caller.programme_id, version);

@@ -87,18 +87,31 @@ pub type CredentialsCache = Snapshots<Snapshot>;
 /// The caller of a bearer token, if the token is valid and its client may still act.
 pub async fn authenticate(app: &App, token: &str) -> AppResult<Caller> {
     let (caller, issued) = app.tokens.verify_issued(token)?;
-    let snapshot = match app.credentials.cached(caller.programme_id) {
+    admit(app, caller.programme_id, &caller.client_id, &issued).await?;
+    Ok(caller)
+}
+
+/// Whether a token of `client_id` issued under `issued` may still act: its client
+/// exists, is active and has not moved generation since. Member tokens are checked
+/// against the client that got them in the same way (`oidc::authenticate_member`).
+pub async fn admit(
+    app: &App,
+    programme_id: Uuid,
+    client_id: &str,
+    issued: &IssuedUnder,
+) -> AppResult<()> {
+    let snapshot = match app.credentials.cached(programme_id) {
         Some(snapshot) => snapshot,
-        None => reload(app, caller.programme_id).await?,
+        None => reload(app, programme_id).await?,
     };
-    let verdict = match snapshot.verdict(&caller.client_id, &issued) {
-        Verdict::Unknown if !snapshot.covers(issued.issued_at) => reload(app, caller.programme_id)
+    let verdict = match snapshot.verdict(client_id, issued) {
+        Verdict::Unknown if !snapshot.covers(issued.issued_at) => reload(app, programme_id)
             .await?
-            .verdict(&caller.client_id, &issued),
+            .verdict(client_id, issued),
         verdict => verdict,
     };
     match verdict {
-        Verdict::Admitted => Ok(caller),
+        Verdict::Admitted => Ok(()),
         Verdict::Revoked | Verdict::Unknown => Err(AppError::TokenRevoked),
     }
 }

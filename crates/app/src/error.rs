@@ -42,6 +42,14 @@ pub enum AppError {
     InvalidClient,
     #[error("the requested scope is not granted to this client")]
     InvalidScope,
+    /// An authorization code or refresh token that is unknown, expired, used, revoked,
+    /// another client's, or whose PKCE verifier or redirect_uri does not match (RFC 6749
+    /// §5.2 `invalid_grant`).
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// A partner's or the operator's token on a route that only a member token opens.
+    #[error("this route needs a member access token (scope member), not a client's token")]
+    MemberTokenRequired,
     #[error("too many failed attempts; retry in {retry_after_seconds} seconds")]
     RateLimited { retry_after_seconds: u64 },
     #[error("the card is blocked")]

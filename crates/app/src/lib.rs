@@ -21,10 +21,11 @@ pub mod imports;
 pub mod jobs;
 pub mod ledger;
 pub mod mailer;
-pub mod member_sessions;
 pub mod me;
+pub mod member_sessions;
 pub mod members;
 pub mod metrics;
+pub mod oidc;
 pub mod outbox;
 pub mod pagination;
 pub mod partners;
@@ -54,6 +55,8 @@ pub struct App {
     pub db: DatabaseConnection,
     pub cache: Arc<dyn BalanceCache>,
     pub tokens: Arc<auth::TokenKeys>,
+    /// ES256 keys of member access tokens and ID tokens; its issuer is the public URL.
+    pub member_tokens: Arc<auth::member_tokens::MemberTokenKeys>,
     /// Limits failed client authentications; remembers verified secrets.
     pub token_guard: Arc<auth::TokenGuard>,
     pub directory: Arc<directory::MemberDirectory>,

@@ -98,6 +98,7 @@ pub async fn create(db: &DatabaseConnection, input: NewProgramme) -> AppResult<C
         NewClient {
             name: format!("{name} operator"),
             partner_id: None,
+            redirect_uris: vec![],
         },
         Scope::Admin,
     )

@@ -14,6 +14,12 @@ pub struct Config {
     /// HS256 signing secret for access tokens; generated and kept in the database if unset.
     pub jwt_secret: Option<String>,
     pub token_ttl_seconds: i64,
+    /// `COALITION_PUBLIC_URL`: the external base URL (the OpenID issuer, in redirects and
+    /// discovery), without a trailing slash; default `http://` + `COALITION_ADDR`.
+    pub public_url: String,
+    /// `COALITION_MEMBER_SIGNING_KEY`: the ES256 key of member tokens (PKCS#8 PEM);
+    /// generated and kept in the database if unset.
+    pub member_signing_key: Option<String>,
     pub db_max_connections: u32,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub redis_prefix: String,
@@ -140,6 +146,15 @@ impl Config {
         let addr = addr
             .parse()
             .map_err(|_| bad("COALITION_ADDR", format!("'{addr}' is not host:port")))?;
+        let public_url = match get("COALITION_PUBLIC_URL") {
+            None => format!("http://{addr}"),
+            Some(url) => public_url(&url).map_err(|m| bad("COALITION_PUBLIC_URL", m))?,
+        };
+        let member_signing_key = get("COALITION_MEMBER_SIGNING_KEY");
+        if let Some(pem) = &member_signing_key {
+            coalition_app::auth::member_tokens::pkcs8_pem_to_der(pem)
+                .map_err(|m| bad("COALITION_MEMBER_SIGNING_KEY", m))?;
+        }
         let jwt_secret = get("COALITION_JWT_SECRET");
         if jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(bad(
@@ -242,6 +257,8 @@ impl Config {
             redis_url,
             addr,
             jwt_secret,
+            public_url,
+            member_signing_key,
             token_ttl_seconds: number("COALITION_TOKEN_TTL_SECONDS", 3600, 60..=86_400)?,
             db_max_connections,
             redis_prefix: get("COALITION_REDIS_PREFIX").unwrap_or_else(|| "coalition:".into()),
@@ -271,6 +288,25 @@ impl Config {
             signin,
         })
     }
+}
+
+/// An http(s) base URL with a host and nothing after its path; kept without a trailing
+/// slash (the issuer is compared as a string by relying parties).
+fn public_url(url: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("'{url}' is not an http:// or https:// URL"))?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("'{url}' is not an http:// or https:// URL"));
+    }
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.contains('@') {
+        return Err(format!("'{url}' names no host (or carries user information)"));
+    }
+    if rest.contains(['?', '#']) || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("'{url}' must be a plain base URL (no query, no fragment)"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -349,6 +385,10 @@ mod tests {
             ("COALITION_WEBHOOKS_ALLOW_INSECURE", "1"),
             ("COALITION_WEBHOOKS_INTERVAL_MS", "-5"),
             ("COALITION_WEBHOOKS_TIMEOUT_SECONDS", "0"),
+            ("COALITION_PUBLIC_URL", "coalition.example"),
+            ("COALITION_PUBLIC_URL", "ftp://coalition.example"),
+            ("COALITION_PUBLIC_URL", "https://coalition.example/?x=1"),
+            ("COALITION_MEMBER_SIGNING_KEY", "-----BEGIN EC PRIVATE KEY-----"),
             ("COALITION_SMTP_URL", "mail.example.org"),
             ("COALITION_SMTP_URL", "http://mail.example.org"),
             ("COALITION_SMTP_FROM", "nobody"),
@@ -359,6 +399,15 @@ mod tests {
             assert_eq!(err.setting, k);
             assert!(err.to_string().contains(k));
         }
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_listening_address() {
+        let c = Config::from_map(&map(&[("COALITION_ADDR", "127.0.0.1:9000")])).unwrap();
+        assert_eq!(c.public_url, "http://127.0.0.1:9000");
+        let set = ("COALITION_PUBLIC_URL", "https://loyalty.example/coalition/");
+        let c = Config::from_map(&map(&[set])).unwrap();
+        assert_eq!(c.public_url, "https://loyalty.example/coalition");
     }
 
     #[test]

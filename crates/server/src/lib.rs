@@ -45,6 +45,13 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         TokenKeys::load_or_generate(&db, config.jwt_secret.as_deref(), config.token_ttl_seconds)
             .await
             .map_err(|e| format!("loading the token signing key: {e}"))?;
+    let member_tokens = coalition_app::auth::member_tokens::MemberTokenKeys::load_or_generate(
+        &db,
+        config.member_signing_key.as_deref(),
+        &config.public_url,
+    )
+    .await
+    .map_err(|e| format!("loading the member token signing key: {e}"))?;
     let mailer =
         coalition_app::mailer::Mailer::from_settings(config.smtp_url.as_deref(), &config.smtp_from)
             .map_err(|e| format!("COALITION_SMTP_URL: {e}"))?;
@@ -56,6 +63,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         db,
         cache,
         tokens: Arc::new(tokens),
+        member_tokens: Arc::new(member_tokens),
         token_guard: Arc::new(TokenGuard::new(failures, config.token_failures)),
         directory: Arc::default(),
         programmes: Arc::default(),

@@ -914,3 +914,6 @@ pub mod clv_model {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+mod oauth;
+pub use oauth::{oauth_code, oauth_grant, oauth_redirect_uri, oauth_refresh_token};

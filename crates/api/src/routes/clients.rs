@@ -28,6 +28,7 @@ pub async fn create_client(
     let input = clients::NewClient {
         name: body.value.name,
         partner_id: body.value.partner_id,
+        redirect_uris: body.value.redirect_uris.unwrap_or_default(),
     };
     let c = clients::create(&app, &caller, input).await?;
     let body = ClientResponse {
@@ -37,6 +38,7 @@ pub async fn create_client(
         name: c.name,
         partner_id: c.partner_id,
         scope: c.scope.as_str().into(),
+        redirect_uris: c.redirect_uris,
     };
     // No Location: a client cannot be read back (its secret is shown once, here), so
     // there is no URL to point to.
@@ -54,6 +56,12 @@ pub struct NewClientRequest {
     pub name: String,
     /// The partner this client acts for; omit for an operator client.
     pub partner_id: Option<Uuid>,
+    /// A partner's app that signs members in (OAuth 2.0 authorization code + PKCE):
+    /// where `/oauth/authorize` may send the member back, compared exactly. Absolute
+    /// https URLs (plain http only on localhost or a loopback address), no fragment, at
+    /// most 10. Partner clients only.
+    #[schema(max_items = 10)]
+    pub redirect_uris: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -65,6 +73,7 @@ pub struct ClientResponse {
     pub name: String,
     pub partner_id: Option<Uuid>,
     pub scope: String,
+    pub redirect_uris: Vec<String>,
 }
 
 /// The programme's API clients (admin: all; a partner: its own partner's). Secrets and
@@ -175,7 +184,31 @@ fn client_info(c: clients::ClientInfo) -> ClientInfoResponse {
         status: c.status,
         created_at: c.created_at,
         previous_secret_valid_until: c.previous_secret_valid_until,
+        redirect_uris: c.redirect_uris,
     }
+}
+
+/// Replace a partner client's redirect URIs (admin): the whole list, as for
+/// `POST /v1/clients`; an empty list stops the client from signing members in.
+#[utoipa::path(put, path = "/v1/clients/{id}/redirect-uris", tag = "clients", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body = RedirectUrisRequest,
+    responses((status = 200, body = ClientInfoResponse), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn set_redirect_uris(
+    State(app): State<App>,
+    Auth(caller): Auth,
+    PathText(id): PathText,
+    body: JsonBody<RedirectUrisRequest>,
+) -> ApiResult<Json<ClientInfoResponse>> {
+    let id = path_id(&id, "client")?;
+    let client = clients::set_redirect_uris(&app, &caller, id, body.value.redirect_uris).await?;
+    Ok(Json(client_info(client)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectUrisRequest {
+    #[schema(max_items = 10)]
+    pub redirect_uris: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -199,6 +232,8 @@ pub struct ClientInfoResponse {
     pub created_at: DateTime<Utc>,
     /// While a rotated-out secret still gets tokens: until when.
     pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    /// Where the client's app may receive members' authorization codes.
+    pub redirect_uris: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -221,4 +256,5 @@ pub fn router() -> OpenApiRouter<App> {
         .routes(routes!(rotate_secret))
         .routes(routes!(disable_client))
         .routes(routes!(enable_client))
+        .routes(routes!(set_redirect_uris))
 }

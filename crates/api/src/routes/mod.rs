@@ -12,6 +12,7 @@ pub mod clients;
 pub mod imports;
 pub mod members;
 pub mod oauth;
+pub mod oidc;
 pub mod partners;
 pub mod purchases;
 pub mod redemptions;

@@ -1,4 +1,6 @@
-//! OAuth2 token endpoint: the client-credentials grant (RFC 6749 §4.4).
+//! OAuth2 token endpoint: the client-credentials grant (RFC 6749 §4.4) for partners and
+//! operators, and for members through a partner's app the authorization-code grant
+//! (with PKCE, RFC 7636) and the refresh-token grant (`coalition_app::oidc`).
 
 use crate::extract::form_urldecode;
 use crate::problem::ApiError;
@@ -16,15 +18,40 @@ use utoipa_axum::routes;
 /// The form fields; `client_id` and `client_secret` here or in HTTP Basic, not both.
 #[derive(Debug, serde::Deserialize, ToSchema)]
 pub struct TokenForm {
-    #[schema(value_type = String, pattern = "^client_credentials$")]
+    #[schema(value_type = String, pattern = "^(client_credentials|authorization_code|refresh_token)$")]
     grant_type: Option<String>,
     #[schema(value_type = String, required = false)]
     client_id: Option<String>,
     #[schema(value_type = String, required = false)]
     client_secret: Option<String>,
-    /// `admin`, `partner` or `bank`; the client's own scope when omitted.
+    /// client_credentials: `admin`, `partner` or `bank`; the client's own scope when
+    /// omitted. refresh_token: a narrower scope than granted, optionally.
     #[schema(value_type = String, required = false)]
     scope: Option<String>,
+    /// authorization_code: the code from `/oauth/authorize`.
+    #[schema(value_type = String, required = false)]
+    code: Option<String>,
+    /// authorization_code: the redirect_uri of the authorization request, exactly.
+    #[schema(value_type = String, required = false)]
+    redirect_uri: Option<String>,
+    /// authorization_code: the PKCE verifier whose S256 was the code_challenge.
+    #[schema(value_type = String, required = false)]
+    code_verifier: Option<String>,
+    /// refresh_token: the last refresh token (each is good once).
+    #[schema(value_type = String, required = false)]
+    refresh_token: Option<String>,
+}
+
+/// The member grants this endpoint takes besides client credentials.
+enum MemberGrant {
+    Code {
+        code: String,
+        redirect_uri: String,
+        verifier: String,
+    },
+    Refresh {
+        token: String,
+    },
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -80,13 +107,17 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ma
     Ok(Some((id, secret)))
 }
 
-/// OAuth2 token endpoint (client credentials grant).
+/// OAuth2 token endpoint: client credentials (partners, operators, banks), and for a
+/// partner's app signing members in, authorization_code (with the PKCE code_verifier
+/// and the same redirect_uri; answers a member access token, a refresh token, and an ID
+/// token when `openid` was asked) and refresh_token (rotated: the answer holds the next
+/// one; a used one presented again revokes the sign-in).
 #[utoipa::path(post, path = "/oauth/token", tag = "auth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded",
-        description = "grant_type=client_credentials, optional scope; client_id and client_secret in the body or HTTP Basic"),
+        description = "grant_type=client_credentials (optional scope), authorization_code (code, redirect_uri, code_verifier) or refresh_token (refresh_token, optional scope); client_id and client_secret in the body or HTTP Basic"),
     responses(
         (status = 200, body = TokenResponse),
-        (status = 400, body = OAuthError, description = "invalid_request, unsupported_grant_type or invalid_scope"),
+        (status = 400, body = OAuthError, description = "invalid_request, unsupported_grant_type, invalid_scope, or invalid_grant (a code or refresh token that is unknown, expired, used, another client's, or whose code_verifier or redirect_uri does not match)"),
         (status = 401, body = OAuthError, description = "invalid_client"),
         (status = 429, body = OAuthError, description = "too_many_requests: too many failed attempts for this client id or from this address; Retry-After gives the seconds to wait",
             headers(("Retry-After" = u64, description = "seconds until the limit ends"))),
@@ -104,18 +135,47 @@ pub async fn token(
             "send a form-encoded body",
         );
     };
-    if form.grant_type.as_deref() != Some("client_credentials") {
-        let error = if form.grant_type.is_none() {
-            "invalid_request"
-        } else {
-            "unsupported_grant_type"
-        };
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            error,
-            "only grant_type=client_credentials is supported",
-        );
-    }
+    let member_grant = match form.grant_type.as_deref() {
+        Some("client_credentials") => None,
+        Some("authorization_code") => {
+            match (form.code.clone(), form.redirect_uri.clone(), form.code_verifier.clone()) {
+                (Some(code), Some(redirect_uri), Some(verifier)) => Some(MemberGrant::Code {
+                    code,
+                    redirect_uri,
+                    verifier,
+                }),
+                _ => {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "grant_type=authorization_code needs code, redirect_uri and code_verifier",
+                    )
+                }
+            }
+        }
+        Some("refresh_token") => match form.refresh_token.clone() {
+            Some(token) => Some(MemberGrant::Refresh { token }),
+            None => {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "grant_type=refresh_token needs refresh_token",
+                )
+            }
+        },
+        other => {
+            let error = if other.is_none() {
+                "invalid_request"
+            } else {
+                "unsupported_grant_type"
+            };
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                error,
+                "grant_type must be client_credentials, authorization_code or refresh_token",
+            );
+        }
+    };
     let Ok(basic) = basic_credentials(&headers) else {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -155,23 +215,31 @@ pub async fn token(
         );
     }
     let source = connection.map(|Extension(ConnectInfo(address))| address.ip());
-    match coalition_app::auth::client_credentials_grant(
-        &app,
-        &credentials.0,
-        &credentials.1,
-        form.scope.as_deref(),
-        source,
-    )
-    .await
-    {
-        Ok(t) => {
-            let body = TokenResponse {
-                access_token: t.access_token,
-                token_type: "Bearer".into(),
-                expires_in: t.expires_in,
-                scope: t.scope,
-            };
-            ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+    let answer = match member_grant {
+        None => coalition_app::auth::client_credentials_grant(
+            &app,
+            &credentials.0,
+            &credentials.1,
+            form.scope.as_deref(),
+            source,
+        )
+        .await
+        .map(|t| TokenResponse {
+            access_token: t.access_token,
+            token_type: "Bearer".into(),
+            expires_in: t.expires_in,
+            scope: t.scope,
+            refresh_token: None,
+            id_token: None,
+        }),
+        Some(grant) => {
+            member_grant_answer(&app, &credentials, source, grant, form.scope.as_deref()).await
+        }
+    };
+    match answer {
+        Ok(body) => ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response(),
+        Err(AppError::InvalidGrant(description)) => {
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", &description)
         }
         Err(AppError::InvalidClient) => oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -202,6 +270,38 @@ pub async fn token(
     }
 }
 
+/// Authenticates the client as for client credentials, then runs the member grant.
+async fn member_grant_answer(
+    app: &App,
+    credentials: &(String, String),
+    source: Option<std::net::IpAddr>,
+    grant: MemberGrant,
+    scope: Option<&str>,
+) -> Result<TokenResponse, AppError> {
+    let client =
+        coalition_app::auth::authenticate_client(app, &credentials.0, &credentials.1, source)
+            .await?;
+    let tokens = match grant {
+        MemberGrant::Code {
+            code,
+            redirect_uri,
+            verifier,
+        } => coalition_app::oidc::exchange_code(app, &client, &code, &redirect_uri, &verifier)
+            .await?,
+        MemberGrant::Refresh { token } => {
+            coalition_app::oidc::refresh(app, &client, &token, scope).await?
+        }
+    };
+    Ok(TokenResponse {
+        access_token: tokens.access_token,
+        token_type: "Bearer".into(),
+        expires_in: tokens.expires_in,
+        scope: tokens.scope,
+        refresh_token: Some(tokens.refresh_token),
+        id_token: tokens.id_token,
+    })
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
@@ -209,6 +309,12 @@ pub struct TokenResponse {
     pub token_type: String,
     pub expires_in: i64,
     pub scope: String,
+    /// Member grants: the next refresh token (good once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// authorization_code with scope `openid`: the OpenID Connect ID token (ES256).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
