@@ -4,6 +4,7 @@
 mod analytics;
 mod bad_input;
 mod bank;
+mod browser;
 mod cache_outage;
 mod campaign_results;
 mod campaigns;
