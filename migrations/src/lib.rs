@@ -17,6 +17,7 @@ mod m20261203_000100_bank;
 mod m20261203_000200_webhooks;
 mod m20261203_000300_analytics;
 mod m20261203_000410_members_account_index;
+mod m20261203_000500_portal;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000200_webhooks::Migration),
             Box::new(m20261203_000300_analytics::Migration),
             Box::new(m20261203_000410_members_account_index::Migration),
+            Box::new(m20261203_000500_portal::Migration),
         ]
     }
 }

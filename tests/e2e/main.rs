@@ -28,6 +28,7 @@ mod observability;
 mod openapi;
 mod operations;
 mod partner_terms;
+mod portal;
 mod privacy;
 mod review_attacks;
 mod review_attacks_two;

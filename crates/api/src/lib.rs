@@ -7,6 +7,8 @@ mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod pan;
+/// The member portal's server-rendered pages (not part of the OpenAPI document).
+pub mod portal;
 pub mod problem;
 pub mod routes;
 
@@ -119,6 +121,7 @@ pub fn router(app: App) -> Router {
     let (routes, api) = routes_and_document();
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .merge(portal::router())
         .fallback(routes::service::not_found)
         .method_not_allowed_fallback(routes::service::method_not_allowed)
         .layer(middleware::from_fn(pan::guard))

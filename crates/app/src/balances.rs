@@ -60,7 +60,7 @@ pub async fn card_balance(app: &App, caller: &Caller, number: &str) -> AppResult
     account_balance(app, caller.programme_id, account_id).await
 }
 
-async fn account_balance(
+pub(crate) async fn account_balance(
     app: &App,
     programme_id: Uuid,
     account_id: Uuid,

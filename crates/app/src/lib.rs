@@ -20,6 +20,9 @@ pub mod immutable;
 pub mod imports;
 pub mod jobs;
 pub mod ledger;
+pub mod mailer;
+pub mod member_sessions;
+pub mod me;
 pub mod members;
 pub mod metrics;
 pub mod outbox;
@@ -31,6 +34,7 @@ pub mod refunds;
 pub mod rules;
 pub mod sales;
 pub mod settlements;
+pub mod signin;
 mod snapshots;
 mod spans;
 pub mod terms;
@@ -65,6 +69,10 @@ pub struct App {
     /// How long a bank authorization stays pending without a clearing before the
     /// `lapse-authorizations` job removes its points.
     pub bank_authorization_lapse: chrono::Duration,
+    /// Where sign-in codes go: SMTP, or the log (development mailer).
+    pub mailer: Arc<mailer::Mailer>,
+    /// Limits on requests for sign-in codes.
+    pub signin: signin::Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,6 +41,15 @@ pub struct Config {
     /// addresses, for tests only), `COALITION_WEBHOOKS_INTERVAL_MS` (how often `serve`
     /// delivers; 0: it does not), `COALITION_WEBHOOKS_TIMEOUT_SECONDS` (per attempt).
     pub webhooks: coalition_app::webhooks::Settings,
+    /// `COALITION_SMTP_URL`: where sign-in codes are mailed (lettre's URL form:
+    /// `smtp://host:port`, `smtp://host?tls=required`, `smtps://user:pass@host`); unset:
+    /// the development mailer writes them to the log.
+    pub smtp_url: Option<String>,
+    /// `COALITION_SMTP_FROM`: the sender of those mails.
+    pub smtp_from: String,
+    /// `COALITION_SIGNIN_CODES_PER_ADDRESS` and `COALITION_SIGNIN_CODES_PER_SOURCE`:
+    /// sign-in code requests allowed per e-mail address and per source IP in 15 minutes.
+    pub signin: coalition_app::signin::Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +218,25 @@ impl Config {
                 ))
             }
         };
+        let smtp_url = get("COALITION_SMTP_URL");
+        let smtp_from = get("COALITION_SMTP_FROM")
+            .unwrap_or_else(|| coalition_app::mailer::DEFAULT_FROM.into());
+        if let Err(message) =
+            coalition_app::mailer::Mailer::from_settings(smtp_url.as_deref(), &smtp_from)
+        {
+            // Which of the two is wrong: the sender alone decides it.
+            let setting = if coalition_app::mailer::Mailer::from_settings(None, &smtp_from).is_err()
+            {
+                "COALITION_SMTP_FROM"
+            } else {
+                "COALITION_SMTP_URL"
+            };
+            return Err(bad(setting, message));
+        }
+        let signin = coalition_app::signin::Settings {
+            per_address: number("COALITION_SIGNIN_CODES_PER_ADDRESS", 5, 1..=1000)? as u32,
+            per_source: number("COALITION_SIGNIN_CODES_PER_SOURCE", 30, 1..=100_000)? as u32,
+        };
         Ok(Config {
             database_url,
             redis_url,
@@ -238,6 +266,9 @@ impl Config {
             )?,
             migrate_on_start,
             webhooks,
+            smtp_url,
+            smtp_from,
+            signin,
         })
     }
 }
@@ -318,6 +349,11 @@ mod tests {
             ("COALITION_WEBHOOKS_ALLOW_INSECURE", "1"),
             ("COALITION_WEBHOOKS_INTERVAL_MS", "-5"),
             ("COALITION_WEBHOOKS_TIMEOUT_SECONDS", "0"),
+            ("COALITION_SMTP_URL", "mail.example.org"),
+            ("COALITION_SMTP_URL", "http://mail.example.org"),
+            ("COALITION_SMTP_FROM", "nobody"),
+            ("COALITION_SIGNIN_CODES_PER_ADDRESS", "0"),
+            ("COALITION_SIGNIN_CODES_PER_SOURCE", "many"),
         ] {
             let err = Config::from_map(&map(&[(k, v)])).unwrap_err();
             assert_eq!(err.setting, k);

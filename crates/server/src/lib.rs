@@ -45,6 +45,9 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         TokenKeys::load_or_generate(&db, config.jwt_secret.as_deref(), config.token_ttl_seconds)
             .await
             .map_err(|e| format!("loading the token signing key: {e}"))?;
+    let mailer =
+        coalition_app::mailer::Mailer::from_settings(config.smtp_url.as_deref(), &config.smtp_from)
+            .map_err(|e| format!("COALITION_SMTP_URL: {e}"))?;
     let terms = Arc::default();
     coalition_app::terms::spawn_watcher(db.clone(), &terms);
     let credentials = Arc::default();
@@ -63,6 +66,8 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
             config.webhooks.clone(),
         )?),
         bank_authorization_lapse: chrono::Duration::hours(config.bank_authorization_lapse_hours),
+        mailer: Arc::new(mailer),
+        signin: config.signin,
     })
 }
 

@@ -168,6 +168,11 @@ async fn run_configured(command: Command, config: &Config) -> Result<(), String>
                 .await
                 .map_err(|e| format!("COALITION_ADDR {}: {e}", config.addr))?;
             tracing::info!(addr = %config.addr, "coalition listening");
+            if app.mailer.is_development() {
+                tracing::info!(mail = %app.mailer.describe(), "mail goes to the log: sign-in codes are written there, not sent (set COALITION_SMTP_URL)");
+            } else {
+                tracing::info!(mail = %app.mailer.describe(), "mail goes out by SMTP");
+            }
             coalition_server::serve(app, listener, config.jobs_interval, stop_requested())
                 .await
                 .map_err(|e| e.to_string())

@@ -4,6 +4,8 @@
 pub mod cache;
 pub mod entities;
 pub mod failures;
+/// The member portal's sign-in codes, sessions and request counters.
+pub mod portal;
 
 use migration::MigratorTrait;
 pub use sea_orm;

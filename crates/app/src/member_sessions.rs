@@ -1,0 +1,199 @@
+//! Server-side sessions of the member portal. The cookie (`coalition_session`) holds a
+//! random 32-byte token (64 hex digits); the database keeps only its SHA-256, so a copy
+//! of the table signs no one in. A session ends after 12 hours without a request or 7
+//! days after sign-in, whichever comes first; signing out deletes it; a member whose
+//! data was erased has no session any more (`find` answers `None`).
+//!
+//! The CSRF token of a session is derived from the cookie's token (SHA-256 under a
+//! label): only the holder of the cookie can know it, a cross-site page cannot read it,
+//! and nothing more has to be stored.
+
+use crate::{App, AppResult};
+use chrono::{DateTime, Duration, Utc};
+use coalition_store::entities::member;
+use coalition_store::portal::member_session;
+use rand::RngCore;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The session cookie's name.
+pub const COOKIE: &str = "coalition_session";
+/// A session unused this long is over.
+pub const IDLE: Duration = Duration::hours(12);
+/// A session is over this long after sign-in, however active.
+pub const ABSOLUTE: Duration = Duration::days(7);
+/// `last_seen_at` is written at most this often, so that reading pages costs no write
+/// per request; the idle end is therefore known to within this much.
+const TOUCH_EVERY: Duration = Duration::minutes(5);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSession {
+    pub id: Uuid,
+    pub member_id: Uuid,
+    pub programme_id: Uuid,
+    /// The partner whose link the member came through: branding only.
+    pub partner_id: Option<Uuid>,
+    /// The value every form of this session must send back.
+    pub csrf_token: String,
+    /// When the session ends if unused (the idle end, capped by the absolute end).
+    pub expires_at: DateTime<Utc>,
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn csrf_for(token: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(b"coalition portal csrf\0");
+    digest.update(token.as_bytes());
+    hex::encode(digest.finalize())
+}
+
+/// A cookie value that can be a token at all: anything else is not looked up.
+fn well_formed(token: &str) -> bool {
+    token.len() == 64
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn session_of(row: &member_session::Model, token: &str) -> MemberSession {
+    MemberSession {
+        id: row.id,
+        member_id: row.member_id,
+        programme_id: row.programme_id,
+        partner_id: row.partner_id,
+        csrf_token: csrf_for(token),
+        expires_at: (row.last_seen_at + IDLE).min(row.expires_at),
+    }
+}
+
+/// Starts a session for a member (in `db`, which may be the sign-in's transaction).
+/// Returns the cookie's value (shown once, never stored) and the session.
+pub async fn create<C: ConnectionTrait>(
+    db: &C,
+    programme_id: Uuid,
+    member_id: Uuid,
+    partner_id: Option<Uuid>,
+) -> AppResult<(String, MemberSession)> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    let now = Utc::now();
+    let row = member_session::Model {
+        id: Uuid::now_v7(),
+        token_hash: token_hash(&token),
+        programme_id,
+        member_id,
+        partner_id,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + ABSOLUTE,
+    };
+    let active: member_session::ActiveModel = row.clone().into();
+    member_session::Entity::insert(active)
+        .exec_without_returning(db)
+        .await?;
+    Ok((token.clone(), session_of(&row, &token)))
+}
+
+/// The live session the cookie value names; `None` for an unknown, malformed, expired
+/// or signed-out token, and for a member whose data was erased (her sessions are
+/// deleted on the way).
+pub async fn find(app: &App, cookie_value: &str) -> AppResult<Option<MemberSession>> {
+    if !well_formed(cookie_value) {
+        return Ok(None);
+    }
+    let Some(row) = member_session::Entity::find()
+        .filter(member_session::Column::TokenHash.eq(token_hash(cookie_value)))
+        .one(&app.db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let now = Utc::now();
+    if row.expires_at <= now || row.last_seen_at + IDLE <= now {
+        member_session::Entity::delete_by_id(row.id)
+            .exec(&app.db)
+            .await?;
+        return Ok(None);
+    }
+    let member = member::Entity::find_by_id(row.member_id)
+        .one(&app.db)
+        .await?;
+    let alive = member
+        .as_ref()
+        .is_some_and(|m| m.erased_at.is_none() && m.programme_id == row.programme_id);
+    if !alive {
+        end_all(app, row.programme_id, row.member_id).await?;
+        return Ok(None);
+    }
+    let mut row = row;
+    if now - row.last_seen_at >= TOUCH_EVERY {
+        member_session::Entity::update(member_session::ActiveModel {
+            id: Set(row.id),
+            last_seen_at: Set(now),
+            ..Default::default()
+        })
+        .exec(&app.db)
+        .await?;
+        row.last_seen_at = now;
+    }
+    Ok(Some(session_of(&row, cookie_value)))
+}
+
+/// Signs the session out: the cookie's token names nothing from now on.
+pub async fn end(app: &App, session_id: Uuid) -> AppResult<()> {
+    member_session::Entity::delete_by_id(session_id)
+        .exec(&app.db)
+        .await?;
+    Ok(())
+}
+
+/// Ends every session of a member (after her data was erased).
+pub async fn end_all(app: &App, programme_id: Uuid, member_id: Uuid) -> AppResult<()> {
+    member_session::Entity::delete_many()
+        .filter(member_session::Column::ProgrammeId.eq(programme_id))
+        .filter(member_session::Column::MemberId.eq(member_id))
+        .exec(&app.db)
+        .await?;
+    Ok(())
+}
+
+/// Compares a form's CSRF value with the session's in constant time.
+pub fn csrf_matches(session: &MemberSession, sent: &str) -> bool {
+    constant_time_eq(session.csrf_token.as_bytes(), sent.as_bytes())
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hex_tokens_of_the_right_length_are_looked_up() {
+        assert!(well_formed(&"a1".repeat(32)));
+        assert!(!well_formed(&"A1".repeat(32)));
+        assert!(!well_formed("abc"));
+        assert!(!well_formed(&"g1".repeat(32)));
+    }
+
+    #[test]
+    fn the_csrf_token_is_tied_to_the_session_token() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        assert_ne!(csrf_for(&a), csrf_for(&b));
+        assert_ne!(
+            csrf_for(&a),
+            token_hash(&a),
+            "the stored hash is not the CSRF token"
+        );
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
