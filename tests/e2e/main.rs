@@ -5,6 +5,7 @@ mod analytics;
 mod bad_input;
 mod bank;
 mod browser;
+mod browser_portal;
 mod cache_outage;
 mod campaign_results;
 mod campaigns;
