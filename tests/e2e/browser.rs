@@ -86,12 +86,43 @@ fn chrome_binary() -> Option<String> {
 struct Driver {
     child: Child,
     url: String,
+    /// The WebDriver session still open on it, if any.
+    session: Option<String>,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // A test that failed half-way never closed its session: ending it here makes the
+        // driver quit its chromium, which killing the driver alone would orphan.
+        if let Some(session) = self.session.take() {
+            delete_session(&self.url, &session);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `DELETE /session/{id}` on the driver, blocking (it runs in `Drop`, possibly while a
+/// panicking test unwinds its runtime), bounded by short timeouts.
+fn delete_session(driver_url: &str, session: &str) {
+    use std::io::{Read, Write};
+    let Some(address) = driver_url.strip_prefix("http://") else {
+        return;
+    };
+    let Ok(addr) = address.parse::<std::net::SocketAddr>() else {
+        return;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let request = format!(
+        "DELETE /session/{session} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_ok() {
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
     }
 }
 
@@ -114,6 +145,7 @@ impl Driver {
             let driver = Driver {
                 child,
                 url: format!("http://127.0.0.1:{port}"),
+                session: None,
             };
             if driver.ready().await {
                 return driver;
@@ -230,12 +262,14 @@ impl BrowserSlot {
         let mut caps = Capabilities::new();
         caps.insert("goog:chromeOptions".to_owned(), chrome);
         caps.insert("pageLoadStrategy".to_owned(), json!("normal"));
+        let mut driver = driver;
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let wd = ClientBuilder::new(connector)
             .capabilities(caps)
             .connect(&driver.url)
             .await
             .unwrap_or_else(|e| panic!("WebDriver session on {}: {e}", driver.url));
+        driver.session = wd.session_id().await.ok().flatten();
         Browser {
             wd,
             base: base.trim_end_matches('/').to_owned(),
@@ -250,8 +284,12 @@ impl BrowserSlot {
 impl Browser {
     /// Closes the WebDriver session (the chromium), then the driver goes with `self`.
     pub async fn close(self) {
-        let Browser { wd, _driver, .. } = self;
-        let _ = wd.close().await;
+        let Browser {
+            wd, mut _driver, ..
+        } = self;
+        if wd.close().await.is_ok() {
+            _driver.session = None;
+        }
         drop(_driver);
     }
 

@@ -107,9 +107,11 @@ async fn with_cookie(base: &str, path: &str, cookie: &str) -> (u16, String, Stri
     (status, location, res.text().await.unwrap_or_default())
 }
 
+/// The browser slot of `test`, and when the test got it (its time excludes the wait
+/// for another browser test to finish).
 async fn slot(test: &str) -> Option<(BrowserSlot, Instant)> {
-    let started = Instant::now();
-    browser_slot(test).await.map(|s| (s, started))
+    let slot = browser_slot(test).await?;
+    Some((slot, Instant::now()))
 }
 
 fn took(test: &str, started: Instant) {
