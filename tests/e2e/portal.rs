@@ -379,6 +379,12 @@ async fn the_sign_in_speaks_english_and_romanian() {
         .get("/portal/lang?set=ro&next=https%3A%2F%2Fevil.example")
         .await;
     assert_eq!(away.location(), Some("/portal"));
+    // A path with a space or UTF-8 in it is followed, encoded (never a 500).
+    let odd = browser
+        .get("/portal/lang?set=en&next=%2Fportal%2F%C3%A4%20x")
+        .await;
+    assert_eq!(odd.status, 303);
+    assert_eq!(odd.location(), Some("/portal/%C3%A4%20x"));
     // The stylesheet is served by the binary.
     let css = browser.get("/portal/static/portal.css").await;
     assert_eq!(css.status, 200);
@@ -769,4 +775,262 @@ async fn limits_codes_and_sessions_hold_across_two_servers_on_one_database() {
     assert_eq!(fresh_on_two.request_code(via, &ann).await.status, 200);
     assert_eq!(on_one.request_code(via, &ann).await.status, 429);
     assert_eq!(fresh_on_two.request_code(via, &ann).await.status, 429);
+}
+
+/// The log lines of a JSON log file, each as an object (its event's fields merged in).
+fn log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|mut line| {
+            if let Some(fields) = line.get("fields").cloned() {
+                if let (Some(line), Some(fields)) = (line.as_object_mut(), fields.as_object()) {
+                    line.extend(fields.clone());
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn without_smtp_the_development_mailer_writes_the_code_to_the_log() {
+    let mut env = vec![
+        ("DATABASE_URL", fresh_database_url().await),
+        ("COALITION_DB_MAX_CONNECTIONS", "10".to_owned()),
+        ("COALITION_JOBS_INTERVAL_SECONDS", "0".to_owned()),
+        ("COALITION_LOG", "info".to_owned()),
+        ("COALITION_LOG_FORMAT", "json".to_owned()),
+    ];
+    if let Some(redis_url) = test_redis_url() {
+        env.push(("REDIS_URL", redis_url));
+        env.push((
+            "COALITION_REDIS_PREFIX",
+            format!("coalition-test-{}:", Uuid::new_v4().simple()),
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("coalition-portal-log-{}.log", Uuid::new_v4()));
+    let file = std::fs::File::create(&path).unwrap();
+    let server = start_server_logging_to(&env, std::process::Stdio::from(file)).await;
+    let t = spawn_client(&server.base);
+    let programme = create_programme(&env, &t).await;
+    let gym = t.partner(&programme, "Iron Gym", "1").await;
+    let ann = email("ann");
+    t.member_with_card(&gym, &ann).await;
+
+    let said = log_lines(&path);
+    assert!(
+        said.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("mail goes to the log"))),
+        "serve says at start that mail goes to the log"
+    );
+    let mut browser = Browser::at(&server.base);
+    let page = browser.request_code(Via::Nothing, &ann).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let mut code = None;
+    for _ in 0..100 {
+        code = log_lines(&path)
+            .iter()
+            .filter(|l| l["mailer"] == "development" && l["to"] == ann.as_str())
+            .find_map(|l| crate::support::smtp::code_in(l["text"].as_str()?));
+        if code.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let code = code.expect("the development mailer logged the code");
+    let done = browser.submit_code(Via::Nothing, &ann, &code).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert_eq!(browser.get("/portal").await.status, 200);
+    // Nothing else secret reaches the log: not the session token, not the form token.
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert!(!log.contains(browser.session().unwrap()));
+    assert!(!log.contains(browser.cookies["coalition_csrf"].as_str()));
+    drop(server);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn home_shows_the_tier_the_spend_missing_for_the_next_and_expiring_points() {
+    let sink = SmtpSink::start().await;
+    let url = sink.url();
+    let app = spawn_app_with_settings(&[("COALITION_SMTP_URL", url.as_str())]).await;
+    let programme = app.programme_with_expiry(10).await;
+    for (name, rank, spend) in [("Basic", 1, "0"), ("Gold", 2, "100.00")] {
+        let body = serde_json::json!({
+            "name": name, "rank": rank,
+            "qualifying_spend": {"amount": spend, "currency": "EUR"},
+            "discount_percent": "0", "earn_multiplier": "1",
+        });
+        app.post("/v1/tiers", &programme.admin, body)
+            .await
+            .expect(201);
+    }
+    let gym = app.partner(&programme, "Iron Gym", "1").await;
+    let ann = email("ann");
+    let (_, card) = app.member_with_card(&gym, &ann).await;
+    app.purchase(&gym, &card, "40.00", 0).await;
+    let mut browser = Browser::new(&app);
+    browser.sign_in(&sink, Via::Partner(gym.id), &ann).await;
+    let home = browser.get("/portal").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    assert_eq!(home.element("tier").as_deref(), Some("Basic"));
+    assert_eq!(home.element("spend-12m").as_deref(), Some("40.00 EUR"));
+    assert_eq!(home.element("missing").as_deref(), Some("60.00 EUR"));
+    assert!(
+        home.body
+            .contains("id=\"tier-progress\" max=\"100.00\" value=\"40.00\""),
+        "{}",
+        home.body
+    );
+    assert_eq!(home.body.matches("class=\"expiring-row\"").count(), 1);
+    assert!(home
+        .body
+        .contains("<strong class=\"expiring-points\">40</strong>"));
+}
+
+#[tokio::test]
+async fn offers_show_the_treatment_groups_campaigns_and_never_a_control_group() {
+    let w = world().await;
+    let mut by_id = std::collections::HashMap::new();
+    for i in 0..16 {
+        let address = email(&format!("m{i}"));
+        let (id, _) = w.app.member_with_card(&w.gym, &address).await;
+        by_id.insert(id, address);
+    }
+    let ids: Vec<&str> = by_id.keys().map(String::as_str).collect();
+    let ends = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let campaign = w
+        .app
+        .post(
+            "/v1/campaigns",
+            &w.programme.admin,
+            serde_json::json!({
+                "name": "Double points at the gym", "segment": {"kind": "members", "member_ids": ids},
+                "reward": {"kind": "multiplier", "value": "2", "partner_ids": [w.gym.id]},
+                "funder": {"kind": "operator"}, "budget_points": 100000, "ends_at": ends,
+                "holdout_percent": 50,
+            }),
+        )
+        .await
+        .expect(201);
+    let id = campaign["id"].as_str().unwrap();
+    let first_of = |group: &'static str| {
+        let app = &w.app;
+        let admin = w.programme.admin.clone();
+        async move {
+            let page = app
+                .get(
+                    &format!("/v1/campaigns/{id}/members?group={group}&limit=100"),
+                    &admin,
+                )
+                .await
+                .expect(200);
+            page["data"][0]["member_id"].as_str().map(str::to_owned)
+        }
+    };
+    let treated = first_of("treatment").await.expect("someone is treated");
+    let held_out = first_of("control").await.expect("someone is held out");
+
+    let mut treated_browser = Browser::new(&w.app);
+    treated_browser
+        .sign_in(&w.sink, Via::Partner(w.gym.id), &by_id[&treated])
+        .await;
+    let offers = treated_browser.get("/portal/offers").await;
+    assert_eq!(
+        offers.body.matches("offer-row").count(),
+        1,
+        "{}",
+        offers.body
+    );
+    assert!(offers.body.contains("Double points at the gym"));
+    assert!(offers.body.contains("Iron Gym"), "where the offer applies");
+
+    let mut control_browser = Browser::new(&w.app);
+    control_browser
+        .sign_in(&w.sink, Via::Partner(w.gym.id), &by_id[&held_out])
+        .await;
+    let none = control_browser.get("/portal/offers").await;
+    assert!(none.element("offers-empty").is_some());
+    assert!(
+        !none.body.contains("Double points"),
+        "a control group is never shown"
+    );
+    let home = control_browser.get("/portal").await;
+    assert!(!home.body.contains("Double points") && !home.body.contains("control"));
+}
+
+#[tokio::test]
+async fn sessions_end_when_idle_too_long_after_seven_days_and_when_the_operator_erases_her() {
+    use coalition_store::portal::member_session;
+    let w = world().await;
+    let (ann, bob) = (email("ann"), email("bob"));
+    w.app.member_with_card(&w.gym, &ann).await;
+    let (bob_id, _) = w.app.member_with_card(&w.gym, &bob).await;
+    let via = Via::Partner(w.gym.id);
+    let mut idle = Browser::new(&w.app);
+    idle.sign_in(&w.sink, via, &ann).await;
+    let mut old = Browser::new(&w.app);
+    old.sign_in(&w.sink, via, &ann).await;
+    let mut erased = Browser::new(&w.app);
+    erased.sign_in(&w.sink, via, &bob).await;
+    let hash = |token: &str| {
+        use sha2::Digest;
+        hex_of(&sha2::Sha256::digest(token.as_bytes()))
+    };
+    let now = chrono::Utc::now();
+    // 12 hours without a request.
+    member_session::Entity::update_many()
+        .col_expr(
+            member_session::Column::LastSeenAt,
+            Expr::value(now - chrono::Duration::hours(12)),
+        )
+        .filter(member_session::Column::TokenHash.eq(hash(idle.session().unwrap())))
+        .exec(&w.app.app.db)
+        .await
+        .unwrap();
+    // Used a minute ago, but signed in 7 days ago.
+    member_session::Entity::update_many()
+        .col_expr(
+            member_session::Column::LastSeenAt,
+            Expr::value(now - chrono::Duration::minutes(1)),
+        )
+        .col_expr(
+            member_session::Column::ExpiresAt,
+            Expr::value(now - chrono::Duration::seconds(1)),
+        )
+        .filter(member_session::Column::TokenHash.eq(hash(old.session().unwrap())))
+        .exec(&w.app.app.db)
+        .await
+        .unwrap();
+    assert_eq!(idle.get("/portal").await.status, 303);
+    assert_eq!(old.get("/portal").await.status, 303);
+    // The operator erases Bob: his session opens nothing any more.
+    assert_eq!(erased.get("/portal").await.status, 200);
+    w.app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/members/{bob_id}"),
+            Some(&w.programme.admin),
+            None,
+            None,
+        )
+        .await
+        .expect(204);
+    assert_eq!(erased.get("/portal").await.status, 303);
+    let left = member_session::Entity::find()
+        .filter(member_session::Column::ProgrammeId.eq(w.programme.id))
+        .all(&w.app.app.db)
+        .await
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "ended sessions are deleted when met: {left:?}"
+    );
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -92,6 +92,17 @@ pub async fn create<C: ConnectionTrait>(
         last_seen_at: now,
         expires_at: now + ABSOLUTE,
     };
+    // Her sessions that ended unnoticed (never used again) go now: rows do not pile up.
+    member_session::Entity::delete_many()
+        .filter(member_session::Column::ProgrammeId.eq(programme_id))
+        .filter(member_session::Column::MemberId.eq(member_id))
+        .filter(
+            sea_orm::Condition::any()
+                .add(member_session::Column::ExpiresAt.lte(now))
+                .add(member_session::Column::LastSeenAt.lte(now - IDLE)),
+        )
+        .exec(db)
+        .await?;
     let active: member_session::ActiveModel = row.clone().into();
     member_session::Entity::insert(active)
         .exec_without_returning(db)

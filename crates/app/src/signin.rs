@@ -374,17 +374,17 @@ pub async fn verify_code(app: &App, entry: &Entry, email: &str, code: &str) -> A
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(Verified::Refused);
     }
-    let Some(found) = enrolled(&app.db, entry.programme_id, email).await? else {
-        return Ok(Verified::Refused);
-    };
-    let Some(stored) = member_login_code::Entity::find()
+    // Every refused try does the same work — look the member up, look her code up,
+    // count a try, compare — whether or not the address is enrolled or has a code, so
+    // that the time of the answer does not tell either (a missing member or code stands
+    // in as the nil id, which matches no row).
+    let found = enrolled(&app.db, entry.programme_id, email).await?;
+    let member_id = found.as_ref().map_or(Uuid::nil(), |m| m.id);
+    let stored = member_login_code::Entity::find()
         .filter(member_login_code::Column::ProgrammeId.eq(entry.programme_id))
-        .filter(member_login_code::Column::MemberId.eq(found.id))
+        .filter(member_login_code::Column::MemberId.eq(member_id))
         .one(&app.db)
-        .await?
-    else {
-        return Ok(Verified::Refused);
-    };
+        .await?;
     let now = Utc::now();
     // The try is counted before the code is compared, in one conditional statement, so
     // that racing guesses (in any number of processes) get 5 tries in all.
@@ -393,12 +393,16 @@ pub async fn verify_code(app: &App, entry: &Entry, email: &str, code: &str) -> A
             member_login_code::Column::Attempts,
             sea_orm::sea_query::Expr::col(member_login_code::Column::Attempts).add(1),
         )
-        .filter(member_login_code::Column::Id.eq(stored.id))
+        .filter(member_login_code::Column::Id.eq(stored.as_ref().map_or(Uuid::nil(), |s| s.id)))
         .filter(member_login_code::Column::Attempts.lt(MAX_ATTEMPTS))
         .filter(member_login_code::Column::ExpiresAt.gt(now))
         .filter(member_login_code::Column::UsedAt.is_null())
         .exec(&app.db)
         .await?;
+    let (Some(found), Some(stored)) = (found, stored) else {
+        let _ = code_hash("0000000000000000", code).finalize();
+        return Ok(Verified::Refused);
+    };
     if counted.rows_affected != 1 {
         return Ok(Verified::Refused);
     }

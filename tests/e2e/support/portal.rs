@@ -74,8 +74,13 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(app: &TestApp) -> Browser {
+        Browser::at(&app.base)
+    }
+
+    /// A browser of the server at `base` (e.g. a `coalition serve` process).
+    pub fn at(base: &str) -> Browser {
         Browser {
-            base: app.base.clone(),
+            base: base.to_owned(),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

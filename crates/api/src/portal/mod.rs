@@ -135,7 +135,9 @@ pub(crate) fn url_encode(text: &str) -> String {
 }
 
 /// `next` when it is a path on this site (one leading `/`, not `//` nor `/\`, no
-/// control characters), else `/portal`: a sign-in never sends anyone elsewhere.
+/// control characters), else `/portal`: a sign-in never sends anyone elsewhere. Bytes
+/// outside visible ASCII (a space, UTF-8) are percent-encoded, so that the path is a
+/// valid `Location` header.
 pub(crate) fn local_path(next: Option<&str>) -> String {
     match next {
         Some(path)
@@ -144,7 +146,15 @@ pub(crate) fn local_path(next: Option<&str>) -> String {
                 && !path.starts_with("/\\")
                 && !path.chars().any(|c| c.is_control() || c == '\\') =>
         {
-            path.to_owned()
+            let mut out = String::with_capacity(path.len());
+            for b in path.bytes() {
+                if (0x21..0x7f).contains(&b) {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out
         }
         _ => "/portal".to_owned(),
     }
@@ -408,6 +418,7 @@ mod tests {
             assert_eq!(local_path(Some(bad)), "/portal", "{bad:?}");
         }
         assert_eq!(local_path(None), "/portal");
+        assert_eq!(local_path(Some("/portal/ä b")), "/portal/%C3%A4%20b");
     }
 
     #[test]
