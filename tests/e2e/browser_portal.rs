@@ -21,6 +21,8 @@ use uuid::Uuid;
 struct Portal {
     t: TestApp,
     sink: SmtpSink,
+    /// The operator's token.
+    admin: String,
     gym: Partner,
 }
 
@@ -29,7 +31,12 @@ async fn portal() -> Portal {
     let t = spawn_app_with_settings(&[("COALITION_SMTP_URL", &sink.url())]).await;
     let programme = t.programme_with_expiry(20).await;
     let gym = t.partner(&programme, "Iron Gym", "1").await;
-    Portal { t, sink, gym }
+    Portal {
+        t,
+        sink,
+        admin: programme.admin,
+        gym,
+    }
 }
 
 impl Portal {
@@ -133,6 +140,14 @@ async fn a_member_signs_in_with_the_mailed_code_and_uses_the_portal_on_a_phone()
         return;
     };
     let p = portal().await;
+    // A ladder, so home has a tier and the spend still missing for the next one; no
+    // discount and no multiplier, so the points are the plain 1 per EUR.
+    for (name, rank, spend) in [("Basic", 1, "0"), ("Gold", 2, "1000.00")] {
+        let body = json!({"name": name, "rank": rank,
+                          "qualifying_spend": {"amount": spend, "currency": "EUR"},
+                          "discount_percent": "0", "earn_multiplier": "1"});
+        p.t.post("/v1/tiers", &p.admin, body).await.expect(201);
+    }
     // More movements than one history page holds (the portal pages by at most 20).
     let purchases = 23;
     let (member, card) = p.member("ana@example.org", purchases).await;
@@ -161,6 +176,11 @@ async fn a_member_signs_in_with_the_mailed_code_and_uses_the_portal_on_a_phone()
         "Iron Gym",
         "the partner's branding"
     );
+    // 8 × 10 + 8 × 20 + 7 × 30 + 35 = 485.00 EUR spent: Basic, 515.00 short of Gold.
+    assert_eq!(b.text("#tier").await, "Basic");
+    assert!(b.text("#spend-12m").await.contains("485.00"));
+    assert!(b.text("#next-tier").await.contains("Gold"));
+    assert!(b.text("#missing").await.contains("515.00"));
 
     // Every lot expires within 20 days: home lists them, adding up to the balance.
     let mut expiring = 0;
