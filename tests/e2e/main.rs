@@ -4,6 +4,8 @@
 mod analytics;
 mod bad_input;
 mod bank;
+mod browser;
+mod browser_portal;
 mod cache_outage;
 mod campaign_results;
 mod campaigns;

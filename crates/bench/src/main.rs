@@ -8,6 +8,7 @@ mod baseline;
 mod http1;
 mod load;
 mod lots;
+mod portal;
 mod settle;
 mod setup;
 mod token;
@@ -101,6 +102,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         purchases: usize,
     },
+    /// The member portal's home page (`GET /portal`) under N concurrent signed-in
+    /// members: N members with purchases, each signed in through the e-mailed one-time
+    /// code (a loopback SMTP sink of the bench), each requesting home in a closed loop;
+    /// prints requests, p50, p99, max and requests per second (with --smoke: 10
+    /// members, 2 s).
+    Portal {
+        #[arg(long, default_value_t = 50)]
+        members: usize,
+        /// Purchases made for each member before the load (history, tier, expiring lots).
+        #[arg(long, default_value_t = 5)]
+        purchases: usize,
+    },
 }
 
 const EARN_CONCURRENCY: usize = 16;
@@ -125,6 +138,10 @@ async fn main() -> ExitCode {
         Some(BenchCommand::Analytics { purchases }) => {
             let purchases = if args.smoke { 20_000 } else { purchases };
             analytics(&args, purchases).await
+        }
+        Some(BenchCommand::Portal { members, purchases }) => {
+            let members = if args.smoke { 10 } else { members };
+            portal(&args, members, purchases).await
         }
         None => run(args).await,
     };
@@ -157,6 +174,24 @@ async fn analytics(args: &Args, purchases: usize) -> Result<bool, Error> {
         database_name: &args.database_name,
         redis_url: &args.redis_url,
         purchases,
+    })
+    .await
+}
+
+async fn portal(args: &Args, members: usize, purchases: usize) -> Result<bool, Error> {
+    let binary = match args.server.clone() {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("coalition"),
+    };
+    portal::run(portal::Settings {
+        binary: &binary,
+        admin_url: &args.database_url,
+        database_name: &args.database_name,
+        redis_url: &args.redis_url,
+        members,
+        purchases_per_member: purchases,
+        warmup: Duration::from_secs(args.warmup),
+        measure: Duration::from_secs(args.seconds),
     })
     .await
 }

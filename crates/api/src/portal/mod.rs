@@ -359,7 +359,9 @@ pub(crate) fn html(status: StatusCode, body: Result<String, askama::Error>) -> R
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // same-origin, not no-referrer: under no-referrer browsers send `Origin: null` on
+    // every form POST, which `csrf_ok` rightly refuses (found by the browser tests).
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
