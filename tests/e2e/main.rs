@@ -22,6 +22,7 @@ mod holds_props;
 mod idempotency;
 mod imports;
 mod ledger_props;
+mod me;
 mod money;
 mod multi_process;
 mod oauth;

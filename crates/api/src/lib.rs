@@ -32,7 +32,7 @@ use utoipa_swagger_ui::SwaggerUi;
     modifiers(&Security),
     tags(
         (name = "auth", description = "OAuth2: client credentials for partners and operators; authorization code + PKCE, refresh tokens and OpenID Connect for members through partners' apps"),
-        (name = "partners"), (name = "clients"), (name = "members"), (name = "cards"),
+        (name = "partners"), (name = "clients"), (name = "members"), (name = "me", description = "A member's own data, with a member access token (scope member)"), (name = "cards"),
         (name = "purchases"), (name = "redemptions", description = "POS holds: points reserved at the till, then captured or voided"),
         (name = "tiers", description = "The tier ladder and members' tiers"),
         (name = "campaigns", description = "Targeted rewards with a budget, a funder and a holdout"),
@@ -90,6 +90,7 @@ fn api_router() -> OpenApiRouter<App> {
         .merge(routes::partners::router())
         .merge(routes::clients::router())
         .merge(routes::members::router())
+        .merge(routes::me::router())
         .merge(routes::cards::router())
         .merge(routes::purchases::router())
         .merge(routes::redemptions::router())

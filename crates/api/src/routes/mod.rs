@@ -10,6 +10,7 @@ pub mod cards;
 pub mod classification;
 pub mod clients;
 pub mod imports;
+pub mod me;
 pub mod members;
 pub mod oauth;
 pub mod oidc;
