@@ -13,7 +13,9 @@ async fn a_member_token_shows_her_own_points_history_cards_and_tier_and_nothing_
     let gym = t.partner(&programme, "Iron Gym", "1").await;
     for (name, rank, spend) in [("Basic", 10, "0.00"), ("Gold", 20, "100.00")] {
         let body = json!({"name": name, "rank": rank, "qualifying_spend": {"amount": spend, "currency": "EUR"}, "discount_percent": "0", "earn_multiplier": "1"});
-        t.post("/v1/tiers", &programme.admin, body).await.expect(201);
+        t.post("/v1/tiers", &programme.admin, body)
+            .await
+            .expect(201);
     }
     let (ann, ann_card) = t.member_with_card(&gym, "ann@example.org").await;
     let (bob, bob_card) = t.member_with_card(&gym, "bob@example.org").await;
@@ -32,7 +34,10 @@ async fn a_member_token_shows_her_own_points_history_cards_and_tier_and_nothing_
     assert_eq!(balance["member_id"], ann.as_str());
     assert_eq!(balance["points"], 42);
 
-    let history = t.get("/v1/me/transactions?limit=10", &token).await.expect(200);
+    let history = t
+        .get("/v1/me/transactions?limit=10", &token)
+        .await
+        .expect(200);
     let lines = history["data"].as_array().unwrap();
     assert_eq!(lines.len(), 1, "{history}");
     assert_eq!(lines[0]["kind"], "earned");
@@ -48,7 +53,10 @@ async fn a_member_token_shows_her_own_points_history_cards_and_tier_and_nothing_
 
     let partners = t.get("/v1/me/partners", &token).await.expect(200);
     assert_eq!(partners["data"][0]["name"], "Iron Gym");
-    assert_eq!(t.get("/v1/me/offers", &token).await.expect(200)["data"], json!([]));
+    assert_eq!(
+        t.get("/v1/me/offers", &token).await.expect(200)["data"],
+        json!([])
+    );
 
     // Her card by its last four digits only; the full number is nowhere in the answer.
     let cards = t.get("/v1/me/cards", &token).await.expect(200);
@@ -65,9 +73,13 @@ async fn a_member_token_shows_her_own_points_history_cards_and_tier_and_nothing_
         .await
         .expect(200);
     let bob_card_id = bob_cards["data"][0]["id"].as_str().unwrap();
-    t.post(&format!("/v1/me/cards/{bob_card_id}/block"), &token, json!({}))
-        .await
-        .expect_problem(404, "not_found");
+    t.post(
+        &format!("/v1/me/cards/{bob_card_id}/block"),
+        &token,
+        json!({}),
+    )
+    .await
+    .expect_problem(404, "not_found");
     let blocked = t
         .post(&format!("/v1/me/cards/{card_id}/block"), &token, json!({}))
         .await
@@ -77,17 +89,33 @@ async fn a_member_token_shows_her_own_points_history_cards_and_tier_and_nothing_
     t.post_moving("/v1/purchases", &gym.token, body)
         .await
         .expect_problem(409, "card_blocked");
-    assert_eq!(t.points(&programme.admin, &bob).await, 10, "Bob's card still works");
+    assert_eq!(
+        t.points(&programme.admin, &bob).await,
+        10,
+        "Bob's card still works"
+    );
 
     // Marketing consent, on and off.
     let changed = t
-        .call(Method::PATCH, "/v1/me", Some(&token), Some(json!({"consent_marketing": true})), None)
+        .call(
+            Method::PATCH,
+            "/v1/me",
+            Some(&token),
+            Some(json!({"consent_marketing": true})),
+            None,
+        )
         .await
         .expect(200);
     assert_eq!(changed["consent_marketing"], true);
-    t.call(Method::PATCH, "/v1/me", Some(&token), Some(json!({"consent_marketing": "yes"})), None)
-        .await
-        .expect_problem(422, "validation_failed");
+    t.call(
+        Method::PATCH,
+        "/v1/me",
+        Some(&token),
+        Some(json!({"consent_marketing": "yes"})),
+        None,
+    )
+    .await
+    .expect_problem(422, "validation_failed");
 
     // The member token opens no operator or partner route, not even about herself.
     for path in [
@@ -106,8 +134,14 @@ async fn a_member_token_shows_her_own_points_history_cards_and_tier_and_nothing_
     }
 
     // Once her data is erased, her token opens nothing.
-    t.call(Method::DELETE, &format!("/v1/members/{ann}"), Some(&programme.admin), None, None)
-        .await
-        .expect(204);
+    t.call(
+        Method::DELETE,
+        &format!("/v1/members/{ann}"),
+        Some(&programme.admin),
+        None,
+        None,
+    )
+    .await
+    .expect(204);
     assert_eq!(t.get("/v1/me", &token).await.status.as_u16(), 401);
 }

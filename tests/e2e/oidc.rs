@@ -3,8 +3,8 @@
 //! completing the flow, and the attacks a hostile app or a thief of a code would try.
 
 use crate::support::oidc::{
-    authorize, browser, code_for, exchange, partner_app, pkce, request_params, see_other,
-    sign_in, sign_in_from, spawn_app_with_mail, token_request, PartnerApp, REDIRECT_URI,
+    authorize, browser, code_for, exchange, partner_app, pkce, request_params, see_other, sign_in,
+    sign_in_from, spawn_app_with_mail, token_request, PartnerApp, REDIRECT_URI,
 };
 use crate::support::smtp::SmtpSink;
 use crate::support::*;
@@ -38,12 +38,21 @@ async fn discovery_and_jwks_describe_the_issuer_and_its_es256_key() {
         .await
         .unwrap();
     assert_eq!(config["issuer"], t.base.as_str());
-    assert_eq!(config["authorization_endpoint"], format!("{}/oauth/authorize", t.base));
+    assert_eq!(
+        config["authorization_endpoint"],
+        format!("{}/oauth/authorize", t.base)
+    );
     assert_eq!(config["token_endpoint"], format!("{}/oauth/token", t.base));
-    assert_eq!(config["jwks_uri"], format!("{}/.well-known/jwks.json", t.base));
+    assert_eq!(
+        config["jwks_uri"],
+        format!("{}/.well-known/jwks.json", t.base)
+    );
     assert_eq!(config["response_types_supported"], json!(["code"]));
     assert_eq!(config["code_challenge_methods_supported"], json!(["S256"]));
-    assert_eq!(config["id_token_signing_alg_values_supported"], json!(["ES256"]));
+    assert_eq!(
+        config["id_token_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
     assert_eq!(config["subject_types_supported"], json!(["public"]));
     assert_eq!(config["scopes_supported"], json!(["openid", "member"]));
     let grants = config["grant_types_supported"].as_array().unwrap();
@@ -56,14 +65,25 @@ async fn discovery_and_jwks_describe_the_issuer_and_its_es256_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["content-type"], "application/jwk-set+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/jwk-set+json"
+    );
     let jwks: Value = response.json().await.unwrap();
     let key = &jwks["keys"][0];
     assert_eq!(
         (&key["kty"], &key["crv"], &key["alg"], &key["use"]),
-        (&json!("EC"), &json!("P-256"), &json!("ES256"), &json!("sig"))
+        (
+            &json!("EC"),
+            &json!("P-256"),
+            &json!("ES256"),
+            &json!("sig")
+        )
     );
-    assert!(key.get("d").is_none(), "the private part is never published");
+    assert!(
+        key.get("d").is_none(),
+        "the private part is never published"
+    );
     // The kid is the RFC 7638 thumbprint, computed here independently.
     use base64::Engine;
     use sha2::Digest;
@@ -90,9 +110,7 @@ async fn the_signing_key_is_kept_with_the_data_and_survives_a_restart() {
     let first = t.app.member_tokens.kid().to_owned();
     // Another server on the same database: the same key (insert-then-read).
     let again = coalition_app::auth::member_tokens::MemberTokenKeys::load_or_generate(
-        &t.app.db,
-        None,
-        &t.base,
+        &t.app.db, None, &t.base,
     )
     .await
     .unwrap();
@@ -150,7 +168,10 @@ async fn redirect_uris_are_registered_checked_listed_and_replaced() {
     .await
     .expect_problem(422, "validation_failed");
     // Nothing of the refused requests was written.
-    let listed = t.get("/v1/clients?limit=100", &programme.admin).await.expect(200);
+    let listed = t
+        .get("/v1/clients?limit=100", &programme.admin)
+        .await
+        .expect(200);
     assert_eq!(listed["data"].as_array().unwrap().len(), 2, "{listed}");
 
     let created = t
@@ -167,7 +188,10 @@ async fn redirect_uris_are_registered_checked_listed_and_replaced() {
         json!(["https://app.example/cb", "http://localhost:3000/cb"])
     );
     let id = created["id"].as_str().unwrap();
-    let got = t.get(&format!("/v1/clients/{id}"), &programme.admin).await.expect(200);
+    let got = t
+        .get(&format!("/v1/clients/{id}"), &programme.admin)
+        .await
+        .expect(200);
     assert_eq!(got["redirect_uris"], created["redirect_uris"]);
     let replaced = t
         .call(
@@ -179,7 +203,10 @@ async fn redirect_uris_are_registered_checked_listed_and_replaced() {
         )
         .await
         .expect(200);
-    assert_eq!(replaced["redirect_uris"], json!(["https://app.example/v2/cb"]));
+    assert_eq!(
+        replaced["redirect_uris"],
+        json!(["https://app.example/v2/cb"])
+    );
     // A partner may not change them, and another programme's admin does not find the client.
     t.call(
         reqwest::Method::PUT,
@@ -223,26 +250,62 @@ async fn an_untrusted_client_or_redirect_uri_gets_a_page_not_a_redirect() {
     let operator_client = programme.client_id.clone();
     let cases = vec![
         ("unknown client", with("client_id", Some("cl_nobody"))),
-        ("operator client", with("client_id", Some(operator_client.as_str()))),
+        (
+            "operator client",
+            with("client_id", Some(operator_client.as_str())),
+        ),
         ("no client", with("client_id", None)),
         ("no redirect_uri", with("redirect_uri", None)),
-        ("extra path", with("redirect_uri", Some("https://app.example/callback/x"))),
-        ("extra query", with("redirect_uri", Some("https://app.example/callback?x=1"))),
-        ("trailing slash", with("redirect_uri", Some("https://app.example/callback/"))),
-        ("other host", with("redirect_uri", Some("https://evil.example/callback"))),
-        ("prefix only", with("redirect_uri", Some("https://app.example/"))),
-        ("upper case", with("redirect_uri", Some("https://APP.example/callback"))),
-        ("fragment", with("redirect_uri", Some("https://app.example/callback#x"))),
+        (
+            "extra path",
+            with("redirect_uri", Some("https://app.example/callback/x")),
+        ),
+        (
+            "extra query",
+            with("redirect_uri", Some("https://app.example/callback?x=1")),
+        ),
+        (
+            "trailing slash",
+            with("redirect_uri", Some("https://app.example/callback/")),
+        ),
+        (
+            "other host",
+            with("redirect_uri", Some("https://evil.example/callback")),
+        ),
+        (
+            "prefix only",
+            with("redirect_uri", Some("https://app.example/")),
+        ),
+        (
+            "upper case",
+            with("redirect_uri", Some("https://APP.example/callback")),
+        ),
+        (
+            "fragment",
+            with("redirect_uri", Some("https://app.example/callback#x")),
+        ),
     ];
     for (case, params) in cases {
-        let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let response = authorize(&t, None, &pairs).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{case}");
         assert!(response.headers().get("location").is_none(), "{case}");
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-        assert!(content_type.starts_with("text/html"), "{case}: {content_type}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/html"),
+            "{case}: {content_type}"
+        );
         let page = response.text().await.unwrap();
-        assert!(!page.contains("evil.example"), "{case}: the page quotes no input");
+        assert!(
+            !page.contains("evil.example"),
+            "{case}: the page quotes no input"
+        );
     }
     // Twice the same client_id is not trusted either.
     let mut twice = good.clone();
@@ -257,12 +320,19 @@ async fn an_untrusted_client_or_redirect_uri_gets_a_page_not_a_redirect() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: Value = response.json().await.unwrap();
     assert_eq!(problem["code"], "invalid_client");
     // A disabled client is unknown here.
     let disabled = t
-        .post(&format!("/v1/clients/{}/disable", app.id), &programme.admin, json!({}))
+        .post(
+            &format!("/v1/clients/{}/disable", app.id),
+            &programme.admin,
+            json!({}),
+        )
         .await;
     assert_eq!(disabled.status, 200, "{}", disabled.body);
     assert_eq!(authorize(&t, None, &good).await.status(), 400);
@@ -288,26 +358,98 @@ async fn later_errors_go_back_to_the_app_with_its_state() {
     };
     let cases = vec![
         ("no state", replace("state", None), "invalid_request", None),
-        ("plain PKCE", replace("code_challenge_method", Some("plain")), "invalid_request", Some("st-123")),
-        ("no PKCE method", replace("code_challenge_method", None), "invalid_request", Some("st-123")),
-        ("no challenge", replace("code_challenge", None), "invalid_request", Some("st-123")),
-        ("short challenge", replace("code_challenge", Some("abc")), "invalid_request", Some("st-123")),
-        ("token flow", replace("response_type", Some("token")), "unsupported_response_type", Some("st-123")),
-        ("no scope", replace("scope", None), "invalid_scope", Some("st-123")),
-        ("unknown scope", replace("scope", Some("openid admin")), "invalid_scope", Some("st-123")),
-        ("prompt none, no session", replace("prompt", Some("none")), "login_required", Some("st-123")),
-        ("prompt login", replace("prompt", Some("login")), "login_required", Some("st-123")),
-        ("prompt consent", replace("prompt", Some("consent")), "consent_required", Some("st-123")),
-        ("unknown prompt", replace("prompt", Some("maybe")), "invalid_request", Some("st-123")),
-        ("twice the state", { let mut p = replace("nonce", None); p.push(("state", "other".into())); p }, "invalid_request", None),
+        (
+            "plain PKCE",
+            replace("code_challenge_method", Some("plain")),
+            "invalid_request",
+            Some("st-123"),
+        ),
+        (
+            "no PKCE method",
+            replace("code_challenge_method", None),
+            "invalid_request",
+            Some("st-123"),
+        ),
+        (
+            "no challenge",
+            replace("code_challenge", None),
+            "invalid_request",
+            Some("st-123"),
+        ),
+        (
+            "short challenge",
+            replace("code_challenge", Some("abc")),
+            "invalid_request",
+            Some("st-123"),
+        ),
+        (
+            "token flow",
+            replace("response_type", Some("token")),
+            "unsupported_response_type",
+            Some("st-123"),
+        ),
+        (
+            "no scope",
+            replace("scope", None),
+            "invalid_scope",
+            Some("st-123"),
+        ),
+        (
+            "unknown scope",
+            replace("scope", Some("openid admin")),
+            "invalid_scope",
+            Some("st-123"),
+        ),
+        (
+            "prompt none, no session",
+            replace("prompt", Some("none")),
+            "login_required",
+            Some("st-123"),
+        ),
+        (
+            "prompt login",
+            replace("prompt", Some("login")),
+            "login_required",
+            Some("st-123"),
+        ),
+        (
+            "prompt consent",
+            replace("prompt", Some("consent")),
+            "consent_required",
+            Some("st-123"),
+        ),
+        (
+            "unknown prompt",
+            replace("prompt", Some("maybe")),
+            "invalid_request",
+            Some("st-123"),
+        ),
+        (
+            "twice the state",
+            {
+                let mut p = replace("nonce", None);
+                p.push(("state", "other".into()));
+                p
+            },
+            "invalid_request",
+            None,
+        ),
     ];
     for (case, params, error, state) in cases {
         let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let response = authorize(&t, None, &pairs).await;
         let (location, query) = see_other(&response);
         assert!(location.starts_with(REDIRECT_URI), "{case}: {location}");
-        assert_eq!(query.get("error").map(String::as_str), Some(error), "{case}: {location}");
-        assert_eq!(query.get("state").map(String::as_str), state, "{case}: {location}");
+        assert_eq!(
+            query.get("error").map(String::as_str),
+            Some(error),
+            "{case}: {location}"
+        );
+        assert_eq!(
+            query.get("state").map(String::as_str),
+            state,
+            "{case}: {location}"
+        );
         assert_eq!(query.get("iss"), Some(&t.base), "{case}: RFC 9207 iss");
         assert!(!query.contains_key("code"), "{case}");
     }
@@ -353,22 +495,36 @@ async fn a_member_token_never_reaches_a_partner_or_admin_route() {
             scope: "openid member",
         })
         .unwrap();
-    t.get("/v1/partners", &token).await.expect_problem(401, "unauthorized");
+    t.get("/v1/partners", &token)
+        .await
+        .expect_problem(401, "unauthorized");
     t.get(&format!("/v1/members/{member_id}"), &token)
         .await
         .expect_problem(401, "unauthorized");
     t.get(&format!("/v1/members/{member_id}/balance"), &token)
         .await
         .expect_problem(401, "unauthorized");
-    t.post("/v1/members", &token, json!({"name": "X", "email": "x@example.com"}))
+    t.post(
+        "/v1/members",
+        &token,
+        json!({"name": "X", "email": "x@example.com"}),
+    )
+    .await
+    .expect_problem(401, "unauthorized");
+    // Partner and operator tokens do not open the member's routes.
+    userinfo(&t, &partner.token)
+        .await
+        .expect_problem(403, "member_token_required");
+    userinfo(&t, &programme.admin)
+        .await
+        .expect_problem(403, "member_token_required");
+    userinfo(&t, "junk")
         .await
         .expect_problem(401, "unauthorized");
-    // Partner and operator tokens do not open the member's routes.
-    userinfo(&t, &partner.token).await.expect_problem(403, "member_token_required");
-    userinfo(&t, &programme.admin).await.expect_problem(403, "member_token_required");
-    userinfo(&t, "junk").await.expect_problem(401, "unauthorized");
     // A token of no grant (minted outside a sign-in) opens nothing either.
-    userinfo(&t, &token).await.expect_problem(401, "token_revoked");
+    userinfo(&t, &token)
+        .await
+        .expect_problem(401, "token_revoked");
 }
 
 // ---------------------------------------------------------------------------------
@@ -389,9 +545,10 @@ async fn a_partner_app_signs_a_member_in_with_a_stock_openid_connect_library() {
     let (t, sink, _programme, partner, app) = setup().await;
     let member_id = enrol(&t, &partner, "ana@example.com").await;
     let http = browser();
-    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(t.base.clone()).unwrap(), &http)
-        .await
-        .expect("discovery");
+    let metadata =
+        CoreProviderMetadata::discover_async(IssuerUrl::new(t.base.clone()).unwrap(), &http)
+            .await
+            .expect("discovery");
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(app.client_id.clone()),
@@ -469,7 +626,9 @@ async fn a_partner_app_signs_a_member_in_with_a_stock_openid_connect_library() {
         .expect("refresh");
     let next = refreshed.refresh_token().expect("rotated").secret().clone();
     assert_ne!(&next, refresh.secret());
-    userinfo(&t, refreshed.access_token().secret()).await.expect(200);
+    userinfo(&t, refreshed.access_token().secret())
+        .await
+        .expect(200);
 }
 
 #[tokio::test]
@@ -484,10 +643,18 @@ async fn a_code_is_good_once_for_its_app_with_its_verifier_and_redirect_uri() {
     let other_partner = t.partner(&programme, "Shoe Shop", "1").await;
     let other_app = partner_app(&t, &programme, &other_partner).await;
     let (status, body) = exchange(&t, &other_app, &code, &pkce_pair.verifier).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
     // A wrong verifier, a redirect_uri not exactly the one asked: refused.
     let (status, body) = exchange(&t, &app, &code, &pkce().verifier).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
     for redirect in [
         "https://app.example/callback/",
         "http://127.0.0.1:8765/cb",
@@ -504,13 +671,20 @@ async fn a_code_is_good_once_for_its_app_with_its_verifier_and_redirect_uri() {
             ],
         )
         .await;
-        assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{redirect}");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{redirect}"
+        );
     }
     // Wrong client secret: 401 invalid_client, before the code is looked at.
     let mut thief = app.clone();
     thief.client_secret = "cs_wrong".into();
     let (status, body) = exchange(&t, &thief, &code, &pkce_pair.verifier).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
 
     // The real exchange still works after all that.
     let (status, first) = exchange(&t, &app, &code, &pkce_pair.verifier).await;
@@ -519,8 +693,14 @@ async fn a_code_is_good_once_for_its_app_with_its_verifier_and_redirect_uri() {
     userinfo(&t, access).await.expect(200);
     // A replay: refused, and everything the code gave is revoked.
     let (status, body) = exchange(&t, &app, &code, &pkce_pair.verifier).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
-    userinfo(&t, access).await.expect_problem(401, "token_revoked");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    userinfo(&t, access)
+        .await
+        .expect_problem(401, "token_revoked");
     let (status, body) = token_request(
         &t,
         &app,
@@ -530,11 +710,20 @@ async fn a_code_is_good_once_for_its_app_with_its_verifier_and_redirect_uri() {
         ],
     )
     .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
 }
 
 async fn refresh(t: &TestApp, app: &PartnerApp, token: &str) -> (u16, Value) {
-    token_request(t, app, &[("grant_type", "refresh_token"), ("refresh_token", token)]).await
+    token_request(
+        t,
+        app,
+        &[("grant_type", "refresh_token"), ("refresh_token", token)],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -548,9 +737,16 @@ async fn a_rotated_refresh_token_used_again_revokes_the_sign_in() {
     let r1 = first["refresh_token"].as_str().unwrap().to_owned();
     // Another app cannot use it.
     let other = partner_app(&t, &programme, &partner).await;
-    let (status, body) =
-        token_request(&t, &other, &[("grant_type", "refresh_token"), ("refresh_token", &r1)]).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    let (status, body) = token_request(
+        &t,
+        &other,
+        &[("grant_type", "refresh_token"), ("refresh_token", &r1)],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     let (status, second) = refresh(&t, &app, &r1).await;
     assert_eq!(status, 200, "{second}");
     assert!(second.get("id_token").is_none());
@@ -559,10 +755,19 @@ async fn a_rotated_refresh_token_used_again_revokes_the_sign_in() {
     userinfo(&t, &access2).await.expect(200);
     // The thief replays r1: refused, and r2 and every access token die with the grant.
     let (status, body) = refresh(&t, &app, &r1).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
     let (status, body) = refresh(&t, &app, &r2).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
-    userinfo(&t, &access2).await.expect_problem(401, "token_revoked");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    userinfo(&t, &access2)
+        .await
+        .expect_problem(401, "token_revoked");
     // A new sign-in works again.
     let pair = pkce();
     let code = code_for(&t, &app, &cookie, &pair).await;
@@ -600,7 +805,9 @@ async fn a_session_of_another_programme_gets_no_code_and_an_erased_member_no_acc
     )
     .await
     .expect(204);
-    userinfo(&t, access).await.expect_problem(401, "unauthorized");
+    userinfo(&t, access)
+        .await
+        .expect_problem(401, "unauthorized");
     let (status, _) = token_request(
         &t,
         &app,
@@ -620,10 +827,16 @@ async fn a_session_of_another_programme_gets_no_code_and_an_erased_member_no_acc
     let (_, tokens) = exchange(&t, &app, &code, &pair.verifier).await;
     let access = tokens["access_token"].as_str().unwrap();
     userinfo(&t, access).await.expect(200);
-    t.post(&format!("/v1/clients/{}/disable", app.id), &programme.admin, json!({}))
+    t.post(
+        &format!("/v1/clients/{}/disable", app.id),
+        &programme.admin,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    userinfo(&t, access)
         .await
-        .expect(200);
-    userinfo(&t, access).await.expect_problem(401, "token_revoked");
+        .expect_problem(401, "token_revoked");
 }
 
 #[tokio::test]
@@ -639,7 +852,12 @@ async fn client_credentials_answers_exactly_as_before() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
     assert_eq!(keys, ["access_token", "expires_in", "scope", "token_type"]);
     // The member grants need their parameters.

@@ -20,10 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-/// A loopback SMTP server that keeps what it receives (sign-in codes).
-pub mod smtp;
 /// Driving the member portal's pages with cookies kept by hand.
 pub mod portal;
+/// A loopback SMTP server that keeps what it receives (sign-in codes).
+pub mod smtp;
 
 /// An HTTP client of one server, with helpers for the calls tests make.
 pub struct Client {

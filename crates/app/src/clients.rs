@@ -67,8 +67,13 @@ pub async fn create(app: &App, caller: &Caller, input: NewClient) -> AppResult<C
     let txn = app.db.begin().await?;
     let input = NewClient { name, ..input };
     let created = insert_hashed(&txn, caller.programme_id, input, scope, credentials).await?;
-    crate::oidc::replace_redirect_uris(&txn, caller.programme_id, created.id, &created.redirect_uris)
-        .await?;
+    crate::oidc::replace_redirect_uris(
+        &txn,
+        caller.programme_id,
+        created.id,
+        &created.redirect_uris,
+    )
+    .await?;
     txn.commit().await?;
     Ok(created)
 }

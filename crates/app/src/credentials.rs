@@ -105,9 +105,9 @@ pub async fn admit(
         None => reload(app, programme_id).await?,
     };
     let verdict = match snapshot.verdict(client_id, issued) {
-        Verdict::Unknown if !snapshot.covers(issued.issued_at) => reload(app, programme_id)
-            .await?
-            .verdict(client_id, issued),
+        Verdict::Unknown if !snapshot.covers(issued.issued_at) => {
+            reload(app, programme_id).await?.verdict(client_id, issued)
+        }
         verdict => verdict,
     };
     match verdict {

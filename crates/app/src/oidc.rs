@@ -48,7 +48,9 @@ const MAX_STATE_LENGTH: usize = 1024;
 /// so there must be one way to write it).
 pub fn check_redirect_uri(raw: &str) -> Result<(), String> {
     if raw.len() > MAX_REDIRECT_URI_LENGTH {
-        return Err(format!("must be at most {MAX_REDIRECT_URI_LENGTH} characters"));
+        return Err(format!(
+            "must be at most {MAX_REDIRECT_URI_LENGTH} characters"
+        ));
     }
     if !raw.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("must be visible ASCII characters only (percent-encode the rest)".into());
@@ -268,7 +270,15 @@ pub async fn authorize(
     // From here on the redirect URI is trusted: errors go back to the client.
     let state = match request.get("state") {
         Ok(state) => state.filter(|s| !s.is_empty()),
-        Err(e) => return Ok(redirect_error(app, redirect_uri, None, "invalid_request", &e)),
+        Err(e) => {
+            return Ok(redirect_error(
+                app,
+                redirect_uri,
+                None,
+                "invalid_request",
+                &e,
+            ))
+        }
     };
     let fail = |error: &str, description: &str| {
         Ok(redirect_error(app, redirect_uri, state, error, description))
@@ -296,19 +306,34 @@ pub async fn authorize(
         return fail("invalid_request", "state is required");
     };
     if state.len() > MAX_STATE_LENGTH || state.chars().any(char::is_control) {
-        return fail("invalid_request", "state must be at most 1024 characters, without control characters");
+        return fail(
+            "invalid_request",
+            "state must be at most 1024 characters, without control characters",
+        );
     }
     match response_type {
         Some("code") => {}
         None => return fail("invalid_request", "response_type is missing"),
-        Some(_) => return fail("unsupported_response_type", "only response_type=code is supported"),
+        Some(_) => {
+            return fail(
+                "unsupported_response_type",
+                "only response_type=code is supported",
+            )
+        }
     }
-    let scopes: Vec<&str> = scope.unwrap_or("").split(' ').filter(|s| !s.is_empty()).collect();
+    let scopes: Vec<&str> = scope
+        .unwrap_or("")
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect();
     if scopes.is_empty() {
         return fail("invalid_scope", "scope must name openid and/or member");
     }
     if let Some(unknown) = scopes.iter().find(|s| !SUPPORTED_SCOPES.contains(*s)) {
-        return fail("invalid_scope", &format!("scope {unknown} is not supported (openid, member)"));
+        return fail(
+            "invalid_scope",
+            &format!("scope {unknown} is not supported (openid, member)"),
+        );
     }
     let scope = SUPPORTED_SCOPES
         .iter()
@@ -318,7 +343,12 @@ pub async fn authorize(
         .join(" ");
     match method {
         Some("S256") => {}
-        None => return fail("invalid_request", "code_challenge_method=S256 is required (PKCE)"),
+        None => {
+            return fail(
+                "invalid_request",
+                "code_challenge_method=S256 is required (PKCE)",
+            )
+        }
         Some(_) => {
             return fail(
                 "invalid_request",
@@ -333,7 +363,10 @@ pub async fn authorize(
         );
     };
     if nonce.is_some_and(|n| n.is_empty() || n.len() > 255 || n.chars().any(char::is_control)) {
-        return fail("invalid_request", "nonce must be 1 to 255 characters, without control characters");
+        return fail(
+            "invalid_request",
+            "nonce must be 1 to 255 characters, without control characters",
+        );
     }
     // Only `none` is honoured. A fresh sign-in (`login`), a consent screen (`consent`)
     // or an account choice cannot be forced here — the portal's sign-in comes back to
@@ -545,7 +578,9 @@ pub async fn exchange_code(
         .ok_or_else(|| invalid_grant("the authorization code is unknown"))?;
     // Another client holding the code learns nothing and spoils nothing.
     if grant.api_client_id != client.id {
-        return Err(invalid_grant("the authorization code was issued to another client"));
+        return Err(invalid_grant(
+            "the authorization code was issued to another client",
+        ));
     }
     if row.used_at.is_some() {
         // A replay: the first exchange may have been an attacker's, or this one is.
@@ -563,7 +598,9 @@ pub async fn exchange_code(
         ));
     }
     if !is_verifier(verifier) || s256(verifier) != row.code_challenge {
-        return Err(invalid_grant("code_verifier does not match the code_challenge"));
+        return Err(invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
     }
     let grant = live_grant(&app.db, client, grant.id).await?;
     let txn = app.db.begin().await?;
@@ -660,7 +697,9 @@ pub async fn refresh(
         .await?
         .ok_or_else(|| invalid_grant("the refresh token is unknown"))?;
     if grant.api_client_id != client.id {
-        return Err(invalid_grant("the refresh token was issued to another client"));
+        return Err(invalid_grant(
+            "the refresh token was issued to another client",
+        ));
     }
     if row.used_at.is_some() {
         revoke_grant(&app.db, grant.id).await?;
@@ -798,9 +837,16 @@ mod tests {
         // RFC 7636 Appendix B.
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         assert!(is_verifier(verifier));
-        assert_eq!(s256(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
-        assert!(is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
-        assert!(!is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c"));
+        assert_eq!(
+            s256(verifier),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        assert!(is_s256_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
+        assert!(!is_s256_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c"
+        ));
         assert!(!is_verifier("short"));
         assert!(!is_verifier(&"a".repeat(129)));
         assert!(!is_verifier(&format!("{}!", "a".repeat(50))));

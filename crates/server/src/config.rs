@@ -301,10 +301,14 @@ fn public_url(url: &str) -> Result<String, String> {
     }
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() || host.contains('@') {
-        return Err(format!("'{url}' names no host (or carries user information)"));
+        return Err(format!(
+            "'{url}' names no host (or carries user information)"
+        ));
     }
     if rest.contains(['?', '#']) || !url.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("'{url}' must be a plain base URL (no query, no fragment)"));
+        return Err(format!(
+            "'{url}' must be a plain base URL (no query, no fragment)"
+        ));
     }
     Ok(url.trim_end_matches('/').to_owned())
 }
@@ -388,7 +392,10 @@ mod tests {
             ("COALITION_PUBLIC_URL", "coalition.example"),
             ("COALITION_PUBLIC_URL", "ftp://coalition.example"),
             ("COALITION_PUBLIC_URL", "https://coalition.example/?x=1"),
-            ("COALITION_MEMBER_SIGNING_KEY", "-----BEGIN EC PRIVATE KEY-----"),
+            (
+                "COALITION_MEMBER_SIGNING_KEY",
+                "-----BEGIN EC PRIVATE KEY-----",
+            ),
             ("COALITION_SMTP_URL", "mail.example.org"),
             ("COALITION_SMTP_URL", "http://mail.example.org"),
             ("COALITION_SMTP_FROM", "nobody"),

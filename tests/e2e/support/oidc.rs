@@ -31,7 +31,10 @@ pub async fn partner_app(t: &TestApp, programme: &Programme, partner: &Partner) 
         "partner_id": partner.id,
         "redirect_uris": [REDIRECT_URI, "http://127.0.0.1:8765/cb"],
     });
-    let client = t.post("/v1/clients", &programme.admin, body).await.expect(201);
+    let client = t
+        .post("/v1/clients", &programme.admin, body)
+        .await
+        .expect(201);
     PartnerApp {
         id: client["id"].as_str().unwrap().parse().unwrap(),
         client_id: client["client_id"].as_str().unwrap().to_owned(),
@@ -113,8 +116,15 @@ pub async fn code_for(t: &TestApp, app: &PartnerApp, cookie: &str, pkce: &Pkce) 
     let response = authorize(t, Some(cookie), &request_params(app, pkce)).await;
     let (location, params) = see_other(&response);
     assert!(location.starts_with(&app.redirect_uri), "{location}");
-    assert_eq!(params.get("state").map(String::as_str), Some("st-123"), "{location}");
-    params.get("code").cloned().unwrap_or_else(|| panic!("no code: {location}"))
+    assert_eq!(
+        params.get("state").map(String::as_str),
+        Some("st-123"),
+        "{location}"
+    );
+    params
+        .get("code")
+        .cloned()
+        .unwrap_or_else(|| panic!("no code: {location}"))
 }
 
 /// `POST /oauth/token` as the app (client_secret_basic) with these form fields.
@@ -185,7 +195,11 @@ pub async fn sign_in_from(
     let page = browser.post("/portal/sign-in", &fields).await;
     assert_eq!(page.status, 200, "code page: {}", page.body);
     let code = sink.next_code_for(email, seen).await;
-    let csrf = browser.cookies.get("coalition_csrf").cloned().expect("csrf cookie");
+    let csrf = browser
+        .cookies
+        .get("coalition_csrf")
+        .cloned()
+        .expect("csrf cookie");
     let fields = [
         ("email", email),
         ("code", code.as_str()),
@@ -195,7 +209,10 @@ pub async fn sign_in_from(
     ];
     let done = browser.post("/portal/sign-in/code", &fields).await;
     assert_eq!(done.status, 303, "sign-in: {}", done.body);
-    let back = done.location().expect("a redirect after sign-in").to_owned();
+    let back = done
+        .location()
+        .expect("a redirect after sign-in")
+        .to_owned();
     let session = browser.session().expect("a session cookie").to_owned();
     (back, session)
 }

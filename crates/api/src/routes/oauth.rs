@@ -135,47 +135,50 @@ pub async fn token(
             "send a form-encoded body",
         );
     };
-    let member_grant = match form.grant_type.as_deref() {
-        Some("client_credentials") => None,
-        Some("authorization_code") => {
-            match (form.code.clone(), form.redirect_uri.clone(), form.code_verifier.clone()) {
-                (Some(code), Some(redirect_uri), Some(verifier)) => Some(MemberGrant::Code {
-                    code,
-                    redirect_uri,
-                    verifier,
-                }),
-                _ => {
-                    return oauth_error(
+    let member_grant =
+        match form.grant_type.as_deref() {
+            Some("client_credentials") => None,
+            Some("authorization_code") => {
+                match (
+                    form.code.clone(),
+                    form.redirect_uri.clone(),
+                    form.code_verifier.clone(),
+                ) {
+                    (Some(code), Some(redirect_uri), Some(verifier)) => Some(MemberGrant::Code {
+                        code,
+                        redirect_uri,
+                        verifier,
+                    }),
+                    _ => return oauth_error(
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
                         "grant_type=authorization_code needs code, redirect_uri and code_verifier",
-                    )
+                    ),
                 }
             }
-        }
-        Some("refresh_token") => match form.refresh_token.clone() {
-            Some(token) => Some(MemberGrant::Refresh { token }),
-            None => {
+            Some("refresh_token") => match form.refresh_token.clone() {
+                Some(token) => Some(MemberGrant::Refresh { token }),
+                None => {
+                    return oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "grant_type=refresh_token needs refresh_token",
+                    )
+                }
+            },
+            other => {
+                let error = if other.is_none() {
+                    "invalid_request"
+                } else {
+                    "unsupported_grant_type"
+                };
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "grant_type=refresh_token needs refresh_token",
-                )
+                    error,
+                    "grant_type must be client_credentials, authorization_code or refresh_token",
+                );
             }
-        },
-        other => {
-            let error = if other.is_none() {
-                "invalid_request"
-            } else {
-                "unsupported_grant_type"
-            };
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                error,
-                "grant_type must be client_credentials, authorization_code or refresh_token",
-            );
-        }
-    };
+        };
     let Ok(basic) = basic_credentials(&headers) else {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
@@ -286,8 +289,10 @@ async fn member_grant_answer(
             code,
             redirect_uri,
             verifier,
-        } => coalition_app::oidc::exchange_code(app, &client, &code, &redirect_uri, &verifier)
-            .await?,
+        } => {
+            coalition_app::oidc::exchange_code(app, &client, &code, &redirect_uri, &verifier)
+                .await?
+        }
         MemberGrant::Refresh { token } => {
             coalition_app::oidc::refresh(app, &client, &token, scope).await?
         }

@@ -71,16 +71,21 @@ pub async fn openid_configuration(State(app): State<App>) -> Response {
             "client_secret_post",
         ]),
         scopes_supported: strings(&oidc::SUPPORTED_SCOPES),
-        claims_supported: strings(&["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp"]),
+        claims_supported: strings(&[
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "azp",
+        ]),
         prompt_values_supported: strings(&["none"]),
         authorization_response_iss_parameter_supported: true,
     };
     // Changes only with the deployment; relying parties may cache it for a while.
-    (
-        [(header::CACHE_CONTROL, "public, max-age=300")],
-        Json(body),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(body)).into_response()
 }
 
 /// A JWK Set (RFC 7517) holding the ES256 public key of member tokens and ID tokens.
@@ -315,15 +320,24 @@ mod tests {
     #[test]
     fn the_session_cookie_is_found_among_others() {
         let mut headers = HeaderMap::new();
-        headers.append(header::COOKIE, HeaderValue::from_static("a=1; coalition_session=abc; b=2"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; coalition_session=abc; b=2"),
+        );
         assert_eq!(session_cookie(&headers).as_deref(), Some("abc"));
         let mut none = HeaderMap::new();
-        none.append(header::COOKIE, HeaderValue::from_static("xcoalition_session=abc"));
+        none.append(
+            header::COOKIE,
+            HeaderValue::from_static("xcoalition_session=abc"),
+        );
         assert_eq!(session_cookie(&none), None);
     }
 
     #[test]
     fn the_refusal_page_escapes_what_it_quotes() {
-        assert_eq!(escape("<script>\"x\"&'"), "&lt;script&gt;&quot;x&quot;&amp;&#39;");
+        assert_eq!(
+            escape("<script>\"x\"&'"),
+            "&lt;script&gt;&quot;x&quot;&amp;&#39;"
+        );
     }
 }

@@ -86,12 +86,17 @@ pub struct AccessGrant<'a> {
 impl MemberTokenKeys {
     /// The key from PKCS#8 DER. `issuer` is the public base URL (`COALITION_PUBLIC_URL`).
     pub fn from_pkcs8(der: &[u8], issuer: &str) -> AppResult<Self> {
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
-            .map_err(|_| AppError::Internal("the member signing key is not a PKCS#8 P-256 key".into()))?;
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
+                .map_err(|_| {
+                AppError::Internal("the member signing key is not a PKCS#8 P-256 key".into())
+            })?;
         // An uncompressed point: 0x04, then x and y of 32 bytes each.
         let point = pair.public_key().as_ref();
         if point.len() != 65 || point[0] != 4 {
-            return Err(AppError::Internal("unexpected P-256 public key form".into()));
+            return Err(AppError::Internal(
+                "unexpected P-256 public key form".into(),
+            ));
         }
         let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
         let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
@@ -120,9 +125,8 @@ impl MemberTokenKeys {
         issuer: &str,
     ) -> AppResult<Self> {
         if let Some(pem) = configured_pem {
-            let der = pkcs8_pem_to_der(pem).map_err(|e| {
-                AppError::Internal(format!("COALITION_MEMBER_SIGNING_KEY: {e}"))
-            })?;
+            let der = pkcs8_pem_to_der(pem)
+                .map_err(|e| AppError::Internal(format!("COALITION_MEMBER_SIGNING_KEY: {e}")))?;
             return Self::from_pkcs8(&der, issuer).map_err(|_| {
                 AppError::Internal(
                     "COALITION_MEMBER_SIGNING_KEY: not a PKCS#8 P-256 private key \
@@ -242,7 +246,12 @@ impl MemberTokenKeys {
         validation.leeway = 5;
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
             .map_err(|e| AppError::Unauthorized(refusal(e.kind()).into()))?;
-        let typ = data.header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+        let typ = data
+            .header
+            .typ
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if typ != "at+jwt" && typ != "application/at+jwt" {
             return Err(AppError::Unauthorized(
                 "invalid access token: its typ is not at+jwt".into(),
@@ -351,14 +360,17 @@ mod tests {
         );
         let other = MemberTokenKeys::generate("http://localhost:8080").unwrap();
         assert!(other.verify_access(&token).is_err());
-        let elsewhere = MemberTokenKeys::from_pkcs8(&generate_pkcs8().unwrap(), "https://x").unwrap();
+        let elsewhere =
+            MemberTokenKeys::from_pkcs8(&generate_pkcs8().unwrap(), "https://x").unwrap();
         assert!(elsewhere.verify_access(&token).is_err());
     }
 
     #[test]
     fn an_id_token_or_a_token_without_member_scope_is_no_access_token() {
         let keys = MemberTokenKeys::generate("http://localhost:8080").unwrap();
-        let id = keys.issue_id_token(Uuid::new_v4(), "cl_app", 0, Some("n")).unwrap();
+        let id = keys
+            .issue_id_token(Uuid::new_v4(), "cl_app", 0, Some("n"))
+            .unwrap();
         assert!(keys.verify_access(&id).is_err());
         let (_, _, g) = grant("openid");
         let token = keys.issue_access(&g).unwrap();
