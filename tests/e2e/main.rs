@@ -32,6 +32,7 @@ mod openapi;
 mod operations;
 mod partner_terms;
 mod portal;
+mod review_portal;
 mod privacy;
 mod review_attacks;
 mod review_attacks_two;
