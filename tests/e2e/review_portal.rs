@@ -105,3 +105,68 @@ async fn racing_refreshes_of_one_token_rotate_once() {
         assert!(*status == 200 || *status == 400, "{status} {body}");
     }
 }
+
+/// Odd input on the sign-in and the pages: bytes that are not UTF-8, a huge `next`, a
+/// giant `Accept-Language`, cookies that are not ours. Never a 5xx, never a redirect
+/// off the site.
+#[tokio::test]
+async fn odd_input_on_the_portal_is_never_a_server_error_nor_an_open_redirect() {
+    let (t, _sink) = spawn_app_with_mail().await;
+    let programme = t.programme("Odd Coalition").await;
+    let gym = t.partner(&programme, "Iron Gym", "1").await;
+    let client = crate::support::oidc::browser();
+    let giant_lang = format!("{}ro;q=0.9", "xx-YY;q=0.1,".repeat(600));
+    let huge_next = format!("/{}", "a%FF".repeat(8_000));
+    let weird_cookies = "coalition_session=\"\"; coalition_csrf=%%%; lang=zz; coalition_session=ZZ";
+    let paths = [
+        format!("/portal/sign-in?partner={}&next={huge_next}", gym.id),
+        format!("/portal/sign-in?partner={}&next=%FF%FE", gym.id),
+        format!("/portal/sign-in?partner={}&next=/%09/evil.example", gym.id),
+        "/portal/lang?set=ro&next=//evil.example".to_owned(),
+        "/portal/lang?set=ro&next=/%5Cevil.example".to_owned(),
+        "/portal/lang?set=%FF&next=%FF".to_owned(),
+        "/portal/cards/%FF/block".to_owned(),
+        "/portal/history?cursor=%FF%FF&limit=99999999999999999999".to_owned(),
+    ];
+    for path in &paths {
+        let response = client
+            .get(format!("{}{path}", t.base))
+            .header("accept-language", giant_lang.as_str())
+            .header("cookie", weird_cookies)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert!(status < 500, "{path}: {status}");
+        if let Some(location) = response.headers().get("location") {
+            let location = location.to_str().unwrap();
+            assert!(
+                location.starts_with('/') && !location.starts_with("//") && !location.starts_with("/\\"),
+                "{path} redirects off the site: {location}"
+            );
+        }
+    }
+    let csrf = "ab".repeat(32);
+    let bodies: Vec<Vec<u8>> = vec![
+        b"email=%FF%FE&csrf=".iter().copied().chain(csrf.bytes()).collect(),
+        [b"email=ann@example.org&code=%FF%FF%FF%FF%FF%FF&csrf=".as_slice(), csrf.as_bytes()].concat(),
+        [b"email=".as_slice(), "a".repeat(1_000_000).as_bytes(), b"@example.org&csrf=", csrf.as_bytes()].concat(),
+        [b"\xff\xfe=\xff&csrf=".as_slice(), csrf.as_bytes(), format!("&partner={}", gym.id).as_bytes()].concat(),
+        [b"code=12345\xd9&email=a@b.c&partner=".as_slice(), gym.id.to_string().as_bytes(), b"&csrf=", csrf.as_bytes()].concat(),
+    ];
+    for path in ["/portal/sign-in", "/portal/sign-in/code", "/portal/sign-out", "/portal/profile/erase", "/portal/cards/x/block"] {
+        for body in &bodies {
+            let response = client
+                .post(format!("{}{path}", t.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept-language", giant_lang.as_str())
+                .header("cookie", format!("coalition_csrf={csrf}; coalition_session=%FF"))
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            assert!(status < 500, "POST {path}: {status}");
+        }
+    }
+}
