@@ -170,3 +170,38 @@ async fn odd_input_on_the_portal_is_never_a_server_error_nor_an_open_redirect() 
         }
     }
 }
+
+/// The right code sent 8 times at once (a double-clicking member, or a thief racing
+/// her): one session, the others refused, never an error.
+#[tokio::test]
+async fn racing_right_codes_start_one_session() {
+    let (t, sink) = spawn_app_with_mail().await;
+    let programme = t.programme("Race Coalition").await;
+    let gym = t.partner(&programme, "Iron Gym", "1").await;
+    let ann = email("ann");
+    t.member_with_card(&gym, &ann).await;
+    let entry = coalition_app::signin::entry(&t.app, Some(gym.id), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = sink.messages_to(&ann).len();
+    coalition_app::signin::request_code(&t.app, &entry, &ann, None, coalition_app::signin::Lang::En)
+        .await
+        .unwrap();
+    let code = sink.next_code_for(&ann, seen).await;
+    let tries = (0..8).map(|_| {
+        let (app, entry, ann, code) = (t.app.clone(), entry.clone(), ann.clone(), code.clone());
+        tokio::spawn(async move {
+            coalition_app::signin::verify_code(&app, &entry, &ann, &code).await
+        })
+    });
+    let mut signed_in = 0;
+    for outcome in futures::future::join_all(tries).await {
+        match outcome.unwrap() {
+            Ok(coalition_app::signin::Verified::SignedIn { .. }) => signed_in += 1,
+            Ok(coalition_app::signin::Verified::Refused) => {}
+            Err(e) => panic!("a racing sign-in failed: {e}"),
+        }
+    }
+    assert_eq!(signed_in, 1, "one code started {signed_in} sessions");
+}
