@@ -29,16 +29,22 @@ async fn racing_wrong_codes_get_five_tries_in_all() {
         .unwrap()
         .unwrap();
     let seen = sink.messages_to(&ann).len();
-    coalition_app::signin::request_code(&t.app, &entry, &ann, None, coalition_app::signin::Lang::En)
-        .await
-        .unwrap();
+    coalition_app::signin::request_code(
+        &t.app,
+        &entry,
+        &ann,
+        None,
+        coalition_app::signin::Lang::En,
+    )
+    .await
+    .unwrap();
     let code = sink.next_code_for(&ann, seen).await;
     let wrong = if code == "000000" { "000001" } else { "000000" };
     let tries = (0..30).map(|_| {
         let (app, entry, ann) = (t.app.clone(), entry.clone(), ann.clone());
-        tokio::spawn(async move {
-            coalition_app::signin::verify_code(&app, &entry, &ann, wrong).await
-        })
+        tokio::spawn(
+            async move { coalition_app::signin::verify_code(&app, &entry, &ann, wrong).await },
+        )
     });
     for outcome in futures::future::join_all(tries).await {
         let outcome = outcome.unwrap().unwrap();
@@ -75,7 +81,11 @@ async fn racing_exchanges_of_one_code_give_tokens_once() {
     let races = (0..8).map(|_| exchange(&t, &app, &code, &pkce.verifier));
     let answers = futures::future::join_all(races).await;
     let won: Vec<_> = answers.iter().filter(|(s, _)| *s == 200).collect();
-    assert!(won.len() <= 1, "one code gave tokens {} times: {answers:?}", won.len());
+    assert!(
+        won.len() <= 1,
+        "one code gave tokens {} times: {answers:?}",
+        won.len()
+    );
     for (status, body) in &answers {
         assert!(*status == 200 || *status == 400, "{status} {body}");
     }
@@ -96,11 +106,17 @@ async fn racing_refreshes_of_one_token_rotate_once() {
     let (status, tokens) = exchange(&t, &app, &code, &pkce.verifier).await;
     assert_eq!(status, 200, "{tokens}");
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
-    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh.as_str())];
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+    ];
     let races = (0..8).map(|_| token_request(&t, &app, &form));
     let answers = futures::future::join_all(races).await;
     let won = answers.iter().filter(|(s, _)| *s == 200).count();
-    assert!(won <= 1, "one refresh token rotated {won} times: {answers:?}");
+    assert!(
+        won <= 1,
+        "one refresh token rotated {won} times: {answers:?}"
+    );
     for (status, body) in &answers {
         assert!(*status == 200 || *status == 400, "{status} {body}");
     }
@@ -141,26 +157,62 @@ async fn odd_input_on_the_portal_is_never_a_server_error_nor_an_open_redirect() 
         if let Some(location) = response.headers().get("location") {
             let location = location.to_str().unwrap();
             assert!(
-                location.starts_with('/') && !location.starts_with("//") && !location.starts_with("/\\"),
+                location.starts_with('/')
+                    && !location.starts_with("//")
+                    && !location.starts_with("/\\"),
                 "{path} redirects off the site: {location}"
             );
         }
     }
     let csrf = "ab".repeat(32);
     let bodies: Vec<Vec<u8>> = vec![
-        b"email=%FF%FE&csrf=".iter().copied().chain(csrf.bytes()).collect(),
-        [b"email=ann@example.org&code=%FF%FF%FF%FF%FF%FF&csrf=".as_slice(), csrf.as_bytes()].concat(),
-        [b"email=".as_slice(), "a".repeat(1_000_000).as_bytes(), b"@example.org&csrf=", csrf.as_bytes()].concat(),
-        [b"\xff\xfe=\xff&csrf=".as_slice(), csrf.as_bytes(), format!("&partner={}", gym.id).as_bytes()].concat(),
-        [b"code=12345\xd9&email=a@b.c&partner=".as_slice(), gym.id.to_string().as_bytes(), b"&csrf=", csrf.as_bytes()].concat(),
+        b"email=%FF%FE&csrf="
+            .iter()
+            .copied()
+            .chain(csrf.bytes())
+            .collect(),
+        [
+            b"email=ann@example.org&code=%FF%FF%FF%FF%FF%FF&csrf=".as_slice(),
+            csrf.as_bytes(),
+        ]
+        .concat(),
+        [
+            b"email=".as_slice(),
+            "a".repeat(1_000_000).as_bytes(),
+            b"@example.org&csrf=",
+            csrf.as_bytes(),
+        ]
+        .concat(),
+        [
+            b"\xff\xfe=\xff&csrf=".as_slice(),
+            csrf.as_bytes(),
+            format!("&partner={}", gym.id).as_bytes(),
+        ]
+        .concat(),
+        [
+            b"code=12345\xd9&email=a@b.c&partner=".as_slice(),
+            gym.id.to_string().as_bytes(),
+            b"&csrf=",
+            csrf.as_bytes(),
+        ]
+        .concat(),
     ];
-    for path in ["/portal/sign-in", "/portal/sign-in/code", "/portal/sign-out", "/portal/profile/erase", "/portal/cards/x/block"] {
+    for path in [
+        "/portal/sign-in",
+        "/portal/sign-in/code",
+        "/portal/sign-out",
+        "/portal/profile/erase",
+        "/portal/cards/x/block",
+    ] {
         for body in &bodies {
             let response = client
                 .post(format!("{}{path}", t.base))
                 .header("content-type", "application/x-www-form-urlencoded")
                 .header("accept-language", giant_lang.as_str())
-                .header("cookie", format!("coalition_csrf={csrf}; coalition_session=%FF"))
+                .header(
+                    "cookie",
+                    format!("coalition_csrf={csrf}; coalition_session=%FF"),
+                )
                 .body(body.clone())
                 .send()
                 .await
@@ -185,15 +237,21 @@ async fn racing_right_codes_start_one_session() {
         .unwrap()
         .unwrap();
     let seen = sink.messages_to(&ann).len();
-    coalition_app::signin::request_code(&t.app, &entry, &ann, None, coalition_app::signin::Lang::En)
-        .await
-        .unwrap();
+    coalition_app::signin::request_code(
+        &t.app,
+        &entry,
+        &ann,
+        None,
+        coalition_app::signin::Lang::En,
+    )
+    .await
+    .unwrap();
     let code = sink.next_code_for(&ann, seen).await;
     let tries = (0..8).map(|_| {
         let (app, entry, ann, code) = (t.app.clone(), entry.clone(), ann.clone(), code.clone());
-        tokio::spawn(async move {
-            coalition_app::signin::verify_code(&app, &entry, &ann, &code).await
-        })
+        tokio::spawn(
+            async move { coalition_app::signin::verify_code(&app, &entry, &ann, &code).await },
+        )
     });
     let mut signed_in = 0;
     for outcome in futures::future::join_all(tries).await {
