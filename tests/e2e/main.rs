@@ -40,6 +40,7 @@ mod review_economics;
 mod review_erasure_credentials;
 mod review_fixes;
 mod review_holds_expiry;
+mod review_portal;
 mod review_retention;
 mod rules;
 mod settlement;
