@@ -66,6 +66,7 @@ request may still be refused for these, and only these, problem codes:
 Any other refusal of schema-valid data still fails the run.
 """
 
+import re
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -143,4 +144,27 @@ def positive_data_acceptance_beyond_state(ctx, response, case):
     """positive_data_acceptance, less the refusals that depend on server state."""
     if refused_for_state(response):
         return None
+    # RFC 6749 §4.1.2.1: an authorization request from an unknown client, or with a
+    # redirect URI not registered for it, is answered with an error page (400), never
+    # redirected; which client ids and URIs are registered is server state.
+    if case.path == "/oauth/authorize" and response.status_code == 400:
+        return None
+    # Redirect URIs: a string the document admits may still be relative, not https (plain
+    # http only on loopback), hold a fragment, or repeat another entry.
+    if response.status_code == 422 and redirect_uris_only(response):
+        return None
     return positive_data_acceptance(ctx, response, case)
+
+
+def redirect_uris_only(response) -> bool:
+    try:
+        problem = response.json()
+    except Exception:
+        return False
+    errors = problem.get("errors") if isinstance(problem, dict) else None
+    if problem.get("code") != "validation_failed" or not errors:
+        return False
+    return all(
+        isinstance(e, dict) and re.fullmatch(r"redirect_uris(\[\d+\])?", str(e.get("field")))
+        for e in errors
+    )
