@@ -13,11 +13,11 @@ use argon2::password_hash::{
     rand_core::OsRng, Output, ParamsString, PasswordHash, Salt, SaltString,
 };
 use argon2::{Argon2, Block, Params, Version};
-use coalition_store::entities::{api_client, setting};
+use coalition_store::entities::api_client;
 use coalition_store::failures::Counted;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use sea_orm::{ConnectionTrait, EntityTrait};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -91,24 +91,9 @@ impl TokenKeys {
         if let Some(secret) = configured {
             return Ok(Self::from_secret(secret.as_bytes(), ttl_seconds));
         }
-        let candidate = setting::ActiveModel {
-            key: Set(SIGNING_KEY_SETTING.into()),
-            value: Set(random_hex(32)),
-        };
-        let _ = setting::Entity::insert(candidate)
-            .on_conflict(
-                sea_orm::sea_query::OnConflict::column(setting::Column::Key)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .do_nothing()
-            .exec(db)
-            .await?;
-        let stored = setting::Entity::find_by_id(SIGNING_KEY_SETTING.to_owned())
-            .one(db)
-            .await?
-            .ok_or_else(|| AppError::Internal("signing key missing after insert".into()))?;
-        let secret = hex::decode(&stored.value)
+        let stored =
+            crate::settings::kept_or_stored(db, SIGNING_KEY_SETTING, random_hex(32)).await?;
+        let secret = hex::decode(&stored)
             .map_err(|e| AppError::Internal(format!("stored signing key: {e}")))?;
         Ok(Self::from_secret(&secret, ttl_seconds))
     }

@@ -53,7 +53,7 @@ use coalition_domain::limits::{self, MAX_BALANCE};
 use coalition_domain::rules::{Funder, Rule};
 use coalition_domain::{AccountRef, EntryKind, JournalEntry, Points, Posting};
 use coalition_store::entities::{
-    member, member_partner, partner, point_account, point_lot, purchase, setting,
+    member, member_partner, partner, point_account, point_lot, purchase,
 };
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{Expr, OnConflict, Query};
@@ -446,23 +446,9 @@ async fn import_key(db: &impl ConnectionTrait) -> AppResult<Vec<u8>> {
     use rand::RngCore;
     let mut candidate = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut candidate);
-    setting::Entity::insert(setting::ActiveModel {
-        key: Set(IMPORT_KEY_SETTING.into()),
-        value: Set(hex::encode(candidate)),
-    })
-    .on_conflict(
-        OnConflict::column(setting::Column::Key)
-            .do_nothing()
-            .to_owned(),
-    )
-    .do_nothing()
-    .exec(db)
-    .await?;
-    let stored = setting::Entity::find_by_id(IMPORT_KEY_SETTING.to_owned())
-        .one(db)
-        .await?
-        .ok_or_else(|| AppError::Internal("import key missing after insert".into()))?;
-    hex::decode(&stored.value).map_err(|e| AppError::Internal(format!("stored import key: {e}")))
+    let stored =
+        crate::settings::kept_or_stored(db, IMPORT_KEY_SETTING, hex::encode(candidate)).await?;
+    hex::decode(&stored).map_err(|e| AppError::Internal(format!("stored import key: {e}")))
 }
 
 /// What an `earn` import prices with: the programme's standing earning rules (no

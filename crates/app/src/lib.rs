@@ -34,6 +34,7 @@ pub mod purchases;
 pub mod refunds;
 pub mod rules;
 pub mod sales;
+pub mod settings;
 pub mod settlements;
 pub mod signin;
 mod snapshots;

@@ -10,11 +10,10 @@ use crate::me::MemberPrincipal;
 use crate::{AppError, AppResult};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use coalition_store::entities::setting;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -135,25 +134,10 @@ impl MemberTokenKeys {
                 )
             });
         }
-        let candidate = setting::ActiveModel {
-            key: Set(SIGNING_KEY_SETTING.into()),
-            value: Set(STANDARD.encode(generate_pkcs8()?)),
-        };
-        let _ = setting::Entity::insert(candidate)
-            .on_conflict(
-                sea_orm::sea_query::OnConflict::column(setting::Column::Key)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .do_nothing()
-            .exec(db)
-            .await?;
-        let stored = setting::Entity::find_by_id(SIGNING_KEY_SETTING.to_owned())
-            .one(db)
-            .await?
-            .ok_or_else(|| AppError::Internal("member signing key missing after insert".into()))?;
+        let candidate = STANDARD.encode(generate_pkcs8()?);
+        let stored = crate::settings::kept_or_stored(db, SIGNING_KEY_SETTING, candidate).await?;
         let der = STANDARD
-            .decode(stored.value.trim())
+            .decode(stored.trim())
             .map_err(|e| AppError::Internal(format!("stored member signing key: {e}")))?;
         Self::from_pkcs8(&der, issuer)
     }
