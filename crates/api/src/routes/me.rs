@@ -2,7 +2,7 @@
 //! the authorization code + PKCE flow). The JSON behind every portal page. The member is
 //! the token's; ids in paths are looked up among her own things only.
 
-use super::members::{expiring_soon, BalanceResponse, TransactionList, TransactionResponse};
+use super::members::{expiring_soon, transaction_list, BalanceResponse, TransactionList};
 use super::tiers::{status_response, TierStatus};
 use super::*;
 use crate::extract::{list_params, path_id, JsonBody, ListParams, MemberAuth, PathText};
@@ -112,25 +112,7 @@ pub async fn my_transactions(
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<TransactionList>> {
     let page = me::history(&app, &principal, list_params(query.as_deref())?).await?;
-    let data = page
-        .data
-        .into_iter()
-        .map(|i| TransactionResponse {
-            entry_id: i.entry_id,
-            kind: i.kind.into(),
-            points: i.points,
-            reason: i.reason,
-            partner_id: i.partner_id,
-            purchase_id: i.purchase_id,
-            refund_id: i.refund_id,
-            breakdown: breakdown(&i.breakdown),
-            created_at: i.created_at,
-        })
-        .collect();
-    Ok(Json(TransactionList {
-        data,
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(transaction_list(page)))
 }
 
 /// The member's tier, the spend of the rolling 12 months and what the next tier needs.

@@ -191,6 +191,13 @@ pub async fn member_transactions(
         list_params(query.as_deref())?,
     )
     .await?;
+    Ok(Json(transaction_list(page)))
+}
+
+/// A page of ledger history as the members' and `/v1/me` routes answer it.
+pub(crate) fn transaction_list(
+    page: coalition_app::pagination::Page<balances::HistoryItem>,
+) -> TransactionList {
     let data = page
         .data
         .into_iter()
@@ -206,10 +213,10 @@ pub async fn member_transactions(
             created_at: i.created_at,
         })
         .collect();
-    Ok(Json(TransactionList {
+    TransactionList {
         data,
         next_cursor: page.next_cursor,
-    }))
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
