@@ -742,10 +742,13 @@ async fn limits_codes_and_sessions_hold_across_two_servers_on_one_database() {
     let sink = SmtpSink::start().await;
     let url = sink.url();
     let database = fresh_database_url().await;
+    // With Redis, both on one Redis prefix too: sessions live there.
+    let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
     let settings = [
         ("COALITION_SMTP_URL", url.as_str()),
         ("DATABASE_URL", database.as_str()),
         ("COALITION_SIGNIN_CODES_PER_ADDRESS", "2"),
+        ("COALITION_REDIS_PREFIX", prefix.as_str()),
     ];
     let one = spawn_app_with_settings(&settings).await;
     let two = spawn_app_with_settings(&settings).await;
@@ -777,6 +780,14 @@ async fn limits_codes_and_sessions_hold_across_two_servers_on_one_database() {
     assert_eq!(fresh_on_two.request_code(via, &ann).await.status, 200);
     assert_eq!(on_one.request_code(via, &ann).await.status, 429);
     assert_eq!(fresh_on_two.request_code(via, &ann).await.status, 429);
+
+    // Signed out on one server, the session opens nothing on the other.
+    let csrf = back_on_one.get("/portal").await.csrf().unwrap();
+    let out = back_on_one
+        .post("/portal/sign-out", &[("csrf", csrf.as_str())])
+        .await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert_eq!(on_two.get("/portal").await.status, 303);
 }
 
 /// The log lines of a JSON log file, each as an object (its event's fields merged in).
@@ -966,7 +977,6 @@ async fn offers_show_the_treatment_groups_campaigns_and_never_a_control_group() 
 
 #[tokio::test]
 async fn sessions_end_when_idle_too_long_after_seven_days_and_when_the_operator_erases_her() {
-    use coalition_store::portal::member_session;
     let w = world().await;
     let (ann, bob) = (email("ann"), email("bob"));
     w.app.member_with_card(&w.gym, &ann).await;
@@ -978,35 +988,19 @@ async fn sessions_end_when_idle_too_long_after_seven_days_and_when_the_operator_
     old.sign_in(&w.sink, via, &ann).await;
     let mut erased = Browser::new(&w.app);
     erased.sign_in(&w.sink, via, &bob).await;
-    let hash = |token: &str| {
-        use sha2::Digest;
-        hex_of(&sha2::Sha256::digest(token.as_bytes()))
-    };
     let now = chrono::Utc::now();
     // 12 hours without a request.
-    member_session::Entity::update_many()
-        .col_expr(
-            member_session::Column::LastSeenAt,
-            Expr::value(now - chrono::Duration::hours(12)),
-        )
-        .filter(member_session::Column::TokenHash.eq(hash(idle.session().unwrap())))
-        .exec(&w.app.app.db)
-        .await
-        .unwrap();
+    let idle_token = idle.session().unwrap().to_owned();
+    age_session(&w, &idle_token, now - chrono::Duration::hours(12), None).await;
     // Used a minute ago, but signed in 7 days ago.
-    member_session::Entity::update_many()
-        .col_expr(
-            member_session::Column::LastSeenAt,
-            Expr::value(now - chrono::Duration::minutes(1)),
-        )
-        .col_expr(
-            member_session::Column::ExpiresAt,
-            Expr::value(now - chrono::Duration::seconds(1)),
-        )
-        .filter(member_session::Column::TokenHash.eq(hash(old.session().unwrap())))
-        .exec(&w.app.app.db)
-        .await
-        .unwrap();
+    let old_token = old.session().unwrap().to_owned();
+    age_session(
+        &w,
+        &old_token,
+        now - chrono::Duration::minutes(1),
+        Some(now - chrono::Duration::seconds(1)),
+    )
+    .await;
     assert_eq!(idle.get("/portal").await.status, 303);
     assert_eq!(old.get("/portal").await.status, 303);
     // The operator erases Bob: his session opens nothing any more.
@@ -1022,17 +1016,122 @@ async fn sessions_end_when_idle_too_long_after_seven_days_and_when_the_operator_
         .await
         .expect(204);
     assert_eq!(erased.get("/portal").await.status, 303);
-    let left = member_session::Entity::find()
-        .filter(member_session::Column::ProgrammeId.eq(w.programme.id))
-        .all(&w.app.app.db)
+    let erased_token = erased.session().unwrap_or_default().to_owned();
+    for token in [&idle_token, &old_token, &erased_token] {
+        assert!(
+            stored_session(&w, token).await.is_none(),
+            "ended sessions are deleted when met"
+        );
+    }
+}
+
+fn session_hash(token: &str) -> String {
+    use sha2::Digest;
+    hex_of(&sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// The Redis key of a session when the server keeps sessions in Redis.
+fn session_key(w: &World, token: &str) -> Option<String> {
+    w.app
+        .redis_prefix
+        .as_ref()
+        .map(|prefix| format!("{prefix}session:{}", session_hash(token)))
+}
+
+async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(test_redis_url().unwrap())
+        .unwrap()
+        .get_multiplexed_async_connection()
         .await
-        .unwrap();
-    assert!(
-        left.is_empty(),
-        "ended sessions are deleted when met: {left:?}"
-    );
+        .unwrap()
+}
+
+/// The stored row of a session, wherever the server keeps sessions.
+async fn stored_session(w: &World, token: &str) -> Option<serde_json::Value> {
+    use coalition_store::portal::member_session;
+    if let Some(key) = session_key(w, token) {
+        let json: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut redis_connection().await)
+            .await
+            .unwrap();
+        return json.map(|j| serde_json::from_str(&j).unwrap());
+    }
+    member_session::Entity::find()
+        .filter(member_session::Column::TokenHash.eq(session_hash(token)))
+        .one(&w.app.app.db)
+        .await
+        .unwrap()
+        .map(|row| serde_json::to_value(row).unwrap())
+}
+
+/// Moves a session's last use (and its absolute end) into the past.
+async fn age_session(
+    w: &World,
+    token: &str,
+    last_seen_at: chrono::DateTime<chrono::Utc>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    use coalition_store::portal::member_session;
+    if let Some(key) = session_key(w, token) {
+        let mut row = stored_session(w, token).await.expect("a stored session");
+        row["last_seen_at"] = serde_json::to_value(last_seen_at).unwrap();
+        if let Some(end) = expires_at {
+            row["expires_at"] = serde_json::to_value(end).unwrap();
+        }
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(row.to_string())
+            .arg("KEEPTTL")
+            .query_async(&mut redis_connection().await)
+            .await
+            .unwrap();
+        return;
+    }
+    let mut update = member_session::Entity::update_many()
+        .col_expr(
+            member_session::Column::LastSeenAt,
+            Expr::value(last_seen_at),
+        )
+        .filter(member_session::Column::TokenHash.eq(session_hash(token)));
+    if let Some(end) = expires_at {
+        update = update.col_expr(member_session::Column::ExpiresAt, Expr::value(end));
+    }
+    update.exec(&w.app.app.db).await.unwrap();
 }
 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn while_redis_fails_a_session_is_an_error_page_not_a_sign_out() {
+    let Some((_, proxy)) = proxied_redis().await else {
+        return;
+    };
+    let through_proxy = format!("redis://{}", proxy.addr);
+    let w = world_with(&[("REDIS_URL", through_proxy.as_str())]).await;
+    let ann = email("ann");
+    w.app.member_with_card(&w.gym, &ann).await;
+    let mut browser = Browser::new(&w.app);
+    browser.sign_in(&w.sink, Via::Partner(w.gym.id), &ann).await;
+    assert_eq!(browser.get("/portal").await.status, 200);
+    assert!(session_key(&w, browser.session().unwrap()).is_some());
+
+    proxy.cut();
+    let during = browser.get("/portal").await;
+    assert_eq!(during.status, 500, "{}", during.body);
+    assert!(during.element("message-title").is_some());
+    assert!(browser.session().is_some(), "the cookie is kept");
+
+    proxy.restore();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = browser.get("/portal").await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "the session is back with Redis");
 }

@@ -77,6 +77,8 @@ pub struct App {
     pub mailer: Arc<mailer::Mailer>,
     /// Limits on requests for sign-in codes.
     pub signin: signin::Settings,
+    /// Where the portal's sessions live: the database, or Redis when configured.
+    pub sessions: member_sessions::SessionStore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,20 +1,27 @@
 //! Server-side sessions of the member portal. The cookie (`coalition_session`) holds a
-//! random 32-byte token (64 hex digits); the database keeps only its SHA-256, so a copy
-//! of the table signs no one in. A session ends after 12 hours without a request or 7
-//! days after sign-in, whichever comes first; signing out deletes it; a member whose
-//! data was erased has no session any more (`find` answers `None`).
+//! random 32-byte token (64 hex digits); the store keeps only its SHA-256, so a copy of
+//! it signs no one in. A session ends after 12 hours without a request or 7 days after
+//! sign-in, whichever comes first; signing out deletes it; a member whose data was
+//! erased has no session any more (`find` answers `None`).
+//!
+//! Sessions live in the database (`member_sessions`), or in Redis when Redis is
+//! configured (`coalition_store::sessions`), where they end by themselves.
 //!
 //! The CSRF token of a session is derived from the cookie's token (SHA-256 under a
 //! label): only the holder of the cookie can know it, a cross-site page cannot read it,
 //! and nothing more has to be stored.
 
-use crate::{App, AppResult};
+use crate::{App, AppError, AppResult};
 use chrono::{DateTime, Duration, Utc};
 use coalition_store::entities::member;
 use coalition_store::portal::member_session;
+use coalition_store::sessions::{RedisSessions, SessionStoreError};
 use rand::RngCore;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The session cookie's name.
@@ -27,6 +34,29 @@ pub const ABSOLUTE: Duration = Duration::days(7);
 /// per request; the idle end is therefore known to within this much.
 const TOUCH_EVERY: Duration = Duration::minutes(5);
 
+/// Where sessions are kept.
+#[derive(Clone)]
+pub enum SessionStore {
+    Database,
+    Redis(Arc<RedisSessions>),
+}
+
+impl SessionStore {
+    /// `database` or `redis`, for the start-up log.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SessionStore::Database => "database",
+            SessionStore::Redis(_) => "redis",
+        }
+    }
+}
+
+impl From<SessionStoreError> for AppError {
+    fn from(err: SessionStoreError) -> Self {
+        AppError::Internal(err.to_string())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberSession {
     pub id: Uuid,
@@ -38,6 +68,8 @@ pub struct MemberSession {
     pub csrf_token: String,
     /// When the session ends if unused (the idle end, capped by the absolute end).
     pub expires_at: DateTime<Utc>,
+    /// The stored row (its token hash names it in the store).
+    stored: member_session::Model,
 }
 
 fn token_hash(token: &str) -> String {
@@ -59,21 +91,30 @@ fn well_formed(token: &str) -> bool {
             .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn session_of(row: &member_session::Model, token: &str) -> MemberSession {
+/// When a session ends unless used again: the idle end, capped by the absolute end.
+fn ends_at(row: &member_session::Model) -> DateTime<Utc> {
+    (row.last_seen_at + IDLE).min(row.expires_at)
+}
+
+fn session_of(row: member_session::Model, token: &str) -> MemberSession {
     MemberSession {
         id: row.id,
         member_id: row.member_id,
         programme_id: row.programme_id,
         partner_id: row.partner_id,
         csrf_token: csrf_for(token),
-        expires_at: (row.last_seen_at + IDLE).min(row.expires_at),
+        expires_at: ends_at(&row),
+        stored: row,
     }
 }
 
-/// Starts a session for a member (in `db`, which may be the sign-in's transaction).
+/// Starts a session for a member and commits `txn` (the sign-in's, which used up the
+/// code): in the database the session is part of it; in Redis it is written after the
+/// commit, so that a sign-in that did not commit never leaves a session behind.
 /// Returns the cookie's value (shown once, never stored) and the session.
-pub async fn create<C: ConnectionTrait>(
-    db: &C,
+pub async fn start(
+    app: &App,
+    txn: DatabaseTransaction,
     programme_id: Uuid,
     member_id: Uuid,
     partner_id: Option<Uuid>,
@@ -92,10 +133,28 @@ pub async fn create<C: ConnectionTrait>(
         last_seen_at: now,
         expires_at: now + ABSOLUTE,
     };
+    match &app.sessions {
+        SessionStore::Database => {
+            insert(&txn, &row, now).await?;
+            txn.commit().await?;
+        }
+        SessionStore::Redis(redis) => {
+            txn.commit().await?;
+            redis.create(&row, ends_at(&row)).await?;
+        }
+    }
+    Ok((token.clone(), session_of(row, &token)))
+}
+
+async fn insert<C: ConnectionTrait>(
+    db: &C,
+    row: &member_session::Model,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
     // Her sessions that ended unnoticed (never used again) go now: rows do not pile up.
     member_session::Entity::delete_many()
-        .filter(member_session::Column::ProgrammeId.eq(programme_id))
-        .filter(member_session::Column::MemberId.eq(member_id))
+        .filter(member_session::Column::ProgrammeId.eq(row.programme_id))
+        .filter(member_session::Column::MemberId.eq(row.member_id))
         .filter(
             sea_orm::Condition::any()
                 .add(member_session::Column::ExpiresAt.lte(now))
@@ -107,7 +166,7 @@ pub async fn create<C: ConnectionTrait>(
     member_session::Entity::insert(active)
         .exec_without_returning(db)
         .await?;
-    Ok((token.clone(), session_of(&row, &token)))
+    Ok(())
 }
 
 /// The live session the cookie value names; `None` for an unknown, malformed, expired
@@ -117,18 +176,12 @@ pub async fn find(app: &App, cookie_value: &str) -> AppResult<Option<MemberSessi
     if !well_formed(cookie_value) {
         return Ok(None);
     }
-    let Some(row) = member_session::Entity::find()
-        .filter(member_session::Column::TokenHash.eq(token_hash(cookie_value)))
-        .one(&app.db)
-        .await?
-    else {
+    let Some(mut row) = stored(app, &token_hash(cookie_value)).await? else {
         return Ok(None);
     };
     let now = Utc::now();
-    if row.expires_at <= now || row.last_seen_at + IDLE <= now {
-        member_session::Entity::delete_by_id(row.id)
-            .exec(&app.db)
-            .await?;
+    if ends_at(&row) <= now {
+        delete(app, &row).await?;
         return Ok(None);
     }
     let member = member::Entity::find_by_id(row.member_id)
@@ -141,35 +194,70 @@ pub async fn find(app: &App, cookie_value: &str) -> AppResult<Option<MemberSessi
         end_all(app, row.programme_id, row.member_id).await?;
         return Ok(None);
     }
-    let mut row = row;
     if now - row.last_seen_at >= TOUCH_EVERY {
-        member_session::Entity::update(member_session::ActiveModel {
-            id: Set(row.id),
-            last_seen_at: Set(now),
-            ..Default::default()
-        })
-        .exec(&app.db)
-        .await?;
         row.last_seen_at = now;
+        touch(app, &row).await?;
     }
-    Ok(Some(session_of(&row, cookie_value)))
+    Ok(Some(session_of(row, cookie_value)))
+}
+
+async fn stored(app: &App, hash: &str) -> AppResult<Option<member_session::Model>> {
+    Ok(match &app.sessions {
+        SessionStore::Database => {
+            member_session::Entity::find()
+                .filter(member_session::Column::TokenHash.eq(hash))
+                .one(&app.db)
+                .await?
+        }
+        SessionStore::Redis(redis) => redis.find(hash).await?,
+    })
+}
+
+async fn touch(app: &App, row: &member_session::Model) -> AppResult<()> {
+    match &app.sessions {
+        SessionStore::Database => {
+            member_session::Entity::update(member_session::ActiveModel {
+                id: Set(row.id),
+                last_seen_at: Set(row.last_seen_at),
+                ..Default::default()
+            })
+            .exec(&app.db)
+            .await?;
+        }
+        SessionStore::Redis(redis) => redis.touch(row, ends_at(row)).await?,
+    }
+    Ok(())
+}
+
+async fn delete(app: &App, row: &member_session::Model) -> AppResult<()> {
+    match &app.sessions {
+        SessionStore::Database => {
+            member_session::Entity::delete_by_id(row.id)
+                .exec(&app.db)
+                .await?;
+        }
+        SessionStore::Redis(redis) => redis.delete(row).await?,
+    }
+    Ok(())
 }
 
 /// Signs the session out: the cookie's token names nothing from now on.
-pub async fn end(app: &App, session_id: Uuid) -> AppResult<()> {
-    member_session::Entity::delete_by_id(session_id)
-        .exec(&app.db)
-        .await?;
-    Ok(())
+pub async fn end(app: &App, session: &MemberSession) -> AppResult<()> {
+    delete(app, &session.stored).await
 }
 
 /// Ends every session of a member (after her data was erased).
 pub async fn end_all(app: &App, programme_id: Uuid, member_id: Uuid) -> AppResult<()> {
-    member_session::Entity::delete_many()
-        .filter(member_session::Column::ProgrammeId.eq(programme_id))
-        .filter(member_session::Column::MemberId.eq(member_id))
-        .exec(&app.db)
-        .await?;
+    match &app.sessions {
+        SessionStore::Database => {
+            member_session::Entity::delete_many()
+                .filter(member_session::Column::ProgrammeId.eq(programme_id))
+                .filter(member_session::Column::MemberId.eq(member_id))
+                .exec(&app.db)
+                .await?;
+        }
+        SessionStore::Redis(redis) => redis.delete_member(programme_id, member_id).await?,
+    }
     Ok(())
 }
 

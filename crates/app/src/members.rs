@@ -493,6 +493,11 @@ pub async fn erase(app: &App, caller: &Caller, member_id: Uuid) -> AppResult<()>
     if let Some(state) = state {
         app.cache.changed(state.account_id, state.version).await;
     }
+    // Her portal sessions end now. Should the store fail, the erasure still stands, and
+    // each session of hers is refused and deleted when it is next used.
+    if let Err(e) = crate::member_sessions::end_all(app, caller.programme_id, member_id).await {
+        tracing::warn!(error = %e, "ending the portal sessions of an erased member");
+    }
     Ok(())
 }
 

@@ -424,8 +424,7 @@ pub async fn verify_code(app: &App, entry: &Entry, email: &str, code: &str) -> A
     }
     let partner_id = entry.partner.as_ref().map(|p| p.id);
     let (cookie, session) =
-        member_sessions::create(&txn, entry.programme_id, found.id, partner_id).await?;
-    txn.commit().await?;
+        member_sessions::start(app, txn, entry.programme_id, found.id, partner_id).await?;
     Ok(Verified::SignedIn { cookie, session })
 }
 

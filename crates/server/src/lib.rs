@@ -4,9 +4,11 @@ pub mod config;
 pub mod telemetry;
 
 use coalition_app::auth::{TokenGuard, TokenKeys, FAILURE_WINDOW};
+use coalition_app::member_sessions::SessionStore;
 use coalition_app::App;
 use coalition_store::cache::{BalanceCache, InProcessCache, RedisCache};
 use coalition_store::failures::{FailureCounter, InProcessFailures, RedisFailures};
+use coalition_store::sessions::RedisSessions;
 use config::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +42,12 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
                 .map_err(|e| format!("REDIS_URL: {e}"))?,
         ),
         None => Arc::new(InProcessFailures::new(FAILURE_WINDOW)),
+    };
+    let sessions = match &config.redis_url {
+        Some(url) => SessionStore::Redis(Arc::new(
+            RedisSessions::new(url, &config.redis_prefix).map_err(|e| format!("REDIS_URL: {e}"))?,
+        )),
+        None => SessionStore::Database,
     };
     let tokens =
         TokenKeys::load_or_generate(&db, config.jwt_secret.as_deref(), config.token_ttl_seconds)
@@ -76,6 +84,7 @@ pub async fn build_app(config: &Config) -> Result<App, String> {
         bank_authorization_lapse: chrono::Duration::hours(config.bank_authorization_lapse_hours),
         mailer: Arc::new(mailer),
         signin: config.signin,
+        sessions,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod entities;
 pub mod failures;
 /// The member portal's sign-in codes, sessions and request counters.
 pub mod portal;
+pub mod sessions;
 
 use migration::MigratorTrait;
 pub use sea_orm;

@@ -31,7 +31,10 @@ pub mod member_login_code {
 pub mod member_session {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    /// Also the JSON of a session kept in Redis (`crate::sessions`).
+    #[derive(
+        Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize,
+    )]
     #[sea_orm(table_name = "member_sessions")]
     pub struct Model {
         #[sea_orm(primary_key, auto_increment = false)]

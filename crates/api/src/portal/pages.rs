@@ -718,7 +718,7 @@ pub async fn erase_confirm(State(app): State<App>, request: Request) -> Response
 }
 
 /// `POST /portal/profile/erase` (`csrf`, `confirm=yes`): the same erasure as the
-/// operator's; then every session of hers ends and the cookie is cleared.
+/// operator's, which ends every session of hers; the cookie is cleared.
 pub async fn erase(State(app): State<App>, request: Request) -> Response {
     let headers = request.headers().clone();
     let session = match signed_in(&app, &headers, "/portal/profile").await {
@@ -734,9 +734,6 @@ pub async fn erase(State(app): State<App>, request: Request) -> Response {
     }
     let who = principal(&session);
     if let Err(e) = me::erase(&app, &who).await {
-        return error_page(&headers, e);
-    }
-    if let Err(e) = member_sessions::end_all(&app, session.programme_id, session.member_id).await {
         return error_page(&headers, e);
     }
     let t = texts(language(&headers));

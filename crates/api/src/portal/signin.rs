@@ -327,7 +327,7 @@ pub async fn sign_out(State(app): State<App>, headers: HeaderMap, body: Bytes) -
         if !csrf_ok(&headers, Some(&session.csrf_token), sent) {
             return csrf_refused(&headers);
         }
-        if let Err(e) = member_sessions::end(&app, session.id).await {
+        if let Err(e) = member_sessions::end(&app, &session).await {
             return error_page(&headers, e);
         }
     }
