@@ -893,3 +893,80 @@ async fn client_credentials_answers_exactly_as_before() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_grant");
 }
+
+#[tokio::test]
+async fn the_forget_job_deletes_ended_codes_tokens_grants_and_sessions_and_keeps_live_ones() {
+    let (t, sink, _programme, partner, app) = setup().await;
+    let ann = "ann@example.org";
+    t.member_with_card(&partner, ann).await;
+    t.member_with_card(&partner, "bob@example.org").await;
+    let cookie = sign_in(&t, &sink, partner.id, ann).await;
+    // One code exchanged (its grant gets a refresh token), one never exchanged.
+    let used = pkce();
+    let code = code_for(&t, &app, &cookie, &used).await;
+    let (status, tokens) = exchange(&t, &app, &code, &used.verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    code_for(&t, &app, &cookie, &pkce()).await;
+    // Bob asks for a sign-in code and never uses it.
+    let mut bob = crate::support::portal::Browser::new(&t);
+    bob.request_code(
+        crate::support::portal::Via::Partner(partner.id),
+        "bob@example.org",
+    )
+    .await;
+    sink.wait_for("bob@example.org", 0).await;
+    let forget = |at: chrono::DateTime<chrono::Utc>| {
+        let app = t.app.clone();
+        async move {
+            coalition_app::jobs::run(&app, "forget-sign-ins", at)
+                .await
+                .unwrap()
+        }
+    };
+    let now = chrono::Utc::now();
+
+    // Now, nothing has ended.
+    let report = forget(now).await;
+    for field in [
+        "codes",
+        "sessions",
+        "oauth_codes",
+        "refresh_tokens",
+        "grants",
+    ] {
+        assert_eq!(report[field], 0, "{field}: {report}");
+    }
+    // In 11 minutes: Bob's sign-in code and both authorization codes have ended, and
+    // with them the grant whose code was never exchanged; the other keeps its token.
+    let report = forget(now + chrono::Duration::minutes(11)).await;
+    assert_eq!(
+        (&report["codes"], &report["oauth_codes"], &report["grants"]),
+        (&json!(1), &json!(2), &json!(1)),
+        "{report}"
+    );
+    assert_eq!(report["refresh_tokens"], 0);
+    let (status, refreshed) = refresh(&t, &app, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "the live grant still refreshes: {refreshed}");
+    assert_eq!(
+        t.get("/v1/me", refreshed["access_token"].as_str().unwrap())
+            .await
+            .status,
+        200
+    );
+    // In 31 days: the refresh tokens (used and new) and their grant are gone, so are
+    // the request counters and (kept in the database) Ann's session.
+    let report = forget(now + chrono::Duration::days(31)).await;
+    assert_eq!(
+        (&report["refresh_tokens"], &report["grants"]),
+        (&json!(2), &json!(1)),
+        "{report}"
+    );
+    assert!(
+        report["request_counters"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+    let sessions_in_database = if t.redis_prefix.is_some() { 0 } else { 1 };
+    assert_eq!(report["sessions"], sessions_in_database, "{report}");
+    let (status, _) = refresh(&t, &app, refreshed["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 400, "a forgotten token is an unknown one");
+}

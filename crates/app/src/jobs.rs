@@ -104,6 +104,11 @@ pub const JOBS: &[Job] = &[
         "announce points expiring in 30 and in 7 days (outbox: points.expiring)",
         send_expiry_reminders
     ),
+    job!(
+        "forget-sign-ins",
+        "delete ended sign-in codes, portal sessions and request counters, and ended OAuth codes, refresh tokens and grants",
+        forget_sign_ins
+    ),
     // Last: what the jobs above announced goes out in the same round. `serve` also
     // delivers on its own short loop (`COALITION_WEBHOOKS_INTERVAL_MS`).
     job!(
@@ -121,6 +126,27 @@ struct ReleasedHolds {
 async fn release_lapsed_holds(app: &App, now: DateTime<Utc>) -> AppResult<ReleasedHolds> {
     let released = crate::holds::release_lapsed(app, now).await?;
     Ok(ReleasedHolds { released })
+}
+
+#[derive(Serialize)]
+struct ForgottenSignIns {
+    codes: u64,
+    sessions: u64,
+    request_counters: u64,
+    #[serde(flatten)]
+    grants: crate::oidc::ForgottenGrants,
+}
+
+async fn forget_sign_ins(app: &App, now: DateTime<Utc>) -> AppResult<ForgottenSignIns> {
+    let (codes, request_counters) = crate::signin::forget_ended(&app.db, now).await?;
+    let sessions = crate::member_sessions::forget_ended(app, now).await?;
+    let grants = crate::oidc::forget_ended(&app.db, now).await?;
+    Ok(ForgottenSignIns {
+        codes,
+        sessions,
+        request_counters,
+        grants,
+    })
 }
 
 async fn requalify_tiers(

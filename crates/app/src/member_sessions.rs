@@ -261,6 +261,23 @@ pub async fn end_all(app: &App, programme_id: Uuid, member_id: Uuid) -> AppResul
     Ok(())
 }
 
+/// Deletes the sessions in the database that ended unnoticed (never used again): the
+/// `forget-sign-ins` job. Sessions in Redis expire by themselves. How many went.
+pub async fn forget_ended(app: &App, now: DateTime<Utc>) -> AppResult<u64> {
+    if !matches!(app.sessions, SessionStore::Database) {
+        return Ok(0);
+    }
+    let ended = member_session::Entity::delete_many()
+        .filter(
+            sea_orm::Condition::any()
+                .add(member_session::Column::ExpiresAt.lte(now))
+                .add(member_session::Column::LastSeenAt.lte(now - IDLE)),
+        )
+        .exec(&app.db)
+        .await?;
+    Ok(ended.rows_affected)
+}
+
 /// Compares a form's CSRF value with the session's in constant time.
 pub fn csrf_matches(session: &MemberSession, sent: &str) -> bool {
     constant_time_eq(session.csrf_token.as_bytes(), sent.as_bytes())

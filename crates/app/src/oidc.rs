@@ -801,6 +801,68 @@ pub async fn authenticate_member(app: &App, token: &str) -> AppResult<MemberPrin
     })
 }
 
+/// What `forget_ended` deleted.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ForgottenGrants {
+    pub oauth_codes: u64,
+    pub refresh_tokens: u64,
+    pub grants: u64,
+}
+
+/// Deletes authorization codes and refresh tokens past their end, then grants that have
+/// neither left: the `forget-sign-ins` job. A used code or rotated refresh token is kept
+/// until its own end, so that its replay still revokes the grant until then. A grant
+/// with no refresh token left issued its last access token (which names the grant) when
+/// its last refresh token was made, at least `REFRESH_TTL_DAYS` ago; one whose code
+/// was never exchanged issued none. Grants younger than a code's life are left alone.
+pub async fn forget_ended<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+) -> AppResult<ForgottenGrants> {
+    use sea_orm::sea_query::Query;
+    let oauth_codes = oauth_code::Entity::delete_many()
+        .filter(oauth_code::Column::ExpiresAt.lte(now))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let refresh_tokens = oauth_refresh_token::Entity::delete_many()
+        .filter(oauth_refresh_token::Column::ExpiresAt.lte(now))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let codes_of_grant = Query::select()
+        .expr(Expr::val(1))
+        .from(oauth_code::Entity)
+        .and_where(
+            Expr::col((oauth_code::Entity, oauth_code::Column::GrantId))
+                .equals((oauth_grant::Entity, oauth_grant::Column::Id)),
+        )
+        .to_owned();
+    let tokens_of_grant = Query::select()
+        .expr(Expr::val(1))
+        .from(oauth_refresh_token::Entity)
+        .and_where(
+            Expr::col((
+                oauth_refresh_token::Entity,
+                oauth_refresh_token::Column::GrantId,
+            ))
+            .equals((oauth_grant::Entity, oauth_grant::Column::Id)),
+        )
+        .to_owned();
+    let grants = oauth_grant::Entity::delete_many()
+        .filter(oauth_grant::Column::CreatedAt.lte(now - Duration::seconds(CODE_TTL_SECONDS)))
+        .filter(Expr::exists(codes_of_grant).not())
+        .filter(Expr::exists(tokens_of_grant).not())
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(ForgottenGrants {
+        oauth_codes,
+        refresh_tokens,
+        grants,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

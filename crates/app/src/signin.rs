@@ -195,16 +195,6 @@ pub async fn request_code(
             retry_after_seconds,
         });
     }
-    // Now and then, counters whose window ended long ago go.
-    if rand::thread_rng().gen_ratio(1, 50) {
-        let cutoff = Utc::now() - window * 2;
-        let _ = coalition_store::portal::signin_request_counter::Entity::delete_many()
-            .filter(
-                coalition_store::portal::signin_request_counter::Column::WindowStartedAt.lt(cutoff),
-            )
-            .exec(&app.db)
-            .await;
-    }
     let (app, entry, email) = (app.clone(), entry.clone(), email.to_owned());
     tokio::spawn(async move {
         if let Err(e) = send_code(&app, &entry, &email, lang).await {
@@ -426,6 +416,25 @@ pub async fn verify_code(app: &App, entry: &Entry, email: &str, code: &str) -> A
     let (cookie, session) =
         member_sessions::start(app, txn, entry.programme_id, found.id, partner_id).await?;
     Ok(Verified::SignedIn { cookie, session })
+}
+
+/// Deletes codes that ended (used ones are deleted by their sign-in; a replaced one by
+/// its replacement) and request counters whose window ended: the `forget-sign-ins`
+/// job. Returns how many of each went.
+pub async fn forget_ended<C: ConnectionTrait>(
+    db: &C,
+    now: chrono::DateTime<Utc>,
+) -> AppResult<(u64, u64)> {
+    use coalition_store::portal::signin_request_counter as counter;
+    let codes = member_login_code::Entity::delete_many()
+        .filter(member_login_code::Column::ExpiresAt.lte(now))
+        .exec(db)
+        .await?;
+    let counters = counter::Entity::delete_many()
+        .filter(counter::Column::WindowStartedAt.lte(now - REQUEST_WINDOW))
+        .exec(db)
+        .await?;
+    Ok((codes.rows_affected, counters.rows_affected))
 }
 
 /// How many live codes a member has (0 or 1); for tests and diagnostics.
