@@ -970,3 +970,49 @@ async fn the_forget_job_deletes_ended_codes_tokens_grants_and_sessions_and_keeps
     let (status, _) = refresh(&t, &app, refreshed["refresh_token"].as_str().unwrap()).await;
     assert_eq!(status, 400, "a forgotten token is an unknown one");
 }
+
+#[tokio::test]
+async fn no_refresh_goes_past_ninety_days_after_the_sign_in() {
+    use coalition_store::entities::{oauth_grant, oauth_refresh_token};
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let (t, sink, _programme, partner, app) = setup().await;
+    enrol(&t, &partner, "old@example.com").await;
+    let cookie = sign_in(&t, &sink, partner.id, "old@example.com").await;
+    let pair = pkce();
+    let code = code_for(&t, &app, &cookie, &pair).await;
+    let (_, first) = exchange(&t, &app, &code, &pair.verifier).await;
+    let signed_in_at = |at: chrono::DateTime<chrono::Utc>| {
+        let db = t.app.db.clone();
+        async move {
+            oauth_grant::Entity::update_many()
+                .col_expr(oauth_grant::Column::AuthTime, Expr::value(at))
+                .exec(&db)
+                .await
+                .unwrap();
+        }
+    };
+    // Signed in 89 days and 23 hours ago: the refresh works, and the new refresh token
+    // ends when the 90 days do, not 30 days from now.
+    let now = chrono::Utc::now();
+    let ninety_days_end = now + chrono::Duration::hours(1);
+    signed_in_at(ninety_days_end - chrono::Duration::days(90)).await;
+    let (status, second) = refresh(&t, &app, first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{second}");
+    let newest = oauth_refresh_token::Entity::find()
+        .filter(oauth_refresh_token::Column::UsedAt.is_null())
+        .one(&t.app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let off = (newest.expires_at - ninety_days_end).num_seconds().abs();
+    assert!(off <= 2, "ends {} s away from the 90 days", off);
+    // A sign-in older than 90 days refreshes no more, whatever the token says.
+    signed_in_at(now - chrono::Duration::days(91)).await;
+    let (status, body) = refresh(&t, &app, second["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}

@@ -31,8 +31,13 @@ use uuid::Uuid;
 
 /// How long a code may wait for its exchange (RFC 6749 §4.1.2: 10 minutes at most).
 pub const CODE_TTL_SECONDS: i64 = 5 * 60;
-/// How long a refresh token lives unused; each use gives a new one for as long again.
+/// How long a refresh token lives unused; each use gives a new one for as long again,
+/// up to the grant's end.
 pub const REFRESH_TTL_DAYS: i64 = 30;
+/// How long after the member signed in a grant can be refreshed, however often it is:
+/// then the app sends her through the sign-in again (a stolen refresh token, rotated
+/// by the thief, does not last for ever).
+pub const GRANT_LIFETIME_DAYS: i64 = 90;
 pub const MAX_REDIRECT_URIS: usize = 10;
 const MAX_REDIRECT_URI_LENGTH: usize = 2000;
 /// The scopes a member grant may carry.
@@ -620,7 +625,7 @@ pub async fn exchange_code(
             "the authorization code was used already; the tokens issued with it are revoked",
         ));
     }
-    let refresh_token = insert_refresh_token(&txn, grant.id, now).await?;
+    let refresh_token = insert_refresh_token(&txn, &grant, now).await?;
     txn.commit().await?;
     let id_token = if grant.scope.split(' ').any(|s| s == "openid") {
         Some(app.member_tokens.issue_id_token(
@@ -658,18 +663,23 @@ fn access_token(
     })
 }
 
+/// When a grant can no longer be refreshed.
+fn grant_ends(grant: &oauth_grant::Model) -> DateTime<Utc> {
+    grant.auth_time + Duration::days(GRANT_LIFETIME_DAYS)
+}
+
 async fn insert_refresh_token(
     db: &impl ConnectionTrait,
-    grant_id: Uuid,
+    grant: &oauth_grant::Model,
     now: DateTime<Utc>,
 ) -> AppResult<String> {
     let token = random_secret();
     oauth_refresh_token::Entity::insert(oauth_refresh_token::ActiveModel {
         id: Set(Uuid::now_v7()),
-        grant_id: Set(grant_id),
+        grant_id: Set(grant.id),
         token_hash: Set(hash(&token)),
         created_at: Set(now),
-        expires_at: Set(now + Duration::days(REFRESH_TTL_DAYS)),
+        expires_at: Set((now + Duration::days(REFRESH_TTL_DAYS)).min(grant_ends(grant))),
         used_at: Set(None),
     })
     .exec_without_returning(db)
@@ -711,6 +721,11 @@ pub async fn refresh(
         return Err(invalid_grant("the refresh token expired"));
     }
     let grant = live_grant(&app.db, client, grant.id).await?;
+    if grant_ends(&grant) <= now {
+        return Err(invalid_grant(&format!(
+            "the member signed in more than {GRANT_LIFETIME_DAYS} days ago; sign her in again"
+        )));
+    }
     let granted: Vec<&str> = grant.scope.split(' ').collect();
     let scope = match scope.map(str::trim).filter(|s| !s.is_empty()) {
         None => grant.scope.clone(),
@@ -743,7 +758,7 @@ pub async fn refresh(
             "the refresh token was used already; the grant is revoked, sign the member in again",
         ));
     }
-    let next = insert_refresh_token(&txn, grant.id, now).await?;
+    let next = insert_refresh_token(&txn, &grant, now).await?;
     txn.commit().await?;
     Ok(TokenSet {
         access_token: access_token(app, client, &grant, &scope)?,
@@ -813,7 +828,7 @@ pub struct ForgottenGrants {
 /// neither left: the `forget-sign-ins` job. A used code or rotated refresh token is kept
 /// until its own end, so that its replay still revokes the grant until then. A grant
 /// with no refresh token left issued its last access token (which names the grant) when
-/// its last refresh token was made, at least `REFRESH_TTL_DAYS` ago; one whose code
+/// its last refresh token was made, before that token's end; one whose code
 /// was never exchanged issued none. Grants younger than a code's life are left alone.
 pub async fn forget_ended<C: ConnectionTrait>(
     db: &C,
