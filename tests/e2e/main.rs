@@ -42,6 +42,7 @@ mod review_fixes;
 mod review_holds_expiry;
 mod review_portal;
 mod review_retention;
+mod review_sessions;
 mod rules;
 mod settlement;
 mod story;

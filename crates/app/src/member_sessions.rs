@@ -108,9 +108,11 @@ fn session_of(row: member_session::Model, token: &str) -> MemberSession {
     }
 }
 
-/// Starts a session for a member and commits `txn` (the sign-in's, which used up the
-/// code): in the database the session is part of it; in Redis it is written after the
-/// commit, so that a sign-in that did not commit never leaves a session behind.
+/// Starts a session for a member and commits `txn` (the sign-in's, which uses up the
+/// code): in the database the session is part of it; in Redis it is written before the
+/// commit, so that a Redis failure leaves the code unused (the member tries it again, as
+/// the error page says). A sign-in whose commit then fails deletes the session again; if
+/// even that fails, the session is one whose cookie nobody ever got, and it expires.
 /// Returns the cookie's value (shown once, never stored) and the session.
 pub async fn start(
     app: &App,
@@ -139,8 +141,11 @@ pub async fn start(
             txn.commit().await?;
         }
         SessionStore::Redis(redis) => {
-            txn.commit().await?;
             redis.create(&row, ends_at(&row)).await?;
+            if let Err(e) = txn.commit().await {
+                let _ = redis.delete(&row).await;
+                return Err(e.into());
+            }
         }
     }
     Ok((token.clone(), session_of(row, &token)))

@@ -184,3 +184,65 @@ fn millis_until(at: DateTime<Utc>) -> i64 {
 fn to_json(row: &member_session::Model) -> String {
     serde_json::to_string(row).expect("a session row serialises")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration as Span;
+
+    // These run when TEST_REDIS_URL is set (the PostgreSQL + Redis pass of CI).
+    fn redis_sessions() -> Option<RedisSessions> {
+        let Some(url) = std::env::var("TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
+            return None;
+        };
+        let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
+        Some(RedisSessions::new(&url, &prefix).expect("redis url"))
+    }
+
+    /// The interleaving a page view (read, then touch) and a sign-out (delete) on two
+    /// servers can take: the touch lands after the delete. The session stays ended —
+    /// and so after an erasure of the member.
+    #[tokio::test]
+    async fn a_touch_after_a_sign_out_or_an_erasure_brings_nothing_back() {
+        let Some(sessions) = redis_sessions() else {
+            return;
+        };
+        let now = Utc::now();
+        let row = member_session::Model {
+            id: Uuid::now_v7(),
+            token_hash: "ab".repeat(32),
+            programme_id: Uuid::now_v7(),
+            member_id: Uuid::now_v7(),
+            partner_id: None,
+            created_at: now - Span::minutes(6),
+            last_seen_at: now - Span::minutes(6),
+            expires_at: now + Span::days(7),
+        };
+        for erase in [false, true] {
+            sessions.create(&row, now + Span::hours(12)).await.unwrap();
+            let mut read = sessions.find(&row.token_hash).await.unwrap().unwrap();
+            if erase {
+                sessions
+                    .delete_member(row.programme_id, row.member_id)
+                    .await
+                    .unwrap();
+            } else {
+                sessions.delete(&read).await.unwrap();
+            }
+            read.last_seen_at = Utc::now();
+            sessions
+                .touch(&read, read.last_seen_at + Span::hours(12))
+                .await
+                .unwrap();
+            assert_eq!(
+                sessions.find(&row.token_hash).await.unwrap(),
+                None,
+                "erase {erase}"
+            );
+        }
+    }
+}
