@@ -17,9 +17,7 @@ use coalition_store::entities::member;
 use coalition_store::portal::member_session;
 use coalition_store::sessions::{RedisSessions, SessionStoreError};
 use rand::RngCore;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -220,14 +218,17 @@ async fn stored(app: &App, hash: &str) -> AppResult<Option<member_session::Model
 
 async fn touch(app: &App, row: &member_session::Model) -> AppResult<()> {
     match &app.sessions {
+        // Not an update by primary key, which fails when a sign-out deleted the row
+        // meanwhile: that page view was allowed, and the next one is not.
         SessionStore::Database => {
-            member_session::Entity::update(member_session::ActiveModel {
-                id: Set(row.id),
-                last_seen_at: Set(row.last_seen_at),
-                ..Default::default()
-            })
-            .exec(&app.db)
-            .await?;
+            member_session::Entity::update_many()
+                .col_expr(
+                    member_session::Column::LastSeenAt,
+                    sea_orm::sea_query::Expr::value(row.last_seen_at),
+                )
+                .filter(member_session::Column::Id.eq(row.id))
+                .exec(&app.db)
+                .await?;
         }
         SessionStore::Redis(redis) => redis.touch(row, ends_at(row)).await?,
     }
@@ -267,11 +268,9 @@ pub async fn end_all(app: &App, programme_id: Uuid, member_id: Uuid) -> AppResul
 }
 
 /// Deletes the sessions in the database that ended unnoticed (never used again): the
-/// `forget-sign-ins` job. Sessions in Redis expire by themselves. How many went.
+/// `forget-sign-ins` job. Sessions in Redis expire by themselves; rows left from before
+/// Redis was configured go here too. How many went.
 pub async fn forget_ended(app: &App, now: DateTime<Utc>) -> AppResult<u64> {
-    if !matches!(app.sessions, SessionStore::Database) {
-        return Ok(0);
-    }
     let ended = member_session::Entity::delete_many()
         .filter(
             sea_orm::Condition::any()
