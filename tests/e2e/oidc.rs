@@ -1016,3 +1016,37 @@ async fn no_refresh_goes_past_ninety_days_after_the_sign_in() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_id_token_says_when_the_member_entered_her_code_not_when_the_app_asked() {
+    use base64::Engine;
+    let (t, sink, _programme, partner, app) = setup().await;
+    enrol(&t, &partner, "at@example.com").await;
+    let before = chrono::Utc::now().timestamp();
+    let cookie = sign_in(&t, &sink, partner.id, "at@example.com").await;
+    let after = chrono::Utc::now().timestamp();
+    // The app asks for a code later, on the same portal session.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let pair = pkce();
+    let code = code_for(&t, &app, &cookie, &pair).await;
+    let (status, tokens) = exchange(&t, &app, &code, &pair.verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    let payload = tokens["id_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let auth_time = claims["auth_time"].as_i64().unwrap();
+    assert!(
+        (before..=after).contains(&auth_time),
+        "auth_time {auth_time} is the sign-in ({before}..={after})"
+    );
+    assert!(claims["iat"].as_i64().unwrap() >= after + 2, "{claims}");
+}

@@ -66,6 +66,8 @@ pub struct MemberSession {
     pub csrf_token: String,
     /// When the session ends if unused (the idle end, capped by the absolute end).
     pub expires_at: DateTime<Utc>,
+    /// When the member signed in with her code (an ID token's `auth_time`).
+    pub signed_in_at: DateTime<Utc>,
     /// The stored row (its token hash names it in the store).
     stored: member_session::Model,
 }
@@ -102,6 +104,7 @@ fn session_of(row: member_session::Model, token: &str) -> MemberSession {
         partner_id: row.partner_id,
         csrf_token: csrf_for(token),
         expires_at: ends_at(&row),
+        signed_in_at: row.created_at,
         stored: row,
     }
 }

@@ -411,7 +411,7 @@ pub async fn authorize(
     let code = issue_code(
         app,
         &client,
-        session.member_id,
+        &session,
         &scope,
         redirect_uri,
         challenge,
@@ -463,7 +463,7 @@ fn random_secret() -> String {
 async fn issue_code(
     app: &App,
     client: &api_client::Model,
-    member_id: Uuid,
+    session: &crate::member_sessions::MemberSession,
     scope: &str,
     redirect_uri: &str,
     challenge: &str,
@@ -477,12 +477,11 @@ async fn issue_code(
         id: Set(grant_id),
         programme_id: Set(client.programme_id),
         api_client_id: Set(client.id),
-        member_id: Set(member_id),
+        member_id: Set(session.member_id),
         scope: Set(scope.to_owned()),
         nonce: Set(nonce.map(str::to_owned)),
-        // The session does not say when the member signed in; the code is issued on
-        // a sign-in that is alive now, which is what a client checking `max_age` needs.
-        auth_time: Set(now),
+        // When she entered her code: a client checking `max_age` compares with this.
+        auth_time: Set(session.signed_in_at),
         created_at: Set(now),
         revoked_at: Set(None),
     })
