@@ -73,3 +73,43 @@ async fn the_job_keeps_a_grant_whose_last_access_token_outlives_its_capped_refre
         "{report}"
     );
 }
+
+/// Pins that the job leaves a request counter alone while its window runs (deleting it
+/// would restart the count and lift the limit early), and that once the window ended
+/// and the job took the counter, requests are counted afresh.
+#[tokio::test]
+async fn the_job_never_lifts_a_running_sign_in_limit() {
+    use crate::support::portal::{Browser, Via};
+    let t = spawn_app_with_settings(&[("COALITION_SIGNIN_CODES_PER_ADDRESS", "2")]).await;
+    let programme = t.programme("Limit Coalition").await;
+    let partner = t.partner(&programme, "Limit Gym", "1").await;
+    let via = Via::Partner(partner.id);
+    let ann = format!("limit-{}@example.org", random_letters());
+    let mut browser = Browser::new(&t);
+    let before = Utc::now();
+    assert_eq!(browser.request_code(via, &ann).await.status, 200);
+    assert_eq!(browser.request_code(via, &ann).await.status, 200);
+    assert_eq!(browser.request_code(via, &ann).await.status, 429);
+    let after = Utc::now();
+
+    // A second before the window (opened at the first request) ends: nothing goes.
+    let window = Duration::minutes(15);
+    let report = coalition_app::jobs::run(
+        &t.app,
+        "forget-sign-ins",
+        before + window - Duration::seconds(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report["request_counters"], 0, "{report}");
+    assert_eq!(browser.request_code(via, &ann).await.status, 429);
+
+    // Once it ended, the counters (address and source) go, and counting starts over.
+    let report = coalition_app::jobs::run(&t.app, "forget-sign-ins", after + window)
+        .await
+        .unwrap();
+    assert_eq!(report["request_counters"], 2, "{report}");
+    assert_eq!(browser.request_code(via, &ann).await.status, 200);
+    assert_eq!(browser.request_code(via, &ann).await.status, 200);
+    assert_eq!(browser.request_code(via, &ann).await.status, 429);
+}
