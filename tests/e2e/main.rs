@@ -39,6 +39,7 @@ mod review_campaigns_settlement;
 mod review_economics;
 mod review_erasure_credentials;
 mod review_fixes;
+mod review_forget;
 mod review_holds_expiry;
 mod review_portal;
 mod review_retention;

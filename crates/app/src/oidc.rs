@@ -823,12 +823,13 @@ pub struct ForgottenGrants {
     pub grants: u64,
 }
 
-/// Deletes authorization codes and refresh tokens past their end, then grants that have
-/// neither left: the `forget-sign-ins` job. A used code or rotated refresh token is kept
-/// until its own end, so that its replay still revokes the grant until then. A grant
-/// with no refresh token left issued its last access token (which names the grant) when
-/// its last refresh token was made, before that token's end; one whose code
-/// was never exchanged issued none. Grants younger than a code's life are left alone.
+/// Deletes authorization codes past their end and refresh tokens an access token's life
+/// past theirs, then grants that have neither left: the `forget-sign-ins` job. A used
+/// code or rotated refresh token is kept until its own end, so that its replay still
+/// revokes the grant until then. A grant with no refresh token left issued its last
+/// access token (which names the grant) when its last refresh token was made, before
+/// that token's end, so that access token has ended too; one whose code was never
+/// exchanged issued none. Grants younger than a code's life are left alone.
 pub async fn forget_ended<C: ConnectionTrait>(
     db: &C,
     now: DateTime<Utc>,
@@ -839,8 +840,12 @@ pub async fn forget_ended<C: ConnectionTrait>(
         .exec(db)
         .await?
         .rows_affected;
+    // An access token issued with a refresh token can outlive it (one ending with the
+    // 90 days of its grant may have minutes left): the row, and so the grant, stays
+    // until that access token has ended too.
+    let access_life = Duration::seconds(crate::auth::member_tokens::ACCESS_TTL_SECONDS);
     let refresh_tokens = oauth_refresh_token::Entity::delete_many()
-        .filter(oauth_refresh_token::Column::ExpiresAt.lte(now))
+        .filter(oauth_refresh_token::Column::ExpiresAt.lte(now - access_life))
         .exec(db)
         .await?
         .rows_affected;

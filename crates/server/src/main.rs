@@ -43,8 +43,9 @@ enum Command {
         #[arg(value_parser = job_names())]
         job: String,
         /// The moment the job runs as of (RFC 3339), instead of now. It really acts as of
-        /// then: a future moment expires points and ends holds early, for good. Meant
-        /// for tests and for catching up, not for previews.
+        /// then: a future moment expires points, ends holds and signs members out
+        /// (sessions, codes, OAuth grants) early, for good. Meant for tests and for
+        /// catching up, not for previews.
         #[arg(long, value_parser = rfc3339)]
         now: Option<chrono::DateTime<chrono::Utc>>,
     },

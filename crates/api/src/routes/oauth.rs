@@ -117,7 +117,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Ma
         description = "grant_type=client_credentials (optional scope), authorization_code (code, redirect_uri, code_verifier) or refresh_token (refresh_token, optional scope); client_id and client_secret in the body or HTTP Basic"),
     responses(
         (status = 200, body = TokenResponse),
-        (status = 400, body = OAuthError, description = "invalid_request, unsupported_grant_type, invalid_scope, or invalid_grant (a code or refresh token that is unknown, expired, used, another client's, or whose code_verifier or redirect_uri does not match)"),
+        (status = 400, body = OAuthError, description = "invalid_request, unsupported_grant_type, invalid_scope, or invalid_grant (a code or refresh token that is unknown, expired, used, another client's, or whose code_verifier or redirect_uri does not match; a revoked sign-in; a refresh more than 90 days after the member signed in)"),
         (status = 401, body = OAuthError, description = "invalid_client"),
         (status = 429, body = OAuthError, description = "too_many_requests: too many failed attempts for this client id or from this address; Retry-After gives the seconds to wait",
             headers(("Retry-After" = u64, description = "seconds until the limit ends"))),
