@@ -19,6 +19,7 @@ mod m20261203_000300_analytics;
 mod m20261203_000410_members_account_index;
 mod m20261203_000500_portal;
 mod m20261203_000600_oauth;
+mod m20261204_000100_sign_in_sweep_indexes;
 
 pub struct Migrator;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000410_members_account_index::Migration),
             Box::new(m20261203_000500_portal::Migration),
             Box::new(m20261203_000600_oauth::Migration),
+            Box::new(m20261204_000100_sign_in_sweep_indexes::Migration),
         ]
     }
 }
