@@ -160,6 +160,41 @@ async fn the_cookie_is_secure_behind_https() {
     );
     let cookie = done.headers["set-cookie"].to_str().unwrap();
     assert!(cookie.contains("; Secure"), "{cookie}");
+    // Plain http without the header: no Secure (the browser would drop the cookie).
+    let mut plain = Browser::new(&w.app);
+    plain.sign_in(&w.sink, via, &ann).await;
+    let page = plain.get("/portal/lang?set=ro&next=/portal").await;
+    let cookie = page.headers["set-cookie"].to_str().unwrap();
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn behind_a_proxy_that_does_not_say_https_an_https_public_url_makes_cookies_secure() {
+    let w = world_with(&[("COALITION_PUBLIC_URL", "https://rewards.example.org")]).await;
+    let ann = email("ann");
+    w.app.member_with_card(&w.gym, &ann).await;
+    let mut browser = Browser::new(&w.app);
+    let via = Via::Partner(w.gym.id);
+    let form = browser
+        .get(&format!("/portal/sign-in?partner={}", w.gym.id))
+        .await;
+    let csrf_cookie = form.headers["set-cookie"].to_str().unwrap();
+    assert!(csrf_cookie.contains("; Secure"), "{csrf_cookie}");
+    let seen = w.sink.messages_to(&ann).len();
+    browser.request_code(via, &ann).await;
+    let code = w.sink.next_code_for(&ann, seen).await;
+    let done = browser.submit_code(via, &ann, &code).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let session_cookie = done.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        session_cookie.starts_with("coalition_session=") && session_cookie.contains("; Secure"),
+        "{session_cookie}"
+    );
+    let lang = browser.get("/portal/lang?set=ro&next=/portal").await;
+    assert!(lang.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("; Secure"));
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ mod pages;
 mod signin;
 pub mod texts;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -86,7 +86,7 @@ async fn stylesheet() -> Response {
 
 /// `/portal/lang?set=ro&next=/portal/history`: remembers the language (a year) and goes
 /// back. Setting a language changes nothing else, so a plain link (a GET) does it.
-async fn switch_language(request: Request) -> Response {
+async fn switch_language(State(app): State<App>, request: Request) -> Response {
     let query = parse_form(request.uri().query().unwrap_or("").as_bytes());
     let next = local_path(query.get("next").map(String::as_str));
     let mut response = Redirect::to(&next).into_response();
@@ -94,7 +94,7 @@ async fn switch_language(request: Request) -> Response {
         let cookie = format!(
             "{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax{}",
             lang.code(),
-            secure_attribute(request.headers())
+            secure_attribute(&app, request.headers())
         );
         append_cookie(&mut response, &cookie);
     }
@@ -172,22 +172,24 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v.trim_matches('"'))
 }
 
-/// Did the request come over HTTPS (as the proxy in front says)?
-pub(crate) fn over_https(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .eq_ignore_ascii_case("https")
-        })
+/// Did the request come over HTTPS? The server's public URL is https (it is only
+/// reached through TLS), or the proxy in front says so (`X-Forwarded-Proto`).
+pub(crate) fn over_https(app: &App, headers: &HeaderMap) -> bool {
+    app.member_tokens.issuer().starts_with("https://")
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("https")
+            })
 }
 
-pub(crate) fn secure_attribute(headers: &HeaderMap) -> &'static str {
-    if over_https(headers) {
+pub(crate) fn secure_attribute(app: &App, headers: &HeaderMap) -> &'static str {
+    if over_https(app, headers) {
         "; Secure"
     } else {
         ""

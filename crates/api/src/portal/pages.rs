@@ -747,7 +747,7 @@ pub async fn erase(State(app): State<App>, request: Request) -> Response {
     let value = format!(
         "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
         member_sessions::COOKIE,
-        secure_attribute(&headers)
+        secure_attribute(&app, &headers)
     );
     append_cookie(&mut response, &value);
     response

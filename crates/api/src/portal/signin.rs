@@ -130,6 +130,7 @@ fn form_token(headers: &HeaderMap) -> (String, bool) {
 }
 
 fn with_form_token(
+    app: &App,
     mut response: Response,
     headers: &HeaderMap,
     token: &str,
@@ -138,7 +139,7 @@ fn with_form_token(
     if fresh {
         let cookie = format!(
             "{CSRF_COOKIE}={token}; Path=/portal; HttpOnly; SameSite=Lax{}",
-            secure_attribute(headers)
+            secure_attribute(app, headers)
         );
         append_cookie(&mut response, &cookie);
     }
@@ -183,7 +184,13 @@ pub async fn form(State(app): State<App>, headers: HeaderMap, uri: Uri) -> Respo
         email: String::new(),
         error: None,
     };
-    with_form_token(html(StatusCode::OK, page.render()), &headers, &token, fresh)
+    with_form_token(
+        &app,
+        html(StatusCode::OK, page.render()),
+        &headers,
+        &token,
+        fresh,
+    )
 }
 
 fn csrf_refused(headers: &HeaderMap) -> Response {
@@ -296,7 +303,7 @@ pub async fn submit_code(State(app): State<App>, headers: HeaderMap, body: Bytes
                 "{}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
                 member_sessions::COOKIE,
                 member_sessions::ABSOLUTE.num_seconds(),
-                secure_attribute(&headers)
+                secure_attribute(&app, &headers)
             );
             append_cookie(&mut response, &value);
             response
@@ -336,7 +343,7 @@ pub async fn sign_out(State(app): State<App>, headers: HeaderMap, body: Bytes) -
     let value = format!(
         "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
         member_sessions::COOKIE,
-        secure_attribute(&headers)
+        secure_attribute(&app, &headers)
     );
     append_cookie(&mut response, &value);
     response
