@@ -1018,7 +1018,7 @@ async fn no_refresh_goes_past_ninety_days_after_the_sign_in() {
 }
 
 #[tokio::test]
-async fn the_id_token_says_when_the_member_entered_her_code_not_when_the_app_asked() {
+async fn the_id_token_says_when_the_member_entered_her_code_and_max_age_holds_to_it() {
     use base64::Engine;
     let (t, sink, _programme, partner, app) = setup().await;
     enrol(&t, &partner, "at@example.com").await;
@@ -1028,6 +1028,23 @@ async fn the_id_token_says_when_the_member_entered_her_code_not_when_the_app_ask
     // The app asks for a code later, on the same portal session.
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let pair = pkce();
+    // A sign-in older than max_age is refused back to the app (it cannot be renewed
+    // here); a max_age that is no number of seconds is a bad request.
+    for (max_age, error) in [("1", "login_required"), ("soon", "invalid_request")] {
+        let mut params = request_params(&app, &pair);
+        params.push(("max_age", max_age));
+        let (location, query) = see_other(&authorize(&t, Some(&cookie), &params).await);
+        assert!(location.starts_with(&app.redirect_uri), "{location}");
+        assert_eq!(
+            (query["error"].as_str(), query["state"].as_str()),
+            (error, "st-123"),
+            "max_age={max_age}"
+        );
+    }
+    let mut params = request_params(&app, &pair);
+    params.push(("max_age", "3600"));
+    let (_, query) = see_other(&authorize(&t, Some(&cookie), &params).await);
+    assert!(query.contains_key("code"), "{query:?}");
     let code = code_for(&t, &app, &cookie, &pair).await;
     let (status, tokens) = exchange(&t, &app, &code, &pair.verifier).await;
     assert_eq!(status, 200, "{tokens}");

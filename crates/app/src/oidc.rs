@@ -373,6 +373,20 @@ pub async fn authorize(
             "nonce must be 1 to 255 characters, without control characters",
         );
     }
+    // OIDC Core §3.1.2.1: how long ago, at most, the member may have signed in.
+    let max_age = match one("max_age") {
+        Ok(None) => None,
+        Ok(Some(text)) => match text.parse::<u32>() {
+            Ok(seconds) => Some(Duration::seconds(seconds.into())),
+            Err(_) => {
+                return fail(
+                    "invalid_request",
+                    "max_age must be a whole number of seconds (0 to 4294967295)",
+                )
+            }
+        },
+        Err(e) => return fail("invalid_request", &e),
+    };
     // Only `none` is honoured. A fresh sign-in (`login`), a consent screen (`consent`)
     // or an account choice cannot be forced here — the portal's sign-in comes back to
     // this very request, so `login` would loop — and OIDC Core §3.1.2.1 asks for an
@@ -408,6 +422,14 @@ pub async fn authorize(
         }
         return Ok(Authorize::SignIn { partner_id });
     };
+    // A sign-in older than `max_age` cannot be renewed here either (see `prompt`): the
+    // client hears so rather than getting an ID token whose `auth_time` it would refuse.
+    if max_age.is_some_and(|max| Utc::now() - session.signed_in_at > max) {
+        return fail(
+            "login_required",
+            "the member signed in longer ago than max_age; she signs out on the portal and in again",
+        );
+    }
     let code = issue_code(
         app,
         &client,

@@ -152,6 +152,9 @@ pub struct AuthorizeParams {
     /// `none`: answer `login_required` instead of showing the sign-in. (`login`,
     /// `consent` and `select_account` cannot be honoured and answer their OIDC errors.)
     prompt: Option<String>,
+    /// Seconds: a member who signed in longer ago than this gets `login_required` back
+    /// (a new sign-in cannot be forced here); the ID token's `auth_time` says when.
+    max_age: Option<u32>,
 }
 
 /// The authorization endpoint. Signed in on the portal (cookie `coalition_session`) for
