@@ -41,6 +41,7 @@ mod review_erasure_credentials;
 mod review_fixes;
 mod review_forget;
 mod review_holds_expiry;
+mod review_last;
 mod review_portal;
 mod review_retention;
 mod review_sessions;
