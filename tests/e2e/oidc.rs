@@ -1025,8 +1025,9 @@ async fn the_id_token_says_when_the_member_entered_her_code_and_max_age_holds_to
     let before = chrono::Utc::now().timestamp();
     let cookie = sign_in(&t, &sink, partner.id, "at@example.com").await;
     let after = chrono::Utc::now().timestamp();
-    // The app asks for a code later, on the same portal session.
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    // The app asks for a code later, on the same portal session (past the 5 seconds
+    // in which a sign-in meets any max_age).
+    tokio::time::sleep(std::time::Duration::from_millis(5100)).await;
     let pair = pkce();
     // A sign-in older than max_age is refused back to the app (it cannot be renewed
     // here); a max_age that is no number of seconds is a bad request.

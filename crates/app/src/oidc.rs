@@ -424,7 +424,9 @@ pub async fn authorize(
     };
     // A sign-in older than `max_age` cannot be renewed here either (see `prompt`): the
     // client hears so rather than getting an ID token whose `auth_time` it would refuse.
-    if max_age.is_some_and(|max| Utc::now() - session.signed_in_at > max) {
+    // A sign-in of the last few seconds is the one this very request sent her through
+    // (the portal comes back here): it meets any `max_age`, 0 included.
+    if max_age.is_some_and(|max| Utc::now() - session.signed_in_at > max.max(FRESH_SIGN_IN)) {
         return fail(
             "login_required",
             "the member signed in longer ago than max_age; she signs out on the portal and in again",
@@ -444,6 +446,10 @@ pub async fn authorize(
         location: redirect_with(app, redirect_uri, &[("code", &code), ("state", state)]),
     })
 }
+
+/// A sign-in this recent meets any `max_age`: the member just entered her code for the
+/// request (it takes her a redirect to come back).
+const FRESH_SIGN_IN: Duration = Duration::seconds(5);
 
 /// RFC 7636 §4.2: S256 gives 32 bytes, 43 base64url characters without padding.
 fn is_s256_challenge(challenge: &str) -> bool {

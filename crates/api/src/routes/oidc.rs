@@ -153,7 +153,8 @@ pub struct AuthorizeParams {
     /// `consent` and `select_account` cannot be honoured and answer their OIDC errors.)
     prompt: Option<String>,
     /// Seconds: a member who signed in longer ago than this gets `login_required` back
-    /// (a new sign-in cannot be forced here); the ID token's `auth_time` says when.
+    /// (a new sign-in cannot be forced here); the ID token's `auth_time` says when. A
+    /// sign-in of the last 5 seconds (the one this request sent her through) meets any.
     max_age: Option<u32>,
 }
 
