@@ -47,3 +47,24 @@ async fn max_age_zero_is_met_by_the_sign_in_it_sent_the_member_through() {
     let (status, tokens) = exchange(&t, &app, code, &pair.verifier).await;
     assert_eq!(status, 200, "{tokens}");
 }
+
+/// RFC 6749 §3.1: "Parameters sent without a value MUST be treated as if they were
+/// omitted from the request." A client library that always writes `max_age=` gets a
+/// code, not `invalid_request`.
+#[tokio::test]
+async fn an_empty_max_age_is_no_max_age() {
+    let (t, sink, partner, app) = setup().await;
+    enrol(&t, &partner, "empty@example.com").await;
+    let cookie = crate::support::oidc::sign_in(&t, &sink, partner.id, "empty@example.com").await;
+    let pair = pkce();
+    let mut params = request_params(&app, &pair);
+    params.push(("max_age", ""));
+    let (location, query) = see_other(&authorize(&t, Some(&cookie), &params).await);
+    assert!(location.starts_with(&app.redirect_uri), "{location}");
+    assert!(query.contains_key("code"), "{location}");
+    // Still a bad request: a value that is no number of seconds.
+    let mut params = request_params(&app, &pair);
+    params.push(("max_age", "-1"));
+    let (_, query) = see_other(&authorize(&t, Some(&cookie), &params).await);
+    assert_eq!(query.get("error").map(String::as_str), Some("invalid_request"));
+}
