@@ -375,7 +375,8 @@ pub async fn authorize(
     }
     // OIDC Core §3.1.2.1: how long ago, at most, the member may have signed in.
     let max_age = match one("max_age") {
-        Ok(None) => None,
+        // RFC 6749 §3.1: a parameter without a value is as if omitted.
+        Ok(None | Some("")) => None,
         Ok(Some(text)) => match text.parse::<u32>() {
             Ok(seconds) => Some(Duration::seconds(seconds.into())),
             Err(_) => {
