@@ -66,5 +66,55 @@ async fn an_empty_max_age_is_no_max_age() {
     let mut params = request_params(&app, &pair);
     params.push(("max_age", "-1"));
     let (_, query) = see_other(&authorize(&t, Some(&cookie), &params).await);
-    assert_eq!(query.get("error").map(String::as_str), Some("invalid_request"));
+    assert_eq!(
+        query.get("error").map(String::as_str),
+        Some("invalid_request")
+    );
+}
+
+/// Pins: with an https public URL and no `X-Forwarded-Proto`, the sign-out's clearing
+/// cookie carries the same Path and Secure as the session cookie it clears (a browser
+/// deletes only the cookie of that name and path, and a Secure cookie is overwritten
+/// only by a Secure one).
+#[tokio::test]
+async fn behind_an_https_public_url_sign_out_clears_the_cookie_it_set() {
+    use crate::support::portal::{Browser, Via};
+    let sink = SmtpSink::start().await;
+    let t = spawn_app_with_settings(&[
+        ("COALITION_SMTP_URL", sink.url().as_str()),
+        ("COALITION_PUBLIC_URL", "https://rewards.example.org"),
+    ])
+    .await;
+    let programme = t.programme("Secure Coalition").await;
+    let partner = t.partner(&programme, "Secure Gym", "1").await;
+    enrol(&t, &partner, "sec@example.com").await;
+    let mut browser = Browser::new(&t);
+    let via = Via::Partner(partner.id);
+    let seen = sink.messages_to("sec@example.com").len();
+    browser.request_code(via, "sec@example.com").await;
+    let code = sink.next_code_for("sec@example.com", seen).await;
+    let done = browser.submit_code(via, "sec@example.com", &code).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let attributes = |set_cookie: &str| {
+        let mut kept: Vec<String> = set_cookie
+            .split(';')
+            .skip(1)
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.starts_with("Max-Age"))
+            .collect();
+        kept.sort();
+        kept
+    };
+    let set = done.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set.starts_with("coalition_session="), "{set}");
+    let home = browser.get("/portal").await;
+    let csrf = home.csrf().expect("the sign-out form's token");
+    let out = browser.post("/portal/sign-out", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    let cleared = out.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cleared.starts_with("coalition_session=;"), "{cleared}");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(attributes(&cleared), attributes(&set), "{set} / {cleared}");
+    assert!(attributes(&set).contains(&"Secure".to_owned()), "{set}");
+    assert!(attributes(&set).contains(&"Path=/".to_owned()), "{set}");
 }
