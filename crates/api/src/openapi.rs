@@ -7,6 +7,7 @@
 //! - a JSON request body → 400 `malformed_json`, 413, 415, 422 `validation_failed`;
 //! - an `Idempotency-Key` header → required, 1–255 visible ASCII, its 400s and 422;
 //! - a `limit` query parameter → an integer 1–100, and the 422 for a bad one;
+//! - any path or query parameter or body → 422 `pan_not_allowed` (`crate::pan`);
 //! - anything that reaches the database → 500 `internal_error`;
 //! - every answer whose body is a `Problem` → `application/problem+json` (extract.rs and
 //!   problem.rs are where the server does all of this).
@@ -72,6 +73,11 @@ fn complete_operation(op: &mut Operation) {
         .is_some_and(|b| b.content.contains_key(JSON));
     let params = op.parameters.get_or_insert_with(Vec::new);
     let has_path_param = params.iter().any(|p| p.parameter_in == ParameterIn::Path);
+    // What the PAN guard (`crate::pan`) reads before any handler: path, query, body.
+    let takes_values = op.request_body.is_some()
+        || params
+            .iter()
+            .any(|p| matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query));
     let idempotent = params.iter_mut().any(idempotency_key_param);
     let listed = params.iter_mut().any(limit_param);
     if params.is_empty() {
@@ -115,6 +121,13 @@ fn complete_operation(op: &mut Operation) {
             422,
             "validation_failed",
             "`limit` outside 1–100 or not a whole number, or `cursor` not one this list gave",
+        ));
+    }
+    if takes_values {
+        answers.push((
+            422,
+            "pan_not_allowed",
+            "a value looks like a payment card number (PAN), which is never accepted",
         ));
     }
     if secured || op.request_body.is_some() {
