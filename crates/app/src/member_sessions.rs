@@ -39,16 +39,6 @@ pub enum SessionStore {
     Redis(Arc<RedisSessions>),
 }
 
-impl SessionStore {
-    /// `database` or `redis`, for the start-up log.
-    pub fn name(&self) -> &'static str {
-        match self {
-            SessionStore::Database => "database",
-            SessionStore::Redis(_) => "redis",
-        }
-    }
-}
-
 impl From<SessionStoreError> for AppError {
     fn from(err: SessionStoreError) -> Self {
         AppError::Internal(err.to_string())
@@ -94,6 +84,13 @@ fn well_formed(token: &str) -> bool {
 /// When a session ends unless used again: the idle end, capped by the absolute end.
 fn ends_at(row: &member_session::Model) -> DateTime<Utc> {
     (row.last_seen_at + IDLE).min(row.expires_at)
+}
+
+/// The stored sessions that have ended by `now` (the rule of `ends_at`, in SQL).
+fn ended_by(now: DateTime<Utc>) -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(member_session::Column::ExpiresAt.lte(now))
+        .add(member_session::Column::LastSeenAt.lte(now - IDLE))
 }
 
 fn session_of(row: member_session::Model, token: &str) -> MemberSession {
@@ -161,11 +158,7 @@ async fn insert<C: ConnectionTrait>(
     member_session::Entity::delete_many()
         .filter(member_session::Column::ProgrammeId.eq(row.programme_id))
         .filter(member_session::Column::MemberId.eq(row.member_id))
-        .filter(
-            sea_orm::Condition::any()
-                .add(member_session::Column::ExpiresAt.lte(now))
-                .add(member_session::Column::LastSeenAt.lte(now - IDLE)),
-        )
+        .filter(ended_by(now))
         .exec(db)
         .await?;
     let active: member_session::ActiveModel = row.clone().into();
@@ -275,11 +268,7 @@ pub async fn end_all(app: &App, programme_id: Uuid, member_id: Uuid) -> AppResul
 /// Redis was configured go here too. How many went.
 pub async fn forget_ended(app: &App, now: DateTime<Utc>) -> AppResult<u64> {
     let ended = member_session::Entity::delete_many()
-        .filter(
-            sea_orm::Condition::any()
-                .add(member_session::Column::ExpiresAt.lte(now))
-                .add(member_session::Column::LastSeenAt.lte(now - IDLE)),
-        )
+        .filter(ended_by(now))
         .exec(&app.db)
         .await?;
     Ok(ended.rows_affected)

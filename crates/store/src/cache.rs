@@ -339,17 +339,12 @@ impl RedisCache {
         if self.connection.get().is_some() {
             return true;
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(1))
-            .set_response_timeout(CALL_TIMEOUT)
-            .set_number_of_retries(1);
-        let opening = redis::aio::ConnectionManager::new_with_config(self.client.clone(), config);
-        match tokio::time::timeout(Duration::from_secs(2), opening).await {
-            Ok(Ok(connection)) => {
+        match crate::open_redis(self.client.clone(), CALL_TIMEOUT).await {
+            Some(connection) => {
                 let _ = self.connection.set(connection);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -751,13 +746,7 @@ mod tests {
     // Redis: these run when TEST_REDIS_URL is set (the PostgreSQL + Redis pass of CI).
 
     async fn redis_cache() -> Option<(Arc<RedisCache>, String)> {
-        let Some(url) = std::env::var("TEST_REDIS_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
-            return None;
-        };
+        let url = crate::test_redis_url()?;
         let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
         let cache = RedisCache::connect(&url, &prefix).await.expect("redis url");
         assert!(cache.trusted(), "TEST_REDIS_URL {url} does not answer");

@@ -175,7 +175,7 @@ impl RedisFailures {
             fallback: InProcessFailures::new(window),
             failing: AtomicBool::new(false),
         };
-        match open(failures.client.clone()).await {
+        match crate::open_redis(failures.client.clone(), CALL_TIMEOUT).await {
             Some(connection) => {
                 let _ = failures.connection.set(connection);
             }
@@ -194,7 +194,7 @@ impl RedisFailures {
         }
         let (client, slot) = (self.client.clone(), self.connection.clone());
         tokio::spawn(async move {
-            if let Some(connection) = open(client).await {
+            if let Some(connection) = crate::open_redis(client, CALL_TIMEOUT).await {
                 let _ = slot.set(connection);
             }
         });
@@ -240,18 +240,6 @@ impl RedisFailures {
             Err(_) => self.failed("timed out"),
         }
     }
-}
-
-async fn open(client: redis::Client) -> Option<redis::aio::ConnectionManager> {
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Duration::from_secs(1))
-        .set_response_timeout(CALL_TIMEOUT)
-        .set_number_of_retries(1);
-    let opening = redis::aio::ConnectionManager::new_with_config(client, config);
-    tokio::time::timeout(Duration::from_secs(2), opening)
-        .await
-        .ok()?
-        .ok()
 }
 
 #[async_trait]

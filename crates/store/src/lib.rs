@@ -13,6 +13,36 @@ pub use sea_orm;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 use std::time::Duration;
 
+/// Opens a Redis connection (reconnecting by itself afterwards) within 2 s, or `None`:
+/// the cache, the failure counters and the sessions open theirs alike.
+pub(crate) async fn open_redis(
+    client: redis::Client,
+    response_timeout: Duration,
+) -> Option<redis::aio::ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(1);
+    let opening = redis::aio::ConnectionManager::new_with_config(client, config);
+    tokio::time::timeout(Duration::from_secs(2), opening)
+        .await
+        .ok()?
+        .ok()
+}
+
+/// The Redis of the store's own tests; `None` (said on stderr) without TEST_REDIS_URL,
+/// whose tests then run in the PostgreSQL + Redis pass of CI.
+#[cfg(test)]
+pub(crate) fn test_redis_url() -> Option<String> {
+    let url = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
+    }
+    url
+}
+
 /// Connects to `DATABASE_URL`. SQLite is the embedded, single-process default: one
 /// connection serialises writers, which is what SQLite does anyway, and avoids
 /// "database is locked" on lock upgrades. PostgreSQL gets a real pool.

@@ -57,18 +57,14 @@ impl RedisSessions {
 
     async fn connection(&self) -> Result<redis::aio::ConnectionManager, SessionStoreError> {
         let client = self.client.clone();
-        let opening = self.connection.get_or_try_init(|| async move {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Duration::from_secs(1))
-                .set_response_timeout(CALL_TIMEOUT)
-                .set_number_of_retries(1);
-            redis::aio::ConnectionManager::new_with_config(client, config).await
-        });
-        match tokio::time::timeout(Duration::from_secs(2), opening).await {
-            Ok(Ok(connection)) => Ok(connection.clone()),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(SessionStoreError("connecting timed out".into())),
-        }
+        self.connection
+            .get_or_try_init(|| async move {
+                crate::open_redis(client, CALL_TIMEOUT)
+                    .await
+                    .ok_or_else(|| SessionStoreError("not reachable".into()))
+            })
+            .await
+            .cloned()
     }
 
     async fn run<T: redis::FromRedisValue>(
@@ -190,15 +186,8 @@ mod tests {
     use super::*;
     use chrono::Duration as Span;
 
-    // These run when TEST_REDIS_URL is set (the PostgreSQL + Redis pass of CI).
     fn redis_sessions() -> Option<RedisSessions> {
-        let Some(url) = std::env::var("TEST_REDIS_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            eprintln!("needs TEST_REDIS_URL: runs in the PostgreSQL + Redis pass of .ci/run");
-            return None;
-        };
+        let url = crate::test_redis_url()?;
         let prefix = format!("coalition-test-{}:", Uuid::new_v4().simple());
         Some(RedisSessions::new(&url, &prefix).expect("redis url"))
     }
